@@ -1,0 +1,131 @@
+"""Typed configuration for resnetkit.
+
+Every dataclass here round-trips through plain JSON (``to_dict`` / ``from_dict``), so a model file,
+a training report or a checkpoint records exactly what produced it. YAML recipes and CLI flags only
+fill these in. This module imports nothing else from resnetkit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+VARIANTS = ("v1", "v1.5", "v2")
+SHORTCUTS = ("A", "B", "C", "none")
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], *, what: str) -> T:
+    """Build dataclass ``cls`` from ``data``, naming unknown keys instead of failing on them late."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}; known fields are {sorted(known)}")
+    values = dict(data)
+    for f in fields(cls):  # type: ignore[arg-type]
+        # JSON has no tuples: turn lists back into the tuples the dataclass declares.
+        if isinstance(values.get(f.name), list) and "tuple" in str(f.type):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a network's architecture.
+
+    ``arch`` is a registry name (``resnet50``, ``resnet20``, ``plain34`` ...); the other fields are the
+    options ``create_model`` accepts. Two equal configs always build identical architectures.
+    """
+
+    arch: str
+    num_classes: int = 1000
+    in_chans: int = 3
+    variant: str = "v1.5"
+    shortcut: str = "B"
+    width: float = 1.0
+    zero_init_residual: bool = False
+    drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"shortcut={self.shortcut!r} is not one of {SHORTCUTS} "
+                "(A: identity with zero-padded channels, B: projection when the shape changes, "
+                "C: projection on every block, none: a plain network)"
+            )
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes} must be >= 0 (0 removes the classifier)")
+        if self.in_chans < 1:
+            raise ValueError(f"in_chans={self.in_chans} must be >= 1")
+        if self.width <= 0:
+            raise ValueError(f"width={self.width} must be > 0")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate={self.drop_rate} must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data, what="model config")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input: resize the shorter side, centre-crop, normalise.
+
+    Stored with the weights so inference can never drift from training.
+    """
+
+    input_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        return _from_dict(cls, data, what="preprocess")
+
+
+IMAGENET_PREPROCESS = Preprocess()
+CIFAR_PREPROCESS = Preprocess(input_size=32, resize_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+
+
+@dataclass
+class ModelInfo:
+    """What a model file carries besides the tensors: the architecture, labels and preprocessing."""
+
+    model: ModelConfig
+    class_names: list[str] = field(default_factory=list)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "class_names": list(self.class_names),
+            "preprocess": self.preprocess.to_dict(),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(
+            model=ModelConfig.from_dict(data["model"]),
+            class_names=list(data.get("class_names", [])),
+            preprocess=Preprocess.from_dict(data.get("preprocess", {})),
+            extra=dict(data.get("extra", {})),
+        )

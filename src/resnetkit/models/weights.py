@@ -1,0 +1,200 @@
+"""Model files: our own ``.safetensors`` format, and torchvision / timm ``.pth`` state dicts.
+
+Our format is one safetensors file whose metadata holds a JSON ``ModelInfo`` (architecture and options,
+class names, preprocessing), so a file alone rebuilds and uses the model. No pickle is ever written;
+foreign ``.pth`` files are read with ``weights_only=True`` so they cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import ModelConfig, ModelInfo
+from .registry import build_model, default_preprocess
+from .resnet import ResNet
+
+METADATA_KEY = "resnetkit"
+FORMAT_VERSION = 1
+
+
+class WeightFileError(ValueError):
+    """A weight file that cannot be used; the message names the file and says what to do."""
+
+
+def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list[str] | None = None,
+               info: ModelInfo | None = None) -> Path:
+    """Write ``model`` and everything needed to use it to one ``.safetensors`` file, atomically.
+
+    The file is written beside ``path`` and renamed over it, so a crash never leaves half a file.
+    """
+    path = Path(path)
+    if info is None:
+        info = ModelInfo(model=model.config, class_names=list(class_names or []),
+                         preprocess=default_preprocess(model.config.arch))
+    elif class_names is not None:
+        info.class_names = list(class_names)
+    info.model = model.config
+    if info.class_names and len(info.class_names) != model.num_classes:
+        raise ValueError(f"{len(info.class_names)} class names for a {model.num_classes}-class model")
+    meta = {METADATA_KEY: json.dumps({"format_version": FORMAT_VERSION, **info.to_dict()})}
+    # safetensors refuses shared or non-contiguous storage; clone each tensor into its own block.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """The ``ModelInfo`` stored in a resnetkit model file, without loading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated or "
+                              "not a weight file at all: re-download or re-save it") from e
+    if METADATA_KEY not in meta:
+        raise WeightFileError(f"{path}: a safetensors file without resnetkit metadata; load its tensors into a "
+                              "model you build yourself with load_state_dict_file(), or re-save it with save_model()")
+    data = json.loads(meta[METADATA_KEY])
+    version = data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise WeightFileError(f"{path}: model file format {version}, this resnetkit reads {FORMAT_VERSION}")
+    return ModelInfo.from_dict(data)
+
+
+def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
+    """Rebuild the model stored in a resnetkit ``.safetensors`` file; returns it (in eval mode) and its info."""
+    info = read_model_info(path)
+    model = build_model(info.model)
+    load_weights(model, load_state_dict_file(path), source=str(path))
+    return model.to(map_location).eval(), info
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    if path.is_dir():
+        raise WeightFileError(f"{path}: is a folder, expected a .safetensors or .pth file")
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file or a torchvision / timm ``.pth`` checkpoint (never runs code).
+
+    Checkpoints that wrap the weights (``{"state_dict": ...}``, ``{"model": ...}``) and DDP's
+    ``module.`` prefix are unwrapped.
+    """
+    path = Path(path)
+    _check_exists(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        raise WeightFileError(f"{path}: only {path.stat().st_size} bytes; the file is truncated or empty")
+    # A safetensors file starts with an 8-byte little-endian header length, then the JSON header.
+    is_safetensors = path.suffix == ".safetensors" or (
+        head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size)
+    if is_safetensors:
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated: "
+                                  "re-download or re-save it") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... depending on damage
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise WeightFileError(
+                f"{path}: refused to load: the file contains pickled Python objects beyond tensors, and "
+                "loading it could run arbitrary code. Load it yourself only if you trust its source, then "
+                "save its state_dict() (or convert it with save_model())") from e
+        raise WeightFileError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {text[:200]}); "
+                              "it may be truncated or not a weight file: re-download it") from e
+    return _unwrap_state_dict(obj, path)
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightFileError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
+    """``load_state_dict(strict=True)`` with errors that say which keys and shapes disagree and what to do."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
+                  if k in state_dict and state_dict[k].shape != v.shape]
+    problems = []
+    if mismatched:
+        shown = ", ".join(f"{k}: file {a} vs model {b}" for k, a, b in mismatched[:5])
+        problems.append(f"shape mismatch for {len(mismatched)} tensor(s) ({shown})")
+        if any(k.startswith("fc.") for k, _, _ in mismatched):
+            file_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else "?"
+            problems.append(
+                f"the file's classifier has {file_classes} classes but the model has "
+                f"{getattr(model, 'num_classes', '?')}: build the model with num_classes={file_classes}, load, then "
+                "call model.reset_classifier(N) to fine-tune on N classes")
+    if missing:
+        problems.append(f"{len(missing)} key(s) missing from the file (first: {missing[:5]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) in the file (first: {unexpected[:5]})")
+    if missing or unexpected:
+        config = getattr(model, "config", None)
+        if isinstance(config, ModelConfig):
+            problems.append(f"check the architecture options: the model is {config.arch} variant={config.variant} "
+                            f"shortcut={config.shortcut} width={config.width}")
+    if problems:
+        raise WeightFileError(f"{source}: cannot load into the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A local path for a weight file, downloading a URL into the cache first (kept across runs)."""
+    parsed = urllib.parse.urlparse(path_or_url)
+    if parsed.scheme in ("http", "https", "file"):
+        cache = Path(cache_dir or os.environ.get("RESNETKIT_CACHE", Path.home() / ".cache" / "resnetkit"))
+        target = cache / "weights" / Path(parsed.path).name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                torch.hub.download_url_to_file(path_or_url, str(target), progress=False)
+            except Exception as e:  # urllib raises URLError, HTTPError, OSError, ...
+                raise WeightFileError(f"could not download {path_or_url} ({e}); check the address and your "
+                                      "connection, or download it yourself and pass the local path") from e
+        return target
+    return Path(path_or_url)
+
+
+def load_pretrained(model: nn.Module, path_or_url: str, **kwargs: Any) -> nn.Module:
+    """Load a torchvision / timm / resnetkit weight file (path or URL) into ``model`` in place."""
+    path = resolve_weight_path(path_or_url, **kwargs)
+    load_weights(model, load_state_dict_file(path), source=str(path))
+    return model

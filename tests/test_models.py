@@ -1,0 +1,176 @@
+"""The registry builds every network of the paper exactly: names, shapes, parameter and MAC counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from resnetkit import create_model, list_models
+from resnetkit.models import count_macs, count_params, default_preprocess, get_spec, summarize
+
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808,
+}
+TORCHVISION_GMACS = {"resnet18": 1.814, "resnet34": 3.664, "resnet50": 4.089, "resnet101": 7.801, "resnet152": 11.514}
+PAPER_TABLE1_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
+# The paper's section 4.2 table (option A shortcuts) and the pre-activation paper's Table 5.
+PAPER_CIFAR_MPARAMS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
+                       "resnet110": 1.7, "resnet1202": 19.4, "resnet164": 1.7, "resnet1001": 10.2}
+
+HUGE = {"resnet1202", "plain1202", "resnet1001"}
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
+def test_torchvision_state_dict_loads_strict_and_gives_identical_logits(name):
+    reference = getattr(torchvision.models, name)().eval()
+    ours = create_model(name).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        diff = (ours(x) - reference(x)).abs().max().item()
+    assert diff <= 1e-5
+    assert count_params(ours) == TORCHVISION_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_GMACS))
+def test_macs_match_torchvision_for_v15_and_paper_table1_for_v1(name):
+    v15 = count_macs(create_model(name), 224) / 1e9
+    v1 = count_macs(create_model(name, variant="v1"), 224) / 1e9
+    assert abs(v15 - TORCHVISION_GMACS[name]) / TORCHVISION_GMACS[name] < 0.01
+    assert abs(v1 - PAPER_TABLE1_GMACS[name]) / PAPER_TABLE1_GMACS[name] < 0.03
+
+
+@pytest.mark.parametrize("name", list(PAPER_CIFAR_MPARAMS))
+def test_cifar_parameter_counts_match_the_papers(name):
+    millions = count_params(create_model(name)) / 1e6
+    printed = PAPER_CIFAR_MPARAMS[name]
+    decimals = len(str(printed).split(".")[1])
+    if name == "resnet1001":
+        # The pre-activation paper prints 10.2M; its released architecture counts 10.33M, as every
+        # public reproduction does (e.g. bearpaw/pytorch-classification), so allow 1.5% here.
+        assert abs(millions - printed) / printed < 0.015
+    else:
+        assert round(millions, decimals) == printed
+
+
+def test_cifar_resnet20_has_paper_layout():
+    model = create_model("resnet20")
+    stages = summarize(model, input_size=32).rows
+    shapes = {r.name: r.output_shape for r in stages}
+    assert shapes["layer1"] == (1, 16, 32, 32)
+    assert shapes["layer2"] == (1, 32, 16, 16)
+    assert shapes["layer3"] == (1, 64, 8, 8)
+    assert get_spec("resnet20").depth == 20 and get_spec("resnet110").depth == 110
+    assert get_spec("resnet164").depth == 164 and get_spec("resnet1001").depth == 1001
+
+
+def test_plain_twins_have_no_shortcuts_and_differ_from_residual():
+    torch.manual_seed(0)
+    plain, residual = create_model("plain20"), create_model("resnet20")
+    residual.load_state_dict(plain.state_dict())  # option A adds no parameters
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(plain.eval()(x), residual.eval()(x))
+    assert all(not getattr(b, "residual", True) for b in plain.modules() if hasattr(b, "residual"))
+    assert count_params(create_model("plain34")) < count_params(create_model("resnet34"))
+    with pytest.raises(ValueError, match="plain network"):
+        create_model("plain20", shortcut="A")
+
+
+def test_shortcut_options_change_parameters_as_the_paper_describes():
+    a = count_params(create_model("resnet20", shortcut="A"))
+    b = count_params(create_model("resnet20", shortcut="B"))
+    c = count_params(create_model("resnet20", shortcut="C"))
+    assert a < b < c
+    # B adds exactly the two projections (16->32, 32->64) with their BN.
+    assert b - a == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    r34a = count_params(create_model("resnet34", shortcut="A"))
+    assert r34a < TORCHVISION_PARAMS["resnet34"] < count_params(create_model("resnet34", shortcut="C"))
+
+
+def test_v1_puts_bottleneck_stride_on_the_1x1_and_v15_on_the_3x3():
+    v1, v15 = create_model("resnet50", variant="v1"), create_model("resnet50")
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    assert v1.state_dict().keys() == v15.state_dict().keys()
+
+
+def test_v2_is_pre_activation_with_a_final_norm():
+    model = create_model("resnet50", variant="v2").eval()
+    assert type(model.layer1[0]).__name__ == "PreActBottleneck"
+    assert "norm.0.weight" in model.state_dict()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_options_num_classes_in_chans_width_dropout_zero_init():
+    model = create_model("resnet18", num_classes=7, in_chans=1, drop_rate=0.2, zero_init_residual=True)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+    assert all(b.bn2.weight.abs().sum() == 0 for b in model.modules() if type(b).__name__ == "BasicBlock")
+    assert isinstance(model.drop, torch.nn.Dropout) and model.drop.p == 0.2
+    wide = create_model("resnet20", width=2.0)
+    assert wide.layer3[-1].conv2.out_channels == 128
+    # torchvision's wide_resnet50_2 widens the bottleneck's inner 3x3 only, and loads strictly.
+    wrn = create_model("wide_resnet50_2")
+    wrn.load_state_dict(torchvision.models.wide_resnet50_2().state_dict(), strict=True)
+    with pytest.raises(TypeError, match="num_clases"):
+        create_model("resnet18", num_clases=10)
+    with pytest.raises(ValueError, match="shortcut"):
+        create_model("resnet18", shortcut="D")
+    with pytest.raises(ValueError, match="unknown model 'resnet19'"):
+        create_model("resnet19")
+
+
+def test_common_interface_and_reset_classifier():
+    model = create_model("resnet50", num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    features = model.forward_features(x)
+    assert features.shape == (2, 2048, 2, 2)
+    assert torch.allclose(model.forward_head(features), model(x))
+    assert model.forward_head(features, pre_logits=True).shape == (2, 2048)
+    stages = model.forward_stages(x)
+    assert [s.shape[1] for s in stages] == [f["num_chs"] for f in model.feature_info] == [256, 512, 1024, 2048]
+    assert [64 // s.shape[-1] for s in stages] == [f["reduction"] for f in model.feature_info]
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.config.num_classes == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 2048)
+
+
+def test_list_models_filters_with_patterns():
+    assert {"resnet18", "resnet20", "resnet1202", "plain18", "plain110", "resnet164", "resnet1001",
+            "resnet200"} <= set(list_models())
+    assert set(list_models("plain*")) >= {"plain18", "plain34", "plain20", "plain32", "plain44", "plain56", "plain110"}
+    assert list_models("nothing*") == []
+
+
+def _run_forward_backward(name: str) -> None:
+    model = create_model(name, num_classes=5).train()
+    size = 64 if get_spec(name).family == "imagenet" else 16
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.logsumexp(1).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert default_preprocess(name).input_size in (32, 224)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n not in HUGE])
+def test_every_registered_model_runs_forward_and_backward(name):
+    _run_forward_backward(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_models_run_forward_and_backward(name):
+    _run_forward_backward(name)
+
+
+@pytest.mark.parametrize("variant", ["v1", "v1.5", "v2"])
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+def test_every_variant_and_shortcut_combination_runs(variant, shortcut):
+    for name in ("resnet18", "resnet50", "resnet20", "resnet164"):
+        model = create_model(name, variant=variant, shortcut=shortcut, num_classes=3).eval()
+        size = 32 if get_spec(name).family == "imagenet" else 8
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
