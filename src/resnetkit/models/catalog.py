@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .registry import create_model, default_preprocess, get_spec, list_models
 from .summary import count_params, format_count, summarize
 
@@ -14,7 +16,8 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
              f"{'MACs':>10} {'input':>6}"]
     for name in names:
         spec = get_spec(name)
-        model = create_model(name)
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation, exact counts
+            model = create_model(name)
         size = input_size or default_preprocess(name).input_size
         macs = summarize(model, input_size=size).macs
         lines.append(f"{name:<18} {spec.family:<9} {spec.block:<11} {model.config.variant:<8} "

@@ -1,0 +1,155 @@
+"""Model files round-trip everything needed to use a model; foreign and bad files fail clearly."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from resnetkit import create_model
+from resnetkit.config import CIFAR_PREPROCESS, ModelInfo, Preprocess
+from resnetkit.models import (WeightFileError, load_model, load_pretrained, load_state_dict_file, read_model_info,
+                              save_model)
+from resnetkit.models.weights import resolve_weight_path
+
+
+def test_safetensors_round_trip_keeps_architecture_classes_and_preprocessing(tmp_path):
+    model = create_model("resnet20", variant="v2", shortcut="B", num_classes=3, width=0.5).eval()
+    path = save_model(model, tmp_path / "m.safetensors", class_names=["cat", "dog", "bird"])
+    loaded, info = load_model(path)
+    assert info.model == model.config
+    assert info.class_names == ["cat", "dog", "bird"]
+    assert info.preprocess == CIFAR_PREPROCESS
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert b"pickle" not in path.read_bytes()[:64] and path.read_bytes()[8:9] == b"{"
+    assert read_model_info(path).model.arch == "resnet20"
+
+
+def test_custom_preprocessing_is_stored(tmp_path):
+    model = create_model("resnet18", num_classes=2)
+    info = ModelInfo(model=model.config, class_names=["a", "b"], preprocess=Preprocess(input_size=160, resize_size=182))
+    save_model(model, tmp_path / "m.safetensors", info=info)
+    assert read_model_info(tmp_path / "m.safetensors").preprocess.input_size == 160
+
+
+def test_save_is_atomic_and_keeps_the_previous_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save_model(create_model("resnet20"), path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("resnetkit.models.weights.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(create_model("resnet20"), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_torchvision_pth_loads_with_weights_only(tmp_path):
+    reference = torchvision.models.resnet18().eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = load_pretrained(create_model("resnet18"), str(tmp_path / "resnet18.pth")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max() <= 1e-5
+
+
+def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):
+    sd = create_model("resnet20").state_dict()
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "ckpt.pth")
+    loaded = load_state_dict_file(tmp_path / "ckpt.pth")
+    assert loaded.keys() == sd.keys()
+
+
+def test_url_download_path_is_real_and_cached(tmp_path):
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "w.pth")
+    url = (tmp_path / "w.pth").as_uri()
+    local = resolve_weight_path(url, cache_dir=tmp_path / "cache")
+    assert local.parent == tmp_path / "cache" / "weights" and local.exists()
+    load_pretrained(create_model("resnet20"), url, cache_dir=tmp_path / "cache")
+    with pytest.raises(WeightFileError, match="could not download"):
+        resolve_weight_path((tmp_path / "absent.pth").as_uri(), cache_dir=tmp_path / "cache")
+
+
+def test_head_size_mismatch_points_to_reset_classifier(tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(WeightFileError) as e:
+        load_pretrained(create_model("resnet18", num_classes=10), str(tmp_path / "r18.pth"))
+    msg = str(e.value)
+    assert "r18.pth" in msg and "1000 classes" in msg and "reset_classifier" in msg
+
+
+def test_architecture_mismatch_names_missing_keys(tmp_path):
+    torch.save(create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(WeightFileError, match="missing from the file.*variant=v1.5"):
+        load_pretrained(create_model("resnet34"), str(tmp_path / "r18.pth"))
+
+
+def test_truncated_files_fail_clearly(tmp_path):
+    good = save_model(create_model("resnet20"), tmp_path / "good.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(WeightFileError, match="cut.safetensors.*truncated"):
+        load_model(cut)
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "w.pth")
+    cut_pth = tmp_path / "cut.pth"
+    cut_pth.write_bytes((tmp_path / "w.pth").read_bytes()[:3000])
+    with pytest.raises(WeightFileError, match="cut.pth"):
+        load_state_dict_file(cut_pth)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(WeightFileError, match="empty.pth.*truncated or empty"):
+        load_state_dict_file(tmp_path / "empty.pth")
+    (tmp_path / "notes.pth").write_text("these are not weights at all, just some text")
+    with pytest.raises(WeightFileError, match="notes.pth"):
+        load_state_dict_file(tmp_path / "notes.pth")
+    with pytest.raises(FileNotFoundError, match="absent.safetensors"):
+        load_model(tmp_path / "absent.safetensors")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _RunsCode()}, path)
+    with pytest.raises(WeightFileError, match="evil.pth.*arbitrary code"):
+        load_state_dict_file(path)
+    assert "this pickle ran code" not in capsys.readouterr().out
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_RunsCode()))
+    with pytest.raises(WeightFileError, match="raw.pkl"):
+        load_state_dict_file(raw)
+
+
+def test_safetensors_without_our_metadata_says_what_to_do(tmp_path):
+    save_file(create_model("resnet20").state_dict(), tmp_path / "plain.safetensors")
+    with pytest.raises(WeightFileError, match="without resnetkit metadata"):
+        load_model(tmp_path / "plain.safetensors")
+    model = create_model("resnet20")
+    load_pretrained(model, str(tmp_path / "plain.safetensors"))  # the tensors themselves still load
+
+
+def test_class_name_count_must_match_the_head(tmp_path):
+    with pytest.raises(ValueError, match="2 class names for a 10-class model"):
+        save_model(create_model("resnet20"), tmp_path / "m.safetensors", class_names=["a", "b"])
+
+
+def test_metadata_is_plain_json(tmp_path):
+    from safetensors import safe_open
+
+    path = save_model(create_model("resnet20"), tmp_path / "m.safetensors", class_names=[str(i) for i in range(10)])
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["resnetkit"])
+    assert meta["model"]["arch"] == "resnet20" and meta["format_version"] == 1
+    assert isinstance(Path(path), Path)
