@@ -129,3 +129,69 @@ class ModelInfo:
             preprocess=Preprocess.from_dict(data.get("preprocess", {})),
             extra=dict(data.get("extra", {})),
         )
+
+
+@dataclass
+class TrainConfig:
+    """One training run, fully: the recipe YAML fills it, CLI flags override any field.
+
+    Units: ``lr`` per 256 images is NOT applied implicitly; ``lr`` is the rate at ``batch_size``.
+    Schedule lengths are in epochs unless ``iterations`` is set (the paper's CIFAR recipe counts
+    iterations: 64k at batch 128, lr /10 at 32k and 48k).
+    """
+
+    # data
+    data: str = "digits"  # a folder, a tar of a folder tree, "cifar10", "cifar100", "digits", or a CIFAR archive
+    val_split: int = 0  # hold out this many training images (stratified, seeded) for validation
+    augment: str = "pad-crop-flip"  # "pad-crop-flip" (paper CIFAR), "scale" (paper ImageNet), "rrc", "none"
+    image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
+    workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
+    # model
+    model: str = "resnet20"
+    variant: str = ""  # "" keeps the registry default
+    shortcut: str = ""
+    width: float = 1.0
+    zero_init_residual: bool = False
+    drop_rate: float = 0.0
+    pretrained: str = ""  # weight file or URL to start from (fine-tuning); the head is reset if sizes differ
+    freeze_backbone: bool = False  # feature extraction: train the classifier only
+    # optimisation
+    epochs: int = 30
+    iterations: int = 0  # >0: train for this many iterations instead of epochs (the paper's CIFAR schedule)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and evaluate it
+    grad_clip: float = 0.0  # >0: clip the global gradient norm
+    accumulate: int = 1  # gradient accumulation steps
+    # schedule: "step" (milestones), "cosine", "onecycle", "constant"
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
+    gamma: float = 0.1
+    warmup: float = 0.0  # linear warm-up length, in epochs (or iterations when ``iterations`` is set)
+    warmup_lr: float = 0.0  # >0: a constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 its)
+    # speed and reproducibility
+    amp: str = "bf16"  # "bf16", "fp16" (CUDA), "none"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" ...
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    seed: int = 0
+    # output
+    out_dir: str = "runs/train"
+    resume: bool = False
+    eval_every: int = 1  # evaluate on the validation split every N epochs (0: only at the end)
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data, what="train config")

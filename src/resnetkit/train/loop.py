@@ -1,0 +1,250 @@
+"""The training loop: read it top to bottom.
+
+``Trainer.fit`` runs epochs of ``train_one_epoch``, evaluates, logs, and writes an atomic checkpoint
+after every epoch, so ``resume=True`` continues a killed run exactly where the last epoch ended.
+Batches come from any loader with ``__iter__``, ``__len__`` and ``set_epoch(epoch)`` that yields
+``(images, labels)``; augmentation happens there, seeded by the epoch, so a resumed run sees the
+same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import TrainConfig
+from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistInfo
+from .logging import MetricsLogger, progress
+from .schedules import build_scheduler, schedule_from_config
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class BatchLoader(Protocol):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the weights to use: the EMA average when ``ema_decay`` > 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_metrics: ClassificationMetrics | None = None
+    out_dir: Path = Path(".")
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "none":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
+        return torch.float16
+    raise ValueError(f"amp={amp!r} is not one of 'bf16', 'fp16', 'none'")
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
+    """Two groups when BN parameters and biases (all 1-d tensors) are spared weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def _mix_transform(config: TrainConfig, num_classes: int):
+    """Batch-level MixUp / CutMix from torchvision (soft targets), or None."""
+    from torchvision.transforms import v2
+
+    choices = []
+    if config.mixup_alpha > 0:
+        choices.append(v2.MixUp(alpha=config.mixup_alpha, num_classes=num_classes))
+    if config.cutmix_alpha > 0:
+        choices.append(v2.CutMix(alpha=config.cutmix_alpha, num_classes=num_classes))
+    if not choices:
+        return None
+    return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, config: TrainConfig, train_loader: BatchLoader,
+                 val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, *, num_classes: int,
+                 device: torch.device, dist: DistInfo | None = None, class_names: list[str] | None = None) -> None:
+        self.config = config
+        self.device = device
+        self.dist = dist or DistInfo()
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.out_dir = Path(config.out_dir)
+        self.amp_dtype = amp_dtype_for(config.amp, device)
+
+        model = model.to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled and config.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model  # the bare module: saved, evaluated, averaged
+        self.train_model: nn.Module = self.dist.wrap(model, device)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        self.steps_per_epoch = max(1, len(train_loader) // config.accumulate)
+        if config.iterations > 0:
+            self.total_steps = config.iterations
+            self.epochs = math.ceil(config.iterations / self.steps_per_epoch)
+        else:
+            self.total_steps = config.epochs * self.steps_per_epoch
+            self.epochs = config.epochs
+        self.optimizer = torch.optim.SGD(param_groups(model, config.weight_decay, config.decay_norm_and_bias),
+                                         lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        spec = schedule_from_config(kind=config.schedule, milestones=tuple(config.milestones), gamma=config.gamma,
+                                    warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
+                                    total_steps=self.total_steps,
+                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, spec)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.mix = _mix_transform(config, num_classes)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+                    if config.ema_decay > 0 else None)
+        self.step = 0
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.logger = MetricsLogger(self.out_dir, enabled=self.dist.is_main)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "step": self.step, "config": self.config.to_dict(), "history": self.history,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {}, "rng": rng_state(),
+        }
+
+    def resume(self) -> bool:
+        """Load the last checkpoint in ``out_dir``, if any; True when the run continues from it."""
+        if not self.checkpoint_path.exists():
+            return False
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
+        self.logger.rewrite(self.history)
+        return True
+
+    # -- one epoch ---------------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        self.train_model.train()
+        self.train_loader.set_epoch(epoch)
+        seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}",
+                       enabled=cfg.progress and self.dist.is_main)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, labels) in enumerate(bar):
+            if self.step >= self.total_steps:
+                break
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = labels
+            if self.mix is not None:
+                images, targets = self.mix(images, labels)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = self.train_model(images)
+                loss = self.criterion(logits, targets)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, iteration {self.step}; the last good "
+                    f"checkpoint ({self.checkpoint_path}) is intact. Lower --lr, set --grad-clip, or check the data")
+            self.scaler.scale(loss / cfg.accumulate).backward()
+            if (i + 1) % cfg.accumulate == 0:
+                self._optimizer_step()
+            seen += labels.numel()
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(1) == labels).sum().item()
+            elapsed = time.perf_counter() - started
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.4f}",
+                                img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+        elapsed = time.perf_counter() - started
+        return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
+                "images_per_s": seen * self.dist.world_size / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+
+    def _optimizer_step(self) -> None:
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> ClassificationMetrics | None:
+        if self.val_loader is None:
+            return None
+        return evaluate_batches(self.eval_model, self.val_loader, num_classes=self.num_classes, device=self.device,
+                                amp_dtype=self.amp_dtype, channels_last=self.config.channels_last)
+
+    # -- the run -----------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        cfg = self.config
+        if cfg.resume:
+            self.resume()
+        metrics = None
+        for epoch in range(self.start_epoch, self.epochs):
+            lr = self.optimizer.param_groups[0]["lr"]
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr, **self.train_one_epoch(epoch)}
+            last = epoch == self.epochs - 1 or self.step >= self.total_steps
+            if self.dist.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+                metrics = self.evaluate()
+                if metrics is not None:
+                    row.update(val_loss=metrics.loss, val_top1=metrics.top1, val_top5=metrics.top5)
+            self.history.append(row)
+            if self.dist.is_main:
+                self.logger.log(row)
+                save_checkpoint(self.state_dict(epoch), self.checkpoint_path)
+            self.dist.barrier()
+            if self.step >= self.total_steps:
+                break
+        self.logger.close()
+        if metrics is None and self.dist.is_main:
+            metrics = self.evaluate()
+        return FitResult(model=self.eval_model, history=self.history, final_metrics=metrics, out_dir=self.out_dir)

@@ -1,0 +1,71 @@
+"""Learning-rate schedules, all stepped once per optimizer step (iteration).
+
+Each schedule is a pure function of the iteration, wrapped in ``torch.optim.lr_scheduler.LambdaLR``,
+so resuming only needs the iteration count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule in iterations; built from a ``TrainConfig`` by ``schedule_from_config``."""
+
+    kind: str
+    total_steps: int
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    warmup_factor: float = 0.0  # >0: constant warm-up at base_lr * factor (the paper's ResNet-110 trick)
+
+
+def lr_factor(spec: ScheduleSpec, step: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based)."""
+    if step < spec.warmup_steps:
+        if spec.warmup_factor > 0:
+            return spec.warmup_factor
+        return (step + 1) / spec.warmup_steps
+    if spec.kind == "constant":
+        return 1.0
+    if spec.kind == "step":
+        return spec.gamma ** sum(step >= m for m in spec.milestones)
+    progress = (step - spec.warmup_steps) / max(1, spec.total_steps - spec.warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    if spec.kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if spec.kind == "onecycle":
+        # Linear up to the peak over the first 25% (or the warm-up), then linear down to zero:
+        # the triangular one-cycle that fast CIFAR recipes use.
+        peak = 0.25 if spec.warmup_steps == 0 else 0.0
+        if progress < peak:
+            return 0.1 + 0.9 * progress / peak
+        return max(0.0, 1.0 - (progress - peak) / (1.0 - peak))
+    raise ValueError(f"unknown schedule {spec.kind!r}; choose one of {SCHEDULES}")
+
+
+def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: float, warmup: float,
+                         warmup_lr: float, base_lr: float, total_steps: int, steps_per_unit: int) -> ScheduleSpec:
+    """Turn recipe units (epochs, or iterations when ``steps_per_unit`` is 1) into iterations.
+
+    Milestones <= 1 are fractions of the run; larger ones are absolute epochs (or iterations).
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule={kind!r} is not one of {SCHEDULES}")
+    steps = tuple(round(m * total_steps) if m <= 1 else round(m * steps_per_unit) for m in milestones)
+    return ScheduleSpec(kind=kind, total_steps=total_steps, milestones=steps, gamma=gamma,
+                        warmup_steps=round(warmup * steps_per_unit),
+                        warmup_factor=warmup_lr / base_lr if warmup_lr > 0 else 0.0)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec) -> LambdaLR:
+    fn: Callable[[int], float] = lambda step: lr_factor(spec, step)  # noqa: E731
+    return LambdaLR(optimizer, fn)

@@ -1,0 +1,132 @@
+"""The training loop: it learns, resumes exactly, stops cleanly on a non-finite loss, schedules lr as the paper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnetkit import create_model
+from resnetkit.config import TrainConfig
+from resnetkit.train.checkpoint import load_checkpoint
+from resnetkit.train.loop import NonFiniteLossError, Trainer
+from resnetkit.train.schedules import lr_factor, schedule_from_config
+
+
+class TensorLoader:
+    """A minimal seeded loader: shuffles and flips by epoch, like the real in-memory loader."""
+
+    def __init__(self, images, labels, batch_size, seed=0):
+        self.images, self.labels, self.batch_size, self.seed, self.epoch = images, labels, batch_size, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.images) // self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        order = torch.randperm(len(self.images), generator=g)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx]
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            yield torch.where(flip[:, None, None, None], x.flip(-1), x), self.labels[idx]
+
+
+def _toy_data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = torch.randn(n, 3, 8, 8, generator=g) * 0.3
+    images[:, 0] += labels[:, None, None].float() - 1  # the class shows in the first channel
+    return images, labels
+
+
+def _trainer(tmp_path, **overrides):
+    images, labels = _toy_data()
+    options = dict(model="resnet20", epochs=3, batch_size=16, lr=0.05, amp="none", channels_last=False,
+                   out_dir=str(tmp_path), progress=False, drop_rate=0.1)
+    cfg = TrainConfig(**{**options, **overrides})
+    torch.manual_seed(cfg.seed)
+    model = create_model("resnet20", num_classes=3, drop_rate=cfg.drop_rate)
+    return Trainer(model, cfg, TensorLoader(images, labels, 16), TensorLoader(images, labels, 32),
+                   num_classes=3, device=torch.device("cpu"))
+
+
+def test_training_learns_and_writes_logs_and_checkpoint(tmp_path):
+    result = _trainer(tmp_path, epochs=4).fit()
+    assert result.final_metrics.top1 > 0.9
+    assert len(result.history) == 4 and result.history[-1]["val_top1"] == result.final_metrics.top1
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 5
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    full = _trainer(tmp_path / "full").fit()
+    # Kill the run in the middle of its second epoch, then resume it.
+    killed = _trainer(tmp_path / "resumed")
+
+    class KilledLoader(TensorLoader):
+        def __iter__(self):
+            for i, batch in enumerate(super().__iter__()):
+                if self.epoch == 1 and i == 2:
+                    raise KeyboardInterrupt
+                yield batch
+
+    killed.train_loader = KilledLoader(killed.train_loader.images, killed.train_loader.labels, 16)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
+    resumed = _trainer(tmp_path / "resumed", resume=True).fit()
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
+    assert _trainer(tmp_path, epochs=1, resume=True).fit().history[0]["epoch"] == 1
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.fit()
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    bad = _trainer(tmp_path, epochs=2, resume=True)
+    bad.train_loader.images = bad.train_loader.images * float("nan")
+    with pytest.raises(NonFiniteLossError, match="checkpoint.pt.*intact"):
+        bad.fit()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_options_mixup_ema_clip_accumulate_nesterov_bf16_run(tmp_path):
+    result = _trainer(tmp_path, epochs=1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.9, grad_clip=1.0,
+                      accumulate=2, nesterov=True, label_smoothing=0.1, decay_norm_and_bias=False, amp="bf16",
+                      channels_last=True, schedule="onecycle").fit()
+    assert result.final_metrics is not None and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_paper_cifar_schedule_in_iterations():
+    # Section 4.2: lr 0.1, divided by 10 at 32k and 48k, stop at 64k; ResNet-110 warms up at 0.01 for 400 its.
+    spec = schedule_from_config(kind="step", milestones=(32000, 48000), gamma=0.1, warmup=400, warmup_lr=0.01,
+                                base_lr=0.1, total_steps=64000, steps_per_unit=1)
+    lrs = {s: 0.1 * lr_factor(spec, s) for s in (0, 399, 400, 31999, 32000, 47999, 48000, 63999)}
+    assert lrs[0] == pytest.approx(0.01) and lrs[399] == pytest.approx(0.01)
+    assert lrs[400] == pytest.approx(0.1) and lrs[31999] == pytest.approx(0.1)
+    assert lrs[32000] == pytest.approx(0.01) and lrs[48000] == pytest.approx(0.001)
+
+
+def test_iteration_budget_stops_mid_epoch(tmp_path):
+    trainer = _trainer(tmp_path, iterations=8)  # 6 steps per epoch
+    result = trainer.fit()
+    assert trainer.step == 8 and len(result.history) == 2
+
+
+def test_cosine_and_warmup_shapes():
+    spec = schedule_from_config(kind="cosine", milestones=(), gamma=0.1, warmup=2, warmup_lr=0, base_lr=0.1,
+                                total_steps=100, steps_per_unit=10)
+    assert lr_factor(spec, 0) == pytest.approx(1 / 20) and lr_factor(spec, 19) == pytest.approx(1.0)
+    assert lr_factor(spec, 99) < 0.01
+    with pytest.raises(ValueError, match="schedule='linear'"):
+        schedule_from_config(kind="linear", milestones=(), gamma=0.1, warmup=0, warmup_lr=0, base_lr=0.1,
+                             total_steps=10, steps_per_unit=1)
