@@ -1,0 +1,101 @@
+"""One training run from a ``TrainConfig``: data, model, trainer, model file, report.
+
+This is the function ``resnetkit train`` and ``resnetkit demo`` call; everything it does is visible
+here in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import ModelInfo, Preprocess, TrainConfig
+from ..evaluate.report import write_report
+from ..models import create_model, load_state_dict_file, load_weights, save_model
+from ..models.weights import resolve_weight_path
+from .data import TrainData, build_train_data
+from .distributed import DistInfo, resolve_device
+from .loop import FitResult, Trainer
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    fit: FitResult
+    model_path: Path | None
+    report_paths: dict[str, Path]
+    top1: float | None
+    wall_time_s: float
+
+
+def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
+    options = {"num_classes": num_classes, "width": config.width, "zero_init_residual": config.zero_init_residual,
+               "drop_rate": config.drop_rate}
+    options.update({k: v for k, v in (("variant", config.variant), ("shortcut", config.shortcut)) if v})
+    model = create_model(config.model, **options)
+    if config.pretrained:
+        state = load_state_dict_file(resolve_weight_path(config.pretrained))
+        head = {k: v for k, v in state.items() if k.startswith("fc.")}
+        if head and head.get("fc.weight", torch.empty(0)).shape[0] != num_classes:
+            # Transfer learning: keep the backbone, start a fresh classifier for the new classes.
+            model.reset_classifier(state["fc.weight"].shape[0])
+            load_weights(model, state, source=config.pretrained)
+            model.reset_classifier(num_classes)
+        else:
+            load_weights(model, state, source=config.pretrained)
+    if config.freeze_backbone:
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith("fc.")
+    return model
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    dist = DistInfo.from_env(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+    out_dir = Path(config.out_dir)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    data: TrainData = build_train_data(config, dist=dist, device=device)
+    model = build_model_for(config, data.num_classes)
+    trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
+                      class_names=data.class_names)
+    try:
+        fit = trainer.fit()
+    finally:
+        dist.shutdown()
+
+    model_path, report_paths, top1 = None, {}, None
+    if dist.is_main:
+        final = fit.model.to("cpu").to(memory_format=torch.contiguous_format)
+        info = ModelInfo(model=final.config, class_names=data.class_names, preprocess=data.preprocess,
+                         extra={"trained_on": data.description, "epochs": len(fit.history)})
+        model_path = save_model(final, out_dir / MODEL_FILE, info=info)
+        if fit.final_metrics is not None:
+            top1 = fit.final_metrics.top1
+            report_paths = write_report(out_dir, title=f"{config.model} on {data.description}",
+                                        metrics=fit.final_metrics, class_names=data.class_names,
+                                        config=config.to_dict(), history=fit.history,
+                                        extra={"evaluated_on": data.val_description,
+                                               "wall_time_s": round(time.perf_counter() - started, 1)})
+    return TrainResult(fit=fit, model_path=model_path, report_paths=report_paths, top1=top1,
+                       wall_time_s=time.perf_counter() - started)
+
+
+def default_preprocess_for(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
+    """Small images are used whole: no resize margin, no crop."""
+    return Preprocess(input_size=size, resize_size=size, mean=tuple(mean), std=tuple(std))  # type: ignore[arg-type]
