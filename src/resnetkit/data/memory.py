@@ -1,0 +1,110 @@
+"""Datasets held in memory as one uint8 tensor: small images (CIFAR, digits, decoded folders).
+
+An ``InMemoryImageDataset`` is the common currency of the data layer: every small-image source
+(CIFAR batches, image folders and tars decoded once, the bundled digits) ends up as ``images``
+(N, C, H, W) uint8 plus ``labels`` (N,) int64 and the ``class_names`` they index. Augmentation and
+normalisation happen later, on whole batches (see ``augment.py`` and ``loader.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class InMemoryImageDataset:
+    """Images as one (N, C, H, W) uint8 tensor, labels as (N,) int64, and the class names labels index.
+
+    ``skipped`` lists ``(path, reason)`` for files that could not be used (unreadable, truncated, not
+    an image); ``source`` says where the data came from. Indexing returns ``(image_uint8, label)`` so
+    the dataset also works with a plain ``torch.utils.data.DataLoader``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {self.images.dtype} "
+                             f"of shape {tuple(self.images.shape)}")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.class_names):
+            raise ValueError(f"labels span [{int(self.labels.min())}, {int(self.labels.max())}] but there are "
+                             f"{len(self.class_names)} class names")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> InMemoryImageDataset:
+        """A new dataset holding only ``indices`` (copied, so the parent can be freed)."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return InMemoryImageDataset(self.images[index].clone(), self.labels[index].clone(), list(self.class_names),
+                                    source=self.source, skipped=list(self.skipped))
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=self.num_classes)
+
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and standard deviation in [0, 1] units (what ``Normalize`` expects)."""
+        x = self.images.to(torch.float64).div_(255.0)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3))
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sample indices into ``(keep, holdout)`` with ``holdout`` samples, stratified by label.
+
+    Each class gives up a share of the holdout proportional to its size (largest-remainder rounding,
+    so the total is exact); which samples go is decided by ``seed`` alone, so the split is the same on
+    every machine and every run. Both index tensors come back sorted.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    n = len(labels)
+    if not 0 <= holdout < n:
+        raise ValueError(f"cannot hold out {holdout} of {n} samples; choose 0 <= holdout < {n}")
+    if holdout == 0:
+        return torch.arange(n), torch.empty(0, dtype=torch.int64)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.to(torch.float64) * holdout / n
+    quota = exact.floor().to(torch.int64)
+    remainder = holdout - int(quota.sum())
+    if remainder:
+        # Largest fractional part first; ties go to the lower class index (stable sort).
+        order = torch.sort(exact - quota, descending=True, stable=True).indices
+        quota[order[:remainder]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for cls, take in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        held.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    held_index = torch.sort(torch.cat(held)).values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[held_index] = False
+    return torch.nonzero(mask).flatten(), held_index
+
+
+def split_holdout(dataset: InMemoryImageDataset, holdout: int, *,
+                  seed: int) -> tuple[InMemoryImageDataset, InMemoryImageDataset]:
+    """``(train, val)``: ``holdout`` images moved from ``dataset`` into a stratified, seeded validation set."""
+    keep, held = stratified_split(dataset.labels, holdout, seed=seed)
+    return dataset.subset(keep), dataset.subset(held)
