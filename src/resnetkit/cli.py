@@ -25,6 +25,66 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--field`` flag for every ``TrainConfig`` field; only flags given on the line override the recipe."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(default), default=argparse.SUPPRESS,
+                                metavar=type(default).__name__.upper())
+
+
+def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
+    return {k: v for k, v in vars(args).items() if k not in ("command", "func", *exclude)}
+
+
+def _print_result(result) -> None:
+    if result.model_path is None:
+        return
+    top1 = f"{100 * result.top1:.2f}%" if result.top1 is not None else "n/a"
+    print(f"top-1 {top1} in {result.wall_time_s:.0f} s; model: {result.model_path}")
+    for name, path in result.report_paths.items():
+        print(f"{name}: {path}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_train_config
+    from .train.run import run_training
+
+    config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",)))
+    _print_result(run_training(config))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import load_train_config
+    from .train.run import run_training
+
+    config = load_train_config("demo", **_overrides(args, exclude=()))
+    print(f"training {config.model} on the bundled digits ({config.epochs} epochs); writing {config.out_dir}/")
+    _print_result(run_training(config))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate.run import run_evaluation
+
+    result = run_evaluation(args.model, args.data, protocol=args.protocol, out_dir=args.out_dir,
+                            batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None)
+    print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
+          f"on {result.count} images; report: {args.out_dir}/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None)
     p.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("train", help="train a network from a recipe; any recipe field can be overridden",
+                       description="Train from a recipe (--recipe cifar10-fast) or a YAML file; every field of "
+                                   "resnetkit.config.TrainConfig is a flag (--epochs 10 --lr 0.05 ...). "
+                                   "Multi-process: torchrun --nproc-per-node N -m resnetkit.cli train ...")
+    p.add_argument("--recipe", default=None, help="bundled recipe name or YAML path")
+    _add_train_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="train a ResNet-20 on the bundled digits (about a minute on 2 cores)")
+    _add_train_config_flags(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate a model file on a labelled image folder, tar or dataset")
+    p.add_argument("model", help="a resnetkit .safetensors model file")
+    p.add_argument("data", help="image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...")
+    p.add_argument("--protocol", choices=["center", "10crop", "multiscale"], default="center")
+    p.add_argument("--scales", type=int, nargs="+", default=None,
+                   help="multiscale: shorter-side sizes (default: the paper's 224..640, scaled to the model)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out-dir", default="runs/eval")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

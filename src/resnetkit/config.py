@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -195,3 +196,35 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return _from_dict(cls, data, what="train config")
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe by name (``cifar10-paper``) from the bundled recipes, or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"recipe file {path} does not exist")
+        return path
+    bundled = Path(__file__).parent / "recipes" / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        names = sorted(p.stem for p in bundled.parent.glob("*.yaml"))
+        raise ValueError(f"unknown recipe {name_or_path!r}; bundled recipes are {names}, or pass a YAML file")
+    return bundled
+
+
+def load_train_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """A ``TrainConfig`` from a recipe, with ``overrides`` (any field) applied on top."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if recipe:
+        path = recipe_path(recipe)
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"recipe {path} must be a mapping of TrainConfig fields")
+        values.update(loaded)
+    values.update(overrides)
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as e:
+        raise ValueError(f"recipe {recipe or '(none)'}: {e}") from None

@@ -30,12 +30,12 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train")
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], color="C0", label="train")
+    ax_acc.plot(epochs, [100 * (1 - row["train_acc"]) for row in history], color="C0", label="train")
     val = [(row["epoch"], row) for row in history if "val_loss" in row]
     if val:
-        ax_loss.plot([e for e, _ in val], [r["val_loss"] for _, r in val], label="validation")
-        ax_acc.plot([e for e, _ in val], [100 * (1 - r["val_top1"]) for _, r in val], label="validation")
-    ax_acc.plot(epochs, [100 * (1 - row["train_acc"]) for row in history], label="train")
+        ax_loss.plot([e for e, _ in val], [r["val_loss"] for _, r in val], color="C1", label="validation")
+        ax_acc.plot([e for e, _ in val], [100 * (1 - r["val_top1"]) for _, r in val], color="C1", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="error (%)", title="top-1 error")
     for ax in (ax_loss, ax_acc):

@@ -1,0 +1,48 @@
+"""End to end: `resnetkit demo`, `resnetkit train` with recipe overrides, `resnetkit eval` on the result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from resnetkit.cli import main
+from resnetkit.config import load_train_config
+from resnetkit.models import load_model
+
+
+def test_demo_reaches_97_percent_and_writes_model_curves_and_report(tmp_path, capsys):
+    assert main(["demo", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["top1"] >= 0.97 and report["images"] == 360
+    assert {"report.md", "model.safetensors", "metrics.csv", "curves.png", "confusion.png"} <= {
+        p.name for p in tmp_path.iterdir()}
+    model, info = load_model(tmp_path / "model.safetensors")
+    assert info.class_names == [str(d) for d in range(10)] and info.preprocess.input_size == 16
+    # The model file's own preprocessing reproduces the accuracy the run measured.
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "model.safetensors"), "digits", "--out-dir", str(tmp_path / "eval")]) == 0
+    assert f"top-1 {100 * report['top1']:.2f}%" in capsys.readouterr().out
+
+
+def test_train_recipe_with_overrides_and_resume(tmp_path):
+    args = ["train", "--recipe", "demo", "--out-dir", str(tmp_path), "--no-progress",
+            "--model", "resnet20", "--shortcut", "B", "--milestones", "0.5", "--schedule", "step"]
+    assert main(args + ["--epochs", "2"]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["epochs"] == 2 and config["shortcut"] == "B" and config["milestones"] == [0.5]
+    assert main(args + ["--epochs", "3", "--resume"]) == 0
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_recipes_load_and_unknown_fields_fail_clearly():
+    paper = load_train_config("cifar10-paper")
+    assert paper.iterations == 64000 and paper.milestones == (32000, 48000) and paper.weight_decay == 1e-4
+    assert load_train_config("cifar10-fast", epochs=3).epochs == 3
+    for name in ("imagenet-paper", "finetune", "demo"):
+        load_train_config(name)
+    with pytest.raises(ValueError, match="unknown train config field.*'epoch'"):
+        load_train_config("demo", epoch=3)
+    with pytest.raises(ValueError, match="unknown recipe 'cifar11'"):
+        load_train_config("cifar11")
