@@ -156,6 +156,7 @@ class TrainConfig:
     drop_rate: float = 0.0
     pretrained: str = ""  # weight file or URL to start from (fine-tuning); the head is reset if sizes differ
     freeze_backbone: bool = False  # feature extraction: train the classifier only
+    freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics), for small-batch fine-tuning
     # optimisation
     epochs: int = 30
     iterations: int = 0  # >0: train for this many iterations instead of epochs (the paper's CIFAR schedule)

@@ -99,6 +99,8 @@ class Trainer:
         model = model.to(device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if config.sync_bn and device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); drop --sync-bn on CPU")
         if self.dist.enabled and config.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: saved, evaluated, averaged
@@ -163,6 +165,10 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
         self.train_model.train()
+        if cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         self.train_loader.set_epoch(epoch)
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
         bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}",
