@@ -70,6 +70,8 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
         raise ImageLoadError(f"{name}: a tensor of shape {tuple(source.shape)}; expected one image as CHW "
                              "with 1, 3 or 4 channels")
     if isinstance(source, bytes):
+        if not source:
+            raise ImageLoadError(f"{name}: empty (0 bytes)")
         return open_image(io.BytesIO(source), name=name)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
@@ -80,6 +82,8 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
             raise ImageLoadError(f"{name}: no such file")
         if path.is_dir():
             raise ImageLoadError(f"{name}: is a folder; pass the images inside it (the CLI expands folders)")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(f"{name}: empty file (0 bytes)")
         with open(path, "rb") as f:
             return open_image(f, name=name)
     raise ImageLoadError(f"{name}: a {type(source).__name__} is not an image; pass a path, URL, bytes, "
