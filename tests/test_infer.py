@@ -26,6 +26,15 @@ ODD_PREPROCESS = Preprocess(input_size=24, resize_size=28, mean=(0.3, 0.4, 0.5),
                             interpolation="bicubic")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy shared CPU two threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "resnet20.safetensors"

@@ -15,6 +15,15 @@ from resnetkit.infer import ImageLoadError, Predictor, expand_inputs, load_image
 RED = (220, 30, 30)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy shared CPU two threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory) -> Predictor:
     path = tmp_path_factory.mktemp("model") / "resnet20.safetensors"

@@ -47,7 +47,8 @@ def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preproc
     left, top, right, bottom = crop_box(width, height, preprocess)
     box_w, box_h = max(1, round(right - left)), max(1, round(bottom - top))
     upsampled = F.interpolate(cam[None, None].float(), size=(box_h, box_w), mode="bilinear",
-                              align_corners=False)[0, 0].clamp(0, 1).cpu().numpy()
+                              align_corners=False)[0, 0].clamp_min(0)
+    upsampled = (upsampled / upsampled.max().clamp_min(1e-12)).cpu().numpy()  # interpolation lowers the peak
     full = np.zeros((height, width), dtype=np.float32)
     x0, y0 = round(left), round(top)
     # The overlap of the crop box with the image, in both coordinate frames.
@@ -57,6 +58,12 @@ def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preproc
     return full
 
 
+# Matplotlib's jet segments (x, value) per channel: dark blue -> cyan -> yellow -> dark red.
+_JET = (((0.0, 0.35, 0.66, 0.89, 1.0), (0.0, 0.0, 1.0, 1.0, 0.5)),
+        ((0.0, 0.125, 0.375, 0.64, 0.91, 1.0), (0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),
+        ((0.0, 0.11, 0.34, 0.65, 1.0), (0.5, 1.0, 1.0, 0.0, 0.0)))
+
+
 def colormap(values: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) uint8 with matplotlib's jet if installed, else the same ramp built in."""
     try:
@@ -64,10 +71,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
 
         rgb = colormaps["jet"](values)[..., :3]
     except ImportError:
-        # Jet: blue -> cyan -> yellow -> red, each channel a clipped triangle.
-        v = values[..., None]
-        centers = np.array([0.75, 0.5, 0.25])
-        rgb = np.clip(1.5 - np.abs(4.0 * v - 4.0 * centers), 0.0, 1.0)
+        rgb = np.stack([np.interp(values, xs, ys) for xs, ys in _JET], axis=-1)
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
