@@ -115,3 +115,13 @@ def test_architecture_name_with_weights_and_classes(images, tmp_path, capsys):
     assert sorted(result["labels"]) == ["blue", "green", "red"]
     assert main(["predict", "resnet20", str(images / "c.png")]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_progress_bar_goes_to_stderr(model_file, images, capsys):
+    from resnetkit.infer import Predictor, predict_inputs
+
+    predictor = Predictor.from_file(model_file, device="cpu")
+    results = predict_inputs(predictor, [str(images)], batch_size=1, progress=True)
+    out, err = capsys.readouterr()
+    assert len(results) == 4 and out == ""
+    assert "4/4" in err and "img" in err

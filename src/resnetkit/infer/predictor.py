@@ -116,15 +116,15 @@ class Predictor:
             options["num_classes"] = state_dict["fc.weight"].shape[0]
         model = create_model(name, **options)
         load_weights(model, state_dict, source=str(path))
-        if class_names is None:
-            names: list[str] = []
-        elif isinstance(class_names, (str, os.PathLike)):
-            names = read_class_names(class_names)
-        else:
+        names: list[str] = []
+        origin = "the list"
+        if isinstance(class_names, (str, os.PathLike)):
+            names, origin = read_class_names(class_names), os.fspath(class_names)
+        elif class_names is not None:
             names = list(class_names)
         if names and len(names) != model.num_classes:
-            raise ValueError(f"{len(names)} class names (from {class_names if isinstance(class_names, (str, os.PathLike)) else 'the list'}) "
-                             f"for weights with {model.num_classes} classes ({path})")
+            raise ValueError(f"{len(names)} class names (from {origin}) for weights with {model.num_classes} "
+                             f"classes ({path})")
         info = ModelInfo(model=model.config, class_names=names, preprocess=preprocess or default_preprocess(name))
         return cls(model, info, device=device, batch_size=batch_size)
 
