@@ -100,7 +100,8 @@ def open_image(file: Any, *, name: str) -> Image.Image:
             _check_pixels(image, name)
             image.load()
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{name}: refused as a possible decompression bomb ({e}); if you trust this file, "
+        raise ImageLoadError(f"{name}: refused as a possible decompression bomb: {str(e).rstrip('.')}; "
+                             "if you trust this file, "
                              "raise PIL.Image.MAX_IMAGE_PIXELS") from e
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"{name}: not an image file PIL can read (unknown format or corrupt header)") from e
@@ -115,9 +116,9 @@ def _check_pixels(image: Image.Image, name: str) -> None:
     limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size
     if limit is not None and width * height > limit:
-        raise ImageLoadError(f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of "
-                             f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS, a decompression-bomb guard); if you trust "
-                             "this file, raise that limit")
+        raise ImageLoadError(f"{name}: refused as a possible decompression bomb: {width}x{height} = "
+                             f"{width * height:,} pixels is over the limit of {limit:,}; if you trust this file, "
+                             "raise PIL.Image.MAX_IMAGE_PIXELS")
 
 
 def to_rgb(image: Image.Image, *, name: str) -> Image.Image:
