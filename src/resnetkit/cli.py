@@ -69,27 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")
-    p.add_argument("model", help="a resnetkit .safetensors model file (path or URL), or an architecture name "
-                                 "with --weights and --classes")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), "
-                                                              "glob patterns or URLs")
-    p.add_argument("--weights", default=None, help="torchvision / timm / resnetkit weights (file or URL) for MODEL "
-                                                   "given as an architecture name")
-    p.add_argument("--classes", default=None, help="class names: one per line, or a JSON list")
+    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors model file (path or URL), or an "
+                                                  "architecture name with --weights and --classes")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively), glob patterns or URLs")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit weights for MODEL given as an architecture name")
+    p.add_argument("--classes", metavar="FILE", default=None, help="class names: one per line, or a JSON list")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--annotate", metavar="OUT_DIR", default=None, help="write each image with its top label drawn on it")
+    p.add_argument("--annotate", metavar="OUT_DIR", default=None,
+                   help="write each image with its top label drawn on it")
     p.add_argument("--cam", metavar="OUT_DIR", default=None, help="write a Grad-CAM heat-map overlay for each image")
     p.add_argument("--cam-class", metavar="NAME_OR_INDEX", default=None,
                    help="class the Grad-CAM explains (default: the predicted class)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)")
-    p.add_argument("model", help="a resnetkit .safetensors model file, or an architecture name with --weights")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--classes", default=None)
+    p.add_argument("model", metavar="MODEL",
+                   help="a resnetkit .safetensors model file, or an architecture name with --weights")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None)
+    p.add_argument("--classes", metavar="FILE", default=None)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=5, help="default top-k for requests that do not ask")

@@ -53,6 +53,7 @@ def resolve_class(target: int | str, class_names: list[str], num_classes: int) -
         index = int(target)
         if 0 <= index < num_classes:
             return index
-        raise ValueError(f"class index {index} is out of range; the model has {num_classes} classes (0..{num_classes - 1})")
+        raise ValueError(f"class index {index} is out of range; the model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
     shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
     raise ValueError(f"unknown class {target!r}; give a class index or one of: {shown or '(the model has no names)'}")
