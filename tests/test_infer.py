@@ -193,3 +193,26 @@ def test_output_formats(predictor, photo, tmp_path):
     assert float(rows[0]["probability"]) == pytest.approx(results[0].probabilities[0], abs=1e-6)
     with pytest.raises(ValueError, match="unknown format"):
         format_predictions(results, "xml")
+
+
+@pytest.mark.slow
+def test_imagenet_resnet50_on_a_large_exif_rotated_photo_matches_torchvision(tmp_path):
+    """ImageNet-sized end to end: a 3000x2000 camera JPEG stored sideways, torchvision's resnet50."""
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50().eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
+    stored = Image.fromarray(np.random.default_rng(3).integers(0, 256, (2000, 3000, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 degrees counter-clockwise to view
+    stored.save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=90)
+    predictor = Predictor.from_name("resnet50", weights=tmp_path / "resnet50.pth", device="cpu")
+    [result] = predictor.predict(tmp_path / "photo.jpg", top_k=5)
+    upright = Image.open(tmp_path / "photo.jpg").convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    assert upright.size == (2000, 3000)
+    x = _classic_eval(Preprocess(), transforms.InterpolationMode.BILINEAR)(upright)
+    with torch.no_grad():
+        expected = reference(x[None]).softmax(1)[0]
+    assert result.indices == expected.argsort(descending=True)[:5].tolist()
+    assert np.allclose(result.probabilities, expected[result.indices].numpy(), atol=1e-5)
+    [cam] = predictor.grad_cam(tmp_path / "photo.jpg")
+    assert cam.heatmap.shape == (3000, 2000) and cam.index == result.indices[0]
