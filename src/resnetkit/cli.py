@@ -82,6 +82,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None)
     print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images; report: {args.out_dir}/report.md")
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .infer import format_predictions, load_predictor, predict_inputs
+
+    predictor = load_predictor(args.model, weights=args.weights, class_names=args.classes, device=args.device)
+    predictions = predict_inputs(predictor, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
+                                 annotate_dir=args.annotate, cam_dir=args.cam, cam_class=args.cam_class)
+    print(format_predictions(predictions, args.format))
+    if args.format != "table":  # the table shows errors in place; JSON and CSV readers may not look
+        for p in predictions:
+            if not p.ok:
+                print(f"resnetkit predict: {p.error}", file=sys.stderr)
+    return 0 if any(p.ok for p in predictions) else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import MissingDependencyError, serve
+
+    try:
+        serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
+              port=args.port, top_k=args.top_k)
+    except MissingDependencyError as e:
+        print(f"resnetkit serve: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -123,6 +147,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out-dir", default="runs/eval")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")
+    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors model file (path or URL), or an "
+                                                  "architecture name with --weights and --classes")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively), glob patterns or URLs")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit weights for MODEL given as an architecture name")
+    p.add_argument("--classes", metavar="FILE", default=None, help="class names: one per line, or a JSON list")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--annotate", metavar="OUT_DIR", default=None,
+                   help="write each image with its top label drawn on it")
+    p.add_argument("--cam", metavar="OUT_DIR", default=None, help="write a Grad-CAM heat-map overlay for each image")
+    p.add_argument("--cam-class", metavar="NAME_OR_INDEX", default=None,
+                   help="class the Grad-CAM explains (default: the predicted class)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)")
+    p.add_argument("model", metavar="MODEL",
+                   help="a resnetkit .safetensors model file, or an architecture name with --weights")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None)
+    p.add_argument("--classes", metavar="FILE", default=None)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to accept other machines)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--top-k", type=int, default=5, help="default top-k for requests that do not ask")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

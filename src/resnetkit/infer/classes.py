@@ -1,0 +1,59 @@
+"""Class-name files: one name per line, a JSON list, or a JSON object of index -> name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str]:
+    """Class names in index order.
+
+    Accepts a text file with one name per line (blank lines ignored), a JSON list of names, or a JSON
+    object mapping indices to names or to ``[id, name]`` pairs (the ``imagenet_class_index.json`` layout).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such class-name file")
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: looks like JSON but does not parse ({e})") from e
+        return _names_from_json(data, path)
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: no class names in the file; write one name per line")
+    return names
+
+
+def _names_from_json(data: object, path: Path) -> list[str]:
+    if isinstance(data, list) and all(isinstance(name, str) for name in data):
+        return list(data)
+    if isinstance(data, dict):
+        try:
+            by_index = {int(k): v for k, v in data.items()}
+        except ValueError:
+            raise ValueError(f"{path}: a JSON object must map class indices (0, 1, ...) to names") from None
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{path}: class indices must run 0..{len(by_index) - 1} without gaps")
+        names = [by_index[i][-1] if isinstance(by_index[i], list) else by_index[i] for i in range(len(by_index))]
+        if all(isinstance(name, str) for name in names):
+            return names
+    raise ValueError(f"{path}: expected a JSON list of names or an object of index -> name")
+
+
+def resolve_class(target: int | str, class_names: list[str], num_classes: int) -> int:
+    """A class index from a name or an index (given as int or digits), with an error that lists choices."""
+    if isinstance(target, str) and target in class_names:
+        return class_names.index(target)
+    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+        index = int(target)
+        if 0 <= index < num_classes:
+            return index
+        raise ValueError(f"class index {index} is out of range; the model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
+    raise ValueError(f"unknown class {target!r}; give a class index or one of: {shown or '(the model has no names)'}")

@@ -1,0 +1,235 @@
+"""``Predictor``: a model plus its own preprocessing and class names, returning labelled top-k."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import ModelInfo, Preprocess
+from ..models import create_model, default_preprocess, list_models, load_model, load_state_dict_file, load_weights
+from ..models.resnet import ResNet
+from ..models.weights import resolve_weight_path
+from .cam import cam_to_image, grad_cam
+from .classes import read_class_names, resolve_class
+from .images import ImageInput, ImageLoadError, describe, is_url, load_image
+from .transforms import eval_transform
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class Prediction:
+    """The top-k classes of one image, best first; or, when the image could not be used, ``error``."""
+
+    source: str
+    labels: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None
+    # The upright RGB image that was classified, kept only on request (``keep_images=True``).
+    image: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    @property
+    def probability(self) -> float | None:
+        return self.probabilities[0] if self.probabilities else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "labels": list(self.labels), "indices": list(self.indices),
+                "probabilities": list(self.probabilities), "error": self.error}
+
+
+@dataclass
+class GradCam:
+    """A Grad-CAM heat-map at the original image's size, for one class."""
+
+    source: str
+    index: int
+    label: str
+    probability: float
+    heatmap: np.ndarray  # (height, width) float32 in [0, 1]
+
+
+class Predictor:
+    """Classify images with a model and the preprocessing and class names stored with its weights.
+
+    >>> predictor = Predictor.from_file("cifar10-resnet20.safetensors")
+    >>> predictor.predict(["cat.jpg", "dog.png"], top_k=3)[0].label
+    'cat'
+    """
+
+    def __init__(self, model: ResNet, info: ModelInfo, *, device: str | torch.device | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if info.model.in_chans != 3:
+            raise ValueError(f"the model takes {info.model.in_chans}-channel input; Predictor feeds RGB images")
+        if info.class_names and len(info.class_names) != model.num_classes:
+            raise ValueError(f"{len(info.class_names)} class names for a {model.num_classes}-class model")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.batch_size = batch_size
+        self.transform = eval_transform(info.preprocess)
+        # Models saved without names still get readable labels: their class indices.
+        self.class_names = list(info.class_names) or [str(i) for i in range(model.num_classes)]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
+        """A predictor for a resnetkit ``.safetensors`` model file (a path or URL)."""
+        text = os.fspath(path)
+        local = resolve_weight_path(text) if is_url(text) else text
+        model, info = load_model(local)
+        return cls(model, info, **kwargs)
+
+    @classmethod
+    def from_name(cls, name: str, *, weights: str | os.PathLike[str],
+                  class_names: str | os.PathLike[str] | Sequence[str] | None = None,
+                  preprocess: Preprocess | None = None, device: str | torch.device | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, **options: Any) -> Predictor:
+        """A registered architecture with a torchvision / timm / resnetkit state dict (path or URL).
+
+        ``class_names`` is a file (one name per line, or JSON) or a list. The number of classes is read
+        from the weights' classifier; ``options`` (``variant``, ``shortcut`` ...) go to ``create_model``.
+        ``preprocess`` defaults to the architecture family's (ImageNet 256/224 or CIFAR 32).
+        """
+        path = resolve_weight_path(os.fspath(weights))
+        state_dict = load_state_dict_file(path)
+        if "num_classes" not in options and "fc.weight" in state_dict:
+            options["num_classes"] = state_dict["fc.weight"].shape[0]
+        model = create_model(name, **options)
+        load_weights(model, state_dict, source=str(path))
+        names: list[str] = []
+        origin = "the list"
+        if isinstance(class_names, (str, os.PathLike)):
+            names, origin = read_class_names(class_names), os.fspath(class_names)
+        elif class_names is not None:
+            names = list(class_names)
+        if names and len(names) != model.num_classes:
+            raise ValueError(f"{len(names)} class names (from {origin}) for weights with {model.num_classes} "
+                             f"classes ({path})")
+        info = ModelInfo(model=model.config, class_names=names, preprocess=preprocess or default_preprocess(name))
+        return cls(model, info, device=device, batch_size=batch_size)
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], *, top_k: int = 5, batch_size: int | None = None,
+                names: Sequence[str] | None = None) -> list[Prediction]:
+        """Top-k predictions for each image, in input order; unusable images get ``error`` set.
+
+        ``images`` is one image or a sequence: paths, URLs, encoded bytes, PIL images, HWC arrays,
+        CHW tensors; a 4-D tensor (NCHW) or array (NHWC) is a batch. ``names`` label the results
+        (default: the path, URL or a placeholder).
+        """
+        return list(self.iter_predict(images, top_k=top_k, batch_size=batch_size, names=names))
+
+    def iter_predict(self, images: ImageInput | Sequence[ImageInput], *, top_k: int = 5,
+                     batch_size: int | None = None, names: Sequence[str] | None = None,
+                     keep_images: bool = False) -> Iterator[Prediction]:
+        """Like ``predict``, yielding as each batch finishes; ``keep_images`` sets ``Prediction.image``."""
+        if top_k < 1:
+            raise ValueError(f"top_k={top_k} must be >= 1")
+        items = _as_list(images)
+        if names is not None and len(names) != len(items):
+            raise ValueError(f"{len(names)} names for {len(items)} images")
+        labels = names or [describe(item, i) for i, item in enumerate(items)]
+        size = batch_size or self.batch_size
+        for start in range(0, len(items), size):
+            yield from self._predict_batch(items[start:start + size], labels[start:start + size], top_k, keep_images)
+
+    def _predict_batch(self, items: list[Any], labels: Sequence[str], top_k: int,
+                       keep_images: bool) -> list[Prediction]:
+        predictions, tensors, ready = [], [], []
+        for item, label in zip(items, labels):
+            prediction = Prediction(source=label)
+            try:
+                image = load_image(item, name=label)
+                tensors.append(self.transform(image))
+                ready.append(prediction)
+                if keep_images:
+                    prediction.image = image
+            except ImageLoadError as e:
+                prediction.error = str(e)
+            except Exception as e:  # anything else one odd image throws must not sink the batch
+                prediction.error = f"{label}: could not be preprocessed ({type(e).__name__}: {e})"
+            predictions.append(prediction)
+        if tensors:
+            with torch.inference_mode():
+                logits = self.model(torch.stack(tensors).to(self.device))
+            probabilities, indices = logits.float().softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
+            for prediction, probs, idx in zip(ready, probabilities.tolist(), indices.tolist()):
+                prediction.indices = idx
+                prediction.probabilities = probs
+                prediction.labels = [self.class_names[i] for i in idx]
+        return predictions
+
+    def class_index(self, target: int | str) -> int:
+        """The index of a class given by name or index."""
+        return resolve_class(target, self.class_names, len(self.class_names))
+
+    def grad_cam(self, images: ImageInput | Sequence[ImageInput], *, target: int | str | None = None,
+                 names: Sequence[str] | None = None) -> list[GradCam]:
+        """Grad-CAM heat-maps at each image's own size, for ``target`` (name or index) or the predicted class.
+
+        Raises ``ImageLoadError`` for an unusable image; use ``iter_predict`` first to sort those out.
+        """
+        items = _as_list(images)
+        labels = names or [describe(item, i) for i, item in enumerate(items)]
+        pictures = [load_image(item, name=label) for item, label in zip(items, labels)]
+        if not pictures:
+            return []
+        batch = torch.stack([self.transform(p) for p in pictures]).to(self.device)
+        targets = None if target is None else [self.class_index(target)] * len(pictures)
+        maps, logits = grad_cam(self.model, batch, targets)
+        probabilities = logits.float().softmax(dim=1)
+        chosen = logits.argmax(1).tolist() if targets is None else targets
+        return [GradCam(source=label, index=c, label=self.class_names[c], probability=float(probabilities[i, c]),
+                        heatmap=cam_to_image(maps[i], picture.width, picture.height, self.preprocess))
+                for i, (label, picture, c) in enumerate(zip(labels, pictures, chosen))]
+
+
+
+def load_predictor(model: str, *, weights: str | None = None, class_names: str | None = None,
+                   device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """A predictor from a resnetkit ``.safetensors`` file (path or URL), or a registered name plus ``weights``.
+
+    What ``resnetkit predict`` and ``resnetkit serve`` take as MODEL.
+    """
+    if model in list_models():
+        if weights is None:
+            raise ValueError(f"{model} is an architecture name: give its weights with --weights FILE_OR_URL "
+                             "(and --classes FILE for the class names), or pass a .safetensors model file")
+        return Predictor.from_name(model, weights=weights, class_names=class_names, device=device,
+                                   batch_size=batch_size)
+    if weights is not None or class_names is not None:
+        raise ValueError(f"{model}: --weights and --classes go with an architecture name (see `resnetkit models`); "
+                         "a resnetkit model file already holds its weights and class names")
+    if not is_url(model) and not os.path.exists(model):
+        raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name "
+                                "(see `resnetkit models`)")
+    return Predictor.from_file(model, device=device, batch_size=batch_size)
+
+def _as_list(images: Any) -> list[Any]:
+    """One image or many, as a list of single images."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]

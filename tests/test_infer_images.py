@@ -1,0 +1,167 @@
+"""Any real-world image file works, and a bad one fails alone with its name in the error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit import create_model, save_model
+from resnetkit.infer import ImageLoadError, Predictor, expand_inputs, load_image
+
+RED = (220, 30, 30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy shared CPU two threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory) -> Predictor:
+    path = tmp_path_factory.mktemp("model") / "resnet20.safetensors"
+    torch.manual_seed(0)
+    save_model(create_model("resnet20"), path, class_names=[f"class{i}" for i in range(10)])
+    return Predictor.from_file(path, device="cpu")
+
+
+def _save(image: Image.Image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+def test_grayscale_and_bilevel_become_rgb_with_equal_channels(tmp_path):
+    gray = _save(Image.new("L", (12, 8), 77), tmp_path / "gray.png")
+    bilevel = _save(Image.new("1", (12, 8), 1), tmp_path / "bilevel.png")
+    for path, value in ((gray, 77), (bilevel, 255)):
+        image = load_image(path)
+        assert image.mode == "RGB" and image.size == (12, 8)
+        assert np.all(np.asarray(image) == value)
+
+
+def test_rgba_transparent_pixels_show_on_white_not_black(tmp_path):
+    pixels = np.zeros((4, 4, 4), dtype=np.uint8)  # fully transparent black
+    pixels[0, 0] = (*RED, 255)  # one opaque red pixel
+    image = load_image(_save(Image.fromarray(pixels, "RGBA"), tmp_path / "rgba.png"))
+    values = np.asarray(image)
+    assert tuple(values[0, 0]) == RED
+    assert np.all(values[1:, :] == 255)
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    palette = Image.new("RGB", (6, 6), RED).convert("P", palette=Image.Palette.ADAPTIVE)
+    image = load_image(_save(palette, tmp_path / "p.png"))
+    assert tuple(np.asarray(image)[0, 0]) == RED
+
+    transparent = Image.new("P", (6, 6), 0)
+    transparent.putpalette([*RED, 0, 0, 0] + [0] * 762)
+    transparent.putpixel((0, 0), 1)
+    _save(transparent, tmp_path / "pt.png", transparency=1)
+    values = np.asarray(load_image(tmp_path / "pt.png"))
+    assert tuple(values[0, 0]) == (255, 255, 255)  # the transparent index shows as background
+    assert tuple(values[5, 5]) == RED
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = _save(Image.new("CMYK", (10, 10), (0, 255, 255, 0)), tmp_path / "cmyk.jpg")
+    r, g, b = np.asarray(load_image(path)).reshape(-1, 3).mean(0)
+    assert r > 200 and g < 60 and b < 60  # CMYK (0, 100%, 100%, 0) is red
+
+
+def test_16_bit_png_is_scaled_by_range_not_truncated(tmp_path):
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    path = _save(Image.fromarray(ramp), tmp_path / "deep.png")
+    assert Image.open(path).mode.startswith("I")
+    values = np.asarray(load_image(path))[..., 0].astype(int)
+    assert values.min() == 0 and values.max() == 255
+    expected = np.rint(ramp / 257.0)
+    assert np.abs(values - expected).max() <= 1
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    # Stored 20 wide x 10 high, left half red; orientation 6 means "rotate 90 degrees clockwise to view".
+    stored = Image.new("RGB", (20, 10), (255, 255, 255))
+    stored.paste(RED, (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(stored, tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    image = load_image(path)
+    assert image.size == (10, 20)  # upright: taller than wide
+    top, bottom = np.asarray(image)[2, 5], np.asarray(image)[17, 5]
+    assert top[1] < 80 and bottom[1] > 200  # the red half is now at the top
+
+
+def test_tiny_one_pixel_image_is_predicted(predictor, tmp_path):
+    path = _save(Image.new("RGB", (1, 1), RED), tmp_path / "dot.png")
+    [result] = predictor.predict(path, top_k=3)
+    assert result.ok and len(result.labels) == 3
+
+
+def test_decompression_bomb_is_refused_with_the_file_name(tmp_path, monkeypatch):
+    path = _save(Image.new("L", (100, 100)), tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4_000)  # over 2x: PIL itself raises
+    refused = r"bomb\.png: refused as a possible decompression bomb: "
+    with pytest.raises(ImageLoadError, match=refused + r"Image size \(10000 pixels\) exceeds limit of 8000 pixels"):
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6_000)  # between 1x and 2x: PIL only warns, we refuse
+    with pytest.raises(ImageLoadError, match=refused + r"100x100 = 10,000 pixels is over the limit of 6,000"):
+        load_image(path)
+
+
+def test_corrupt_files_fail_alone_and_the_batch_completes(predictor, tmp_path):
+    good = _save(Image.new("RGB", (40, 30), RED), tmp_path / "good.jpg")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), RED).save(buffer, "PNG")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(buffer.getvalue()[:60])
+    inputs = [text, good, empty, truncated, tmp_path / "missing.jpg", tmp_path]
+    results = predictor.predict(inputs, batch_size=2)
+    assert [r.ok for r in results] == [False, True, False, False, False, False]
+    for result, path in zip(results, inputs):
+        assert result.source == str(path)
+        if not result.ok:
+            assert str(path) in result.error and not result.labels
+    assert "not an image" in results[0].error and "empty" in results[2].error
+    assert "no such file" in results[4].error and "folder" in results[5].error
+
+
+def test_arrays_tensors_pil_and_bytes(predictor, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    path = _save(Image.fromarray(pixels), tmp_path / "noise.png")
+    inputs = [path, Image.fromarray(pixels), pixels, torch.from_numpy(pixels).permute(2, 0, 1),
+              path.read_bytes(), pixels.astype(np.float32) / 255]
+    results = predictor.predict(inputs, top_k=10)
+    reference = results[0].probabilities
+    for result in results[1:]:
+        assert result.ok and result.indices == results[0].indices
+        assert np.allclose(result.probabilities, reference, atol=1e-6)
+    assert [r.source for r in results[2:5]] == ["<array #2>", "<tensor #3>", "<bytes #4>"]
+
+
+def test_batches_of_arrays_and_wrong_shapes(predictor):
+    batch = torch.rand(3, 3, 20, 20)
+    assert len(predictor.predict(batch)) == 3  # NCHW is a batch
+    assert len(predictor.predict(np.zeros((2, 20, 20, 3), np.uint8))) == 2  # so is NHWC
+    [bad] = predictor.predict([np.zeros((20, 20, 7), np.uint8)])
+    assert "shape" in bad.error
+
+
+def test_expand_inputs_walks_folders_and_globs_keeps_named_files(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.jpg", "a/b/two.PNG", "a/readme.txt", "three.png"):
+        (tmp_path / name).write_bytes(b"x")
+    found = expand_inputs([str(tmp_path / "a"), str(tmp_path / "*.png"), str(tmp_path / "a/readme.txt"),
+                           "https://example.com/cat.jpg"])
+    assert found == [str(tmp_path / "a/b/two.PNG"), str(tmp_path / "a/one.jpg"), str(tmp_path / "three.png"),
+                     str(tmp_path / "a/readme.txt"), "https://example.com/cat.jpg"]
