@@ -73,6 +73,7 @@ def save_cached(path: Path, dataset: InMemoryImageDataset) -> None:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is as readable as the data it came from
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

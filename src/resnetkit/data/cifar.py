@@ -96,8 +96,7 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 def detect_format(path: Path) -> CifarFormat | None:
     """The official format a folder or archive holds, by its file names; None if it is not CIFAR."""
     if path.is_dir():
-        names = {p.name for p in path.iterdir() if p.is_file()}
-        return next((fmt for fmt in FORMATS if set(fmt.train_files) <= names), None)
+        return next((fmt for fmt in FORMATS if all((path / name).is_file() for name in fmt.train_files)), None)
     for fmt in FORMATS:
         if path.name == fmt.archive:
             return fmt
