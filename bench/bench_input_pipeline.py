@@ -60,7 +60,10 @@ def make_step(*, bf16: bool, channels_last: bool) -> Callable[[torch.Tensor, tor
     return step
 
 
-def endless(make_iter: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+
+def endless(make_iter: Callable[[], Batches]) -> Batches:
     while True:
         yield from make_iter()
 
@@ -92,8 +95,9 @@ def main() -> int:
         print(f"skipped: {args.tar} is not present (pass --tar with a tar of train/<class>/<image>.jpg)")
         return 0
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, python {sys.version.split()[0]}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
+          f"python {sys.version.split()[0]}")
     print(f"load average at start: {load_average()}")
 
     started = time.perf_counter()

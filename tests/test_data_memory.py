@@ -80,7 +80,9 @@ def test_loader_batches_are_the_dataset_images_normalised():
 
 def test_augmented_batches_are_reproducible_per_epoch_and_differ_between_epochs():
     data = _toy(32)
-    make = lambda: InMemoryLoader(data, batch_size=32, seed=5, shuffle=False, augment=BatchAugment(padding=2))  # noqa: E731
+    def make() -> InMemoryLoader:
+        return InMemoryLoader(data, batch_size=32, seed=5, shuffle=False, augment=BatchAugment(padding=2))
+
     loader = make()
     first, second = next(iter(loader))[0], next(iter(loader))[0]
     assert not torch.equal(first, second)

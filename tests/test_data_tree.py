@@ -79,7 +79,9 @@ def test_folder_is_indexed_by_class_and_non_images_are_listed(tmp_path):
 @pytest.mark.parametrize("container", ["folder", "tar", "tar.gz"])
 def test_bad_files_are_reported_by_path_and_skipped_never_crash(tmp_path, container):
     files = _tree(tmp_path / "tree")
-    source = tmp_path / "tree" if container == "folder" else _tar(tmp_path / "tree", tmp_path / f"t.{container}", "train")
+    source = tmp_path / "tree"
+    if container != "folder":
+        source = _tar(tmp_path / "tree", tmp_path / f"t.{container}", "train")
     with pytest.warns(UserWarning) as caught:
         data = load_image_dataset(str(source), image_size=12)
     message = "\n".join(str(w.message) for w in caught)

@@ -46,17 +46,18 @@ def random_crop_flip(images: torch.Tensor, *, padding: int = 4, flip: bool = Tru
     return out.permute(0, 3, 1, 2)
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+def normalize(images: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, *,
               dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
     """uint8 (0..255) or float (0..1) batch -> ``(x - mean) / std`` in ``dtype``.
 
-    ``mean`` and ``std`` are per channel in [0, 1] units, as in ``resnetkit.config.Preprocess``.
+    ``mean`` and ``std`` are per channel in [0, 1] units, as in ``resnetkit.config.Preprocess`` (or
+    tensors already on the batch's device, which saves a host-to-device copy per batch).
     With ``channels_last`` the result uses ``torch.channels_last`` memory (faster convolutions with
     bf16/fp16 and on most GPUs); otherwise it is contiguous NCHW.
     """
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     # (x / scale - mean) / std as one fused x * a + b, so the batch is read once after conversion.
     gain = 1.0 / (std_t * scale)
     bias = -mean_t / std_t

@@ -175,7 +175,8 @@ def read_cifar(path: str | os.PathLike[str], *, labels: str = "fine",
     files = _read_files(source, fmt)
     missing = sorted(set(fmt.train_files + fmt.test_files + fmt.meta_files) - set(files))
     if fmt.dataset == "cifar100" and fmt.kind == "binary":
-        missing = [m for m in missing if m != ("coarse_label_names.txt" if labels == "fine" else "fine_label_names.txt")]
+        unused = "coarse_label_names.txt" if labels == "fine" else "fine_label_names.txt"
+        missing = [m for m in missing if m != unused]
     if missing:
         raise ValueError(f"{source} lacks {', '.join(missing)} of the official {fmt.folder} layout")
     class_names = _class_names(fmt, files, labels)
