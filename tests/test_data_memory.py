@@ -78,6 +78,17 @@ def test_loader_batches_are_the_dataset_images_normalised():
     assert raw.dtype == torch.uint8 and torch.equal(raw, data.images[:4])
 
 
+def test_augmented_batches_are_reproducible_per_epoch_and_differ_between_epochs():
+    data = _toy(32)
+    def make() -> InMemoryLoader:
+        return InMemoryLoader(data, batch_size=32, seed=5, shuffle=False, augment=BatchAugment(padding=2))
+
+    loader = make()
+    first, second = next(iter(loader))[0], next(iter(loader))[0]
+    assert not torch.equal(first, second)
+    assert torch.equal(next(iter(make()))[0], first)
+
+
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_distributed_shards_are_disjoint_and_equal_sized(drop_last):
     data = _toy(53)

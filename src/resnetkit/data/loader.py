@@ -62,6 +62,10 @@ class InMemoryLoader:
         self.augment = augment
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
+        self._mean_std = None
+        if mean is not None and std is not None:
+            self._mean_std = (torch.tensor(mean, dtype=torch.float32, device=device),
+                              torch.tensor(std, dtype=torch.float32, device=device))
         self.dtype = dtype
         self.channels_last = channels_last
         self.device = torch.device(device)
@@ -107,9 +111,8 @@ class InMemoryLoader:
             images = self.images.index_select(0, index)
             if self.augment is not None:
                 images = self.augment(images, generator)
-            if self.mean is not None:
-                images = normalize(images, self.mean, self.std, dtype=self.dtype,  # type: ignore[arg-type]
-                                   channels_last=self.channels_last)
+            if self._mean_std is not None:
+                images = normalize(images, *self._mean_std, dtype=self.dtype, channels_last=self.channels_last)
             elif self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             else:

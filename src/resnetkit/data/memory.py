@@ -65,10 +65,16 @@ class InMemoryImageDataset:
 
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and standard deviation in [0, 1] units (what ``Normalize`` expects)."""
-        x = self.images.to(torch.float64).div_(255.0)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3))
-        return tuple(mean.tolist()), tuple(std.tolist())
+        # Exact, from per-channel histograms of the 256 byte values: no float copy of the dataset.
+        channels = self.images.shape[1]
+        histogram = torch.zeros(channels, 256, dtype=torch.float64)
+        for c in range(channels):
+            histogram[c] = torch.bincount(self.images[:, c].flatten(), minlength=256).double()
+        values = torch.arange(256, dtype=torch.float64)
+        count = histogram.sum(dim=1)
+        mean = (histogram * values).sum(dim=1) / count
+        std = ((histogram * (values - mean[:, None]).square()).sum(dim=1) / count).sqrt()
+        return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
 
 
 def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,143 @@
+"""One entry point for small-image data: ``load_data(DataConfig(...))`` -> train / val / test in memory.
+
+A source is a name (``"digits"``, ``"cifar10"``, ``"cifar100"``) or a path: a CIFAR folder or official
+archive, or an image tree (folder or tar of ``<class>/<image>``). Every source ends up as
+``InMemoryImageDataset`` objects; image trees are decoded once and cached on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import cache_dir
+from .cifar import CIFAR_NAMES, detect_format, locate_cifar, read_cifar
+from .decode import fit_to_size, load_tree_in_memory
+from .digits import load_digits_dataset
+from .memory import InMemoryImageDataset, split_holdout
+
+SPLITS = ("train", "test")
+
+
+def data_root() -> Path:
+    """Where named datasets are looked for and downloaded: ``$RESNETKIT_DATA``, else ``<cache dir>/datasets``."""
+    return Path(os.environ.get("RESNETKIT_DATA") or cache_dir() / "datasets").expanduser()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, which split of it, and how it is prepared; round-trips through JSON like every config.
+
+    - ``source``: ``"digits"``, ``"cifar10"``, ``"cifar100"``, or a path to a CIFAR folder/archive or
+      an image folder/tar (``<class>/<image>``, optionally under ``train/`` and ``test/`` or ``val/``).
+    - ``root``: where named CIFAR datasets live (default ``$RESNETKIT_DATA`` or ``~/.cache/resnetkit/datasets``).
+    - ``val_split``: training images held out as a validation set (stratified by class, seeded by ``seed``).
+    - ``image_size``: square size of the in-memory images; None keeps the source's size (digits: 16).
+    - ``download``: fetch a named CIFAR dataset when it is not under ``root``.
+    - ``cache``: reuse decoded image trees from ``$RESNETKIT_CACHE`` (default ``~/.cache/resnetkit``).
+    - ``workers``: decoding threads for image trees (default: CPU count, at most 8).
+    - ``cifar100_labels``: ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses).
+    """
+
+    source: str = "digits"
+    root: str | None = None
+    val_split: int = 0
+    seed: int = 0
+    image_size: int | None = None
+    download: bool = False
+    cache: bool = True
+    workers: int | None = None
+    cifar100_labels: str = "fine"
+
+    def __post_init__(self) -> None:
+        if self.val_split < 0:
+            raise ValueError(f"val_split={self.val_split} must be >= 0 (a number of images, e.g. 5000)")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size={self.image_size} must be a positive number of pixels or None")
+        if self.cifar100_labels not in ("fine", "coarse"):
+            raise ValueError(f"cifar100_labels={self.cifar100_labels!r} must be 'fine' or 'coarse'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown data config field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class DataSplits:
+    """What ``load_data`` returns: ``train`` (minus the held-out images), ``val`` (None when
+    ``val_split=0``), ``test`` (None when the source has no test split) and the class names they share."""
+
+    train: InMemoryImageDataset
+    val: InMemoryImageDataset | None
+    test: InMemoryImageDataset | None
+    class_names: list[str]
+    config: DataConfig
+
+
+def _resize(dataset: InMemoryImageDataset | None, image_size: int | None) -> InMemoryImageDataset | None:
+    if dataset is None or image_size is None or dataset.image_size == (image_size, image_size):
+        return dataset
+    dataset.images = fit_to_size(dataset.images, (image_size, image_size)).contiguous()
+    return dataset
+
+
+def _load_sources(config: DataConfig, splits: tuple[str, ...]) -> dict[str, InMemoryImageDataset | None]:
+    source = config.source
+    if source == "digits":
+        return {s: load_digits_dataset(s, size=config.image_size or 16) for s in splits}
+    if source in CIFAR_NAMES:
+        path = locate_cifar(source, root=config.root or data_root(), download=config.download)
+        both = read_cifar(path, labels=config.cifar100_labels)
+        return {s: both[s] for s in splits}
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data source {source!r} is neither a dataset name ('digits', 'cifar10', 'cifar100') "
+                                "nor an existing folder or archive")
+    is_cifar = detect_format(path) is not None or (path.is_dir() and any(
+        detect_format(child) is not None for child in path.iterdir() if child.is_dir()))
+    if is_cifar:
+        both = read_cifar(path, labels=config.cifar100_labels)
+        return {s: both[s] for s in splits}
+    return {s: load_tree_in_memory(path, split=s, image_size=config.image_size, workers=config.workers,
+                                   cache=config.cache) for s in splits}
+
+
+def load_image_dataset(source: str, *, split: str = "train", **options: Any) -> InMemoryImageDataset:
+    """One split of a source as an in-memory uint8 dataset; ``options`` are ``DataConfig`` fields.
+
+    >>> test = load_image_dataset("cifar10", split="test", download=True)
+    >>> train = load_image_dataset("/data/cifar10-train-jpeg.tar")      # decoded once, then cached
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} must be one of {SPLITS} (use DataConfig.val_split for a validation set)")
+    config = DataConfig(source=source, **options)
+    dataset = _resize(_load_sources(config, (split,))[split], config.image_size)
+    if dataset is None:
+        raise FileNotFoundError(f"{source} has no {split!r} split (an image tree needs a {split}/ folder for it)")
+    return dataset
+
+
+def load_data(config: DataConfig) -> DataSplits:
+    """Train, validation (held out of train, stratified and seeded) and test sets for ``config``."""
+    loaded = _load_sources(config, SPLITS)
+    train = _resize(loaded["train"], config.image_size)
+    test = _resize(loaded["test"], config.image_size)
+    if train is None:
+        raise FileNotFoundError(f"{config.source} has no training images")
+    if test is not None and test.class_names != train.class_names:
+        raise ValueError(f"{config.source}: the test split's classes {test.class_names[:5]}... differ from the "
+                         f"training classes {train.class_names[:5]}...; give both splits the same class folders")
+    val = None
+    if config.val_split:
+        train, val = split_holdout(train, config.val_split, seed=config.seed)
+    return DataSplits(train=train, val=val, test=test, class_names=list(train.class_names), config=config)

@@ -1,0 +1,143 @@
+"""Large images (ImageNet-sized): per-sample torchvision v2 pipelines and DataLoader workers.
+
+Large images do not fit in memory decoded, so they are decoded per sample in DataLoader worker
+processes. ``paper_train_transform`` is the ImageNet recipe of the paper (section 3.4): the shorter
+side resized to a random length in [256, 480], a random 224x224 crop, a horizontal flip (the
+paper's colour augmentation is not included); ``random_resized_crop_transform`` is the later
+torchvision/timm standard; ``eval_transform`` is the single-crop evaluation that
+``resnetkit.config.Preprocess`` describes (resize 256, centre crop 224), so it matches the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import InterpolationMode, v2
+
+from ..config import IMAGENET_PREPROCESS, Preprocess
+from .decode import decode_rgb
+from .tree import ImageTree, index_tree, report_skipped
+
+logger = logging.getLogger(__name__)
+
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+                  "nearest": InterpolationMode.NEAREST}
+
+
+def _interpolation(preprocess: Preprocess) -> InterpolationMode:
+    try:
+        return INTERPOLATIONS[preprocess.interpolation]
+    except KeyError:
+        raise ValueError(f"interpolation {preprocess.interpolation!r} is not one of {sorted(INTERPOLATIONS)}") from None
+
+
+def _to_normalized(preprocess: Preprocess) -> list[Any]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocess.mean), list(preprocess.std))]
+
+
+def paper_train_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *, min_size: int = 256,
+                          max_size: int = 480) -> v2.Compose:
+    """Scale augmentation (shorter side uniform in [min_size, max_size]), random crop, flip, normalise."""
+    if not 0 < min_size <= max_size or min_size < preprocess.input_size:
+        raise ValueError(f"need input_size {preprocess.input_size} <= min_size {min_size} <= max_size {max_size}")
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomShortestSize(min_size=list(range(min_size, max_size + 1)), interpolation=_interpolation(preprocess),
+                              antialias=True),
+        v2.RandomCrop(preprocess.input_size),
+        v2.RandomHorizontalFlip(),
+        *_to_normalized(preprocess),
+    ])
+
+
+def random_resized_crop_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *,
+                                  scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
+    """RandomResizedCrop (area ``scale``, aspect 3/4..4/3) to ``input_size``, flip, normalise."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(preprocess.input_size, scale=scale, interpolation=_interpolation(preprocess),
+                             antialias=True),
+        v2.RandomHorizontalFlip(),
+        *_to_normalized(preprocess),
+    ])
+
+
+def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> v2.Compose:
+    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, normalise."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(preprocess.resize_size, interpolation=_interpolation(preprocess), antialias=True),
+        v2.CenterCrop(preprocess.input_size),
+        *_to_normalized(preprocess),
+    ])
+
+
+TRAIN_TRANSFORMS: dict[str, Callable[[Preprocess], v2.Compose]] = {
+    "paper": paper_train_transform,
+    "random_resized_crop": random_resized_crop_transform,
+}
+
+
+class ImageFileDataset(Dataset):
+    """One split of an image folder or (uncompressed) tar, decoded per sample, for DataLoader workers.
+
+    ``dataset[i]`` is ``(transform(image), label)``, or None when the file cannot be decoded; use
+    ``collate_skipping_bad`` (``build_file_loader`` does) so such samples are dropped from the batch
+    and reported by path instead of stopping the run.
+    """
+
+    def __init__(self, source: str | os.PathLike[str], *, split: str = "train",
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        tree = index_tree(source, split=split)
+        if tree is None:
+            raise FileNotFoundError(f"{source} has no {split!r} split folder")
+        if tree.is_tar and not tree.spans:
+            tree.read_bytes(0)  # raises the "compressed tar" explanation now, not in a worker
+        self.tree: ImageTree = tree
+        self.transform = transform
+        self.class_names = tree.class_names
+        report_skipped(tree.skipped, source=tree.source)
+
+    def __len__(self) -> int:
+        return len(self.tree)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        where = self.tree.paths[index]
+        try:
+            image = decode_rgb(self.tree.read_bytes(index))
+        except (OSError, ValueError) as error:
+            logger.warning("skipped %s: %s", f"{self.tree.source}:{where}" if self.tree.is_tar else where, error)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.tree.labels[index]
+
+
+def collate_skipping_bad(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Default collation of the samples that decoded; undecodable ones (None) were logged by path and are dropped."""
+    good = [sample for sample in batch if sample is not None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64)
+    return torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good], dtype=torch.int64)
+
+
+def build_file_loader(dataset: ImageFileDataset, *, batch_size: int, num_workers: int = 4, shuffle: bool = True,
+                      drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                      pin_memory: bool = False) -> DataLoader:
+    """A DataLoader with worker processes, seeded shuffling and, for ``world_size > 1``, a DistributedSampler.
+
+    With a sampler, call ``loader.sampler.set_epoch(epoch)`` every epoch (as with any DDP loader).
+    """
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None, sampler=sampler,
+                      num_workers=num_workers, collate_fn=collate_skipping_bad, drop_last=drop_last,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed) if sampler is None else None)

@@ -1,0 +1,186 @@
+"""Index image-folder trees and tar archives of them: ``root/<class>/<image>``, read in place.
+
+A tree is a folder or a tar archive (``.tar``, ``.tar.gz`` ...) whose images sit under one folder per
+class, at any depth below it. Class names are the sorted folder names, as in torchvision's
+``ImageFolder``. A common leading folder (a tar holding ``train/<class>/...``) is stripped; a tree whose
+top level has split folders (``train/``, ``val/``, ``test/``) is read one split at a time.
+
+Nothing is extracted to disk: folder images are read by path and tar members by their byte offset
+(uncompressed tars, random access) or in one sequential pass (compressed tars).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test", "val", "valid",
+                                                                                      "validation")}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def is_tar_path(path: str | os.PathLike[str]) -> bool:
+    return str(path).lower().endswith(TAR_SUFFIXES)
+
+
+@dataclass
+class ImageTree:
+    """The images of one split of a tree: where each is, its label, and what was skipped.
+
+    ``paths[i]`` is the file path (folders) or member name (tars) of sample ``i``; ``labels[i]``
+    indexes ``class_names``; for uncompressed tars ``spans[i]`` is ``(byte offset, size)`` of the
+    member's data. ``skipped`` lists ``(path, reason)`` of files left out at indexing time.
+    """
+
+    source: str
+    paths: list[str]
+    labels: list[int]
+    class_names: list[str]
+    is_tar: bool = False
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded bytes of sample ``index`` (random access; tars must be uncompressed)."""
+        if not self.is_tar:
+            return Path(self.paths[index]).read_bytes()
+        if not self.spans:
+            raise ValueError(f"{self.source} is a compressed tar: random access would decompress it again for every "
+                             "image; decompress it once (e.g. `gunzip` to a .tar) or load it in memory")
+        offset, size = self.spans[index]
+        with open(self.source, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+
+    def iter_bytes(self) -> Iterator[tuple[int, bytes]]:
+        """``(index, bytes)`` for every sample, in one sequential pass over the folder or archive."""
+        if not self.is_tar:
+            for index, path in enumerate(self.paths):
+                try:
+                    yield index, Path(path).read_bytes()
+                except OSError as error:
+                    yield index, f"unreadable: {error}".encode()  # the decoder reports it with the path
+            return
+        if self.spans:
+            with open(self.source, "rb") as handle:
+                for index in sorted(range(len(self.spans)), key=lambda i: self.spans[i][0]):
+                    offset, size = self.spans[index]
+                    handle.seek(offset)
+                    yield index, handle.read(size)
+            return
+        position = {name: i for i, name in enumerate(self.paths)}
+        with tarfile.open(self.source, "r:*") as archive:
+            for member in archive:
+                index = position.get(member.name)
+                if index is not None:
+                    handle = archive.extractfile(member)
+                    yield index, handle.read() if handle is not None else b""
+
+
+def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None]:
+    """``(relative posix path, full path or member name)`` of every regular file, and tar data spans."""
+    if source.is_dir():
+        found = []
+        for dirpath, dirnames, filenames in os.walk(source, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                found.append((PurePosixPath(Path(full).relative_to(source)).as_posix(), full))
+        return found, None
+    if not is_tar_path(source):
+        raise ValueError(f"{source} is neither a folder nor a tar archive ({', '.join(TAR_SUFFIXES)})")
+    found, spans = [], []
+    with tarfile.open(source, "r:*") as archive:
+        for member in archive:
+            if member.isfile():
+                found.append((member.name[2:] if member.name.startswith("./") else member.name, member.name))
+                spans.append((member.offset_data, member.size))
+    # Byte offsets index the file itself only when the tar is not compressed.
+    return found, None if _is_compressed(source) else spans
+
+
+def _is_compressed(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
+
+
+def _choose_split(relative: list[str], split: str) -> str | None:
+    """The folder prefix (``"train/"``) holding ``split``, ``""`` for the whole tree, or None if absent."""
+    tops = {p.split("/", 1)[0] for p in relative if "/" in p}
+    split_tops = tops & {name for names in SPLIT_FOLDERS.values() for name in names}
+    if split_tops and split_tops == tops:
+        for name in SPLIT_FOLDERS.get(split, (split,)):
+            if name in tops:
+                return name + "/"
+        return None
+    if len(tops) == 1 and all(p.count("/") >= 2 for p in relative if p.lower().endswith(IMAGE_EXTENSIONS)):
+        # One common leading folder that is not a split name: look inside it.
+        (top,) = tops
+        inner = _choose_split([p[len(top) + 1:] for p in relative if p.startswith(top + "/")], split)
+        return None if inner is None else top + "/" + inner
+    return "" if split == "train" else None
+
+
+def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> ImageTree | None:
+    """Index one split of an image tree (folder or tar); None when the tree has no such split.
+
+    Files without an image extension, and images not inside a class folder, are left out and listed
+    in ``skipped`` (and logged). Decoding problems are found later, when images are decoded.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"image tree {path} does not exist")
+    files, spans = _list_files(path)
+    prefix = _choose_split([rel for rel, _ in files], split)
+    if prefix is None:
+        return None
+    chosen = [(i, rel[len(prefix):], where) for i, (rel, where) in enumerate(files) if rel.startswith(prefix)]
+    skipped: list[tuple[str, str]] = []
+    images = []
+    for i, rel, where in chosen:
+        label = f"{path}:{where}" if path.is_file() else where
+        if not rel.lower().endswith(IMAGE_EXTENSIONS):
+            skipped.append((label, "not an image file (extension)"))
+        elif "/" not in rel:
+            skipped.append((label, "not inside a class folder"))
+        else:
+            images.append((i, rel.split("/", 1)[0], where))
+    class_names = sorted({cls for _, cls, _ in images})
+    class_index = {name: k for k, name in enumerate(class_names)}
+    if skipped:
+        logger.info("%s: left out %d non-image file(s), e.g. %s", path, len(skipped), skipped[0][0])
+    if not images:
+        raise ValueError(f"no images found in {path} (split {split!r}); expected <class>/<image> with one of "
+                         f"{', '.join(IMAGE_EXTENSIONS)}")
+    return ImageTree(
+        source=str(path),
+        paths=[where for _, _, where in images],
+        labels=[class_index[cls] for _, cls, _ in images],
+        class_names=class_names,
+        is_tar=path.is_file(),
+        spans=[spans[i] for i, _, _ in images] if spans is not None else [],
+        skipped=skipped,
+    )
+
+
+def report_skipped(skipped: list[tuple[str, str]], *, source: str, what: str = "file(s)", limit: int = 10) -> None:
+    """Warn once, listing up to ``limit`` skipped paths with the reason; the full list goes to the log."""
+    if not skipped:
+        return
+    shown = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:limit])
+    more = f"\n  ... and {len(skipped) - limit} more (see the log)" if len(skipped) > limit else ""
+    for path, reason in skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    warnings.warn(f"{source}: skipped {len(skipped)} {what}:\n{shown}{more}", stacklevel=3)

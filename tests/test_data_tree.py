@@ -1,0 +1,174 @@
+"""Image folders and tars: indexing, decoding once into memory, the disk cache, bad files, large-image loaders."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit.config import IMAGENET_PREPROCESS, Preprocess
+from resnetkit.data import (DataConfig, ImageFileDataset, build_file_loader, eval_transform, index_tree, load_data,
+                            load_image_dataset, load_tree_in_memory, paper_train_transform,
+                            random_resized_crop_transform)
+from resnetkit.data.cache import cache_path
+
+# The library silences torchvision 0.29's per-call decoder deprecation notice; pytest resets filters per test.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
+
+
+def _image(seed: int, size=(12, 12), mode="RGB") -> Image.Image:
+    array = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    return Image.fromarray(array).convert(mode)
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buffer.getvalue()
+
+
+def _tree(root: Path, *, bad: bool = True) -> dict[str, bytes]:
+    """cat/ and dog/ with PNG, JPEG, WebP, grey and RGBA images; plus a corrupt JPEG and a text file named .jpg."""
+    files = {
+        "cat/0.png": _encoded(_image(0), "PNG"),
+        "cat/1.jpg": _encoded(_image(1), "JPEG"),
+        "cat/sub/2.webp": _encoded(_image(2), "WEBP"),
+        "dog/0.png": _encoded(_image(3, mode="L"), "PNG"),
+        "dog/1.PNG": _encoded(_image(4, mode="RGBA"), "PNG"),
+        "dog/notes.txt": b"not an image",
+        "stray.png": _encoded(_image(5), "PNG"),
+    }
+    if bad:
+        files["dog/truncated.jpg"] = _encoded(_image(6), "JPEG")[:200]
+        files["cat/text.jpg"] = b"this is a text file, not a JPEG\n"
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def _tar(root: Path, archive: Path, arcname: str = "") -> Path:
+    with tarfile.open(archive, "w:gz" if archive.name.endswith("gz") else "w") as tar:
+        tar.add(root, arcname=arcname or ".")
+    return archive
+
+
+def test_folder_is_indexed_by_class_and_non_images_are_listed(tmp_path):
+    _tree(tmp_path / "tree")
+    tree = index_tree(tmp_path / "tree")
+    assert tree.class_names == ["cat", "dog"]
+    names = sorted(Path(p).relative_to(tmp_path / "tree").as_posix() for p in tree.paths)
+    assert names == ["cat/0.png", "cat/1.jpg", "cat/sub/2.webp", "cat/text.jpg", "dog/0.png", "dog/1.PNG",
+                     "dog/truncated.jpg"]
+    reasons = {Path(p).name: r for p, r in tree.skipped}
+    assert reasons == {"notes.txt": "not an image file (extension)", "stray.png": "not inside a class folder"}
+
+
+@pytest.mark.parametrize("container", ["folder", "tar", "tar.gz"])
+def test_bad_files_are_reported_by_path_and_skipped_never_crash(tmp_path, container):
+    files = _tree(tmp_path / "tree")
+    source = tmp_path / "tree"
+    if container != "folder":
+        source = _tar(tmp_path / "tree", tmp_path / f"t.{container}", "train")
+    with pytest.warns(UserWarning) as caught:
+        data = load_image_dataset(str(source), image_size=12)
+    message = "\n".join(str(w.message) for w in caught)
+    assert "truncated.jpg" in message and "text.jpg" in message and "notes.txt" in message
+    assert data.images.shape == (5, 3, 12, 12) and data.labels.tolist() == [0, 0, 0, 1, 1]
+    skipped = {Path(p.split(":")[-1]).name for p, _ in data.skipped}
+    assert {"truncated.jpg", "text.jpg", "notes.txt", "stray.png"} <= skipped
+    # Pixels are the originals (PNG/WebP lossless), grey replicated to RGB, alpha dropped.
+    cat_png = np.array(Image.open(io.BytesIO(files["cat/0.png"])).convert("RGB"))
+    assert torch.equal(data.images[0], torch.from_numpy(cat_png).permute(2, 0, 1))
+    grey = np.array(Image.open(io.BytesIO(files["dog/0.png"])))
+    assert torch.equal(data.images[3, 1], torch.from_numpy(grey))
+
+
+def test_tar_with_split_folders_reads_each_split(tmp_path):
+    _tree(tmp_path / "all" / "train", bad=False)
+    _tree(tmp_path / "all" / "test", bad=False)
+    archive = _tar(tmp_path / "all", tmp_path / "splits.tar")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = load_data(DataConfig(source=str(archive), val_split=2, seed=0, image_size=8))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (3, 2, 5)
+    assert splits.class_names == ["cat", "dog"] and splits.val.class_counts().tolist() == [1, 1]
+    assert splits.train.image_size == (8, 8)
+    assert index_tree(archive, split="test").paths[0].startswith("./test/")
+    assert index_tree(tmp_path / "all" / "train", split="test") is None
+
+
+def test_mixed_sizes_are_resized_to_the_first_images_size(tmp_path):
+    for i, size in enumerate([(10, 10), (20, 30), (10, 10)]):
+        (tmp_path / "tree" / "a").mkdir(parents=True, exist_ok=True)
+        _image(i, size).save(tmp_path / "tree" / "a" / f"{i}.png")
+    data = load_tree_in_memory(tmp_path / "tree", cache=False)
+    assert data.images.shape == (3, 3, 10, 10)
+
+
+def test_decoded_tree_is_cached_by_content_and_a_corrupt_cache_is_rebuilt(tmp_path):
+    _tree(tmp_path / "tree", bad=False)
+    archive = _tar(tmp_path / "tree", tmp_path / "t.tar")
+    with pytest.warns(UserWarning, match="notes.txt"):  # skipped files are reported on every load
+        first = load_tree_in_memory(archive, image_size=12)
+        path = cache_path(archive, {"split": "train", "image_size": 12})
+        assert path.exists() and str(path).startswith(os.environ["RESNETKIT_CACHE"])
+        assert not list(path.parent.glob("*.tmp"))
+        again = load_tree_in_memory(archive, image_size=12)
+    assert torch.equal(first.images, again.images) and again.class_names == first.class_names
+
+    path.write_bytes(b"garbage, as left by a crash or a full disk")
+    with pytest.warns(UserWarning) as caught:
+        rebuilt = load_tree_in_memory(archive, image_size=12)
+    assert any("ignoring unreadable cache file" in str(w.message) for w in caught)
+    assert torch.equal(rebuilt.images, first.images)
+    with pytest.warns(UserWarning, match="skipped 2 file") as caught:
+        assert load_tree_in_memory(archive, image_size=12) is not None  # the rewritten cache reads back
+    assert not [w for w in caught if "unreadable cache" in str(w.message)]
+
+    # Replacing the archive's content (new size/mtime) changes the key.
+    os.utime(archive, ns=(1, 1))
+    assert cache_path(archive, {"split": "train", "image_size": 12}) != path
+
+
+def test_image_file_dataset_decodes_per_sample_and_the_loader_drops_bad_files(tmp_path):
+    _tree(tmp_path / "tree")
+    archive = _tar(tmp_path / "tree", tmp_path / "t.tar")
+    small = Preprocess(input_size=8, resize_size=10)
+    with pytest.warns(UserWarning, match="notes.txt"):
+        dataset = ImageFileDataset(archive, transform=eval_transform(small))
+    assert len(dataset) == 7 and dataset.class_names == ["cat", "dog"]
+    loader = build_file_loader(dataset, batch_size=8, num_workers=0, shuffle=True, seed=0)
+    images, labels = next(iter(loader))
+    assert images.shape == (5, 3, 8, 8) and images.dtype == torch.float32 and len(labels) == 5
+    with pytest.raises(ValueError, match="compressed tar"):
+        ImageFileDataset(_tar(tmp_path / "tree", tmp_path / "t.tar.gz"))
+
+
+def test_large_image_transforms_follow_the_paper_and_preprocess():
+    image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)
+    for transform in (paper_train_transform(), random_resized_crop_transform(), eval_transform()):
+        assert transform(image).shape == (3, 224, 224)
+    evaluated = eval_transform(IMAGENET_PREPROCESS)(image)
+    assert abs(float(evaluated.mean())) < 3  # normalised
+    with pytest.raises(ValueError, match="min_size"):
+        paper_train_transform(min_size=100)
+
+
+@pytest.mark.slow
+def test_shared_cifar10_jpeg_tar_decodes_to_50000_images(cifar_jpeg_tar):
+    data = load_image_dataset(str(cifar_jpeg_tar), cache=False)
+    assert data.images.shape == (50000, 3, 32, 32) and data.class_counts().tolist() == [5000] * 10
+    assert data.class_names[0] == "airplane" and not data.skipped
