@@ -82,6 +82,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None)
     print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images; report: {args.out_dir}/report.md")
+    return 0
+
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer import format_predictions, load_predictor, predict_inputs

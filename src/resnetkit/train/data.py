@@ -1,4 +1,9 @@
-"""From a ``TrainConfig``'s data fields to the train and validation loaders the trainer consumes."""
+"""From a ``TrainConfig``'s data fields to the train and validation loaders the trainer consumes.
+
+Small images (CIFAR, digits, small image trees) live in memory as uint8 and are augmented a batch at a
+time (``augment``: pad-crop-flip, pad-crop, flip, none). Large images (``augment``: scale, rrc) are
+decoded per sample by DataLoader workers with torchvision transforms v2.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..config import Preprocess, TrainConfig
-from ..data import BatchAugment, InMemoryImageDataset, InMemoryLoader, load_digits_dataset, split_holdout
+from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
+from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, collate_skipping_bad, eval_transform,
+                    load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
+LARGE_IMAGE_AUGMENTS = ("scale", "rrc")
 
 
 @dataclass
@@ -25,44 +33,92 @@ class TrainData:
     val_description: str
 
 
-def _split(config: TrainConfig) -> tuple[InMemoryImageDataset, InMemoryImageDataset | None, str, str]:
-    """The training set and the held-out set, with a description of each."""
-    if config.data == "digits":
-        train, test = load_digits_dataset("train"), load_digits_dataset("test")
-        if config.val_split:
-            train, val = split_holdout(train, config.val_split, seed=config.seed)
-            return train, val, "digits (train)", f"{len(val)} held-out digits training images"
-        return train, test, "digits (train)", f"the {len(test)} digits test images"
-    from ..data import load_image_dataset
-
-    dataset = load_image_dataset(config.data)
-    if config.val_split:
-        train, val = split_holdout(dataset, config.val_split, seed=config.seed)
-        return train, val, config.data, f"{len(val)} held-out training images (stratified, seed {config.seed})"
-    return dataset, None, config.data, ""
-
-
-def _augment(config: TrainConfig) -> BatchAugment | None:
-    if config.augment not in SMALL_IMAGE_AUGMENTS:
-        raise ValueError(f"augment={config.augment!r} is for large images; in-memory data takes one of "
-                         f"{SMALL_IMAGE_AUGMENTS}")
+def _batch_augment(config: TrainConfig) -> BatchAugment | None:
     if config.augment == "none":
         return None
     return BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop")
 
 
-def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
-    train, val, description, val_description = _split(config)
-    mean, std = train.mean_std()
-    height, width = train.image_size
-    preprocess = Preprocess(input_size=height, resize_size=height, mean=mean, std=std)  # type: ignore[arg-type]
-    if dist.enabled and config.batch_size % dist.world_size:
+def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
+    if config.batch_size % dist.world_size:
         raise ValueError(f"batch_size={config.batch_size} must divide evenly over {dist.world_size} processes")
+    return config.batch_size // dist.world_size
+
+
+def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
+    splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
+                                  image_size=config.image_size or None, download=True))
+    train = splits.train
+    if splits.val is not None:
+        val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.seed})"
+    elif splits.test is not None:
+        val, val_description = splits.test, f"the {len(splits.test)} test images"
+    else:
+        val, val_description = None, ""
+    mean, std = train.mean_std()
+    size = train.image_size[0]
+    preprocess = Preprocess(input_size=size, resize_size=size, mean=mean, std=std)  # type: ignore[arg-type]
     common = {"mean": mean, "std": std, "device": device, "channels_last": config.channels_last}
-    train_loader = InMemoryLoader(train, batch_size=config.batch_size // dist.world_size, shuffle=True,
-                                  drop_last=True, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
-                                  augment=_augment(config), **common)
+    train_loader = InMemoryLoader(train, batch_size=_check_batch(config, dist), shuffle=True, drop_last=True,
+                                  seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+                                  augment=_batch_augment(config), **common)
     val_loader = InMemoryLoader(val, batch_size=256, shuffle=False, **common) if val is not None else None
     return TrainData(train=train_loader, val=val_loader, num_classes=train.num_classes,
-                     class_names=list(train.class_names), preprocess=preprocess, description=description,
+                     class_names=list(splits.class_names), preprocess=preprocess,
+                     description=f"{config.data} ({len(train)} training images)", val_description=val_description)
+
+
+class FileBatchLoader:
+    """DataLoader workers over image files, with per-epoch seeded (and, under DDP, sharded) order."""
+
+    def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, dist: DistInfo, shuffle: bool) -> None:
+        self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle,
+                                          seed=seed, drop_last=shuffle)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+                                 collate_fn=collate_skipping_bad, drop_last=shuffle, persistent_workers=workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            if len(labels):  # a batch whose every file was unreadable (each was logged by path)
+                yield images, labels
+
+
+def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
+    size = config.image_size or IMAGENET_PREPROCESS.input_size
+    preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224))
+    train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224))
+                if config.augment == "scale" else random_resized_crop_transform(preprocess))
+    train = ImageFileDataset(config.data, split="train", transform=train_tf)
+    try:
+        val = ImageFileDataset(config.data, split="test", transform=eval_transform(preprocess))
+        val_description = f"the {len(val)} images of the validation folder"
+    except FileNotFoundError:
+        val = None
+        val_description = ""
+    if config.val_split:
+        keep, held = stratified_split(torch.tensor(train.tree.labels), config.val_split, seed=config.seed)
+        held_out = ImageFileDataset(config.data, split="train", transform=eval_transform(preprocess))
+        val, train = Subset(held_out, held.tolist()), Subset(train, keep.tolist())
+        val_description = f"{len(held)} held-out training images (stratified, seed {config.seed})"
+    train_loader = FileBatchLoader(train, batch_size=_check_batch(config, dist), workers=config.workers,
+                                   seed=config.seed, dist=dist, shuffle=True)
+    val_loader = (FileBatchLoader(val, batch_size=64, workers=config.workers, seed=0, dist=DistInfo(), shuffle=False)
+                  if val is not None else None)
+    class_names = list(train.dataset.class_names if isinstance(train, Subset) else train.class_names)
+    return TrainData(train=train_loader, val=val_loader, num_classes=len(class_names), class_names=class_names,
+                     preprocess=preprocess, description=f"{config.data} ({len(train)} training images)",
                      val_description=val_description)
+
+
+def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
+    if config.augment in LARGE_IMAGE_AUGMENTS:
+        return large_image_data(config, dist=dist)
+    if config.augment not in SMALL_IMAGE_AUGMENTS:
+        raise ValueError(f"augment={config.augment!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
+    return small_image_data(config, dist=dist, device=device)
