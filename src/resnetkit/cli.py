@@ -25,6 +25,26 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_from_file
+
+    print(export_from_file(args.model, fmt=args.format, output=args.output, images=args.images, limit=args.limit,
+                           int8=args.int8, report=args.report.split(",") if args.report else None))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .export.bench import bench_table, benchmark, load_average
+
+    print(load_average())
+    rows = benchmark(args.model, runtimes=args.runtime.split(","), batches=[int(b) for b in args.batch.split(",")],
+                     input_size=args.input_size, threads=args.threads, rounds=args.rounds, memory=not args.no_memory)
+    print(load_average())
+    print("peak RSS MB: growth of a fresh process's resident set while it builds the runtime and runs it")
+    print(bench_table(rows, baseline=args.baseline))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None)
     p.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
+    p.add_argument("model", help="a resnetkit .safetensors model file")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    p.add_argument("--output", default=None, help="artifact path (default: beside MODEL); PATH.json is written too")
+    p.add_argument("--images", default=None,
+                   help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set")
+    p.add_argument("--limit", type=int, default=256, help="use at most this many images from --images")
+    p.add_argument("--int8", action="store_true", help="INT8 static quantization (ONNX, calibrated on --images)")
+    p.add_argument("--report", default=None, metavar="VARIANTS",
+                   help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="latency, throughput and peak memory per runtime, as a table")
+    p.add_argument("model", help="a registered name (random weights) or a resnetkit .safetensors file")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes")
+    p.add_argument("--runtime", default="torch,torch-bf16,onnx,onnx-int8",
+                   help="comma-separated: torch, torch-bf16, torch-fp16, onnx, onnx-int8, onnx-int8-default, "
+                        "openvino, openvino-bf16, openvino-int8")
+    p.add_argument("--input-size", type=int, default=None, help="default: the model's own input size")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of 5 calls at batch 1")
+    p.add_argument("--baseline", default="onnx-int8-default", help="runtime the speed-up column compares with")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -85,3 +85,32 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     parity = check_parity(model, onnx_runner(output, name="onnx-int8"), calibration, rtol=float("inf"),
                           min_top1_agreement=min_top1_agreement)
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
+
+
+def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx", output: str | os.PathLike[str] | None = None,
+                     images: str | os.PathLike[str] | None = None, limit: int | None = 256, int8: bool = False,
+                     report: list[str] | None = None) -> str:
+    """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
+    from .data import load_image_folder
+    from .evaluate import compare_variants
+
+    model, info = load_any_model(model_path)
+    labelled = None
+    if images is not None:
+        labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)
+    if int8:
+        if labelled is None:
+            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
+        if fmt != "onnx":
+            raise ValueError(f"INT8 export writes ONNX; drop --format {fmt}")
+        result = export_int8(model, labelled.images, output=output or default_output(model_path, "onnx").with_suffix(".int8.onnx"),
+                             info=info)
+    else:
+        result = export_model(model, fmt=fmt, output=output or default_output(model_path, fmt), info=info,
+                              parity_inputs=None if labelled is None else labelled.images[:64])
+    lines = [result.summary()]
+    if report:
+        if labelled is None:
+            raise ValueError("a variant report needs --images FOLDER with labelled images")
+        lines.append(compare_variants(model, labelled, variants=tuple(report), info=info).table())
+    return "\n".join(lines)

@@ -121,20 +121,53 @@ def pruned_channels(model: ResNet) -> dict[str, int]:
     return {f"{name}.{chain[0]}": getattr(block, chain[0]).out_channels for name, block, chain in _chains(model)}
 
 
+def _conv_output_pixels(model: ResNet, size: int) -> dict[nn.Conv2d, int]:
+    """Output height x width of every convolution at ``size`` x ``size`` input (one forward pass)."""
+    pixels: dict[nn.Conv2d, int] = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [c.register_forward_hook(lambda m, _i, out: pixels.__setitem__(m, out.shape[-2] * out.shape[-1]))
+             for c in convs]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, model.config.in_chans, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return pixels
+
+
+def _macs_at_fraction(model: ResNet, keep_fraction: float, before: int, pixels: dict[nn.Conv2d, int]) -> int:
+    """MACs of ``prune_with_fraction(model, keep_fraction)``: only the inner convs' channel counts change."""
+    channels = {}  # conv -> (in, out) after pruning
+    for _, block, (producer, _, consumer) in _chains(model):
+        p, c = getattr(block, producer), getattr(block, consumer)
+        kept = max(1, round(keep_fraction * p.out_channels))
+        channels[p] = (channels.get(p, (p.in_channels, p.out_channels))[0], kept)
+        channels[c] = (kept, channels.get(c, (c.in_channels, c.out_channels))[1])
+    delta = 0
+    for conv, (cin, cout) in channels.items():
+        per_pair = pixels[conv] * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
+        delta += per_pair * (cin * cout - conv.in_channels * conv.out_channels)
+    return before + delta
+
+
 def prune_to_macs(model: ResNet, target_ratio: float, *, input_size: int | None = None) -> tuple[ResNet, float]:
     """Prune until the MACs are at most ``target_ratio`` of the original; returns the model and keep fraction."""
     size = input_size or (224 if model.spec.family == "imagenet" else 32)
     before = count_macs(model, size)
-    floor = count_macs(prune_with_fraction(model, 1e-9), size)
+    pixels = _conv_output_pixels(model, size)
+    floor = _macs_at_fraction(model, 1e-9, before, pixels)
     if target_ratio * before < floor:
         raise ValueError(f"target_ratio={target_ratio} is below what inner-channel pruning can reach "
                          f"({floor / before:.3f}: the stem, shortcuts and block outputs stay); ask for more")
     if target_ratio >= 1.0:
         return copy.deepcopy(model).eval(), 1.0
     low, high = 1e-9, 1.0  # invariant: keeping `low` meets the target, keeping `high` does not
-    for _ in range(14):
+    for _ in range(20):
         mid = (low + high) / 2
-        if count_macs(prune_with_fraction(model, mid), size) <= target_ratio * before:
+        if _macs_at_fraction(model, mid, before, pixels) <= target_ratio * before:
             low = mid
         else:
             high = mid
