@@ -81,6 +81,8 @@ def _shrink(block: nn.Module, chain: tuple[str, str, str], keep: torch.Tensor | 
             new_consumer.weight.copy_(consumer.weight[:, keep])
             if consumer.bias is not None:
                 new_consumer.bias.copy_(consumer.bias)
+    for new, old in ((new_producer, producer), (new_norm, norm), (new_consumer, consumer)):
+        new.train(old.training)  # a fresh module is in training mode; a BN in it would use batch statistics
     setattr(block, producer_name, new_producer)
     setattr(block, norm_name, new_norm)
     setattr(block, consumer_name, new_consumer)
