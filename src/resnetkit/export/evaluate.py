@@ -98,7 +98,8 @@ def build_variant(name: str, model: ResNet, info: ModelInfo, workdir: Path, cali
     return onnx_runner(int8, name=name) if name == "onnx-int8" else openvino_runner(int8, name=name)
 
 
-def compare_variants(model: ResNet | str | os.PathLike[str], data: LabelledImages | tuple[torch.Tensor, torch.Tensor] | str,
+def compare_variants(model: ResNet | str | os.PathLike[str],
+                     data: LabelledImages | tuple[torch.Tensor, torch.Tensor] | str | os.PathLike[str],
                      *, variants: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8"),
                      calibration: torch.Tensor | None = None, info: ModelInfo | None = None,
                      latency_batch: int = 1, limit: int | None = None) -> VariantReport:

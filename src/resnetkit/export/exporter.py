@@ -29,8 +29,9 @@ class ExportResult:
         return f"wrote {self.path} ({size:.2f} MB, {self.format}) and {self.sidecar}\n{self.parity.summary()}"
 
 
-def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx", output: str | os.PathLike[str] | None = None,
-                 info: ModelInfo | None = None, parity_inputs: torch.Tensor | None = None) -> ExportResult:
+def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx",
+                 output: str | os.PathLike[str] | None = None, info: ModelInfo | None = None,
+                 parity_inputs: torch.Tensor | None = None) -> ExportResult:
     """Export a model (or a resnetkit ``.safetensors`` file) and run the parity check on the result.
 
     ``parity_inputs`` are preprocessed images ``(N, C, H, W)``; without them, random normal inputs of
@@ -87,7 +88,8 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
-def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx", output: str | os.PathLike[str] | None = None,
+def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
+                     output: str | os.PathLike[str] | None = None,
                      images: str | os.PathLike[str] | None = None, limit: int | None = 256, int8: bool = False,
                      report: list[str] | None = None) -> str:
     """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
@@ -103,8 +105,8 @@ def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx", o
             raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
         if fmt != "onnx":
             raise ValueError(f"INT8 export writes ONNX; drop --format {fmt}")
-        result = export_int8(model, labelled.images, output=output or default_output(model_path, "onnx").with_suffix(".int8.onnx"),
-                             info=info)
+        output = output or default_output(model_path, "onnx").with_suffix(".int8.onnx")
+        result = export_int8(model, labelled.images, output=output, info=info)
     else:
         result = export_model(model, fmt=fmt, output=output or default_output(model_path, fmt), info=info,
                               parity_inputs=None if labelled is None else labelled.images[:64])

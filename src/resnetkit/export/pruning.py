@@ -58,8 +58,9 @@ def _blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
 
 
 def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, conv.kernel_size, stride=conv.stride, padding=conv.padding,  # type: ignore[arg-type]
-                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)  # type: ignore[arg-type]
+    return nn.Conv2d(in_ch, out_ch, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                     padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
+                     groups=conv.groups, bias=conv.bias is not None)
 
 
 def _shrink(block: nn.Module, chain: tuple[str, str, str], keep: torch.Tensor | int) -> None:

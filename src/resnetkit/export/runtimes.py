@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_THREADS = 2
+DEFAULT_THREADS: int | None = None  # None: each runtime's own default (all cores); benchmarks pass a number
 
 
 @dataclass
