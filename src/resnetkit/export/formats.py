@@ -113,7 +113,9 @@ def artifact_runner(path: str | os.PathLike[str], fmt: str) -> Runner:
     if fmt == "onnx":
         return onnx_runner(path)
     if fmt == "torchscript":
-        module = torch.jit.load(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; still loads
+            module = torch.jit.load(str(path))
     elif fmt == "exported-program":
         module = torch.export.load(str(path)).module()
     else:
