@@ -107,3 +107,16 @@ def test_cli_export_writes_artifact_and_prints_parity(model_file, tmp_path, caps
 def test_cli_export_names_a_missing_file(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope.safetensors")]) == 2
     assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_failed_parity_removes_the_artifact(model_file, tmp_path, monkeypatch):
+    import resnetkit.export.exporter as exporter
+
+    def broken_runner(path, fmt):
+        real = artifact_runner(path, fmt)
+        return Runner(fmt, lambda batch: real(batch) * 2.0, real.size_bytes)
+
+    monkeypatch.setattr(exporter, "artifact_runner", broken_runner)
+    with pytest.raises(ParityError, match="was removed"):
+        export_model(model_file, fmt="onnx", output=tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "bad.onnx.json").exists()

@@ -26,10 +26,14 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_from_file
+    from .export import ParityError, export_from_file
 
-    print(export_from_file(args.model, fmt=args.format, output=args.output, images=args.images, limit=args.limit,
-                           int8=args.int8, report=args.report.split(",") if args.report else None))
+    try:
+        print(export_from_file(args.model, fmt=args.format, output=args.output, images=args.images, limit=args.limit,
+                               int8=args.int8, report=args.report.split(",") if args.report else None))
+    except ParityError as e:
+        print(f"resnetkit export: PARITY CHECK FAILED: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -40,7 +44,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows = benchmark(args.model, runtimes=args.runtime.split(","), batches=[int(b) for b in args.batch.split(",")],
                      input_size=args.input_size, threads=args.threads, rounds=args.rounds, memory=not args.no_memory)
     print(load_average())
-    print("peak RSS MB: growth of a fresh process's resident set while it builds the runtime and runs it")
+    print("peak RSS MB: peak resident-set growth (VmHWM) of a fresh process that builds the runtime and runs the batch")
     print(bench_table(rows, baseline=args.baseline))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from ..config import ModelInfo
 from ..models import ResNet
 from .formats import FORMATS, artifact_runner, default_output, write_artifact
-from .parity import ParityReport, check_parity
+from .parity import ParityError, ParityReport, check_parity
 from .pruning import load_any_model
 
 PARITY_SAMPLES = 14  # two batches of 7 and fourteen of 1: enough to catch layout bugs, quick on a CPU
@@ -55,8 +56,18 @@ def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx",
         size = info.preprocess.input_size
         parity_inputs = torch.randn(PARITY_SAMPLES, info.model.in_chans, size, size,
                                     generator=torch.Generator().manual_seed(0))
-    parity = check_parity(model, artifact_runner(path, fmt), parity_inputs)
+    parity = _checked(path, lambda: check_parity(model, artifact_runner(path, fmt), parity_inputs))
     return ExportResult(path, path.with_name(path.name + ".json"), fmt, parity)
+
+
+def _checked(path: Path, check: Callable[[], ParityReport]) -> ParityReport:
+    """Run a parity check; on failure remove the artifact (and its sidecar) so nobody ships it by mistake."""
+    try:
+        return check()
+    except ParityError as e:
+        for leftover in (path, path.with_name(path.name + ".json")):
+            leftover.unlink(missing_ok=True)
+        raise ParityError(f"{e} ({path} was removed)") from e
 
 
 def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tensor, *,
@@ -83,8 +94,8 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     quantize_onnx_int8(fp32.path, output, calibration)
     fp32.path.unlink()
     fp32.sidecar.rename(output.with_name(output.name + ".json"))
-    parity = check_parity(model, onnx_runner(output, name="onnx-int8"), calibration, rtol=float("inf"),
-                          min_top1_agreement=min_top1_agreement)
+    parity = _checked(output, lambda: check_parity(model, onnx_runner(output, name="onnx-int8"), calibration,
+                                                   rtol=float("inf"), min_top1_agreement=min_top1_agreement))
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
