@@ -18,8 +18,7 @@ from .runtimes import Runner, onnx_runner, openvino_runner, torch_runner
 __all__ = [
     "FORMATS", "ExportResult", "LabelledImages", "ParityError", "ParityReport", "PruneReport", "Runner",
     "VariantReport", "artifact_runner", "check_parity", "compare_variants", "export_from_file", "export_int8",
-    "export_model",
-    "fine_tune_on_tensors", "load_any_model", "load_image_folder", "onnx_runner", "openvino_runner",
-    "preprocess_image", "prune_model", "prune_to_macs", "quantize_onnx_int8", "read_onnx_info",
-    "save_pruned_model", "top1_accuracy", "torch_runner",
+    "export_model", "fine_tune_on_tensors", "load_any_model", "load_image_folder", "onnx_runner",
+    "openvino_runner", "preprocess_image", "prune_model", "prune_to_macs", "quantize_onnx_int8",
+    "read_onnx_info", "save_pruned_model", "top1_accuracy", "torch_runner",
 ]

@@ -116,6 +116,7 @@ def compare_variants(model: ResNet | str | os.PathLike[str],
         from ..models import default_preprocess
 
         info = ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+    model = model.eval()
     labelled = as_labelled(data, preprocess=info.preprocess, class_names=info.class_names or None, limit=limit)
     if calibration is None:
         calibration = labelled.images[:64]
