@@ -111,6 +111,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ParityError, export_from_file
+
+    try:
+        print(export_from_file(args.model, fmt=args.format, output=args.output, images=args.images, limit=args.limit,
+                               int8=args.int8, report=args.report.split(",") if args.report else None))
+    except ParityError as e:
+        print(f"resnetkit export: PARITY CHECK FAILED: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .export.bench import bench_table, benchmark, load_average
+
+    print(load_average())
+    rows = benchmark(args.model, runtimes=args.runtime.split(","), batches=[int(b) for b in args.batch.split(",")],
+                     input_size=args.input_size, threads=args.threads, rounds=args.rounds, memory=not args.no_memory)
+    print(load_average())
+    print("peak RSS MB: peak resident-set growth (VmHWM) of a fresh process that builds the runtime and runs the batch")
+    print(bench_table(rows, baseline=args.baseline))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="default top-k for requests that do not ask")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
+    p.add_argument("model", help="a resnetkit .safetensors model file")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    p.add_argument("--output", default=None, help="artifact path (default: beside MODEL); PATH.json is written too")
+    p.add_argument("--images", default=None,
+                   help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set")
+    p.add_argument("--limit", type=int, default=256, help="use at most this many images from --images")
+    p.add_argument("--int8", action="store_true", help="INT8 static quantization (ONNX, calibrated on --images)")
+    p.add_argument("--report", default=None, metavar="VARIANTS",
+                   help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="latency, throughput and peak memory per runtime, as a table")
+    p.add_argument("model", help="a registered name (random weights) or a resnetkit .safetensors file")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes")
+    p.add_argument("--runtime", default="torch,torch-bf16,onnx,onnx-int8",
+                   help="comma-separated: torch, torch-bf16, torch-fp16, onnx, onnx-int8, onnx-int8-default, "
+                        "openvino, openvino-bf16, openvino-int8")
+    p.add_argument("--input-size", type=int, default=None, help="default: the model's own input size")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of 5 calls at batch 1")
+    p.add_argument("--baseline", default="onnx-int8-default", help="runtime the speed-up column compares with")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

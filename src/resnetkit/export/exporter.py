@@ -1,0 +1,129 @@
+"""``export_model``: write an artifact, load it back, and prove it computes what the model computes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import ModelInfo
+from ..models import ResNet
+from .formats import FORMATS, artifact_runner, default_output, write_artifact
+from .parity import ParityError, ParityReport, check_parity
+from .pruning import load_any_model
+
+PARITY_SAMPLES = 14  # two batches of 7 and fourteen of 1: enough to catch layout bugs, quick on a CPU
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sidecar: Path
+    format: str
+    parity: ParityReport
+
+    def summary(self) -> str:
+        size = self.path.stat().st_size / 1e6
+        return f"wrote {self.path} ({size:.2f} MB, {self.format}) and {self.sidecar}\n{self.parity.summary()}"
+
+
+def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx",
+                 output: str | os.PathLike[str] | None = None, info: ModelInfo | None = None,
+                 parity_inputs: torch.Tensor | None = None) -> ExportResult:
+    """Export a model (or a resnetkit ``.safetensors`` file) and run the parity check on the result.
+
+    ``parity_inputs`` are preprocessed images ``(N, C, H, W)``; without them, random normal inputs of
+    the model's input size stand in (they exercise the same arithmetic, not real activation ranges).
+    Raises ``ParityError`` when the artifact disagrees with eager PyTorch.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if isinstance(model, (str, os.PathLike)):
+        if output is None:
+            output = default_output(model, fmt)
+        model, info = load_any_model(model)
+    if info is None:
+        from ..models import default_preprocess
+
+        info = ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+    if output is None:
+        raise ValueError("export_model(model object) needs output=PATH")
+    path = write_artifact(model, info, Path(output), fmt)
+    if parity_inputs is None:
+        size = info.preprocess.input_size
+        parity_inputs = torch.randn(PARITY_SAMPLES, info.model.in_chans, size, size,
+                                    generator=torch.Generator().manual_seed(0))
+    parity = _checked(path, lambda: check_parity(model, artifact_runner(path, fmt), parity_inputs))
+    return ExportResult(path, path.with_name(path.name + ".json"), fmt, parity)
+
+
+def _checked(path: Path, check: Callable[[], ParityReport]) -> ParityReport:
+    """Run a parity check; on failure remove the artifact (and its sidecar) so nobody ships it by mistake."""
+    try:
+        return check()
+    except ParityError as e:
+        for leftover in (path, path.with_name(path.name + ".json")):
+            leftover.unlink(missing_ok=True)
+        raise ParityError(f"{e} ({path} was removed)") from e
+
+
+def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tensor, *,
+                output: str | os.PathLike[str] | None = None, info: ModelInfo | None = None,
+                min_top1_agreement: float = 0.9) -> ExportResult:
+    """Export ONNX (parity-checked), quantize it to INT8 on ``calibration`` images, check it again.
+
+    INT8 cannot match fp32 to 1e-4, so the second check is on top-1 agreement with eager PyTorch over
+    the calibration images (the diff is reported). Random-weight models have near-tied logits and
+    may agree less; pass real images and a trained model, or lower ``min_top1_agreement``.
+    """
+    from .quantize import quantize_onnx_int8
+    from .runtimes import onnx_runner
+
+    if isinstance(model, (str, os.PathLike)):
+        if output is None:
+            output = default_output(model, "onnx").with_suffix(".int8.onnx")
+        model, info = load_any_model(model)
+    if output is None:
+        raise ValueError("export_int8(model object) needs output=PATH")
+    output = Path(output)
+    fp32 = export_model(model, fmt="onnx", output=output.with_name(output.name + ".fp32.onnx"), info=info,
+                        parity_inputs=calibration[:PARITY_SAMPLES])
+    quantize_onnx_int8(fp32.path, output, calibration)
+    fp32.path.unlink()
+    fp32.sidecar.rename(output.with_name(output.name + ".json"))
+    parity = _checked(output, lambda: check_parity(model, onnx_runner(output, name="onnx-int8"), calibration,
+                                                   rtol=float("inf"), min_top1_agreement=min_top1_agreement))
+    return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
+
+
+def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
+                     output: str | os.PathLike[str] | None = None,
+                     images: str | os.PathLike[str] | None = None, limit: int | None = 256, int8: bool = False,
+                     report: list[str] | None = None) -> str:
+    """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
+    from .data import load_image_folder
+    from .evaluate import compare_variants
+
+    model, info = load_any_model(model_path)
+    labelled = None
+    if images is not None:
+        labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)
+    if int8:
+        if labelled is None:
+            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
+        if fmt != "onnx":
+            raise ValueError(f"INT8 export writes ONNX; drop --format {fmt}")
+        output = output or default_output(model_path, "onnx").with_suffix(".int8.onnx")
+        result = export_int8(model, labelled.images, output=output, info=info)
+    else:
+        result = export_model(model, fmt=fmt, output=output or default_output(model_path, fmt), info=info,
+                              parity_inputs=None if labelled is None else labelled.images[:64])
+    lines = [result.summary()]
+    if report:
+        if labelled is None:
+            raise ValueError("a variant report needs --images FOLDER with labelled images")
+        lines.append(compare_variants(model, labelled, variants=tuple(report), info=info).table())
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""Structured channel pruning of residual blocks to a target MAC ratio, and pruned model files.
+
+Only the channels *inside* a block are pruned (the outputs of every conv but the last), because the
+block's output width is tied to its shortcut and to every other block of the stage. Within a layer the
+filters with the smallest L1 norm go (Li et al., "Pruning Filters for Efficient ConvNets", 2017); every
+inner layer keeps the same fraction, found by bisection so the MACs meet the target. The convs and
+norms are rebuilt smaller, so the speed-up is real on any runtime, not a mask.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelInfo
+from ..models import ResNet, build_model, count_macs, count_params, load_state_dict_file, load_weights, read_model_info
+from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+
+PRUNED_KEY = "pruned_channels"
+
+# (producer conv, the norm between, consumer conv) for every prunable channel dimension of a block.
+INNER_CHAINS: dict[type[nn.Module], tuple[tuple[str, str, str], ...]] = {
+    BasicBlock: (("conv1", "bn1", "conv2"),),
+    Bottleneck: (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")),
+    PreActBasicBlock: (("conv1", "bn2", "conv2"),),
+    PreActBottleneck: (("conv1", "bn2", "conv2"), ("conv2", "bn3", "conv3")),
+}
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    keep_fraction: float
+    top1_before: float | None = None
+    top1_pruned: float | None = None
+    top1_fine_tuned: float | None = None
+
+    def summary(self) -> str:
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2%}"
+
+        return (f"MACs {self.macs_before / 1e6:.2f}M -> {self.macs_after / 1e6:.2f}M "
+                f"({self.macs_after / self.macs_before:.1%}), params {self.params_before:,} -> {self.params_after:,}, "
+                f"inner channels kept {self.keep_fraction:.1%}; top-1 {pct(self.top1_before)} -> "
+                f"{pct(self.top1_pruned)} pruned -> {pct(self.top1_fine_tuned)} fine-tuned")
+
+
+def _blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
+    return [(f"{stage}.{i}", block) for stage in model.stage_names for i, block in enumerate(getattr(model, stage))]
+
+
+def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                     padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
+                     groups=conv.groups, bias=conv.bias is not None)
+
+
+def _shrink(block: nn.Module, chain: tuple[str, str, str], keep: torch.Tensor | int) -> None:
+    """Keep channels ``keep`` (indices, or a count of zero-filled channels to be loaded later) of one chain."""
+    producer_name, norm_name, consumer_name = chain
+    producer, norm, consumer = (getattr(block, n) for n in chain)
+    count = keep if isinstance(keep, int) else len(keep)
+    new_producer = _conv_like(producer, producer.in_channels, count)
+    new_norm = nn.BatchNorm2d(count, eps=norm.eps, momentum=norm.momentum)
+    new_consumer = _conv_like(consumer, count, consumer.out_channels)
+    if not isinstance(keep, int):
+        with torch.no_grad():
+            new_producer.weight.copy_(producer.weight[keep])
+            if producer.bias is not None:
+                new_producer.bias.copy_(producer.bias[keep])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new_norm, name).copy_(getattr(norm, name)[keep])
+            new_norm.num_batches_tracked.copy_(norm.num_batches_tracked)
+            new_consumer.weight.copy_(consumer.weight[:, keep])
+            if consumer.bias is not None:
+                new_consumer.bias.copy_(consumer.bias)
+    for new, old in ((new_producer, producer), (new_norm, norm), (new_consumer, consumer)):
+        new.train(old.training)  # a fresh module is in training mode; a BN in it would use batch statistics
+    setattr(block, producer_name, new_producer)
+    setattr(block, norm_name, new_norm)
+    setattr(block, consumer_name, new_consumer)
+
+
+def _chains(model: ResNet) -> list[tuple[str, nn.Module, tuple[str, str, str]]]:
+    found = []
+    for name, block in _blocks(model):
+        chains = INNER_CHAINS.get(type(block))
+        if chains is None:
+            raise TypeError(f"{name}: cannot prune a {type(block).__name__}; known blocks: "
+                            f"{[c.__name__ for c in INNER_CHAINS]}")
+        found += [(name, block, chain) for chain in chains]
+    return found
+
+
+def prune_with_fraction(model: ResNet, keep_fraction: float) -> ResNet:
+    """A copy of ``model`` whose inner block channels are cut to ``keep_fraction`` by filter L1 norm."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction={keep_fraction} must be in (0, 1]")
+    pruned = copy.deepcopy(model).eval()
+    chains = _chains(pruned)
+    # Rank every chain on the original weights before any conv is replaced (a bottleneck's conv2 is the
+    # consumer of one chain and the producer of the next).
+    keeps = []
+    for _, block, chain in chains:
+        weight = getattr(block, chain[0]).weight
+        count = max(1, round(keep_fraction * weight.shape[0]))
+        order = weight.detach().abs().sum(dim=(1, 2, 3)).argsort(descending=True)
+        keeps.append(order[:count].sort().values)
+    for (_, block, chain), keep in zip(chains, keeps):
+        _shrink(block, chain, keep)
+    return pruned
+
+
+def pruned_channels(model: ResNet) -> dict[str, int]:
+    """The width of every inner channel dimension, keyed ``layer1.0.conv1``: what a pruned file records."""
+    return {f"{name}.{chain[0]}": getattr(block, chain[0]).out_channels for name, block, chain in _chains(model)}
+
+
+def _conv_output_pixels(model: ResNet, size: int) -> dict[nn.Conv2d, int]:
+    """Output height x width of every convolution at ``size`` x ``size`` input (one forward pass)."""
+    pixels: dict[nn.Conv2d, int] = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [c.register_forward_hook(lambda m, _i, out: pixels.__setitem__(m, out.shape[-2] * out.shape[-1]))
+             for c in convs]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, model.config.in_chans, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return pixels
+
+
+def _macs_at_fraction(model: ResNet, keep_fraction: float, before: int, pixels: dict[nn.Conv2d, int]) -> int:
+    """MACs of ``prune_with_fraction(model, keep_fraction)``: only the inner convs' channel counts change."""
+    channels = {}  # conv -> (in, out) after pruning
+    for _, block, (producer, _, consumer) in _chains(model):
+        p, c = getattr(block, producer), getattr(block, consumer)
+        kept = max(1, round(keep_fraction * p.out_channels))
+        channels[p] = (channels.get(p, (p.in_channels, p.out_channels))[0], kept)
+        channels[c] = (kept, channels.get(c, (c.in_channels, c.out_channels))[1])
+    delta = 0
+    for conv, (cin, cout) in channels.items():
+        per_pair = pixels[conv] * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
+        delta += per_pair * (cin * cout - conv.in_channels * conv.out_channels)
+    return before + delta
+
+
+def prune_to_macs(model: ResNet, target_ratio: float, *, input_size: int | None = None) -> tuple[ResNet, float]:
+    """Prune until the MACs are at most ``target_ratio`` of the original; returns the model and keep fraction."""
+    size = input_size or (224 if model.spec.family == "imagenet" else 32)
+    before = count_macs(model, size)
+    pixels = _conv_output_pixels(model, size)
+    floor = _macs_at_fraction(model, 1e-9, before, pixels)
+    if target_ratio * before < floor:
+        raise ValueError(f"target_ratio={target_ratio} is below what inner-channel pruning can reach "
+                         f"({floor / before:.3f}: the stem, shortcuts and block outputs stay); ask for more")
+    if target_ratio >= 1.0:
+        return copy.deepcopy(model).eval(), 1.0
+    low, high = 1e-9, 1.0  # invariant: keeping `low` meets the target, keeping `high` does not
+    for _ in range(20):
+        mid = (low + high) / 2
+        if _macs_at_fraction(model, mid, before, pixels) <= target_ratio * before:
+            low = mid
+        else:
+            high = mid
+    return prune_with_fraction(model, low), low
+
+
+def fine_tune_on_tensors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 1,
+                         lr: float = 0.01, batch_size: int = 64, weight_decay: float = 5e-4) -> nn.Module:
+    """A short SGD fine-tune on in-memory tensors (for real recoveries, pass your training loop instead)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(images), generator=generator).split(batch_size):
+            loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResNet], object] | None = None,
+                eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                input_size: int | None = None) -> tuple[ResNet, PruneReport]:
+    """Prune to ``target_ratio`` of the MACs, call ``fine_tune(model)`` if given, and report.
+
+    ``fine_tune`` is any callable that trains the model in place: your training loop, or
+    ``lambda m: fine_tune_on_tensors(m, images, labels)``. With ``eval_data = (images, labels)`` the
+    report gives top-1 before, right after pruning and after the fine-tune.
+    """
+    from .evaluate import top1_accuracy
+    from .runtimes import torch_runner
+
+    size = input_size or (224 if model.spec.family == "imagenet" else 32)
+
+    def top1(m: ResNet) -> float | None:
+        return None if eval_data is None else top1_accuracy(torch_runner(m.eval(), threads=None), *eval_data)
+
+    top1_before = top1(model)
+    pruned, fraction = prune_to_macs(model, target_ratio, input_size=size)
+    top1_pruned = top1(pruned)
+    if fine_tune is not None:
+        fine_tune(pruned)
+        pruned.eval()
+    report = PruneReport(count_macs(model, size), count_macs(pruned, size), count_params(model), count_params(pruned),
+                         fraction, top1_before, top1_pruned, top1(pruned) if fine_tune is not None else None)
+    return pruned, report
+
+
+def save_pruned_model(model: ResNet, path: str | os.PathLike[str], info: ModelInfo) -> None:
+    """A resnetkit model file that records the pruned widths, so ``load_any_model`` can rebuild it."""
+    from ..models import save_model
+
+    info = copy.deepcopy(info)
+    info.extra[PRUNED_KEY] = pruned_channels(model)
+    save_model(model, path, info=info)
+
+
+def load_any_model(path: str | os.PathLike[str]) -> tuple[ResNet, ModelInfo]:
+    """``resnetkit.load_model`` that also rebuilds pruned model files (eval mode, on CPU)."""
+    info = read_model_info(path)
+    model = build_model(info.model)
+    widths = info.extra.get(PRUNED_KEY)
+    if widths:
+        for name, block, chain in _chains(model):
+            _shrink(block, chain, int(widths[f"{name}.{chain[0]}"]))
+    load_weights(model, load_state_dict_file(path), source=str(path))
+    return model.eval(), info

@@ -1,0 +1,122 @@
+"""Exported artifacts compute what the model computes, at any batch size, and carry their metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from resnetkit import create_model, load_model, save_model
+from resnetkit.cli import main
+from resnetkit.export import (ParityError, Runner, artifact_runner, check_parity, export_int8, export_model,
+                              read_onnx_info)
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "resnet20.safetensors"
+    save_model(create_model("resnet20").eval(), path, class_names=CLASSES)
+    return path
+
+
+def test_onnx_runs_batch_1_and_7_in_onnxruntime_and_carries_class_names(model_file, tmp_path):
+    result = export_model(model_file, fmt="onnx", output=tmp_path / "m.onnx")
+    assert result.parity.batch_sizes == (1, 7) and result.parity.top1_agreement == 1.0
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"  # symbolic, not a fixed 2
+    model, _ = load_model(model_file)
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 32, 32)
+        (got,) = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-4)
+    assert read_onnx_info(result.path).class_names == CLASSES
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["class_names"] == CLASSES and sidecar["preprocess"]["input_size"] == 32
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_torch_artifacts_load_back_and_match_at_two_batch_sizes(model_file, tmp_path, fmt):
+    result = export_model(model_file, fmt=fmt, output=tmp_path / f"m.{fmt}")
+    assert result.parity.relative_diff < 1e-5
+    runner = artifact_runner(result.path, fmt)
+    assert runner(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+    assert json.loads(result.sidecar.read_text())["extra"]["format"] == fmt
+
+
+def test_parity_check_fails_loudly_on_wrong_numbers_and_fixed_batches():
+    model = create_model("resnet20").eval()
+    inputs = torch.randn(7, 3, 32, 32)
+
+    def noisy(batch):
+        with torch.no_grad():
+            return model(torch.from_numpy(batch)).numpy() + 0.5
+
+    with pytest.raises(ParityError, match="do not ship it"):
+        check_parity(model, Runner("noisy", noisy, 0), inputs)
+
+    def fixed_batch(batch):
+        if batch.shape[0] != 7:
+            raise RuntimeError("Got invalid dimensions for input: expected 7")
+        return noisy(batch) - 0.5
+
+    with pytest.raises(ParityError, match="batch of 1 failed"):
+        check_parity(model, Runner("fixed", fixed_batch, 0), inputs)
+
+
+def test_int8_export_is_smaller_and_agrees_with_fp32(model_file, tmp_path):
+    calibration = torch.randn(32, 3, 32, 32)
+    result = export_int8(model_file, calibration, output=tmp_path / "m.int8.onnx", min_top1_agreement=0.5)
+    fp32 = export_model(model_file, fmt="onnx", output=tmp_path / "m.onnx")
+    assert result.path.stat().st_size < fp32.path.stat().st_size / 2.5
+    assert result.parity.batch_sizes == (1, 7)
+    info = read_onnx_info(result.path)
+    assert info.class_names == CLASSES and info.extra["quantization"] == "int8-static-qdq"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_openvino_runs_the_int8_model(model_file, tmp_path):
+    pytest.importorskip("openvino")
+    from resnetkit.export import openvino_runner
+
+    calibration = torch.randn(32, 3, 32, 32)
+    result = export_int8(model_file, calibration, output=tmp_path / "m.int8.onnx", min_top1_agreement=0.5)
+    model, _ = load_model(model_file)
+    report = check_parity(model, openvino_runner(result.path, name="openvino-int8"), calibration,
+                          rtol=float("inf"), min_top1_agreement=0.5)
+    assert report.top1_agreement >= 0.5 and report.batch_sizes == (1, 7)
+
+
+def test_cli_export_writes_artifact_and_prints_parity(model_file, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", str(model_file), "--format", "onnx", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.exists() and "top-1 agreement 100.0%" in printed and "batches 1, 7" in printed
+
+
+def test_cli_export_names_a_missing_file(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope.safetensors")]) == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_failed_parity_removes_the_artifact(model_file, tmp_path, monkeypatch):
+    import resnetkit.export.exporter as exporter
+
+    def broken_runner(path, fmt):
+        real = artifact_runner(path, fmt)
+        return Runner(fmt, lambda batch: real(batch) * 2.0, real.size_bytes)
+
+    monkeypatch.setattr(exporter, "artifact_runner", broken_runner)
+    with pytest.raises(ParityError, match="was removed"):
+        export_model(model_file, fmt="onnx", output=tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "bad.onnx.json").exists()

@@ -1,0 +1,92 @@
+"""Accuracy reports read a labelled folder with the model's own preprocessing; benchmarks print a table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from resnetkit import create_model, load_model, save_model
+from resnetkit.cli import main
+from resnetkit.config import CIFAR_PREPROCESS
+from resnetkit.export import compare_variants, load_image_folder, preprocess_image, top1_accuracy
+
+pytest.importorskip("onnxruntime")
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "resnet20.safetensors"
+    save_model(create_model("resnet20").eval(), path, class_names=CLASSES)
+    return path
+
+
+@pytest.fixture
+def folder_labelled_by_the_model(tmp_path, model_file):
+    """root/<class>/<png>, each image filed under the class the model predicts: its top-1 is 100% by design."""
+    from PIL import Image
+
+    model, info = load_model(model_file)
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        scratch = tmp_path / f"scratch{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(scratch)
+        with torch.no_grad():
+            label = int(model(preprocess_image(scratch, info.preprocess)[None]).argmax())
+        (root / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        scratch.rename(root / CLASSES[label] / f"{i}.png")
+    return root
+
+
+def test_folder_loads_with_the_model_class_order(folder_labelled_by_the_model, model_file):
+    _, info = load_model(model_file)
+    data = load_image_folder(folder_labelled_by_the_model, info.preprocess, class_names=CLASSES)
+    assert data.images.shape == (24, 3, 32, 32) and data.class_names == CLASSES
+    model, _ = load_model(model_file)
+    assert top1_accuracy(model, data.images, data.labels) == 1.0
+    assert len(load_image_folder(folder_labelled_by_the_model, info.preprocess, limit=5)) == 5
+
+
+def test_folder_with_unknown_class_is_refused(folder_labelled_by_the_model):
+    (folder_labelled_by_the_model / "zebra").mkdir()
+    with pytest.raises(ValueError, match="zebra"):
+        load_image_folder(folder_labelled_by_the_model, CIFAR_PREPROCESS, class_names=CLASSES)
+
+
+def test_variant_report_gives_size_speed_and_top1_change(model_file, folder_labelled_by_the_model):
+    report = compare_variants(model_file, folder_labelled_by_the_model,
+                              variants=("torch", "torch-bf16", "onnx", "onnx-int8"))
+    rows = {r.name: r for r in report.rows}
+    assert rows["torch"].top1 == 1.0 and rows["onnx"].top1 == 1.0 and rows["onnx"].top1_change == 0.0
+    assert rows["onnx-int8"].size_bytes < rows["onnx"].size_bytes / 2.5
+    assert rows["torch-bf16"].size_bytes < 0.51 * rows["torch"].size_bytes  # int64 BN counters stay
+    assert all(r.latency_ms > 0 for r in report.rows)
+    assert "onnx-int8" in report.table()
+
+
+def test_variant_report_accepts_tensors():
+    model = create_model("resnet20").eval()
+    images = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    report = compare_variants(model, (images, labels), variants=("torch", "onnx"))
+    assert [r.top1 for r in report.rows] == [1.0, 1.0]
+
+
+def test_cli_bench_prints_a_table_per_runtime_and_batch(capsys):
+    code = main(["bench", "resnet20", "--batch", "1,3", "--runtime", "torch,onnx,onnx-int8-default",
+                 "--rounds", "2", "--no-memory"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert table.count("| resnet20 |") == 6 and "p50 ms" in table
+
+
+@pytest.mark.slow
+def test_bench_measures_peak_memory_in_a_child_process():
+    from resnetkit.export.bench import benchmark
+
+    rows = benchmark("resnet20", runtimes=["torch", "onnx"], batches=[8], rounds=2, memory=True)
+    assert all(r.peak_mb is not None and r.peak_mb > 0 for r in rows)
