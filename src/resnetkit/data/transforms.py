@@ -68,11 +68,16 @@ def random_resized_crop_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, 
 
 
 def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> v2.Compose:
-    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, normalise."""
+    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, scale to [0, 1], normalise.
+
+    The one evaluation transform of resnetkit (training reports, ``eval``, ``predict``, export checks).
+    Resize and crop come before ``ToImage``, so a PIL image is resized by PIL's kernels exactly as the
+    classic ``Resize / CenterCrop / ToTensor / Normalize`` pipeline does; tensors work the same way.
+    """
     return v2.Compose([
-        v2.ToImage(),
         v2.Resize(preprocess.resize_size, interpolation=_interpolation(preprocess), antialias=True),
         v2.CenterCrop(preprocess.input_size),
+        v2.ToImage(),
         *_to_normalized(preprocess),
     ])
 

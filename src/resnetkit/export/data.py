@@ -1,8 +1,8 @@
 """Images for calibration, parity checks and accuracy reports: a labelled folder or tensors.
 
-Deliberately minimal (resize, centre-crop, normalise with the model's own ``Preprocess``) so export/
-does not depend on infer/ or data/; when infer/ lands, its Predictor's preprocessing should replace
-``preprocess_image`` here, so there is one source of truth.
+Images are read and preprocessed exactly as ``resnetkit predict`` reads them (``infer.load_image``,
+then the one ``eval_transform`` of the model's own ``Preprocess``), so an export's accuracy report
+measures what a user of the exported model will see.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.transforms import functional as TF
-from torchvision.transforms import InterpolationMode
 
 from ..config import Preprocess
+from ..data.transforms import eval_transform
+from ..infer.images import load_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".gif")
 
@@ -40,14 +40,7 @@ class LabelledImages:
 
 def preprocess_image(path: str | os.PathLike[str], preprocess: Preprocess) -> torch.Tensor:
     """One image file as the model sees it: RGB, shorter side resized, centre-cropped, normalised."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        tensor = TF.pil_to_tensor(img.convert("RGB"))
-    interpolation = InterpolationMode(preprocess.interpolation)
-    tensor = TF.resize(tensor, [preprocess.resize_size], interpolation=interpolation, antialias=True)
-    tensor = TF.center_crop(tensor, [preprocess.input_size, preprocess.input_size])
-    return TF.normalize(tensor.float() / 255.0, list(preprocess.mean), list(preprocess.std))
+    return eval_transform(preprocess)(load_image(str(path)))
 
 
 def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,

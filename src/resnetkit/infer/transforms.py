@@ -1,32 +1,11 @@
-"""The evaluation transform a model's stored ``Preprocess`` describes, with torchvision transforms v2."""
+"""Where the model's view of an image lies in the original; the transform itself is ``data.eval_transform``."""
 
 from __future__ import annotations
 
-import torch
-from torchvision.transforms import InterpolationMode, v2
-
 from ..config import Preprocess
+from ..data.transforms import eval_transform
 
-
-def eval_transform(preprocess: Preprocess) -> v2.Compose:
-    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, scale to [0, 1], normalise.
-
-    Applied to an RGB PIL image, the resize and crop run on PIL's kernels, exactly as the classic
-    ``transforms.Resize / CenterCrop / ToTensor / Normalize`` evaluation pipeline does, so a prediction
-    matches what an evaluation with the same preprocessing measures.
-    """
-    try:
-        interpolation = InterpolationMode(preprocess.interpolation.lower())
-    except ValueError:
-        known = [m.value for m in InterpolationMode]
-        raise ValueError(f"preprocess interpolation={preprocess.interpolation!r} is not one of {known}") from None
-    return v2.Compose([
-        v2.Resize(preprocess.resize_size, interpolation=interpolation, antialias=True),
-        v2.CenterCrop(preprocess.input_size),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
-    ])
+__all__ = ["crop_box", "eval_transform"]
 
 
 def crop_box(width: int, height: int, preprocess: Preprocess) -> tuple[float, float, float, float]:
