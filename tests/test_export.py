@@ -20,10 +20,8 @@ CLASSES = [f"class{i}" for i in range(10)]
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "resnet20.safetensors"
-    save_model(create_model("resnet20").eval(), path, class_names=CLASSES)
-    return path
+def model_file(resnet20_file):
+    return resnet20_file
 
 
 def test_onnx_runs_batch_1_and_7_in_onnxruntime_and_carries_class_names(model_file, tmp_path):

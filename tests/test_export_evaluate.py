@@ -17,10 +17,8 @@ CLASSES = [f"class{i}" for i in range(10)]
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "resnet20.safetensors"
-    save_model(create_model("resnet20").eval(), path, class_names=CLASSES)
-    return path
+def model_file(resnet20_file):
+    return resnet20_file
 
 
 @pytest.fixture

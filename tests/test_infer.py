@@ -26,13 +26,7 @@ ODD_PREPROCESS = Preprocess(input_size=24, resize_size=28, mean=(0.3, 0.4, 0.5),
                             interpolation="bicubic")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy shared CPU two threads run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

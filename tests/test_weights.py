@@ -153,3 +153,14 @@ def test_metadata_is_plain_json(tmp_path):
         meta = json.loads(f.metadata()["resnetkit"])
     assert meta["model"]["arch"] == "resnet20" and meta["format_version"] == 1
     assert isinstance(Path(path), Path)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_timm_state_dict_loads_and_gives_identical_logits(tmp_path, name):
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model(name, pretrained=False).eval()
+    torch.save(reference.state_dict(), tmp_path / f"timm-{name}.pth")
+    model = load_pretrained(create_model(name), str(tmp_path / f"timm-{name}.pth")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max() <= 1e-5
