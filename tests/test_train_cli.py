@@ -46,3 +46,42 @@ def test_recipes_load_and_unknown_fields_fail_clearly():
         load_train_config("demo", epoch=3)
     with pytest.raises(ValueError, match="unknown recipe 'cifar11'"):
         load_train_config("cifar11")
+
+
+def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, capsys):
+    args = ["train", "--recipe", "demo", "--epochs", "1", "--out-dir", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    # Resuming with a different recipe is refused too; only the length of the run may change.
+    assert main(args + ["--resume", "--lr", "0.5"]) == 2
+    assert "lr: 0.1 -> 0.5" in capsys.readouterr().err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_too_little_data_for_one_step_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--recipe", "demo", "--batch-size", "1024", "--accumulate", "2",
+                 "--out-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "fewer than accumulate=2" in capsys.readouterr().err
+
+
+def test_eval_uses_the_test_split_of_a_tree(tmp_path, capsys):
+    from PIL import Image
+
+    from resnetkit import create_model, save_model
+
+    names = ["dark", "light"]
+    for split, count in (("train", 3), ("test", 2)):
+        for label, name in enumerate(names):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (16, 16), (255 * label,) * 3).save(folder / f"{i}.png")
+    save_model(create_model("resnet20", num_classes=2), tmp_path / "m.safetensors", class_names=names)
+    assert main(["eval", str(tmp_path / "m.safetensors"), str(tmp_path / "data"),
+                 "--out-dir", str(tmp_path / "eval")]) == 0
+    assert "on 4 images" in capsys.readouterr().out  # the 4 test images, not the 6 training ones
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["config"]["split"] == "test"

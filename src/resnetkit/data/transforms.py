@@ -82,11 +82,6 @@ def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> v2.Compose:
     ])
 
 
-TRAIN_TRANSFORMS: dict[str, Callable[[Preprocess], v2.Compose]] = {
-    "paper": paper_train_transform,
-    "random_resized_crop": random_resized_crop_transform,
-}
-
 
 class ImageFileDataset(Dataset):
     """One split of an image folder or (uncompressed) tar, decoded per sample, for DataLoader workers.

@@ -14,11 +14,15 @@ from .report import write_report
 
 
 def _open_dataset(data: str):
+    """The test (or val/) split of ``data``; a tree without split folders is evaluated whole."""
     from .. import data as datasets
 
     if data == "digits":
-        return datasets.load_digits_dataset("test")
-    return datasets.load_image_dataset(data)
+        return datasets.load_digits_dataset("test"), "test"
+    try:
+        return datasets.load_image_dataset(data, split="test"), "test"
+    except FileNotFoundError:
+        return datasets.load_image_dataset(data, split="train"), "all images (no test/ or val/ folder)"
 
 
 def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str) -> torch.Tensor:
@@ -37,7 +41,7 @@ def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_
                    batch_size: int = 64, scales: tuple[int, ...] | None = None,
                    device: str = "cpu") -> ClassificationMetrics:
     model, info = load_model(model_path)
-    dataset = _open_dataset(data)
+    dataset, split = _open_dataset(data)
     mapping = label_map(list(dataset.class_names), info.class_names, data=data, model=model_path)
 
     def samples() -> Iterator[tuple[torch.Tensor, int]]:
@@ -50,6 +54,6 @@ def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_
                                protocol=protocol, scales=scales, batch_size=batch_size, device=device)
     write_report(Path(out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
-                                                             "protocol": protocol, "scales": scales,
+                                                             "split": split, "protocol": protocol, "scales": scales,
                                                              "preprocess": info.preprocess.to_dict()})
     return metrics

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
 from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, collate_skipping_bad, eval_transform,
                     load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
+from ..data.loader import derive_seed
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
@@ -72,13 +73,19 @@ class FileBatchLoader:
     """DataLoader workers over image files, with per-epoch seeded (and, under DDP, sharded) order."""
 
     def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, dist: DistInfo, shuffle: bool) -> None:
+        self.seed, self.rank = seed, dist.rank
         self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle,
                                           seed=seed, drop_last=shuffle)
+        # Workers are started afresh each epoch from a generator seeded by (seed, epoch, rank), so their
+        # augmentation, like the order, is a function of the epoch: a resumed run sees the same crops.
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-                                 collate_fn=collate_skipping_bad, drop_last=shuffle, persistent_workers=workers > 0)
+                                 collate_fn=collate_skipping_bad, drop_last=shuffle, persistent_workers=False,
+                                 generator=torch.Generator())
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+        self.loader.generator.manual_seed(derive_seed(self.seed, epoch, self.rank))
 
     def __len__(self) -> int:
         return len(self.loader)

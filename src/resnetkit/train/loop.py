@@ -9,6 +9,7 @@ same data as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,10 @@ from .logging import MetricsLogger, progress
 from .schedules import build_scheduler, schedule_from_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Fields that may differ between a run and its resumption; any other difference is refused.
+RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
+                               "iterations"})
+log = logging.getLogger(__name__)
 
 
 class BatchLoader(Protocol):
@@ -108,7 +113,12 @@ class Trainer:
         if config.compile:
             self.train_model = torch.compile(self.train_model)
 
-        self.steps_per_epoch = max(1, len(train_loader) // config.accumulate)
+        if config.accumulate < 1:
+            raise ValueError(f"accumulate={config.accumulate} must be >= 1")
+        if len(train_loader) < config.accumulate:
+            raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {config.batch_size} per epoch, "
+                             f"fewer than accumulate={config.accumulate}: use a smaller --batch-size or more images")
+        self.steps_per_epoch = len(train_loader) // config.accumulate
         if config.iterations > 0:
             self.total_steps = config.iterations
             self.epochs = math.ceil(config.iterations / self.steps_per_epoch)
@@ -150,6 +160,7 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         state = load_checkpoint(self.checkpoint_path)
+        self._check_resumable(state["config"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -160,6 +171,20 @@ class Trainer:
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
         return True
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        """A resumed run must be the same run: only where it runs and how long may change."""
+        current = self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]
+                         and not (isinstance(current[k], tuple) and list(current[k]) == list(saved.get(k, []))))
+        if changed:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ValueError(f"{self.checkpoint_path} was written by a different configuration ({shown}); resume with "
+                             "the same settings, or start a new run in another --out-dir")
+        for key in ("epochs", "iterations"):
+            if saved.get(key) != current[key]:
+                log.warning("resuming with %s=%s (was %s): the learning-rate schedule is stretched to the new length",
+                            key, current[key], saved.get(key))
 
     # -- one epoch ---------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
@@ -232,8 +257,8 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         cfg = self.config
-        if cfg.resume:
-            self.resume()
+        if not (cfg.resume and self.resume()):
+            self.logger.rewrite([])  # a fresh run starts fresh logs, never appends to an older run's
         metrics = None
         for epoch in range(self.start_epoch, self.epochs):
             lr = self.optimizer.param_groups[0]["lr"]

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ModelInfo, Preprocess, TrainConfig
+from ..config import ModelInfo, TrainConfig
 from ..evaluate.report import write_report
 from ..models import create_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data
 from .distributed import DistInfo, resolve_device
-from .loop import FitResult, Trainer
+from .loop import CHECKPOINT_NAME, FitResult, Trainer
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
@@ -66,6 +66,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         torch.cuda.set_device(device)
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
+    if (out_dir / CHECKPOINT_NAME).exists() and not config.resume:
+        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
+                         "choose another --out-dir: a new run would overwrite its checkpoint")
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -94,8 +97,3 @@ def run_training(config: TrainConfig) -> TrainResult:
                                                "wall_time_s": round(time.perf_counter() - started, 1)})
     return TrainResult(fit=fit, model_path=model_path, report_paths=report_paths, top1=top1,
                        wall_time_s=time.perf_counter() - started)
-
-
-def default_preprocess_for(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
-    """Small images are used whole: no resize margin, no crop."""
-    return Preprocess(input_size=size, resize_size=size, mean=tuple(mean), std=tuple(std))  # type: ignore[arg-type]
