@@ -43,14 +43,12 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(config.model, **options)
     if config.pretrained:
         state = load_state_dict_file(resolve_weight_path(config.pretrained))
-        head = {k: v for k, v in state.items() if k.startswith("fc.")}
-        if head and head.get("fc.weight", torch.empty(0)).shape[0] != num_classes:
-            # Transfer learning: keep the backbone, start a fresh classifier for the new classes.
-            model.reset_classifier(state["fc.weight"].shape[0])
-            load_weights(model, state, source=config.pretrained)
+        file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else num_classes
+        # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
+        model.reset_classifier(file_classes)
+        load_weights(model, state, source=config.pretrained)
+        if file_classes != num_classes:
             model.reset_classifier(num_classes)
-        else:
-            load_weights(model, state, source=config.pretrained)
     if config.freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("fc.")
