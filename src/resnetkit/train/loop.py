@@ -41,6 +41,9 @@ class BatchLoader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
+SYNC_EVERY = 20  # training steps between reads of the running loss/accuracy from the device
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
@@ -195,7 +198,10 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         self.train_loader.set_epoch(epoch)
-        seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        # Running sums stay on the device and are read every SYNC_EVERY steps: reading them each step
+        # would make a GPU wait for the host after every batch (on a CPU it changes nothing).
+        seen, first_step, started = 0, self.step, time.perf_counter()
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, non-finite count
         bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}",
                        enabled=cfg.progress and self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
@@ -213,24 +219,34 @@ class Trainer:
                                 enabled=self.amp_dtype is not None):
                 logits = self.train_model(images)
                 loss = self.criterion(logits, targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, iteration {self.step}; the last good "
-                    f"checkpoint ({self.checkpoint_path}) is intact. Lower --lr, set --grad-clip, or check the data")
             self.scaler.scale(loss / cfg.accumulate).backward()
             if (i + 1) % cfg.accumulate == 0:
                 self._optimizer_step()
             seen += labels.numel()
-            loss_sum += loss.item() * labels.numel()
-            correct += (logits.argmax(1) == labels).sum().item()
-            elapsed = time.perf_counter() - started
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.4f}",
-                                img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+            sums += torch.stack([loss.detach().double() * labels.numel(), (logits.argmax(1) == labels).sum().double(),
+                                 (~torch.isfinite(loss.detach())).double()])
+            if (i + 1) % SYNC_EVERY == 0:
+                self._read_sums(sums, bar, seen, started, epoch, first_step)
+        loss_sum, correct = self._read_sums(sums, bar, seen, started, epoch, first_step)
         elapsed = time.perf_counter() - started
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "images_per_s": seen * self.dist.world_size / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+
+    def _read_sums(self, sums: torch.Tensor, bar: Any, seen: int, started: float, epoch: int,
+                   first_step: int) -> tuple[float, float]:
+        """Copy the running sums to the host, stop on a non-finite loss, refresh the progress bar."""
+        loss_sum, correct, bad = sums.tolist()
+        if bad:
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite in epoch {epoch + 1} (between iterations {first_step} and "
+                f"{self.step}); the last good checkpoint ({self.checkpoint_path}) is intact. Lower --lr, set "
+                "--grad-clip, or check the data")
+        if hasattr(bar, "set_postfix") and seen:
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            lr=f"{self.optimizer.param_groups[0]['lr']:.4f}",
+                            img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+        return loss_sum, correct
 
     def _optimizer_step(self) -> None:
         if self.config.grad_clip > 0:
