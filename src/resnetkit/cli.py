@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model file on a labelled image folder, tar or dataset")
     p.add_argument("model", help="a resnetkit .safetensors model file")
     p.add_argument("data", help="image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...")
-    p.add_argument("--protocol", choices=["center", "10crop", "multiscale"], default="center")
+    p.add_argument("--protocol", choices=["center", "flip", "10crop", "multiscale"], default="center")
     p.add_argument("--scales", type=int, nargs="+", default=None,
                    help="multiscale: shorter-side sizes (default: the paper's 224..640, scaled to the model)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -1,6 +1,7 @@
 """Evaluation protocols of the paper (section 3.4 and Table 3/4):
 
 - ``center``: resize the shorter side to ``resize_size``, one centre crop of ``input_size``;
+- ``flip``: that centre crop and its mirror, softmax averaged (the usual CIFAR test-time augmentation);
 - ``10crop``: the four corners and the centre, and their mirrors, at ``input_size``; softmax averaged;
 - ``multiscale``: the fully convolutional form: the whole image with its shorter side at each scale
   (the paper's {224, 256, 384, 480, 640} for 224-pixel models, proportionally smaller for smaller
@@ -21,7 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..config import Preprocess
 from .metrics import ClassificationMetrics
 
-PROTOCOLS = ("center", "10crop", "multiscale")
+PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 PAPER_SCALES = (224, 256, 384, 480, 640)
 
 
@@ -40,6 +41,11 @@ def _resize(image: torch.Tensor, size: int, preprocess: Preprocess) -> torch.Ten
 
 def center_views(image: torch.Tensor, preprocess: Preprocess) -> list[torch.Tensor]:
     return [TF.center_crop(_resize(image, preprocess.resize_size, preprocess), [preprocess.input_size])]
+
+
+def flip_views(image: torch.Tensor, preprocess: Preprocess) -> list[torch.Tensor]:
+    (center,) = center_views(image, preprocess)
+    return [center, TF.horizontal_flip(center)]
 
 
 def ten_crop_views(image: torch.Tensor, preprocess: Preprocess) -> list[torch.Tensor]:
@@ -87,7 +93,7 @@ def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int
                 probs.append(torch.cat(p).mean(0))
             mean_probs = torch.stack(probs)
         else:
-            make = center_views if protocol == "center" else ten_crop_views
+            make = {"center": center_views, "flip": flip_views, "10crop": ten_crop_views}[protocol]
             views = [make(image, preprocess) for image, _ in batch]
             per_image = len(views[0])
             stacked = _normalise(torch.stack([v for vs in views for v in vs]), preprocess).to(device)

@@ -1,0 +1,66 @@
+"""Evaluation protocols: the views each one takes, and that the accuracy averages the softmax over them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from resnetkit.config import Preprocess
+from resnetkit.data import eval_transform
+from resnetkit.evaluate.protocols import (evaluate_samples, flip_views, multiscale_views, ten_crop_views)
+
+PRE = Preprocess(input_size=32, resize_size=36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+class LeftRight(nn.Module):
+    """Two classes: 'the left half is brighter' (0) or 'the right half is' (1); mirror-sensitive on purpose."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        left, right = x[..., :half].mean((1, 2, 3)), x[..., half:].mean((1, 2, 3))
+        return torch.stack([left - right, right - left], dim=1) * 10
+
+
+def _image(left: int, right: int, size: int = 40) -> torch.Tensor:
+    image = torch.full((3, size, size), left, dtype=torch.uint8)
+    image[..., size // 2:] = right
+    return image
+
+
+def test_views_of_each_protocol():
+    image = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8)
+    center, mirror = flip_views(image, PRE)
+    assert center.shape == mirror.shape == (3, 32, 32)
+    assert torch.equal(mirror, center.flip(-1))
+    crops = ten_crop_views(image, PRE)
+    assert len(crops) == 10 and all(c.shape == (3, 32, 32) for c in crops)
+    assert torch.equal(crops[5], crops[1].flip(-1))  # the mirror's top-left corner is the top-right one, mirrored
+    views = multiscale_views(image, PRE, (32, 64))
+    assert [min(v.shape[-2:]) for v in views] == [32, 32, 64, 64]
+
+
+def test_center_protocol_is_the_evaluation_transform():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    images = [torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8) for _ in range(3)]
+    metrics = evaluate_samples(model, [(im, 0) for im in images], preprocess=PRE, num_classes=4, protocol="center")
+    with torch.no_grad():
+        expected = model(torch.stack([eval_transform(PRE)(im) for im in images])).log_softmax(1)
+    assert metrics.count == 3
+    assert metrics.loss == pytest.approx(-expected[:, 0].mean().item(), abs=1e-4)
+
+
+def test_flip_protocol_averages_the_mirror():
+    samples = [(_image(200, 50), 0), (_image(50, 200), 1)]
+    center = evaluate_samples(LeftRight(), samples, preprocess=PRE, num_classes=2, protocol="center")
+    flip = evaluate_samples(LeftRight(), samples, preprocess=PRE, num_classes=2, protocol="flip")
+    assert center.top1 == 1.0
+    # The mirror says the opposite with the same confidence: the average is undecided, the loss is log 2.
+    assert flip.loss == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-4)
+    assert center.loss < 0.01
+
+
+def test_unknown_protocol_is_a_clear_error():
+    with pytest.raises(ValueError, match="protocol='5crop'"):
+        evaluate_samples(LeftRight(), [], preprocess=PRE, num_classes=2, protocol="5crop")
