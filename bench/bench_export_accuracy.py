@@ -18,9 +18,9 @@ import warnings
 
 import torch
 
-from resnetkit import create_model
+from resnetkit import create_model, load_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo
-from resnetkit.export import compare_variants, fine_tune_on_tensors, load_any_model, load_image_folder, prune_model
+from resnetkit.export import compare_variants, fine_tune_on_tensors, load_image_folder, prune_model
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     started = time.time()
 
     if args.model:
-        model, info = load_any_model(args.model)
+        model, info = load_model(args.model)
     else:
         model = create_model("resnet20")
         info = ModelInfo(model=model.config, preprocess=CIFAR_PREPROCESS)

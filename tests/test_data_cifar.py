@@ -162,3 +162,16 @@ def test_download_places_the_archive_and_reads_it(tmp_path, monkeypatch):
     data = load_cifar("cifar10", "test", root=tmp_path / "root", download=True)
     assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")]
     assert torch.equal(data.labels, torch.from_numpy(truth["test"][1].astype(np.int64)))
+
+
+def test_a_broken_download_leaves_no_partial_archive(tmp_path, monkeypatch):
+    def half_then_fail(url, root, filename=None, md5=None):
+        Path(root, filename).write_bytes(b"\x1f\x8b half an archive")
+        raise RuntimeError("File not found or corrupted.")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", half_then_fail)
+    with pytest.raises(RuntimeError, match="could not download"):
+        load_cifar("cifar10", root=tmp_path, download=True)
+    assert list(tmp_path.iterdir()) == []  # neither the partial archive nor the temporary folder is left
+    with pytest.raises(FileNotFoundError, match="cifar10 was not found"):
+        load_cifar("cifar10", root=tmp_path)

@@ -64,3 +64,35 @@ def test_flip_protocol_averages_the_mirror():
 def test_unknown_protocol_is_a_clear_error():
     with pytest.raises(ValueError, match="protocol='5crop'"):
         evaluate_samples(LeftRight(), [], preprocess=PRE, num_classes=2, protocol="5crop")
+
+
+def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path):
+    """Images of different sizes and shapes are resized and cropped once, by the protocol (no squeeze to
+    a common size first); a corrupt file is reported and left out, the rest is measured."""
+    from PIL import Image
+
+    from resnetkit import create_model, save_model
+    from resnetkit.config import ModelInfo
+    from resnetkit.data.decode import decode_rgb
+    from resnetkit.evaluate.run import run_evaluation
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=2).eval()
+    save_model(model, tmp_path / "m.safetensors", info=ModelInfo(model=model.config, class_names=["a", "b"],
+                                                                 preprocess=PRE))
+    files = []
+    for label, (name, sizes) in enumerate((("a", [(40, 60), (90, 36)]), ("b", [(33, 33), (50, 120)]))):
+        folder = tmp_path / "data" / "test" / name
+        folder.mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            Image.fromarray(torch.randint(0, 256, (h, w, 3), dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+            files.append((folder / f"{i}.png", label))
+    (tmp_path / "data" / "test" / "b" / "broken.png").write_bytes(b"not a png")
+
+    metrics = run_evaluation(str(tmp_path / "m.safetensors"), str(tmp_path / "data"), out_dir=str(tmp_path / "ev"),
+                             device="cpu", workers=0)
+    with torch.no_grad():
+        logp = [model(eval_transform(PRE)(decode_rgb(path.read_bytes()))[None]).log_softmax(1)[0, label]
+                for path, label in files]
+    assert metrics.count == 4
+    assert metrics.loss == pytest.approx(-torch.stack(logp).mean().item(), abs=1e-4)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resnetkit import create_model
+from resnetkit import create_model, load_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo
 from resnetkit.models import count_macs
-from resnetkit.export import (fine_tune_on_tensors, load_any_model, prune_model, prune_to_macs,
+from resnetkit.export import (fine_tune_on_tensors, prune_model, prune_to_macs,
                               save_pruned_model)
 from resnetkit.export.pruning import prune_with_fraction
 
@@ -67,7 +67,7 @@ def test_prune_report_with_fine_tune_and_pruned_file_round_trip(tmp_path):
 
     path = tmp_path / "pruned.safetensors"
     save_pruned_model(pruned, path, ModelInfo(model=pruned.config, preprocess=CIFAR_PREPROCESS))
-    loaded, _ = load_any_model(path)
+    loaded, _ = load_model(path)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), pruned(x))

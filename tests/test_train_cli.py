@@ -85,3 +85,48 @@ def test_eval_uses_the_test_split_of_a_tree(tmp_path, capsys):
                  "--out-dir", str(tmp_path / "eval")]) == 0
     assert "on 4 images" in capsys.readouterr().out  # the 4 test images, not the 6 training ones
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["config"]["split"] == "test"
+
+
+def _large_image_tree(root, splits):
+    """Images of mixed sizes (larger than the 32-pixel input) under root/<split>/<class>/."""
+    from PIL import Image
+
+    for split, classes in splits.items():
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (48 + 8 * i, 40), (200 * label, 60, 255 - 200 * label)).save(folder / f"{i}.jpg")
+
+
+def test_large_image_training_reads_files_with_workers_and_measures_the_val_folder(tmp_path, capsys):
+    _large_image_tree(tmp_path / "data", {"train": ["blue", "red"], "val": ["blue", "red"]})
+    args = ["train", "--recipe", "finetune", "--data", str(tmp_path / "data"), "--model", "resnet20",
+            "--pretrained", "", "--augment", "rrc", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+            "--workers", "1", "--out-dir", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["images"] == 12  # the 12 validation-folder images
+    _, info = load_model(tmp_path / "run" / "model.safetensors")
+    assert info.class_names == ["blue", "red"] and info.preprocess.input_size == 32
+
+
+def test_large_image_val_folder_with_other_classes_is_a_clear_error(tmp_path, capsys):
+    _large_image_tree(tmp_path / "data", {"train": ["blue", "red"], "val": ["blue", "green"]})
+    assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "data"), "--model", "resnet20",
+                 "--pretrained", "", "--augment", "rrc", "--image-size", "32", "--epochs", "1",
+                 "--workers", "0", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "only in validation: ['green']" in err and "only in training: ['red']" in err
+
+
+def test_train_config_keeps_the_architectures_defaults_unless_told():
+    from resnetkit.config import TrainConfig
+    from resnetkit.train.run import build_model_for
+
+    wide = build_model_for(TrainConfig(model="wide_resnet28_10"), num_classes=10).config
+    assert (wide.width, wide.variant) == (10.0, "v2")
+    narrow = build_model_for(TrainConfig(model="wide_resnet28_10", width=2.0), num_classes=100).config
+    assert (narrow.width, narrow.num_classes) == (2.0, 100)
+    r20 = build_model_for(TrainConfig(model="resnet20", shortcut="B"), num_classes=10).config
+    assert (r20.width, r20.shortcut, r20.variant) == (1.0, "B", "v1")

@@ -78,6 +78,12 @@ def test_url_download_path_is_real_and_cached(tmp_path):
     load_pretrained(create_model("resnet20"), url, cache_dir=tmp_path / "cache")
     with pytest.raises(WeightFileError, match="could not download"):
         resolve_weight_path((tmp_path / "absent.pth").as_uri(), cache_dir=tmp_path / "cache")
+    # The same file name at another address is other weights, not a cache hit.
+    (tmp_path / "other").mkdir()
+    torch.save(create_model("resnet20", num_classes=3).state_dict(), tmp_path / "other" / "w.pth")
+    other = resolve_weight_path((tmp_path / "other" / "w.pth").as_uri(), cache_dir=tmp_path / "cache")
+    assert other != local and load_state_dict_file(other)["fc.weight"].shape[0] == 3
+    assert resolve_weight_path(url, cache_dir=tmp_path / "cache") == local
 
 
 def test_head_size_mismatch_points_to_reset_classifier(tmp_path):

@@ -18,8 +18,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model, default_preprocess, summarize, summary_table
 
     size = args.input_size or default_preprocess(args.name).input_size
-    options = {k: v for k, v in (("variant", args.variant), ("shortcut", args.shortcut)) if v is not None}
-    model = create_model(args.name, **options)
+    model = create_model(args.name, variant=args.variant, shortcut=args.shortcut)
     print(f"{args.name} (variant {model.config.variant}, shortcut {model.config.shortcut}) at {size}x{size}")
     print(summary_table(summarize(model, input_size=size)))
     return 0
@@ -79,7 +78,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate.run import run_evaluation
 
     result = run_evaluation(args.model, args.data, protocol=args.protocol, out_dir=args.out_dir,
-                            batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None)
+                            batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None,
+                            device=args.device, workers=args.workers)
     print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images; report: {args.out_dir}/report.md")
     return 0
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiscale: shorter-side sizes (default: the paper's 224..640, scaled to the model)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out-dir", default="runs/eval")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")

@@ -151,7 +151,7 @@ class TrainConfig:
     model: str = "resnet20"
     variant: str = ""  # "" keeps the registry default
     shortcut: str = ""
-    width: float = 1.0
+    width: float = 0.0  # 0 keeps the registry default (10 for wide_resnet28_10, 1 for the others)
     zero_init_residual: bool = False
     drop_rate: float = 0.0
     pretrained: str = ""  # weight file or URL to start from (fine-tuning); the head is reset if sizes differ

@@ -5,7 +5,7 @@ with ``InMemoryLoader(..., augment=BatchAugment())``. Large images: ``ImageFileD
 ``paper_train_transform`` / ``eval_transform`` and ``build_file_loader``. See docs/data.md.
 """
 
-from .api import DataConfig, DataSplits, data_root, load_data, load_image_dataset
+from .api import DataConfig, DataSplits, data_root, load_data, load_image_dataset, open_image_files
 from .augment import BatchAugment, normalize, random_crop_flip
 from .cache import cache_dir
 from .cifar import download_cifar, load_cifar, read_cifar
@@ -13,14 +13,14 @@ from .decode import decode_tree, load_tree_in_memory
 from .digits import load_digits_dataset
 from .loader import InMemoryLoader
 from .memory import InMemoryImageDataset, split_holdout, stratified_split
-from .transforms import (ImageFileDataset, build_file_loader, collate_skipping_bad, eval_transform,
+from .transforms import (FileLoader, ImageFileDataset, build_file_loader, collate_skipping_bad, eval_transform,
                          paper_train_transform, random_resized_crop_transform)
 from .tree import ImageTree, index_tree
 
 __all__ = [
-    "BatchAugment", "DataConfig", "DataSplits", "ImageFileDataset", "ImageTree", "InMemoryImageDataset",
+    "BatchAugment", "DataConfig", "DataSplits", "FileLoader", "ImageFileDataset", "ImageTree", "InMemoryImageDataset",
     "InMemoryLoader", "build_file_loader", "cache_dir", "collate_skipping_bad", "data_root", "decode_tree",
     "download_cifar", "eval_transform", "index_tree", "load_cifar", "load_data", "load_digits_dataset",
-    "load_image_dataset", "load_tree_in_memory", "normalize", "paper_train_transform", "random_crop_flip",
+    "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files", "paper_train_transform", "random_crop_flip",
     "random_resized_crop_transform", "read_cifar", "split_holdout", "stratified_split",
 ]

@@ -18,6 +18,8 @@ from .cifar import CIFAR_NAMES, detect_format, locate_cifar, read_cifar
 from .decode import fit_to_size, load_tree_in_memory
 from .digits import load_digits_dataset
 from .memory import InMemoryImageDataset, split_holdout
+from .transforms import ImageFileDataset
+from .tree import is_compressed
 
 SPLITS = ("train", "test")
 
@@ -103,13 +105,32 @@ def _load_sources(config: DataConfig, splits: tuple[str, ...]) -> dict[str, InMe
     if not path.exists():
         raise FileNotFoundError(f"data source {source!r} is neither a dataset name ('digits', 'cifar10', 'cifar100') "
                                 "nor an existing folder or archive")
-    is_cifar = detect_format(path) is not None or (path.is_dir() and any(
-        detect_format(child) is not None for child in path.iterdir() if child.is_dir()))
-    if is_cifar:
+    if is_cifar_source(path):
         both = read_cifar(path, labels=config.cifar100_labels)
         return {s: both[s] for s in splits}
     return {s: load_tree_in_memory(path, split=s, image_size=config.image_size, workers=config.workers,
                                    cache=config.cache) for s in splits}
+
+
+def is_cifar_source(path: Path) -> bool:
+    """Whether ``path`` holds CIFAR batches (a batches folder or archive, or a folder with one inside)."""
+    return detect_format(path) is not None or (path.is_dir() and any(
+        detect_format(child) is not None for child in path.iterdir() if child.is_dir()))
+
+
+def open_image_files(source: str, *, split: str = "test") -> ImageFileDataset | None:
+    """One split of an image tree read file by file, each image at its own size, undecoded until asked for.
+
+    None when ``source`` is not a tree that can be read at random (a dataset name, CIFAR batches, a
+    compressed tar): load those with ``load_image_dataset``. Raises FileNotFoundError when the tree has
+    no such split.
+    """
+    path = Path(source).expanduser()
+    if source == "digits" or source in CIFAR_NAMES or not path.exists() or is_cifar_source(path):
+        return None
+    if path.is_file() and is_compressed(path):
+        return None
+    return ImageFileDataset(path, split=split)
 
 
 def load_image_dataset(source: str, *, split: str = "train", **options: Any) -> InMemoryImageDataset:

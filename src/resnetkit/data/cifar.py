@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,13 +209,17 @@ def download_cifar(name: str, root: str | os.PathLike[str], *, kind: str = "pyth
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        download_url(fmt.url, str(root), filename=fmt.archive, md5=fmt.md5)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; torchvision raises RuntimeError on MD5
-        raise RuntimeError(
-            f"could not download {fmt.url} ({error}). On a machine without internet access, download "
-            f"{fmt.archive} (MD5 {fmt.md5}) elsewhere and copy it into {root}, or pass its path as the source"
-        ) from error
+    # Into a temporary folder beside the target, then renamed: a killed or corrupt download never leaves a
+    # partial archive where the next run would look for the dataset.
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as partial:
+        try:
+            download_url(fmt.url, partial, filename=fmt.archive, md5=fmt.md5)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError; torchvision raises RuntimeError on MD5
+            raise RuntimeError(
+                f"could not download {fmt.url} ({error}). On a machine without internet access, download "
+                f"{fmt.archive} (MD5 {fmt.md5}) elsewhere and copy it into {root}, or pass its path as the source"
+            ) from error
+        os.replace(Path(partial) / fmt.archive, root / fmt.archive)
     return root / fmt.archive
 
 

@@ -46,7 +46,8 @@ def decode_rgb(data: bytes) -> torch.Tensor:
     torchvision_error: Exception | str = "not available"
     if decode_image is not None:
         try:
-            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return image[0] if image.dim() == 4 else image  # an animated GIF: its first frame
         except RuntimeError as error:
             torchvision_error = error
     # Formats or corner cases the torchvision build cannot decode: PIL, which also detects truncation.

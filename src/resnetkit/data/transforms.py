@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..config import IMAGENET_PREPROCESS, Preprocess
 from .decode import decode_rgb
+from .loader import derive_seed
 from .tree import ImageTree, index_tree, report_skipped
 
 logger = logging.getLogger(__name__)
@@ -126,18 +127,48 @@ def collate_skipping_bad(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[
     return torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good], dtype=torch.int64)
 
 
-def build_file_loader(dataset: ImageFileDataset, *, batch_size: int, num_workers: int = 4, shuffle: bool = True,
-                      drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                      pin_memory: bool = False) -> DataLoader:
-    """A DataLoader with worker processes, seeded shuffling and, for ``world_size > 1``, a DistributedSampler.
+class FileLoader:
+    """Batches of an ``ImageFileDataset`` decoded by DataLoader worker processes.
 
-    With a sampler, call ``loader.sampler.set_epoch(epoch)`` every epoch (as with any DDP loader).
+    The order is a seeded permutation per epoch, sharded over ``world_size`` ranks by a
+    ``DistributedSampler``; the workers are started afresh each epoch from a generator seeded by
+    ``(seed, epoch, rank)``, so their random crops, like the order, are a function of the epoch and a
+    resumed run sees the same ones. Each iteration is the next epoch; ``set_epoch(n)`` jumps to epoch n.
+    Batches whose every file was unreadable are left out.
     """
-    sampler = None
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                     drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate_skipping_bad, drop_last=drop_last,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed) if sampler is None else None)
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, num_workers: int = 4, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> None:
+        self.seed, self.rank = seed, rank
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                          drop_last=drop_last)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+                                 collate_fn=collate_skipping_bad, drop_last=drop_last, pin_memory=pin_memory,
+                                 persistent_workers=False, generator=torch.Generator())
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.set_epoch(self.epoch)
+        self.loader.generator.manual_seed(derive_seed(self.seed, self.epoch, self.rank))
+        self.epoch += 1
+        for images, labels in self.loader:
+            if len(labels):
+                yield images, labels
+
+
+def build_file_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 4, shuffle: bool = True,
+                      drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                      pin_memory: bool = False) -> FileLoader:
+    """A ``FileLoader``: worker processes, seeded per-epoch shuffling, DDP sharding for ``world_size > 1``.
+
+    Each pass is a new epoch (new order, new random crops); ``set_epoch`` sets which (DDP, resuming).
+    """
+    return FileLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last,
+                      seed=seed, rank=rank, world_size=world_size, pin_memory=pin_memory)

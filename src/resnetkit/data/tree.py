@@ -21,7 +21,10 @@ from pathlib import Path, PurePosixPath
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# The one list of image file extensions (tree indexing, predict's folder search, export's labelled folders):
+# what torchvision or PIL decode.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pbm", ".pnm")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test", "val", "valid",
                                                                                       "validation")}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -107,10 +110,10 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
                 found.append((member.name[2:] if member.name.startswith("./") else member.name, member.name))
                 spans.append((member.offset_data, member.size))
     # Byte offsets index the file itself only when the tar is not compressed.
-    return found, None if _is_compressed(source) else spans
+    return found, None if is_compressed(source) else spans
 
 
-def _is_compressed(path: Path) -> bool:
+def is_compressed(path: Path) -> bool:
     with open(path, "rb") as handle:
         magic = handle.read(6)
     return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"

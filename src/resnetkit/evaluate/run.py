@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from ..device import resolve_device
 from ..models import load_model
 from .metrics import ClassificationMetrics
 from .protocols import evaluate_samples
@@ -14,15 +16,28 @@ from .report import write_report
 
 
 def _open_dataset(data: str):
-    """The test (or val/) split of ``data``; a tree without split folders is evaluated whole."""
+    """The test (or val/) split of ``data``, and which split that was; a tree without split folders is
+    evaluated whole. Image trees are read file by file, each image at its own size (the protocol resizes
+    and crops it once); dataset names, CIFAR batches and compressed tars are decoded in memory."""
     from .. import data as datasets
 
     if data == "digits":
         return datasets.load_digits_dataset("test"), "test"
+    whole = "all images (no test/ or val/ folder)"
+    try:
+        files = datasets.open_image_files(data, split="test")
+        if files is not None:
+            return files, "test"
+    except FileNotFoundError:
+        return datasets.open_image_files(data, split="train"), whole
     try:
         return datasets.load_image_dataset(data, split="test"), "test"
     except FileNotFoundError:
-        return datasets.load_image_dataset(data, split="train"), "all images (no test/ or val/ folder)"
+        return datasets.load_image_dataset(data, split="train"), whole
+
+
+def _first(batch: list):
+    return batch[0]
 
 
 def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str) -> torch.Tensor:
@@ -38,20 +53,27 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
 
 
 def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_dir: str = "runs/eval",
-                   batch_size: int = 64, scales: tuple[int, ...] | None = None,
-                   device: str = "cpu") -> ClassificationMetrics:
+                   batch_size: int = 64, scales: tuple[int, ...] | None = None, device: str = "auto",
+                   workers: int = 2) -> ClassificationMetrics:
     model, info = load_model(model_path)
     dataset, split = _open_dataset(data)
     mapping = label_map(list(dataset.class_names), info.class_names, data=data, model=model_path)
+    # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
+    from ..data import ImageFileDataset
+
+    loader = DataLoader(dataset, batch_size=1, collate_fn=_first,
+                        num_workers=workers if isinstance(dataset, ImageFileDataset) else 0)
 
     def samples() -> Iterator[tuple[torch.Tensor, int]]:
-        for i in range(len(dataset)):
-            image, label = dataset[i]
-            yield image, int(mapping[label])
+        for sample in loader:
+            if sample is not None:
+                image, label = sample
+                yield image, int(mapping[label])
 
     names = info.class_names or [str(i) for i in range(model.num_classes)]
     metrics = evaluate_samples(model, samples(), preprocess=info.preprocess, num_classes=len(names),
-                               protocol=protocol, scales=scales, batch_size=batch_size, device=device)
+                               protocol=protocol, scales=scales, batch_size=batch_size,
+                               device=resolve_device(device))
     write_report(Path(out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
                                                              "split": split, "protocol": protocol, "scales": scales,

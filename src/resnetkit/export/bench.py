@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..config import ModelInfo, Preprocess
-from ..models import ResNet, create_model, default_preprocess, save_model
+from ..models import ResNet, create_model, default_preprocess, load_model, save_model
 from .runtimes import Runner
 
 RUNTIMES = ("torch", "torch-bf16", "torch-fp16", "onnx", "onnx-int8", "onnx-int8-default", "openvino",
@@ -67,11 +67,10 @@ class RuntimeSpec:
 
 
 def build_runner(spec: RuntimeSpec) -> Runner:
-    from .pruning import load_any_model
     from .runtimes import onnx_runner, openvino_runner, torch_runner
 
     if spec.name.startswith("torch"):
-        model, _ = load_any_model(spec.path)
+        model, _ = load_model(spec.path)
         dtype = {"torch": torch.float32, "torch-bf16": torch.bfloat16, "torch-fp16": torch.float16}[spec.name]
         return torch_runner(model, dtype=dtype, threads=spec.threads)
     if spec.name.startswith("openvino"):
@@ -196,13 +195,11 @@ def benchmark(model: str | os.PathLike[str] | ResNet, *, runtimes: list[str], ba
     ONNX file quantized by hand, say) to the same interleaved timing. The files the runtimes need are
     written to ``workdir`` (kept) or to a temporary folder.
     """
-    from .pruning import load_any_model
-
     if isinstance(model, ResNet):
         label, info = model.config.arch, ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
     elif Path(model).suffix == ".safetensors" or Path(model).exists():
         label = Path(model).name
-        model, info = load_any_model(model)
+        model, info = load_model(model)
     else:
         label = str(model)
         model = realistic_random_weights(create_model(str(model)).eval())

@@ -15,9 +15,8 @@ import torch
 
 from ..config import Preprocess
 from ..data.transforms import eval_transform
+from ..data.tree import IMAGE_EXTENSIONS
 from ..infer.images import load_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".gif")
 
 
 @dataclass
@@ -62,14 +61,14 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     if unknown:
         raise ValueError(f"{root}: folder(s) {unknown[:5]} are not among the model's {len(names)} class names "
                          f"(first: {names[:5]}); rename the folders or leave the class out")
-    per_class = [sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for p in folders]
+    per_class = [sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) for p in folders]
     order: list[tuple[Path, int]] = []
     for i in range(max(len(files) for files in per_class)):
         order += [(files[i], names.index(p.name)) for p, files in zip(folders, per_class) if i < len(files)]
     if limit is not None:
         order = order[:limit]
     if not order:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) under the class folders")
+        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under the class folders")
     images = torch.stack([preprocess_image(path, preprocess) for path, _ in order])
     labels = torch.tensor([label for _, label in order], dtype=torch.long)
     return LabelledImages(images, labels, names)

@@ -108,10 +108,10 @@ def compare_variants(model: ResNet | str | os.PathLike[str],
     ``calibration`` defaults to the first 64 evaluation images; pass separate images for an honest
     estimate on a large set (calibrating on the test images flatters INT8 slightly).
     """
-    from .pruning import load_any_model
+    from ..models import load_model
 
     if isinstance(model, (str, os.PathLike)):
-        model, info = load_any_model(model)
+        model, info = load_model(model)
     if info is None:
         from ..models import default_preprocess
 

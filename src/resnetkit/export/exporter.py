@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 
 from ..config import ModelInfo
-from ..models import ResNet
+from ..models import ResNet, load_model
 from .formats import FORMATS, artifact_runner, default_output, write_artifact
 from .parity import ParityError, ParityReport, check_parity
-from .pruning import load_any_model
 
 PARITY_SAMPLES = 14  # two batches of 7 and fourteen of 1: enough to catch layout bugs, quick on a CPU
 
@@ -44,7 +43,7 @@ def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx",
     if isinstance(model, (str, os.PathLike)):
         if output is None:
             output = default_output(model, fmt)
-        model, info = load_any_model(model)
+        model, info = load_model(model)
     if info is None:
         from ..models import default_preprocess
 
@@ -85,7 +84,7 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     if isinstance(model, (str, os.PathLike)):
         if output is None:
             output = default_output(model, "onnx").with_suffix(".int8.onnx")
-        model, info = load_any_model(model)
+        model, info = load_model(model)
     if output is None:
         raise ValueError("export_int8(model object) needs output=PATH")
     output = Path(output)
@@ -107,7 +106,7 @@ def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
     from .data import load_image_folder
     from .evaluate import compare_variants
 
-    model, info = load_any_model(model_path)
+    model, info = load_model(model_path)
     labelled = None
     if images is not None:
         labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)

@@ -18,18 +18,8 @@ import torch
 from torch import nn
 
 from ..config import ModelInfo
-from ..models import ResNet, build_model, count_macs, count_params, load_state_dict_file, load_weights, read_model_info
-from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-
-PRUNED_KEY = "pruned_channels"
-
-# (producer conv, the norm between, consumer conv) for every prunable channel dimension of a block.
-INNER_CHAINS: dict[type[nn.Module], tuple[tuple[str, str, str], ...]] = {
-    BasicBlock: (("conv1", "bn1", "conv2"),),
-    Bottleneck: (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")),
-    PreActBasicBlock: (("conv1", "bn2", "conv2"),),
-    PreActBottleneck: (("conv1", "bn2", "conv2"), ("conv2", "bn3", "conv3")),
-}
+from ..models import ResNet, count_macs, count_params
+from ..models.widths import PRUNED_KEY, inner_chains, inner_widths, shrink_chain
 
 
 @dataclass(frozen=True)
@@ -53,59 +43,12 @@ class PruneReport:
                 f"{pct(self.top1_pruned)} pruned -> {pct(self.top1_fine_tuned)} fine-tuned")
 
 
-def _blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
-    return [(f"{stage}.{i}", block) for stage in model.stage_names for i, block in enumerate(getattr(model, stage))]
-
-
-def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
-                     padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
-                     groups=conv.groups, bias=conv.bias is not None)
-
-
-def _shrink(block: nn.Module, chain: tuple[str, str, str], keep: torch.Tensor | int) -> None:
-    """Keep channels ``keep`` (indices, or a count of zero-filled channels to be loaded later) of one chain."""
-    producer_name, norm_name, consumer_name = chain
-    producer, norm, consumer = (getattr(block, n) for n in chain)
-    count = keep if isinstance(keep, int) else len(keep)
-    new_producer = _conv_like(producer, producer.in_channels, count)
-    new_norm = nn.BatchNorm2d(count, eps=norm.eps, momentum=norm.momentum)
-    new_consumer = _conv_like(consumer, count, consumer.out_channels)
-    if not isinstance(keep, int):
-        with torch.no_grad():
-            new_producer.weight.copy_(producer.weight[keep])
-            if producer.bias is not None:
-                new_producer.bias.copy_(producer.bias[keep])
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(new_norm, name).copy_(getattr(norm, name)[keep])
-            new_norm.num_batches_tracked.copy_(norm.num_batches_tracked)
-            new_consumer.weight.copy_(consumer.weight[:, keep])
-            if consumer.bias is not None:
-                new_consumer.bias.copy_(consumer.bias)
-    for new, old in ((new_producer, producer), (new_norm, norm), (new_consumer, consumer)):
-        new.train(old.training)  # a fresh module is in training mode; a BN in it would use batch statistics
-    setattr(block, producer_name, new_producer)
-    setattr(block, norm_name, new_norm)
-    setattr(block, consumer_name, new_consumer)
-
-
-def _chains(model: ResNet) -> list[tuple[str, nn.Module, tuple[str, str, str]]]:
-    found = []
-    for name, block in _blocks(model):
-        chains = INNER_CHAINS.get(type(block))
-        if chains is None:
-            raise TypeError(f"{name}: cannot prune a {type(block).__name__}; known blocks: "
-                            f"{[c.__name__ for c in INNER_CHAINS]}")
-        found += [(name, block, chain) for chain in chains]
-    return found
-
-
 def prune_with_fraction(model: ResNet, keep_fraction: float) -> ResNet:
     """A copy of ``model`` whose inner block channels are cut to ``keep_fraction`` by filter L1 norm."""
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction={keep_fraction} must be in (0, 1]")
     pruned = copy.deepcopy(model).eval()
-    chains = _chains(pruned)
+    chains = inner_chains(pruned)
     # Rank every chain on the original weights before any conv is replaced (a bottleneck's conv2 is the
     # consumer of one chain and the producer of the next).
     keeps = []
@@ -115,13 +58,8 @@ def prune_with_fraction(model: ResNet, keep_fraction: float) -> ResNet:
         order = weight.detach().abs().sum(dim=(1, 2, 3)).argsort(descending=True)
         keeps.append(order[:count].sort().values)
     for (_, block, chain), keep in zip(chains, keeps):
-        _shrink(block, chain, keep)
+        shrink_chain(block, chain, keep)
     return pruned
-
-
-def pruned_channels(model: ResNet) -> dict[str, int]:
-    """The width of every inner channel dimension, keyed ``layer1.0.conv1``: what a pruned file records."""
-    return {f"{name}.{chain[0]}": getattr(block, chain[0]).out_channels for name, block, chain in _chains(model)}
 
 
 def _conv_output_pixels(model: ResNet, size: int) -> dict[nn.Conv2d, int]:
@@ -144,7 +82,7 @@ def _conv_output_pixels(model: ResNet, size: int) -> dict[nn.Conv2d, int]:
 def _macs_at_fraction(model: ResNet, keep_fraction: float, before: int, pixels: dict[nn.Conv2d, int]) -> int:
     """MACs of ``prune_with_fraction(model, keep_fraction)``: only the inner convs' channel counts change."""
     channels = {}  # conv -> (in, out) after pruning
-    for _, block, (producer, _, consumer) in _chains(model):
+    for _, block, (producer, _, consumer) in inner_chains(model):
         p, c = getattr(block, producer), getattr(block, consumer)
         kept = max(1, round(keep_fraction * p.out_channels))
         channels[p] = (channels.get(p, (p.in_channels, p.out_channels))[0], kept)
@@ -221,21 +159,9 @@ def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResN
 
 
 def save_pruned_model(model: ResNet, path: str | os.PathLike[str], info: ModelInfo) -> None:
-    """A resnetkit model file that records the pruned widths, so ``load_any_model`` can rebuild it."""
+    """A resnetkit model file that records the pruned widths, so ``load_model`` can rebuild it."""
     from ..models import save_model
 
     info = copy.deepcopy(info)
-    info.extra[PRUNED_KEY] = pruned_channels(model)
+    info.extra[PRUNED_KEY] = inner_widths(model)
     save_model(model, path, info=info)
-
-
-def load_any_model(path: str | os.PathLike[str]) -> tuple[ResNet, ModelInfo]:
-    """``resnetkit.load_model`` that also rebuilds pruned model files (eval mode, on CPU)."""
-    info = read_model_info(path)
-    model = build_model(info.model)
-    widths = info.extra.get(PRUNED_KEY)
-    if widths:
-        for name, block, chain in _chains(model):
-            _shrink(block, chain, int(widths[f"{name}.{chain[0]}"]))
-    load_weights(model, load_state_dict_file(path), source=str(path))
-    return model.eval(), info

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..data.tree import IMAGE_EXTENSIONS
+
 # What ``predict`` accepts for one image.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                            ".pgm", ".pbm", ".pnm", ".ico", ".jfif"})
 URL_SCHEMES = ("http", "https", "file")
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -200,7 +200,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             for match in sorted(glob.glob(item, recursive=True)):
                 if os.path.isdir(match):
                     expanded.extend(_images_under(Path(match)))
-                elif Path(match).suffix.lower() in IMAGE_SUFFIXES:
+                elif Path(match).suffix.lower() in IMAGE_EXTENSIONS:
                     expanded.append(match)
         else:
             expanded.append(item)
@@ -208,4 +208,4 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

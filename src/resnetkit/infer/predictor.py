@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..config import ModelInfo, Preprocess
+from ..device import resolve_device
 from ..models import create_model, default_preprocess, list_models, load_model, load_state_dict_file, load_weights
 from ..models.resnet import ResNet
 from ..models.weights import resolve_weight_path
@@ -79,7 +80,7 @@ class Predictor:
             raise ValueError(f"{len(info.class_names)} class names for a {model.num_classes}-class model")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
         self.batch_size = batch_size

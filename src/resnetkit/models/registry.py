@@ -73,12 +73,14 @@ def get_spec(name: str) -> ArchSpec:
 
 
 def default_config(name: str, **options: object) -> ModelConfig:
-    """The ``ModelConfig`` that ``create_model(name, **options)`` builds."""
+    """The ``ModelConfig`` that ``create_model(name, **options)`` builds; an option given as None keeps the
+    architecture's default."""
     spec = get_spec(name)
     allowed = {f.name for f in fields(ModelConfig)} - {"arch"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; options are {sorted(allowed)}")
+    options = {k: v for k, v in options.items() if v is not None}
     if spec.plain and options.get("shortcut", "none") != "none":
         base = name.replace("plain", "resnet")
         raise ValueError(f"{name} is a plain network without shortcuts; use create_model({base!r}, "
@@ -103,7 +105,7 @@ def create_model(name: str, **options: object) -> ResNet:
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
-    ``drop_rate`` (dropout before the classifier).
+    ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)

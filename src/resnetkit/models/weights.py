@@ -7,6 +7,7 @@ foreign ``.pth`` files are read with ``weights_only=True`` so they cannot run co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import ModelConfig, ModelInfo
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
+from .widths import PRUNED_KEY, set_inner_widths
 
 METADATA_KEY = "resnetkit"
 FORMAT_VERSION = 1
@@ -87,6 +89,8 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     """Rebuild the model stored in a resnetkit ``.safetensors`` file; returns it (in eval mode) and its info."""
     info = read_model_info(path)
     model = build_model(info.model)
+    if info.extra.get(PRUNED_KEY):
+        set_inner_widths(model, info.extra[PRUNED_KEY])  # a pruned file: rebuild the narrower blocks first
     load_weights(model, load_state_dict_file(path), source=str(path))
     return model.to(map_location).eval(), info
 
@@ -181,7 +185,9 @@ def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] |
     parsed = urllib.parse.urlparse(path_or_url)
     if parsed.scheme in ("http", "https", "file"):
         cache = Path(cache_dir or os.environ.get("RESNETKIT_CACHE", Path.home() / ".cache" / "resnetkit"))
-        target = cache / "weights" / Path(parsed.path).name
+        # Keyed by the whole address: two files named model.pth at different URLs are different weights.
+        key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
+        target = cache / "weights" / f"{key}-{Path(parsed.path).name}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
-from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, collate_skipping_bad, eval_transform,
+from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader, eval_transform,
                     load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
-from ..data.loader import derive_seed
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
@@ -47,8 +46,14 @@ def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
 
 
 def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
-    splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
-                                  image_size=config.image_size or None, download=True))
+    if not dist.is_main:
+        dist.barrier()  # the main process downloads (and decodes into the cache) first, the others then read
+    try:
+        splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
+                                      image_size=config.image_size or None, download=True))
+    finally:
+        if dist.is_main:
+            dist.barrier()  # also on failure: the others then fail on their own instead of waiting for a timeout
     train = splits.train
     if splits.val is not None:
         val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.seed})"
@@ -69,33 +74,6 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
                      description=f"{config.data} ({len(train)} training images)", val_description=val_description)
 
 
-class FileBatchLoader:
-    """DataLoader workers over image files, with per-epoch seeded (and, under DDP, sharded) order."""
-
-    def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, dist: DistInfo, shuffle: bool) -> None:
-        self.seed, self.rank = seed, dist.rank
-        self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle,
-                                          seed=seed, drop_last=shuffle)
-        # Workers are started afresh each epoch from a generator seeded by (seed, epoch, rank), so their
-        # augmentation, like the order, is a function of the epoch: a resumed run sees the same crops.
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-                                 collate_fn=collate_skipping_bad, drop_last=shuffle, persistent_workers=False,
-                                 generator=torch.Generator())
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.loader.generator.manual_seed(derive_seed(self.seed, epoch, self.rank))
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            if len(labels):  # a batch whose every file was unreadable (each was logged by path)
-                yield images, labels
-
-
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     size = config.image_size or IMAGENET_PREPROCESS.input_size
     preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224))
@@ -108,14 +86,22 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     except FileNotFoundError:
         val = None
         val_description = ""
+    if val is not None and not config.val_split and val.class_names != train.class_names:
+        # Labels are indices into each split's own sorted folder names: different folders, wrong labels.
+        extra, missing = sorted(set(val.class_names) - set(train.class_names)), \
+            sorted(set(train.class_names) - set(val.class_names))
+        raise ValueError(f"{config.data}: the validation folder's classes differ from the training classes "
+                         f"(only in validation: {extra[:5]}, only in training: {missing[:5]}); give both splits "
+                         "the same class folders")
     if config.val_split:
         keep, held = stratified_split(torch.tensor(train.tree.labels), config.val_split, seed=config.seed)
         held_out = ImageFileDataset(config.data, split="train", transform=eval_transform(preprocess))
         val, train = Subset(held_out, held.tolist()), Subset(train, keep.tolist())
         val_description = f"{len(held)} held-out training images (stratified, seed {config.seed})"
-    train_loader = FileBatchLoader(train, batch_size=_check_batch(config, dist), workers=config.workers,
-                                   seed=config.seed, dist=dist, shuffle=True)
-    val_loader = (FileBatchLoader(val, batch_size=64, workers=config.workers, seed=0, dist=DistInfo(), shuffle=False)
+    train_loader = build_file_loader(train, batch_size=_check_batch(config, dist), num_workers=config.workers,
+                                     shuffle=True, drop_last=True, seed=config.seed, rank=dist.rank,
+                                     world_size=dist.world_size)
+    val_loader = (build_file_loader(val, batch_size=64, num_workers=config.workers, shuffle=False)
                   if val is not None else None)
     class_names = list(train.dataset.class_names if isinstance(train, Subset) else train.class_names)
     return TrainData(train=train_loader, val=val_loader, num_classes=len(class_names), class_names=class_names,

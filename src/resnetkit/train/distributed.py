@@ -51,13 +51,3 @@ class DistInfo:
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks the local CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available; use --device cpu")
-    return device

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from ..config import ModelInfo, TrainConfig
+from ..device import resolve_device
 from ..evaluate.report import write_report
 from ..models import create_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data
-from .distributed import DistInfo, resolve_device
+from .distributed import DistInfo
 from .loop import CHECKPOINT_NAME, FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,9 @@ class TrainResult:
 
 
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
-    options = {"num_classes": num_classes, "width": config.width, "zero_init_residual": config.zero_init_residual,
-               "drop_rate": config.drop_rate}
-    options.update({k: v for k, v in (("variant", config.variant), ("shortcut", config.shortcut)) if v})
-    model = create_model(config.model, **options)
+    model = create_model(config.model, num_classes=num_classes, variant=config.variant or None,
+                         shortcut=config.shortcut or None, width=config.width or None,
+                         zero_init_residual=config.zero_init_residual, drop_rate=config.drop_rate)
     if config.pretrained:
         state = load_state_dict_file(resolve_weight_path(config.pretrained))
         file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else num_classes
