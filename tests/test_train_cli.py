@@ -130,3 +130,27 @@ def test_train_config_keeps_the_architectures_defaults_unless_told():
     assert (narrow.width, narrow.num_classes) == (2.0, 100)
     r20 = build_model_for(TrainConfig(model="resnet20", shortcut="B"), num_classes=10).config
     assert (r20.width, r20.shortcut, r20.variant) == (1.0, "B", "v1")
+
+
+def test_eval_val_split_measures_exactly_the_images_training_held_out(tmp_path, capsys):
+    import torch
+    from PIL import Image
+
+    torch.manual_seed(0)
+    for label, name in enumerate(["dark", "light"]):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for i in range(12):
+            pixels = (torch.rand(32, 32, 3) * 120 + 120 * label).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    assert main(["train", "--recipe", "cifar10-fast", "--data", str(tmp_path / "data"), "--val-split", "6",
+                 "--seed", "3", "--epochs", "1", "--batch-size", "6", "--amp", "none", "--eval-every", "1",
+                 "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    trained = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "data"), "--val-split", "6",
+                 "--seed", "3", "--workers", "0", "--out-dir", str(tmp_path / "eval")]) == 0
+    measured = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert measured["images"] == trained["images"] == 6
+    assert measured["top1"] == trained["top1"]
+    assert measured["loss"] == pytest.approx(trained["loss"], abs=1e-4)
+    assert "--val-split 6, seed 3" in measured["config"]["split"]

@@ -79,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = run_evaluation(args.model, args.data, protocol=args.protocol, out_dir=args.out_dir,
                             batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None,
-                            device=args.device, workers=args.workers)
+                            device=args.device, workers=args.workers, val_split=args.val_split, seed=args.seed)
     print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images; report: {args.out_dir}/report.md")
     return 0
@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs/eval")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    p.add_argument("--val-split", type=int, default=0, metavar="N",
+                   help="measure the N images `resnetkit train --val-split N` held out of DATA's training split")
+    p.add_argument("--seed", type=int, default=0, help="with --val-split: the training run's seed")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..device import resolve_device
 from ..models import load_model
@@ -15,25 +15,39 @@ from .protocols import evaluate_samples
 from .report import write_report
 
 
-def _open_dataset(data: str):
-    """The test (or val/) split of ``data``, and which split that was; a tree without split folders is
-    evaluated whole. Image trees are read file by file, each image at its own size (the protocol resizes
-    and crops it once); dataset names, CIFAR batches and compressed tars are decoded in memory."""
+def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0):
+    """``(dataset, class names, which images)`` to evaluate.
+
+    With ``val_split``: the images ``resnetkit train --val-split N --seed S`` held out of ``data``'s
+    training split (the same stratified, seeded choice). Otherwise the test (or val/) split; a tree
+    without split folders is evaluated whole. Image trees are read file by file, each image at its own
+    size (the protocol resizes and crops it once); dataset names, CIFAR batches and compressed tars are
+    decoded in memory.
+    """
     from .. import data as datasets
 
+    if val_split:
+        described = f"{val_split} images held out of the training split (--val-split {val_split}, seed {seed})"
+        files = datasets.open_image_files(data, split="train")
+        if files is not None:
+            _, held = datasets.stratified_split(torch.tensor(files.tree.labels), val_split, seed=seed)
+            return Subset(files, held.tolist()), files.class_names, described
+        held_out = datasets.load_data(datasets.DataConfig(source=data, val_split=val_split, seed=seed)).val
+        return held_out, held_out.class_names, described
     if data == "digits":
-        return datasets.load_digits_dataset("test"), "test"
+        test = datasets.load_digits_dataset("test")
+        return test, test.class_names, "test"
     whole = "all images (no test/ or val/ folder)"
     try:
-        files = datasets.open_image_files(data, split="test")
-        if files is not None:
-            return files, "test"
+        dataset, split = datasets.open_image_files(data, split="test"), "test"
     except FileNotFoundError:
-        return datasets.open_image_files(data, split="train"), whole
-    try:
-        return datasets.load_image_dataset(data, split="test"), "test"
-    except FileNotFoundError:
-        return datasets.load_image_dataset(data, split="train"), whole
+        dataset, split = datasets.open_image_files(data, split="train"), whole
+    if dataset is None:
+        try:
+            dataset, split = datasets.load_image_dataset(data, split="test"), "test"
+        except FileNotFoundError:
+            dataset, split = datasets.load_image_dataset(data, split="train"), whole
+    return dataset, dataset.class_names, split
 
 
 def _first(batch: list):
@@ -54,15 +68,15 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
 
 def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_dir: str = "runs/eval",
                    batch_size: int = 64, scales: tuple[int, ...] | None = None, device: str = "auto",
-                   workers: int = 2) -> ClassificationMetrics:
+                   workers: int = 2, val_split: int = 0, seed: int = 0) -> ClassificationMetrics:
     model, info = load_model(model_path)
-    dataset, split = _open_dataset(data)
-    mapping = label_map(list(dataset.class_names), info.class_names, data=data, model=model_path)
+    dataset, class_names, split = _open_dataset(data, val_split=val_split, seed=seed)
+    mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
     from ..data import ImageFileDataset
 
-    loader = DataLoader(dataset, batch_size=1, collate_fn=_first,
-                        num_workers=workers if isinstance(dataset, ImageFileDataset) else 0)
+    reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
+    loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=workers if reads_files else 0)
 
     def samples() -> Iterator[tuple[torch.Tensor, int]]:
         for sample in loader:
