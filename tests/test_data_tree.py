@@ -172,3 +172,23 @@ def test_shared_cifar10_jpeg_tar_decodes_to_50000_images(cifar_jpeg_tar):
     data = load_image_dataset(str(cifar_jpeg_tar), cache=False)
     assert data.images.shape == (50000, 3, 32, 32) and data.class_counts().tolist() == [5000] * 10
     assert data.class_names[0] == "airplane" and not data.skipped
+
+
+def test_training_decodes_exif_rotated_photos_upright_as_predict_does(tmp_path):
+    """A JPEG stored on its side with an EXIF orientation tag is decoded upright for training and
+    evaluation, exactly as ``resnetkit predict`` shows it to the model."""
+    from PIL import Image
+
+    from resnetkit.data.decode import decode_rgb
+    from resnetkit.infer.images import load_image
+
+    stored = Image.new("RGB", (40, 20), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 20))  # left half red; orientation 6: rotate 90 degrees clockwise to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "side.jpg", exif=exif.tobytes(), quality=95)
+    decoded = decode_rgb((tmp_path / "side.jpg").read_bytes())
+    assert decoded.shape == (3, 40, 20)  # upright: taller than wide
+    assert decoded[1, 5, 10] < 80 and decoded[1, 35, 10] > 200  # the red half is now at the top
+    shown = torch.from_numpy(np.asarray(load_image(tmp_path / "side.jpg"))).permute(2, 0, 1)
+    assert (decoded.float() - shown.float()).abs().mean() < 3  # the same picture, up to JPEG decoder rounding

@@ -23,7 +23,7 @@ import torch
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images decoded with their EXIF orientation applied
 
 
 def cache_dir() -> Path:

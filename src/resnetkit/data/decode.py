@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 try:  # torchvision's decoders are ~3x faster than PIL on small JPEGs; PIL remains the fallback.
@@ -46,14 +46,17 @@ def decode_rgb(data: bytes) -> torch.Tensor:
     torchvision_error: Exception | str = "not available"
     if decode_image is not None:
         try:
-            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            # EXIF orientation applied, as predict does (infer.images): a phone photo stored on its side is
+            # trained on, evaluated and predicted upright alike.
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                                 apply_exif_orientation=True)
             return image[0] if image.dim() == 4 else image  # an animated GIF: its first frame
         except RuntimeError as error:
             torchvision_error = error
     # Formats or corner cases the torchvision build cannot decode: PIL, which also detects truncation.
     try:
         with Image.open(io.BytesIO(data)) as image:
-            array = np.asarray(image.convert("RGB"))
+            array = np.asarray((ImageOps.exif_transpose(image) or image).convert("RGB"))
     except Exception as error:  # noqa: BLE001 - PIL raises many types for bad data
         detail = re.sub(r"^\S+, \S+:\d+, ", "", str(torchvision_error).strip())  # drop the C++ file:line prefix
         raise ValueError(f"{type(error).__name__}: {error} (torchvision: {detail})") from None
