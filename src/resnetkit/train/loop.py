@@ -29,9 +29,10 @@ from .logging import MetricsLogger, progress
 from .schedules import build_scheduler, schedule_from_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Fields that may differ between a run and its resumption; any other difference is refused.
+# Fields that may differ between a run and its resumption (where and how fast it runs, and how long);
+# any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
 RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
-                               "iterations"})
+                               "iterations", "channels_last", "compile"})
 log = logging.getLogger(__name__)
 
 
