@@ -15,6 +15,7 @@ def test_demo_reaches_97_percent_and_writes_model_curves_and_report(tmp_path, ca
     assert main(["demo", "--out-dir", str(tmp_path), "--no-progress"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["top1"] >= 0.97 and report["images"] == 360
+    assert "top1_with_flip_tta" not in report  # digits are not trained mirrored: a mirror is no fair view
     assert {"report.md", "model.safetensors", "metrics.csv", "curves.png", "confusion.png"} <= {
         p.name for p in tmp_path.iterdir()}
     model, info = load_model(tmp_path / "model.safetensors")
@@ -154,3 +155,8 @@ def test_eval_val_split_measures_exactly_the_images_training_held_out(tmp_path, 
     assert measured["top1"] == trained["top1"]
     assert measured["loss"] == pytest.approx(trained["loss"], abs=1e-4)
     assert "--val-split 6, seed 3" in measured["config"]["split"]
+    # The training report also gives the flip-TTA figure (the recipe mirrors images), equal to eval's.
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "data"), "--val-split", "6",
+                 "--seed", "3", "--workers", "0", "--protocol", "flip", "--out-dir", str(tmp_path / "flip")]) == 0
+    flipped = json.loads((tmp_path / "flip" / "report.json").read_text())
+    assert trained["top1_with_flip_tta"] == round(flipped["top1"], 4)

@@ -63,8 +63,10 @@ class ClassificationMetrics:
 
 @torch.no_grad()
 def evaluate_batches(model: torch.nn.Module, batches, *, num_classes: int, device: torch.device,
-                     amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> ClassificationMetrics:
-    """Run ``model`` over (images, labels) batches and accumulate metrics."""
+                     amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                     flip: bool = False) -> ClassificationMetrics:
+    """Run ``model`` over (images, labels) batches and accumulate metrics; with ``flip``, each image's
+    softmax is averaged with its mirror's (the ``flip`` protocol of ``resnetkit eval``)."""
     was_training = model.training
     model.eval()
     metrics = ClassificationMetrics(num_classes)
@@ -75,6 +77,9 @@ def evaluate_batches(model: torch.nn.Module, batches, *, num_classes: int, devic
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = model(images)
+                if flip:
+                    probs = (logits.float().softmax(1) + model(images.flip(-1)).float().softmax(1)) / 2
+                    logits = probs.clamp_min(1e-12).log()
             metrics.update(logits, labels)
     finally:
         model.train(was_training)

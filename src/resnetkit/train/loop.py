@@ -265,11 +265,11 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def evaluate(self) -> ClassificationMetrics | None:
+    def evaluate(self, *, flip: bool = False) -> ClassificationMetrics | None:
         if self.val_loader is None:
             return None
         return evaluate_batches(self.eval_model, self.val_loader, num_classes=self.num_classes, device=self.device,
-                                amp_dtype=self.amp_dtype, channels_last=self.config.channels_last)
+                                amp_dtype=self.amp_dtype, channels_last=self.config.channels_last, flip=flip)
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> FitResult:
