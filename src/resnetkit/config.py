@@ -144,7 +144,9 @@ class TrainConfig:
     # data
     data: str = "digits"  # a folder, a tar of a folder tree, "cifar10", "cifar100", "digits", or a CIFAR archive
     val_split: int = 0  # hold out this many training images (stratified, seeded) for validation
-    augment: str = "pad-crop-flip"  # "pad-crop-flip" (paper CIFAR), "scale" (paper ImageNet), "rrc", "none"
+    # "pad-crop-flip" (paper CIFAR), "pad-crop", "flip", "none" (small images, batch-wise);
+    # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers)
+    augment: str = "pad-crop-flip"
     image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
     workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
     # model
