@@ -160,3 +160,11 @@ def test_eval_val_split_measures_exactly_the_images_training_held_out(tmp_path, 
                  "--seed", "3", "--workers", "0", "--protocol", "flip", "--out-dir", str(tmp_path / "flip")]) == 0
     flipped = json.loads((tmp_path / "flip" / "report.json").read_text())
     assert trained["top1_with_flip_tta"] == round(flipped["top1"], 4)
+
+
+def test_resume_compares_the_built_network_not_how_its_width_was_spelled(tmp_path, capsys):
+    args = ["train", "--recipe", "demo", "--out-dir", str(tmp_path), "--no-progress"]
+    assert main(args + ["--epochs", "1", "--width", "1"]) == 0  # as runs recorded width before it defaulted to 0
+    assert main(args + ["--epochs", "2", "--resume"]) == 0  # the default width of resnet20 is 1: the same run
+    assert main(args + ["--epochs", "3", "--resume", "--width", "2"]) == 2
+    assert "width: 1.0 -> 2.0" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
+from ..models.registry import default_config
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .logging import MetricsLogger, progress
@@ -179,6 +180,15 @@ class Trainer:
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         """A resumed run must be the same run: only where it runs and how long may change."""
         current = self.config.to_dict()
+        # "" / 0 for variant, shortcut and width mean "the architecture's default": compare the values meant.
+        saved = dict(saved)
+        try:
+            defaults = default_config(current["model"])
+        except ValueError:  # a model built outside the registry: compare the fields as written
+            defaults = None
+        for key in ("variant", "shortcut", "width") if defaults is not None else ():
+            for config in (current, saved):
+                config[key] = config.get(key) or getattr(defaults, key)
         changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]
                          and not (isinstance(current[k], tuple) and list(current[k]) == list(saved.get(k, []))))
         if changed:
