@@ -18,9 +18,10 @@ from .transforms import (FileLoader, ImageFileDataset, build_file_loader, collat
 from .tree import ImageTree, index_tree
 
 __all__ = [
-    "BatchAugment", "DataConfig", "DataSplits", "FileLoader", "ImageFileDataset", "ImageTree", "InMemoryImageDataset",
-    "InMemoryLoader", "build_file_loader", "cache_dir", "collate_skipping_bad", "data_root", "decode_tree",
-    "download_cifar", "eval_transform", "index_tree", "load_cifar", "load_data", "load_digits_dataset",
-    "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files", "paper_train_transform", "random_crop_flip",
-    "random_resized_crop_transform", "read_cifar", "split_holdout", "stratified_split",
+    "BatchAugment", "DataConfig", "DataSplits", "FileLoader", "ImageFileDataset", "ImageTree",
+    "InMemoryImageDataset", "InMemoryLoader", "build_file_loader", "cache_dir", "collate_skipping_bad", "data_root",
+    "decode_tree", "download_cifar", "eval_transform", "index_tree", "load_cifar", "load_data",
+    "load_digits_dataset", "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files",
+    "paper_train_transform", "random_crop_flip", "random_resized_crop_transform", "read_cifar", "split_holdout",
+    "stratified_split",
 ]

@@ -83,7 +83,6 @@ def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> v2.Compose:
     ])
 
 
-
 class ImageFileDataset(Dataset):
     """One split of an image folder or (uncompressed) tar, decoded per sample, for DataLoader workers.
 

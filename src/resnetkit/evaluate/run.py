@@ -69,12 +69,12 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
 def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_dir: str = "runs/eval",
                    batch_size: int = 64, scales: tuple[int, ...] | None = None, device: str = "auto",
                    workers: int = 2, val_split: int = 0, seed: int = 0) -> ClassificationMetrics:
+    from ..data import ImageFileDataset
+
     model, info = load_model(model_path)
     dataset, class_names, split = _open_dataset(data, val_split=val_split, seed=seed)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
-    from ..data import ImageFileDataset
-
     reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
     loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=workers if reads_files else 0)
 

@@ -53,7 +53,7 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
                                       image_size=config.image_size or None, download=True))
     finally:
         if dist.is_main:
-            dist.barrier()  # also on failure: the others then fail on their own instead of waiting for a timeout
+            dist.barrier()  # also on failure: the others then fail on their own, not at a timeout
     train = splits.train
     if splits.val is not None:
         val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.seed})"
