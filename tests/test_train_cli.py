@@ -63,6 +63,13 @@ def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, capsys):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_diverging_run_stops_with_a_message_not_a_traceback(tmp_path, capsys):
+    # (that the last good checkpoint survives is tested on the Trainer, test_train_loop.py)
+    args = ["train", "--recipe", "demo", "--out-dir", str(tmp_path), "--no-progress", "--epochs", "1"]
+    assert main(args + ["--lr", "1e30"]) == 1
+    assert "the loss became NaN or infinite in epoch 1" in capsys.readouterr().err
+
+
 def test_too_little_data_for_one_step_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--recipe", "demo", "--batch-size", "1024", "--accumulate", "2",
                  "--out-dir", str(tmp_path), "--no-progress"]) == 2

@@ -62,6 +62,18 @@ def test_training_learns_and_writes_logs_and_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
 
 
+def test_metrics_reach_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _trainer(tmp_path, epochs=2).fit()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train_loss")
+    assert [e.step for e in loss] == [1, 2] and all(e.value > 0 for e in loss)
+    assert {"val_top1", "lr", "images_per_s"} <= set(events.Tags()["scalars"])
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     full = _trainer(tmp_path / "full").fit()
     # Kill the run in the middle of its second epoch, then resume it.

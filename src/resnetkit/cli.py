@@ -243,6 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"resnetkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from .train.loop import NonFiniteLossError
+
+        if not isinstance(e, NonFiniteLossError):
+            raise
+        print(f"resnetkit {args.command}: stopped: {e}", file=sys.stderr)  # its last good checkpoint is kept
+        return 1
 
 
 if __name__ == "__main__":

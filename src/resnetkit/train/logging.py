@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,13 @@ class MetricsLogger:
             out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
+            except ImportError:  # tensorboard is optional: say so once, CSV and JSONL are written regardless
+                print("TensorBoard logs are not written: the tensorboard package is not installed "
+                      "(pip install tensorboard, or resnetkit[tensorboard]); metrics.csv and metrics.jsonl are "
+                      "written as usual",
+                      file=sys.stderr)
+            else:
                 self._tb = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                self._tb = None
 
     def rewrite(self, history: list[dict[str, Any]]) -> None:
         if not self.enabled:
