@@ -16,7 +16,7 @@ from PIL import Image
 from resnetkit.config import IMAGENET_PREPROCESS, Preprocess
 from resnetkit.data import (DataConfig, ImageFileDataset, build_file_loader, eval_transform, index_tree, load_data,
                             load_image_dataset, load_tree_in_memory, paper_train_transform,
-                            random_resized_crop_transform)
+                            random_resized_crop_transform, stratified_split)
 from resnetkit.data.cache import cache_path
 
 # The library silences torchvision 0.29's per-call decoder deprecation notice; pytest resets filters per test.
@@ -96,6 +96,29 @@ def test_bad_files_are_reported_by_path_and_skipped_never_crash(tmp_path, contai
     assert torch.equal(data.images[3, 1], torch.from_numpy(grey))
 
 
+def test_val_split_holds_out_the_same_files_decoded_in_memory_or_read_one_by_one(tmp_path):
+    # Training on small images decodes the tree first (bad files drop out there); training on large images
+    # and `resnetkit eval --val-split` read files one by one (a bad file shows only when read). Both must
+    # hold out the same files, or eval would measure images the model trained on.
+    _tree(tmp_path / "tree")
+    in_files = ImageFileDataset(tmp_path / "tree")
+    bad_fell_in_held = bad_fell_in_kept = False
+    for seed in range(8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            splits = load_data(DataConfig(source=str(tmp_path / "tree"), val_split=3, seed=seed, cache=seed > 0))
+            keep, held = stratified_split(torch.tensor(in_files.tree.labels), 3, seed=seed)
+            read = {name: [in_files[i] for i in index.tolist()] for name, index in (("train", keep), ("val", held))}
+        for name, memory in (("train", splits.train), ("val", splits.val)):
+            decoded = [sample for sample in read[name] if sample is not None]
+            assert len(decoded) == len(memory)
+            for (image, label), row in zip(decoded, range(len(memory))):
+                assert torch.equal(image, memory.images[row]) and label == int(memory.labels[row])
+        bad_fell_in_held |= None in read["val"]
+        bad_fell_in_kept |= None in read["train"]
+    assert bad_fell_in_held and bad_fell_in_kept  # both cases were exercised
+
+
 def test_tar_with_split_folders_reads_each_split(tmp_path):
     _tree(tmp_path / "all" / "train", bad=False)
     _tree(tmp_path / "all" / "test", bad=False)
@@ -138,8 +161,18 @@ def test_decoded_tree_is_cached_by_content_and_a_corrupt_cache_is_rebuilt(tmp_pa
         assert load_tree_in_memory(archive, image_size=12) is not None  # the rewritten cache reads back
     assert not [w for w in caught if "unreadable cache" in str(w.message)]
 
-    # Replacing the archive's content (new size/mtime) changes the key.
-    os.utime(archive, ns=(1, 1))
+    # The key follows the archive's bytes: a copy elsewhere finds the cache, while one changed byte (with size
+    # and modification time kept as they were) gets a new key.
+    copy = tmp_path / "elsewhere" / "t.tar"
+    copy.parent.mkdir()
+    copy.write_bytes(archive.read_bytes())
+    assert cache_path(copy, {"split": "train", "image_size": 12}) == path
+    stat = archive.stat()
+    content = bytearray(archive.read_bytes())
+    content[-1] ^= 1
+    archive.write_bytes(bytes(content))
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert archive.stat().st_size == stat.st_size
     assert cache_path(archive, {"split": "train", "image_size": 12}) != path
 
 

@@ -146,8 +146,8 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     keep = torch.nonzero(ok).flatten()
     all_ok = len(keep) == n
     return InMemoryImageDataset(images if all_ok else images[keep],
-                                torch.tensor(tree.labels)[keep], list(tree.class_names),
-                                source=tree.source, skipped=skipped)
+                                torch.tensor(tree.labels)[keep], list(tree.class_names), source=tree.source,
+                                skipped=skipped, dropped=[(i, tree.labels[i]) for i in sorted(failures)])
 
 
 def load_tree_in_memory(source: str | os.PathLike[str], *, split: str = "train", image_size: int | None = None,
@@ -162,6 +162,7 @@ def load_tree_in_memory(source: str | os.PathLike[str], *, split: str = "train",
         cached = load_cached(path)
         if cached is not None:
             logger.info("loaded %s (%s) from cache %s", source, split, path)
+            cached.source = str(source)  # the cache may have been written for a copy elsewhere
             report_skipped(cached.skipped, source=str(source))
             return cached
     tree = index_tree(source, split=split)

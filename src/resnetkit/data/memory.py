@@ -19,8 +19,10 @@ class InMemoryImageDataset:
     """Images as one (N, C, H, W) uint8 tensor, labels as (N,) int64, and the class names labels index.
 
     ``skipped`` lists ``(path, reason)`` for files that could not be used (unreadable, truncated, not
-    an image); ``source`` says where the data came from. Indexing returns ``(image_uint8, label)`` so
-    the dataset also works with a plain ``torch.utils.data.DataLoader``.
+    an image); ``source`` says where the data came from. ``dropped`` lists ``(position, label)`` of the
+    image files that failed to decode, by their position in the source's file list, so that a split
+    drawn over that list (``split_holdout``) does not depend on which files decode. Indexing returns
+    ``(image_uint8, label)`` so the dataset also works with a plain ``torch.utils.data.DataLoader``.
     """
 
     images: torch.Tensor
@@ -28,6 +30,7 @@ class InMemoryImageDataset:
     class_names: list[str]
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -111,6 +114,18 @@ def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[
 
 def split_holdout(dataset: InMemoryImageDataset, holdout: int, *,
                   seed: int) -> tuple[InMemoryImageDataset, InMemoryImageDataset]:
-    """``(train, val)``: ``holdout`` images moved from ``dataset`` into a stratified, seeded validation set."""
-    keep, held = stratified_split(dataset.labels, holdout, seed=seed)
-    return dataset.subset(keep), dataset.subset(held)
+    """``(train, val)``: ``holdout`` images moved from ``dataset`` into a stratified, seeded validation set.
+
+    The split is drawn over the source's whole file list, undecodable files included (``dataset.dropped``),
+    and those are then left out of whichever side they fell on: the same images are held out as when the
+    files are read one by one (``ImageFileDataset``, ``resnetkit eval --val-split``), where a bad file
+    only shows when it is read.
+    """
+    present = torch.ones(len(dataset) + len(dataset.dropped), dtype=torch.bool)
+    labels = torch.empty(len(present), dtype=torch.int64)
+    for position, label in dataset.dropped:
+        present[position], labels[position] = False, label
+    labels[present] = dataset.labels
+    row = torch.cumsum(present, 0) - 1  # file position -> row of ``dataset``
+    keep, held = stratified_split(labels, holdout, seed=seed)
+    return dataset.subset(row[keep[present[keep]]]), dataset.subset(row[held[present[held]]])
