@@ -135,6 +135,20 @@ def test_digits_demo_has_a_fixed_stratified_split():
     assert load_digits_dataset("test", size=8).image_size == (8, 8)
 
 
+def test_bundled_digits_are_scikit_learns_digits():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    both = [load_digits_dataset(split, size=8) for split in ("train", "test")]
+    images = torch.cat([d.images[:, 0] for d in both]).double()
+    labels = torch.cat([d.labels for d in both])
+    expected = torch.as_tensor(bunch.images) * (255.0 / 16.0)
+    assert len(labels) == 1797 and torch.equal(labels.sort().values, torch.as_tensor(bunch.target).sort().values)
+    # Same images: each bundled image is one of scikit-learn's with the same label (they are shuffled by the split).
+    index = {(bytes(np_image.round().astype("uint8")), int(label)) for np_image, label in
+             zip(expected.numpy(), bunch.target)}
+    assert all((bytes(image.numpy().astype("uint8")), int(label)) in index for image, label in zip(images, labels))
+
+
 @pytest.mark.slow
 def test_resnet20_reaches_97_percent_on_digits_in_a_few_epochs():
     from resnetkit import create_model
