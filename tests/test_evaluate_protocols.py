@@ -8,7 +8,8 @@ from torch import nn
 
 from resnetkit.config import Preprocess
 from resnetkit.data import eval_transform
-from resnetkit.evaluate.protocols import (evaluate_samples, flip_views, multiscale_views, ten_crop_views)
+from resnetkit.evaluate.protocols import (_normalise, evaluate_samples, flip_views, multiscale_views,
+                                          ten_crop_views)
 
 PRE = Preprocess(input_size=32, resize_size=36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -66,15 +67,12 @@ def test_unknown_protocol_is_a_clear_error():
         evaluate_samples(LeftRight(), [], preprocess=PRE, num_classes=2, protocol="5crop")
 
 
-def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path):
-    """Images of different sizes and shapes are resized and cropped once, by the protocol (no squeeze to
-    a common size first); a corrupt file is reported and left out, the rest is measured."""
+def _model_and_folder(tmp_path):
+    """A saved two-class ResNet-20 and a test/ folder of images of mixed sizes, plus one corrupt file."""
     from PIL import Image
 
     from resnetkit import create_model, save_model
     from resnetkit.config import ModelInfo
-    from resnetkit.data.decode import decode_rgb
-    from resnetkit.evaluate.run import run_evaluation
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=2).eval()
@@ -88,7 +86,16 @@ def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path
             Image.fromarray(torch.randint(0, 256, (h, w, 3), dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
             files.append((folder / f"{i}.png", label))
     (tmp_path / "data" / "test" / "b" / "broken.png").write_bytes(b"not a png")
+    return model, files
 
+
+def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path):
+    """Images of different sizes and shapes are resized and cropped once, by the protocol (no squeeze to
+    a common size first); a corrupt file is reported and left out, the rest is measured."""
+    from resnetkit.data.decode import decode_rgb
+    from resnetkit.evaluate.run import run_evaluation
+
+    model, files = _model_and_folder(tmp_path)
     metrics = run_evaluation(str(tmp_path / "m.safetensors"), str(tmp_path / "data"), out_dir=str(tmp_path / "ev"),
                              device="cpu", workers=0)
     with torch.no_grad():
@@ -96,3 +103,32 @@ def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path
                 for path, label in files]
     assert metrics.count == 4
     assert metrics.loss == pytest.approx(-torch.stack(logp).mean().item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("protocol", ["10crop", "multiscale"])
+def test_eval_cli_averages_the_softmax_over_each_protocols_views(tmp_path, capsys, protocol):
+    """``resnetkit eval --protocol 10crop|multiscale`` end to end: its loss is that of the softmax averaged over
+    the protocol's views (10 crops; every scale and its mirror, each view whole: fully convolutional)."""
+    import json
+
+    from resnetkit.cli import main
+    from resnetkit.data.decode import decode_rgb
+
+    model, files = _model_and_folder(tmp_path)
+    scales = (32, 48)
+    argv = ["eval", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--protocol", protocol,
+            "--out-dir", str(tmp_path / "ev"), "--device", "cpu", "--workers", "0"]
+    assert main(argv + (["--scales", *map(str, scales)] if protocol == "multiscale" else [])) == 0
+    assert f"{protocol}: top-1" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    with torch.no_grad():
+        losses = []
+        for path, label in files:
+            image = decode_rgb(path.read_bytes())
+            views = ten_crop_views(image, PRE) if protocol == "10crop" else multiscale_views(image, PRE, scales)
+            probs = torch.stack([model(_normalise(v, PRE)[None]).softmax(1)[0] for v in views]).mean(0)
+            losses.append(-probs[label].log())
+    assert report["images"] == 4 and report["config"]["protocol"] == protocol
+    assert len(report["per_class"]) == 2 and sum(map(sum, report["confusion"])) == 4
+    assert report["loss"] == pytest.approx(torch.stack(losses).mean().item(), abs=1e-4)
+    assert (tmp_path / "ev" / "report.md").exists() and (tmp_path / "ev" / "confusion.png").exists()
