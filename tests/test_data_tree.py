@@ -198,6 +198,27 @@ def test_large_image_transforms_follow_the_paper_and_preprocess():
     assert abs(float(evaluated.mean())) < 3  # normalised
     with pytest.raises(ValueError, match="min_size"):
         paper_train_transform(min_size=100)
+    # Section 3.4: the shorter side is resized to a length drawn from [256, 480].
+    assert paper_train_transform().transforms[1].min_size == list(range(256, 481))
+
+
+def test_pca_lighting_shifts_each_image_along_imagenets_colour_components():
+    from resnetkit.data.transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, PCALighting
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 6, 6)
+    assert torch.equal(PCALighting(0.0)(image), image)
+    eigvec, eigval = torch.tensor(IMAGENET_PCA_EIGVEC), torch.tensor(IMAGENET_PCA_EIGVAL)
+    alphas = []
+    for _ in range(2000):
+        offset = PCALighting(0.1)(image) - image
+        assert torch.allclose(offset, offset[:, :1, :1].expand_as(offset), atol=1e-6)  # one colour shift per image
+        alphas.append(torch.linalg.solve(eigvec, offset[:, 0, 0]) / eigval)
+    alphas = torch.stack(alphas)
+    assert alphas.std(0).sub(0.1).abs().max() < 0.01 and alphas.mean(0).abs().max() < 0.01
+    # The paper's recipe puts it after the crop and flip, before normalising.
+    names = [type(t).__name__ for t in paper_train_transform(lighting=0.1).transforms]
+    assert names[-3:] == ["ToDtype", "PCALighting", "Normalize"]
 
 
 @pytest.mark.slow

@@ -43,6 +43,9 @@ def test_recipes_load_and_unknown_fields_fail_clearly():
     assert load_train_config("cifar10-fast", epochs=3).epochs == 3
     for name in ("imagenet-paper", "finetune", "demo"):
         load_train_config(name)
+    imagenet = load_train_config("imagenet-paper")  # section 3.4
+    assert (imagenet.iterations, imagenet.batch_size, imagenet.lr, imagenet.weight_decay) == (600000, 256, 0.1, 1e-4)
+    assert (imagenet.augment, imagenet.lighting, imagenet.schedule, imagenet.gamma) == ("scale", 0.1, "plateau", 0.1)
     with pytest.raises(ValueError, match="unknown train config field.*'epoch'"):
         load_train_config("demo", epoch=3)
     with pytest.raises(ValueError, match="unknown recipe 'cifar11'"):
@@ -117,6 +120,20 @@ def test_large_image_training_reads_files_with_workers_and_measures_the_val_fold
     assert report["images"] == 12  # the 12 validation-folder images
     _, info = load_model(tmp_path / "run" / "model.safetensors")
     assert info.class_names == ["blue", "red"] and info.preprocess.input_size == 32
+
+
+def test_imagenet_paper_recipe_trains_end_to_end_with_scale_augmentation_lighting_and_plateau(tmp_path, capsys):
+    # Section 3.4's recipe on a tiny tree, scaled down: 32-pixel crops (shorter side in [37, 69]), a CIFAR net.
+    _large_image_tree(tmp_path / "data", {"train": ["blue", "red"], "val": ["blue", "red"]})
+    args = ["train", "--recipe", "imagenet-paper", "--data", str(tmp_path / "data"), "--model", "resnet20",
+            "--image-size", "32", "--iterations", "6", "--batch-size", "4", "--workers", "1",
+            "--out-dir", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["augment"], config["lighting"], config["schedule"]) == ("scale", 0.1, "plateau")
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] + 3 == 6 and all("val_top1" in r for r in rows)  # 3 steps an epoch, evaluated each
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["images"] == 12
 
 
 def test_large_image_val_folder_with_other_classes_is_a_clear_error(tmp_path, capsys):

@@ -9,7 +9,7 @@ from resnetkit import create_model
 from resnetkit.config import TrainConfig
 from resnetkit.train.checkpoint import load_checkpoint
 from resnetkit.train.loop import NonFiniteLossError, Trainer
-from resnetkit.train.schedules import lr_factor, schedule_from_config
+from resnetkit.train.schedules import lr_factor, plateau_drops, schedule_from_config
 
 
 class TensorLoader:
@@ -74,10 +74,12 @@ def test_metrics_reach_tensorboard(tmp_path):
     assert {"val_top1", "lr", "images_per_s"} <= set(events.Tags()["scalars"])
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
-    full = _trainer(tmp_path / "full").fit()
+@pytest.mark.parametrize("schedule", ["step", "plateau"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, schedule):
+    options = {"schedule": schedule, "patience": 0}
+    full = _trainer(tmp_path / "full", **options).fit()
     # Kill the run in the middle of its second epoch, then resume it.
-    killed = _trainer(tmp_path / "resumed")
+    killed = _trainer(tmp_path / "resumed", **options)
 
     class KilledLoader(TensorLoader):
         def __iter__(self):
@@ -90,10 +92,30 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
-    resumed = _trainer(tmp_path / "resumed", resume=True).fit()
+    resumed = _trainer(tmp_path / "resumed", resume=True, **options).fit()
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_plateau_schedule_divides_the_lr_when_val_top1_stalls(tmp_path):
+    assert plateau_drops([0.5, 0.6, 0.6, 0.6, 0.6005, 0.7, 0.7, 0.7], patience=1) == 2
+    assert plateau_drops([0.5, 0.4, 0.3, 0.2], patience=3) == 0
+    result = _trainer(tmp_path, epochs=6, schedule="plateau", patience=0, lr=0.05, gamma=0.1).fit()
+    tops = [row["val_top1"] for row in result.history]
+    for epoch in range(1, 6):  # the lr an epoch starts with already counts the plateaus seen before it
+        assert result.history[epoch]["lr"] == pytest.approx(0.05 * 0.1 ** plateau_drops(tops[:epoch], patience=0))
+    assert plateau_drops(tops[:5], patience=0) >= 1  # the toy data is learnt perfectly: top-1 stalls at 100%
+    with pytest.raises(ValueError, match="plateau.*needs a validation set"):
+        _trainer(tmp_path / "noval", schedule="plateau", eval_every=0)
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
+    _trainer(tmp_path, epochs=1).fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["patience"]  # as written before the field existed
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert [r["epoch"] for r in _trainer(tmp_path, epochs=2, resume=True).fit().history] == [1, 2]
 
 
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path):

@@ -148,6 +148,7 @@ class TrainConfig:
     # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers)
     augment: str = "pad-crop-flip"
     image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
+    lighting: float = 0.0  # large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)
     workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
     # model
     model: str = "resnet20"
@@ -174,10 +175,11 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and evaluate it
     grad_clip: float = 0.0  # >0: clip the global gradient norm
     accumulate: int = 1  # gradient accumulation steps
-    # schedule: "step" (milestones), "cosine", "onecycle", "constant"
+    # schedule: "step" (milestones), "cosine", "onecycle", "constant", "plateau" (lr x gamma when val top-1 stalls)
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
     gamma: float = 0.1
+    patience: int = 5  # "plateau": evaluations without a 0.1-point gain in val top-1 before the lr drops
     warmup: float = 0.0  # linear warm-up length, in epochs (or iterations when ``iterations`` is set)
     warmup_lr: float = 0.0  # >0: a constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 its)
     # speed and reproducibility

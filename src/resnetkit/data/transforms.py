@@ -2,8 +2,9 @@
 
 Large images do not fit in memory decoded, so they are decoded per sample in DataLoader worker
 processes. ``paper_train_transform`` is the ImageNet recipe of the paper (section 3.4): the shorter
-side resized to a random length in [256, 480], a random 224x224 crop, a horizontal flip (the
-paper's colour augmentation is not included); ``random_resized_crop_transform`` is the later
+side resized to a random length in [256, 480], a random 224x224 crop, a horizontal flip and, with
+``lighting`` > 0, the "standard color augmentation" it cites (AlexNet's PCA lighting noise,
+``PCALighting``); ``random_resized_crop_transform`` is the later
 torchvision/timm standard; ``eval_transform`` is the single-crop evaluation that
 ``resnetkit.config.Preprocess`` describes (resize 256, centre crop 224), so it matches the weights.
 """
@@ -41,9 +42,37 @@ def _to_normalized(preprocess: Preprocess) -> list[Any]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocess.mean), list(preprocess.std))]
 
 
+# The principal components of ImageNet's RGB pixels (values in [0, 1]), as AlexNet's lighting noise uses them
+# (the figures of fb.resnet.torch and the torchvision-era reproductions).
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+
+class PCALighting:
+    """AlexNet's colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, std)``.
+
+    Takes a float image in [0, 1] (after ``ToDtype``, before ``Normalize``); no library ships it.
+    """
+
+    def __init__(self, std: float = 0.1, eigval: tuple[float, ...] = IMAGENET_PCA_EIGVAL,
+                 eigvec: tuple[tuple[float, ...], ...] = IMAGENET_PCA_EIGVEC) -> None:
+        self.std, self.eigval, self.eigvec = std, torch.tensor(eigval), torch.tensor(eigvec)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.std <= 0:
+            return image
+        alpha = torch.randn(3) * self.std
+        return image + (self.eigvec @ (alpha * self.eigval)).to(image.dtype)[:, None, None]
+
+
+def _to_normalized(preprocess: Preprocess, lighting: float = 0.0) -> list[Any]:
+    return [v2.ToDtype(torch.float32, scale=True), *([PCALighting(lighting)] if lighting > 0 else []),
+            v2.Normalize(list(preprocess.mean), list(preprocess.std))]
+
+
 def paper_train_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *, min_size: int = 256,
-                          max_size: int = 480) -> v2.Compose:
-    """Scale augmentation (shorter side uniform in [min_size, max_size]), random crop, flip, normalise."""
+                          max_size: int = 480, lighting: float = 0.0) -> v2.Compose:
+    """Scale augmentation (shorter side uniform in [min_size, max_size]), random crop, flip, PCA lighting, normalise."""
     if not 0 < min_size <= max_size or min_size < preprocess.input_size:
         raise ValueError(f"need input_size {preprocess.input_size} <= min_size {min_size} <= max_size {max_size}")
     return v2.Compose([
@@ -52,19 +81,19 @@ def paper_train_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *, min_s
                               antialias=True),
         v2.RandomCrop(preprocess.input_size),
         v2.RandomHorizontalFlip(),
-        *_to_normalized(preprocess),
+        *_to_normalized(preprocess, lighting),
     ])
 
 
 def random_resized_crop_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *,
-                                  scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
-    """RandomResizedCrop (area ``scale``, aspect 3/4..4/3) to ``input_size``, flip, normalise."""
+                                  scale: tuple[float, float] = (0.08, 1.0), lighting: float = 0.0) -> v2.Compose:
+    """RandomResizedCrop (area ``scale``, aspect 3/4..4/3) to ``input_size``, flip, PCA lighting, normalise."""
     return v2.Compose([
         v2.ToImage(),
         v2.RandomResizedCrop(preprocess.input_size, scale=scale, interpolation=_interpolation(preprocess),
                              antialias=True),
         v2.RandomHorizontalFlip(),
-        *_to_normalized(preprocess),
+        *_to_normalized(preprocess, lighting),
     ])
 
 

@@ -144,7 +144,9 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
     """
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"image tree {path} does not exist")
+        raise FileNotFoundError(f"image tree {path} does not exist; give the folder or .tar of your images "
+                                "(root/<class>/<image>, optionally with train/ and val/ or test/ splits), e.g. "
+                                "--data /data/imagenet")
     files, spans = _list_files(path)
     prefix = _choose_split([rel for rel, _ in files], split)
     if prefix is None:

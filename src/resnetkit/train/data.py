@@ -77,8 +77,9 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     size = config.image_size or IMAGENET_PREPROCESS.input_size
     preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224))
-    train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224))
-                if config.augment == "scale" else random_resized_crop_transform(preprocess))
+    train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
+                                      lighting=config.lighting)
+                if config.augment == "scale" else random_resized_crop_transform(preprocess, lighting=config.lighting))
     train = ImageFileDataset(config.data, split="train", transform=train_tf)
     try:
         val = ImageFileDataset(config.data, split="test", transform=eval_transform(preprocess))

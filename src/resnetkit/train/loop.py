@@ -27,7 +27,7 @@ from ..models.registry import default_config
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .logging import MetricsLogger, progress
-from .schedules import build_scheduler, schedule_from_config
+from .schedules import build_scheduler, plateau_drops, schedule_from_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that may differ between a run and its resumption (where and how fast it runs, and how long);
@@ -136,7 +136,11 @@ class Trainer:
                                     warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
                                     total_steps=self.total_steps,
                                     steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch)
-        self.scheduler = build_scheduler(self.optimizer, spec)
+        if config.schedule == "plateau" and (val_loader is None or not config.eval_every):
+            raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
+                             "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
+        self.lr_drops = 0  # "plateau": times the lr was multiplied by gamma so far (from the history)
+        self.scheduler = build_scheduler(self.optimizer, spec, lambda: self.lr_drops)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.mix = _mix_transform(config, num_classes)
@@ -175,13 +179,27 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
+        self._update_plateau()
         return True
+
+    def _update_plateau(self) -> None:
+        """Recount the "plateau" lr drops from the validation history (rank 0 evaluates; every rank follows)."""
+        if self.config.schedule != "plateau":
+            return
+        seen = [row["val_top1"] for row in self.history if "val_top1" in row]
+        drops = self.dist.broadcast(plateau_drops(seen, patience=self.config.patience))
+        if drops != self.lr_drops:  # from the next step on, not one step late
+            self.lr_drops = drops
+            for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+                group["lr"] = base * fn(self.scheduler.last_epoch)
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         """A resumed run must be the same run: only where it runs and how long may change."""
         current = self.config.to_dict()
+        # A field added to TrainConfig after the checkpoint was written had its default value then.
+        saved = {**TrainConfig().to_dict(), **saved}
         # "" / 0 for variant, shortcut and width mean "the architecture's default": compare the values meant.
-        saved = dict(saved)
         try:
             defaults = default_config(current["model"])
         except ValueError:  # a model built outside the registry: compare the fields as written
@@ -296,6 +314,7 @@ class Trainer:
                 if metrics is not None:
                     row.update(val_loss=metrics.loss, val_top1=metrics.top1, val_top5=metrics.top5)
             self.history.append(row)
+            self._update_plateau()
             if self.dist.is_main:
                 self.logger.log(row)
                 save_checkpoint(self.state_dict(epoch), self.checkpoint_path)

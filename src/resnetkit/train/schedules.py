@@ -1,7 +1,10 @@
 """Learning-rate schedules, all stepped once per optimizer step (iteration).
 
 Each schedule is a pure function of the iteration, wrapped in ``torch.optim.lr_scheduler.LambdaLR``,
-so resuming only needs the iteration count.
+so resuming only needs the iteration count. "plateau" (the paper's ImageNet rule: divide by 10 when
+the error plateaus) is constant in the iteration and multiplied by ``gamma ** plateau_drops(...)``, a
+pure function of the validation history; ``ReduceLROnPlateau`` would own the learning rate and not
+compose with warm-up and the iteration schedules.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-SCHEDULES = ("step", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "cosine", "onecycle", "constant", "plateau")
+PLATEAU_THRESHOLD = 0.001  # a gain in val top-1 smaller than 0.1 points is no gain
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ def lr_factor(spec: ScheduleSpec, step: int) -> float:
         if spec.warmup_factor > 0:
             return spec.warmup_factor
         return (step + 1) / spec.warmup_steps
-    if spec.kind == "constant":
+    if spec.kind in ("constant", "plateau"):
         return 1.0
     if spec.kind == "step":
         return spec.gamma ** sum(step >= m for m in spec.milestones)
@@ -66,6 +70,23 @@ def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: flo
                         warmup_factor=warmup_lr / base_lr if warmup_lr > 0 else 0.0)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec) -> LambdaLR:
-    fn: Callable[[int], float] = lambda step: lr_factor(spec, step)  # noqa: E731
+def plateau_drops(val_top1: list[float], *, patience: int, threshold: float = PLATEAU_THRESHOLD) -> int:
+    """How often the lr has been divided after these evaluations: once each time more than ``patience``
+    evaluations in a row failed to beat the best top-1 by ``threshold`` (``ReduceLROnPlateau``'s rule, mode
+    "max", absolute threshold, no cooldown)."""
+    best, bad, drops = -math.inf, 0, 0
+    for top1 in val_top1:
+        if top1 > best + threshold:
+            best, bad = top1, 0
+        else:
+            bad += 1
+            if bad > patience:
+                drops, bad = drops + 1, 0
+    return drops
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec,
+                    drops: Callable[[], int] = lambda: 0) -> LambdaLR:
+    """``drops()``: how many times a "plateau" schedule has multiplied the lr by ``gamma`` so far."""
+    fn: Callable[[int], float] = lambda step: lr_factor(spec, step) * spec.gamma ** drops()  # noqa: E731
     return LambdaLR(optimizer, fn)
