@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from resnetkit.cli import main
 from resnetkit.config import load_train_config
@@ -35,6 +36,32 @@ def test_train_recipe_with_overrides_and_resume(tmp_path):
     assert main(args + ["--epochs", "3", "--resume"]) == 0
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_a_killed_cli_run_resumed_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    # The real path: in-memory data, batch-wise augmentation, bf16, channels_last, EMA, one-cycle, eval every epoch.
+    from safetensors.torch import load_file
+
+    from resnetkit.data.loader import InMemoryLoader
+
+    common = ["train", "--recipe", "demo", "--no-progress", "--ema-decay", "0.9", "--epochs", "3"]
+    assert main(common + ["--out-dir", str(tmp_path / "full")]) == 0
+    real_iter = InMemoryLoader.__iter__
+
+    def killed_in_the_second_epoch(self):
+        for i, batch in enumerate(real_iter(self)):
+            if self.epoch == 2 and i == 3 and self.augment is not None:  # ``epoch`` has advanced already
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", killed_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(common + ["--out-dir", str(tmp_path / "cut")])
+    monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
+    assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"]) == 0
+    assert [json.loads(r)["epoch"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    full, cut = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
 
 
 def test_recipes_load_and_unknown_fields_fail_clearly():
