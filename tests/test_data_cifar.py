@@ -175,3 +175,14 @@ def test_a_broken_download_leaves_no_partial_archive(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the partial archive nor the temporary folder is left
     with pytest.raises(FileNotFoundError, match="cifar10 was not found"):
         load_cifar("cifar10", root=tmp_path)
+
+
+def test_train_on_cifar100_superclasses(tmp_path):
+    from resnetkit.cli import main
+    from resnetkit.models import load_model
+
+    folder, _ = _write_cifar(tmp_path, "cifar100", "binary")
+    assert main(["train", "--recipe", "demo", "--data", str(folder), "--cifar100-labels", "coarse", "--epochs", "1",
+                 "--batch-size", "2", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    _, info = load_model(tmp_path / "run" / "model.safetensors")
+    assert info.class_names == [f"coarse{i}" for i in range(20)]

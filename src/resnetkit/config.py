@@ -148,6 +148,7 @@ class TrainConfig:
     # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers)
     augment: str = "pad-crop-flip"
     image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
+    cifar100_labels: str = "fine"  # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses)
     lighting: float = 0.0  # large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)
     workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
     # model

@@ -50,7 +50,8 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
         dist.barrier()  # the main process downloads (and decodes into the cache) first, the others then read
     try:
         splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
-                                      image_size=config.image_size or None, download=True))
+                                      image_size=config.image_size or None, download=True,
+                                      cifar100_labels=config.cifar100_labels))
     finally:
         if dist.is_main:
             dist.barrier()  # also on failure: the others then fail on their own, not at a timeout
