@@ -163,6 +163,30 @@ def test_imagenet_paper_recipe_trains_end_to_end_with_scale_augmentation_lightin
     assert json.loads((tmp_path / "run" / "report.json").read_text())["images"] == 12
 
 
+def test_auto_augment_keeps_small_images_in_memory_and_reads_photos_with_workers(tmp_path):
+    from PIL import Image
+
+    from resnetkit.config import TrainConfig
+    from resnetkit.train.data import resolve_augment
+
+    for label, name in enumerate(["blue", "red"]):
+        for folder, size in (("icons", (32, 32)), ("photos", (96, 72))):  # 64 pixels a side is the line
+            (tmp_path / folder / name).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", size, (200 * label, 60, 20 * i)).save(tmp_path / folder / name / f"{i}.jpg")
+    picked = {data: resolve_augment(TrainConfig(data=data)) for data in
+              ("digits", "cifar10", str(tmp_path / "icons"), str(tmp_path / "photos"))}
+    assert list(picked.values()) == ["pad-crop", "pad-crop-flip", "pad-crop-flip", "rrc"]
+    assert resolve_augment(TrainConfig(data=str(tmp_path / "photos"), augment="scale")) == "scale"
+    # A fine-tune on a folder of photos goes the large-image way and records what "auto" chose.
+    assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "photos"), "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out-dir", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment"] == "rrc"
+    _, info = load_model(tmp_path / "run" / "model.safetensors")
+    assert info.preprocess.input_size == 32 and info.preprocess.resize_size == round(32 * 256 / 224)
+
+
 def test_large_image_val_folder_with_other_classes_is_a_clear_error(tmp_path, capsys):
     _large_image_tree(tmp_path / "data", {"train": ["blue", "red"], "val": ["blue", "green"]})
     assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "data"), "--model", "resnet20",

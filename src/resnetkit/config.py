@@ -145,8 +145,9 @@ class TrainConfig:
     data: str = "digits"  # a folder, a tar of a folder tree, "cifar10", "cifar100", "digits", or a CIFAR archive
     val_split: int = 0  # hold out this many training images (stratified, seeded) for validation
     # "pad-crop-flip" (paper CIFAR), "pad-crop", "flip", "none" (small images, batch-wise);
-    # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers)
-    augment: str = "pad-crop-flip"
+    # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers);
+    # "auto": pad-crop for digits, pad-crop-flip for CIFAR and images up to 64 px, rrc for larger photos
+    augment: str = "auto"
     image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
     cifar100_labels: str = "fine"  # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses)
     lighting: float = 0.0  # large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)

@@ -5,7 +5,8 @@ with ``InMemoryLoader(..., augment=BatchAugment())``. Large images: ``ImageFileD
 ``paper_train_transform`` / ``eval_transform`` and ``build_file_loader``. See docs/data.md.
 """
 
-from .api import DataConfig, DataSplits, data_root, load_data, load_image_dataset, open_image_files
+from .api import (DataConfig, DataSplits, data_root, first_image_size, load_data, load_image_dataset,
+                  open_image_files)
 from .augment import BatchAugment, normalize, random_crop_flip
 from .cache import cache_dir
 from .cifar import download_cifar, load_cifar, read_cifar
@@ -20,7 +21,7 @@ from .tree import ImageTree, index_tree
 __all__ = [
     "BatchAugment", "DataConfig", "DataSplits", "FileLoader", "ImageFileDataset", "ImageTree",
     "InMemoryImageDataset", "InMemoryLoader", "build_file_loader", "cache_dir", "collate_skipping_bad", "data_root",
-    "decode_tree", "download_cifar", "eval_transform", "index_tree", "load_cifar", "load_data",
+    "decode_tree", "download_cifar", "eval_transform", "first_image_size", "index_tree", "load_cifar", "load_data",
     "load_digits_dataset", "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files",
     "paper_train_transform", "random_crop_flip", "random_resized_crop_transform", "read_cifar", "split_holdout",
     "stratified_split",

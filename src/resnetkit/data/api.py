@@ -15,11 +15,11 @@ from typing import Any
 
 from .cache import cache_dir
 from .cifar import CIFAR_NAMES, detect_format, locate_cifar, read_cifar
-from .decode import fit_to_size, load_tree_in_memory
+from .decode import decode_rgb, fit_to_size, load_tree_in_memory
 from .digits import load_digits_dataset
 from .memory import InMemoryImageDataset, split_holdout
 from .transforms import ImageFileDataset
-from .tree import is_compressed
+from .tree import index_tree, is_compressed
 
 SPLITS = ("train", "test")
 
@@ -131,6 +131,21 @@ def open_image_files(source: str, *, split: str = "test") -> ImageFileDataset | 
     if path.is_file() and is_compressed(path):
         return None
     return ImageFileDataset(path, split=split)
+
+
+def first_image_size(source: str) -> tuple[int, int] | None:
+    """``(height, width)`` of the first decodable training image of an image tree; None for dataset names,
+    CIFAR batches, a missing path or a tree with nothing decodable."""
+    path = Path(source).expanduser()
+    if source == "digits" or source in CIFAR_NAMES or not path.exists() or is_cifar_source(path):
+        return None
+    tree = index_tree(path, split="train")
+    for _, data in tree.iter_bytes() if tree is not None else ():
+        try:
+            return tuple(decode_rgb(data).shape[1:])  # type: ignore[return-value]
+        except ValueError:
+            continue
+    return None
 
 
 def load_image_dataset(source: str, *, split: str = "train", **options: Any) -> InMemoryImageDataset:

@@ -2,11 +2,13 @@
 
 Small images (CIFAR, digits, small image trees) live in memory as uint8 and are augmented a batch at a
 time (``augment``: pad-crop-flip, pad-crop, flip, none). Large images (``augment``: scale, rrc) are
-decoded per sample by DataLoader workers with torchvision transforms v2.
+decoded per sample by DataLoader workers with torchvision transforms v2. ``augment: auto`` picks by
+the data (``resolve_augment``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +17,24 @@ from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
 from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader, eval_transform,
-                    load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
+                    first_image_size, load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
 LARGE_IMAGE_AUGMENTS = ("scale", "rrc")
+SMALL_IMAGE_MAX_SIDE = 64  # "auto": trees of images up to this size are decoded into memory
+
+
+def resolve_augment(config: TrainConfig) -> str:
+    """What ``augment: auto`` stands for: ``pad-crop`` for the digits (never mirrored), ``pad-crop-flip`` for
+    CIFAR and trees of small images (up to 64 pixels a side, judged by the first image: decoded into memory,
+    augmented batch-wise), ``rrc`` for trees of larger photos (RandomResizedCrop in loader workers)."""
+    if config.augment != "auto":
+        return config.augment
+    if config.data == "digits":
+        return "pad-crop"
+    size = first_image_size(config.data)
+    return "rrc" if size is not None and max(size) > SMALL_IMAGE_MAX_SIDE else "pad-crop-flip"
 
 
 @dataclass
@@ -112,6 +127,7 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
 
 
 def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
+    config = dataclasses.replace(config, augment=resolve_augment(config))
     if config.augment in LARGE_IMAGE_AUGMENTS:
         return large_image_data(config, dist=dist)
     if config.augment not in SMALL_IMAGE_AUGMENTS:

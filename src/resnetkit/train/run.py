@@ -6,6 +6,7 @@ here in order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from ..device import resolve_device
 from ..evaluate.report import write_report
 from ..models import create_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
-from .data import TrainData, build_train_data
+from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
 from .loop import CHECKPOINT_NAME, FitResult, Trainer
 
@@ -66,6 +67,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     torch.manual_seed(config.seed)
+    config = dataclasses.replace(config, augment=resolve_augment(config))  # "auto" -> what it picked, recorded
     out_dir = Path(config.out_dir)
     if (out_dir / CHECKPOINT_NAME).exists() and not config.resume:
         raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
