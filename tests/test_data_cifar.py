@@ -186,3 +186,10 @@ def test_train_on_cifar100_superclasses(tmp_path):
                  "--batch-size", "2", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
     _, info = load_model(tmp_path / "run" / "model.safetensors")
     assert info.class_names == [f"coarse{i}" for i in range(20)]
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(folder), "--cifar100-labels", "coarse",
+                 "--out-dir", str(tmp_path / "eval")]) == 0
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(folder),
+                 "--out-dir", str(tmp_path / "eval")]) == 2  # fine labels: classes the model does not know
+    # The option means nothing for other data: an error, not a silent no-op.
+    with pytest.raises(ValueError, match="not CIFAR-100"):
+        load_image_dataset("digits", cifar100_labels="coarse")

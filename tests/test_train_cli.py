@@ -100,6 +100,15 @@ def test_a_diverging_run_stops_with_a_message_not_a_traceback(tmp_path, capsys):
     assert "the loss became NaN or infinite in epoch 1" in capsys.readouterr().err
 
 
+def test_settings_that_would_be_silently_ignored_or_peek_at_the_test_set_are_refused(tmp_path, capsys):
+    args = ["train", "--recipe", "demo", "--out-dir", str(tmp_path), "--no-progress", "--epochs", "1"]
+    assert main(args + ["--lighting", "0.1"]) == 2
+    assert "lighting=0.1" in capsys.readouterr().err  # PCA lighting is for the large-image augments only
+    assert main(args + ["--schedule", "plateau"]) == 2  # the demo has no --val-split: val would be the test split
+    assert "add --val-split N" in capsys.readouterr().err
+    assert main(args + ["--schedule", "plateau", "--val-split", "200"]) == 0
+
+
 def test_too_little_data_for_one_step_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--recipe", "demo", "--batch-size", "1024", "--accumulate", "2",
                  "--out-dir", str(tmp_path), "--no-progress"]) == 2

@@ -74,24 +74,31 @@ def test_metrics_reach_tensorboard(tmp_path):
     assert {"val_top1", "lr", "images_per_s"} <= set(events.Tags()["scalars"])
 
 
-@pytest.mark.parametrize("schedule", ["step", "plateau"])
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, schedule):
-    options = {"schedule": schedule, "patience": 0}
+@pytest.mark.parametrize("schedule, epochs, killed_in", [("step", 3, 1), ("plateau", 5, 4)])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, schedule, epochs, killed_in):
+    options = {"schedule": schedule, "patience": 0, "epochs": epochs}
     full = _trainer(tmp_path / "full", **options).fit()
-    # Kill the run in the middle of its second epoch, then resume it.
+    # Kill the run in the middle of an epoch, then resume it.
     killed = _trainer(tmp_path / "resumed", **options)
 
     class KilledLoader(TensorLoader):
         def __iter__(self):
             for i, batch in enumerate(super().__iter__()):
-                if self.epoch == 1 and i == 2:
+                if self.epoch == killed_in and i == 2:
                     raise KeyboardInterrupt
                 yield batch
 
     killed.train_loader = KilledLoader(killed.train_loader.images, killed.train_loader.labels, 16)
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
+    saved = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert saved["epoch"] == killed_in - 1
+    if schedule == "plateau":  # the lr had dropped before the kill: resuming must not undo it
+        drops = plateau_drops([r["val_top1"] for r in saved["history"]], patience=0)
+        assert drops >= 1
+        again = _trainer(tmp_path / "resumed", resume=True, **options)
+        assert again.resume() and again.lr_drops == drops
+        assert again.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.1 ** drops)
     resumed = _trainer(tmp_path / "resumed", resume=True, **options).fit()
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -57,21 +58,30 @@ def _print_result(result) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_train_config
-    from .train.run import run_training
 
     config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",)))
-    _print_result(run_training(config))
+    return _train(config)
+
+
+def _train(config: Any) -> int:
+    """Run training and print where its results are; a diverging run ends with its message, not a traceback."""
+    from .train.loop import NonFiniteLossError
+    from .train.run import run_training
+
+    try:
+        _print_result(run_training(config))
+    except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
+        print(f"resnetkit train: stopped: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_train_config
-    from .train.run import run_training
 
     config = load_train_config("demo", **_overrides(args, exclude=()))
     print(f"training {config.model} on the bundled digits ({config.epochs} epochs); writing {config.out_dir}/")
-    _print_result(run_training(config))
-    return 0
+    return _train(config)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -79,7 +89,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = run_evaluation(args.model, args.data, protocol=args.protocol, out_dir=args.out_dir,
                             batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None,
-                            device=args.device, workers=args.workers, val_split=args.val_split, seed=args.seed)
+                            device=args.device, workers=args.workers, val_split=args.val_split, seed=args.seed,
+                            cifar100_labels=args.cifar100_labels)
     print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images; report: {args.out_dir}/report.md")
     return 0
@@ -177,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-split", type=int, default=0, metavar="N",
                    help="measure the N images `resnetkit train --val-split N` held out of DATA's training split")
     p.add_argument("--seed", type=int, default=0, help="with --val-split: the training run's seed")
+    p.add_argument("--cifar100-labels", choices=["fine", "coarse"], default="fine",
+                   help="CIFAR-100: the 100 classes or the 20 superclasses (as the model was trained)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")
@@ -243,13 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"resnetkit {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        from .train.loop import NonFiniteLossError
-
-        if not isinstance(e, NonFiniteLossError):
-            raise
-        print(f"resnetkit {args.command}: stopped: {e}", file=sys.stderr)  # its last good checkpoint is kept
-        return 1
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ class TrainConfig:
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
     gamma: float = 0.1
-    patience: int = 5  # "plateau": evaluations without a 0.1-point gain in val top-1 before the lr drops
+    patience: int = 5  # "plateau": the lr drops after more than this many evaluations without a 0.1-point gain
     warmup: float = 0.0  # linear warm-up length, in epochs (or iterations when ``iterations`` is set)
     warmup_lr: float = 0.0  # >0: a constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 its)
     # speed and reproducibility

@@ -93,13 +93,21 @@ def _resize(dataset: InMemoryImageDataset | None, image_size: int | None) -> InM
     return dataset
 
 
+def _coarse_needs_cifar100(config: DataConfig, classes: int | None = None) -> None:
+    if config.cifar100_labels == "coarse" and classes != 20:
+        raise ValueError(f"cifar100_labels='coarse' (--cifar100-labels) picks CIFAR-100's 20 superclasses, but "
+                         f"{config.source} is not CIFAR-100; drop the option")
+
+
 def _load_sources(config: DataConfig, splits: tuple[str, ...]) -> dict[str, InMemoryImageDataset | None]:
     source = config.source
     if source == "digits":
+        _coarse_needs_cifar100(config)
         return {s: load_digits_dataset(s, size=config.image_size or 16) for s in splits}
     if source in CIFAR_NAMES:
         path = locate_cifar(source, root=config.root or data_root(), download=config.download)
         both = read_cifar(path, labels=config.cifar100_labels)
+        _coarse_needs_cifar100(config, both["train"].num_classes)
         return {s: both[s] for s in splits}
     path = Path(source).expanduser()
     if not path.exists():
@@ -107,7 +115,9 @@ def _load_sources(config: DataConfig, splits: tuple[str, ...]) -> dict[str, InMe
                                 "nor an existing folder or archive")
     if is_cifar_source(path):
         both = read_cifar(path, labels=config.cifar100_labels)
+        _coarse_needs_cifar100(config, both["train"].num_classes)
         return {s: both[s] for s in splits}
+    _coarse_needs_cifar100(config)
     return {s: load_tree_in_memory(path, split=s, image_size=config.image_size, workers=config.workers,
                                    cache=config.cache) for s in splits}
 

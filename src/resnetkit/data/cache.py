@@ -1,12 +1,12 @@
 """An on-disk cache of decoded datasets, keyed by the content they came from.
 
 Decoding 50,000 JPEGs takes seconds to minutes; loading the decoded uint8 tensor takes a fraction
-of a second. For an archive (or any single file) the key hashes its bytes (0.2 s for the 77 MB CIFAR-10
-JPEG tar), so a copy of the archive in another folder finds its cache and any change of content gets a new one. For a
-folder, where reading every file would cost about as much as decoding it, the key hashes every file's
-relative path, size and modification time. The decoding options are part of the key. Writes go to a
-temporary file renamed into place (atomic on POSIX), and a file that cannot be read back is ignored,
-removed and rebuilt.
+of a second. For an archive (or any single file) the key hashes its bytes (a fraction of a second for
+the 77 MB CIFAR-10 JPEG tar), so a copy of the archive in another folder finds its cache and any
+change of content gets a new one. For a folder, where reading every file would cost about as much as
+decoding it, the key hashes every file's relative path, size and modification time. The decoding
+options are part of the key. Writes go to a temporary file renamed into place (atomic on POSIX), and
+a file that cannot be read back is ignored, removed and rebuilt.
 """
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
 
 
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_fingerprint(source: str | os.PathLike[str]) -> list[Any]:
     """What identifies a source's content: a file's SHA-256; a folder's path and its files' paths, sizes, mtimes."""
     path = Path(source).resolve()
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        return ["sha256", digest.hexdigest()]
+        return ["sha256", _file_sha256(str(path))]
     entries: list[Any] = [str(path)]
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames.sort()

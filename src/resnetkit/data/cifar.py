@@ -243,5 +243,6 @@ def locate_cifar(name: str, *, root: str | os.PathLike[str], download: bool = Fa
     fmt = next(f for f in FORMATS if f.dataset == name and f.kind == "python")
     raise FileNotFoundError(
         f"{name} was not found in {root} (looked for {fmt.folder}/ and {fmt.archive}). Pass download=True "
-        f"(`resnetkit train` does) to fetch {fmt.url}, or, offline, download it elsewhere and copy it into {root}"
+        f"(`resnetkit train` does) to fetch {fmt.url}, or, offline, download it elsewhere and copy it into {root} "
+        "(or point $RESNETKIT_DATA at the folder that holds it)"
     )

@@ -128,4 +128,8 @@ def split_holdout(dataset: InMemoryImageDataset, holdout: int, *,
     labels[present] = dataset.labels
     row = torch.cumsum(present, 0) - 1  # file position -> row of ``dataset``
     keep, held = stratified_split(labels, holdout, seed=seed)
-    return dataset.subset(row[keep[present[keep]]]), dataset.subset(row[held[present[held]]])
+    keep, held = row[keep[present[keep]]], row[held[present[held]]]
+    if holdout and not len(held):
+        raise ValueError(f"{dataset.source}: all {holdout} held-out files failed to decode (see the warnings); "
+                         "fix or remove them, or hold out more images")
+    return dataset.subset(keep), dataset.subset(held)

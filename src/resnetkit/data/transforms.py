@@ -38,10 +38,6 @@ def _interpolation(preprocess: Preprocess) -> InterpolationMode:
         raise ValueError(f"interpolation {preprocess.interpolation!r} is not one of {sorted(INTERPOLATIONS)}") from None
 
 
-def _to_normalized(preprocess: Preprocess) -> list[Any]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocess.mean), list(preprocess.std))]
-
-
 # The principal components of ImageNet's RGB pixels (values in [0, 1]), as AlexNet's lighting noise uses them
 # (the figures of fb.resnet.torch and the torchvision-era reproductions).
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)

@@ -15,7 +15,7 @@ from .protocols import evaluate_samples
 from .report import write_report
 
 
-def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0):
+def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
     """``(dataset, class names, which images)`` to evaluate.
 
     With ``val_split``: the images ``resnetkit train --val-split N --seed S`` held out of ``data``'s
@@ -32,7 +32,8 @@ def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0):
         if files is not None:
             _, held = datasets.stratified_split(torch.tensor(files.tree.labels), val_split, seed=seed)
             return Subset(files, held.tolist()), files.class_names, described
-        held_out = datasets.load_data(datasets.DataConfig(source=data, val_split=val_split, seed=seed)).val
+        held_out = datasets.load_data(datasets.DataConfig(source=data, val_split=val_split, seed=seed,
+                                                          cifar100_labels=cifar100_labels)).val
         return held_out, held_out.class_names, described
     if data == "digits":
         test = datasets.load_digits_dataset("test")
@@ -44,9 +45,9 @@ def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0):
         dataset, split = datasets.open_image_files(data, split="train"), whole
     if dataset is None:
         try:
-            dataset, split = datasets.load_image_dataset(data, split="test"), "test"
+            dataset, split = datasets.load_image_dataset(data, split="test", cifar100_labels=cifar100_labels), "test"
         except FileNotFoundError:
-            dataset, split = datasets.load_image_dataset(data, split="train"), whole
+            dataset, split = datasets.load_image_dataset(data, split="train", cifar100_labels=cifar100_labels), whole
     return dataset, dataset.class_names, split
 
 
@@ -62,17 +63,20 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     unknown = [name for name in dataset_classes if name not in index]
     if unknown:
         raise ValueError(f"{data} has classes the model {model} does not know: {unknown[:10]}; the model's "
-                         f"classes are {model_classes[:10]}{' ...' if len(model_classes) > 10 else ''}")
+                         f"classes are {model_classes[:10]}{' ...' if len(model_classes) > 10 else ''}. Evaluate "
+                         "it on data with the classes it was trained on (CIFAR-100 superclasses: --cifar100-labels "
+                         "coarse)")
     return torch.tensor([index[name] for name in dataset_classes])
 
 
 def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_dir: str = "runs/eval",
                    batch_size: int = 64, scales: tuple[int, ...] | None = None, device: str = "auto",
-                   workers: int = 2, val_split: int = 0, seed: int = 0) -> ClassificationMetrics:
+                   workers: int = 2, val_split: int = 0, seed: int = 0,
+                   cifar100_labels: str = "fine") -> ClassificationMetrics:
     from ..data import ImageFileDataset
 
     model, info = load_model(model_path)
-    dataset, class_names, split = _open_dataset(data, val_split=val_split, seed=seed)
+    dataset, class_names, split = _open_dataset(data, val_split=val_split, seed=seed, cifar100_labels=cifar100_labels)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
     reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)

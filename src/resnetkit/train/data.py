@@ -74,6 +74,9 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
     if splits.val is not None:
         val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.seed})"
     elif splits.test is not None:
+        if config.schedule == "plateau":
+            raise ValueError("schedule='plateau' lowers the lr by the validation accuracy; without --val-split that "
+                             f"would be the test split of {config.data}, which must not steer training: add --val-split N")
         val, val_description = splits.test, f"the {len(splits.test)} test images"
     else:
         val, val_description = None, ""
@@ -128,6 +131,9 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
 
 def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
     config = dataclasses.replace(config, augment=resolve_augment(config))
+    if config.lighting and config.augment not in LARGE_IMAGE_AUGMENTS:
+        raise ValueError(f"lighting={config.lighting} (PCA colour noise) goes with the large-image augments "
+                         f"{LARGE_IMAGE_AUGMENTS}, not augment={config.augment!r}; drop --lighting or change --augment")
     if config.augment in LARGE_IMAGE_AUGMENTS:
         return large_image_data(config, dist=dist)
     if config.augment not in SMALL_IMAGE_AUGMENTS:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def progress(iterable: Iterable, *, desc: str, enabled: bool) -> Iterable:
@@ -30,10 +32,9 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional: say so once, CSV and JSONL are written regardless
-                print("TensorBoard logs are not written: the tensorboard package is not installed "
-                      "(pip install tensorboard, or resnetkit[tensorboard]); metrics.csv and metrics.jsonl are "
-                      "written as usual",
-                      file=sys.stderr)
+                log.warning("TensorBoard logs are not written: the tensorboard package is not installed "
+                            "(pip install tensorboard, or resnetkit[tensorboard]); metrics.csv and metrics.jsonl "
+                            "are written as usual")
             else:
                 self._tb = SummaryWriter(str(out_dir / "tensorboard"))
 

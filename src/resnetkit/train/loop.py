@@ -140,7 +140,7 @@ class Trainer:
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
         self.lr_drops = 0  # "plateau": times the lr was multiplied by gamma so far (from the history)
-        self.scheduler = build_scheduler(self.optimizer, spec, lambda: self.lr_drops)
+        self.scheduler = build_scheduler(self.optimizer, spec, drops=lambda: self.lr_drops)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.mix = _mix_transform(config, num_classes)
@@ -266,9 +266,11 @@ class Trainer:
         """Copy the running sums to the host, stop on a non-finite loss, refresh the progress bar."""
         loss_sum, correct, bad = sums.tolist()
         if bad:
+            kept = (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
+                    else "no checkpoint had been written yet")
             raise NonFiniteLossError(
                 f"the loss became NaN or infinite in epoch {epoch + 1} (between iterations {first_step} and "
-                f"{self.step}); the last good checkpoint ({self.checkpoint_path}) is intact. Lower --lr, set "
+                f"{self.step}); {kept}. Start a new run (another --out-dir) with a lower --lr or with "
                 "--grad-clip, or check the data")
         if hasattr(bar, "set_postfix") and seen:
             elapsed = time.perf_counter() - started

@@ -85,7 +85,7 @@ def plateau_drops(val_top1: list[float], *, patience: int, threshold: float = PL
     return drops
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec,
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, *,
                     drops: Callable[[], int] = lambda: 0) -> LambdaLR:
     """``drops()``: how many times a "plateau" schedule has multiplied the lr by ``gamma`` so far."""
     fn: Callable[[int], float] = lambda step: lr_factor(spec, step) * spec.gamma ** drops()  # noqa: E731
