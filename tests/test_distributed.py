@@ -12,12 +12,13 @@ from safetensors.torch import load_file
 from resnetkit import create_model
 
 
-def _train(out_dir, nproc: int) -> dict[str, torch.Tensor]:
+def _train(out_dir, nproc: int, *extra: str) -> dict[str, torch.Tensor]:
     # Frozen BN, no augmentation, fp32: the only difference left is how the gradient sum is reduced.
     # One optimizer step on one global batch: over many steps rounding differences in the gradient sum grow
     # chaotically (frozen BN leaves activations unnormalised), so longer runs agree only loosely.
     args = ["-m", "resnetkit.cli", "train", "--recipe", "demo", "--iterations", "1", "--augment", "none", "--freeze-bn",
-            "--amp", "none", "--no-channels-last", "--batch-size", "64", "--no-progress", "--out-dir", str(out_dir)]
+            "--amp", "none", "--no-channels-last", "--batch-size", "64", "--no-progress", "--out-dir", str(out_dir),
+            *extra]
     if nproc == 1:
         command = [sys.executable, *args]
     else:
@@ -38,6 +39,14 @@ def test_two_cpu_processes_agree_with_one_on_the_same_global_batch(tmp_path):
     initial = create_model("resnet20", num_classes=10).state_dict()
     moved = max((single[k] - initial[k]).abs().max().item() for k in single if single[k].is_floating_point())
     assert moved > 1e-3
+
+
+def test_gradient_accumulation_over_two_processes_equals_one_big_batch(tmp_path):
+    # 2 processes x 2 accumulated micro-batches of 32 (the first all-reduce skipped) = one batch of 128.
+    single = _train(tmp_path / "single", 1, "--batch-size", "128")
+    double = _train(tmp_path / "ddp", 2, "--accumulate", "2")
+    for key in single:
+        assert torch.allclose(single[key], double[key], rtol=0, atol=1e-6), key
 
 
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, capsys):

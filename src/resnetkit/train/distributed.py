@@ -53,6 +53,14 @@ class DistInfo:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (every rank must call it)."""
+        if not self.enabled:
+            return flag
+        total = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(total)
+        return bool(total.item())
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -9,6 +9,7 @@ same data as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -115,6 +116,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: saved, evaluated, averaged
         self.train_model: nn.Module = self.dist.wrap(model, device)
+        self.ddp = self.train_model if isinstance(self.train_model, nn.parallel.DistributedDataParallel) else None
         if config.compile:
             self.train_model = torch.compile(self.train_model)
 
@@ -244,12 +246,15 @@ class Trainer:
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                logits = self.train_model(images)
-                loss = self.criterion(logits, targets)
-            self.scaler.scale(loss / cfg.accumulate).backward()
-            if (i + 1) % cfg.accumulate == 0:
+            steps_now = (i + 1) % cfg.accumulate == 0
+            # Under DDP, a micro-batch that does not end an accumulation keeps its gradient local (no all-reduce).
+            with contextlib.nullcontext() if steps_now or self.ddp is None else self.ddp.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    logits = self.train_model(images)
+                    loss = self.criterion(logits, targets)
+                self.scaler.scale(loss / cfg.accumulate).backward()
+            if steps_now:
                 self._optimizer_step()
             seen += labels.numel()
             sums += torch.stack([loss.detach().double() * labels.numel(), (logits.argmax(1) == labels).sum().double(),
@@ -265,6 +270,7 @@ class Trainer:
                    first_step: int) -> tuple[float, float]:
         """Copy the running sums to the host, stop on a non-finite loss, refresh the progress bar."""
         loss_sum, correct, bad = sums.tolist()
+        bad = self.dist.any(bad > 0)  # all ranks stop together: one rank alone would leave the others waiting
         if bad:
             kept = (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
                     else "no checkpoint had been written yet")
