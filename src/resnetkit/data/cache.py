@@ -11,6 +11,7 @@ a file that cannot be read back is ignored, removed and rebuilt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
 
 
-def _file_sha256(path: str) -> str:
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, version: tuple[int, ...]) -> str:
+    """SHA-256 of a file, read once per ``version`` (inode, size, mtime, ctime): the train and test splits of
+    one archive share it. Any write to the file changes its ctime, which no user can set back."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -45,7 +49,9 @@ def source_fingerprint(source: str | os.PathLike[str]) -> list[Any]:
     """What identifies a source's content: a file's SHA-256; a folder's path and its files' paths, sizes, mtimes."""
     path = Path(source).resolve()
     if path.is_file():
-        return ["sha256", _file_sha256(str(path))]
+        stat = path.stat()
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        return ["sha256", _file_sha256(str(path), version)]
     entries: list[Any] = [str(path)]
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames.sort()
