@@ -84,6 +84,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _train(config)
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .config import StudyConfig
+    from .reproduce import run_study
+
+    study = StudyConfig(data=args.data, out_dir=args.out, depths=tuple(args.depths), plain=args.plain,
+                        schedule=args.schedule, epochs_scale=args.epochs_scale, seeds=args.seeds,
+                        only=tuple(args.only or ()), val_split=args.val_split, device=args.device,
+                        progress=args.progress)
+    print(f"report: {run_study(study)}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate.run import run_evaluation
 
@@ -175,6 +187,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("reproduce", help="the paper's experiments: train, resume and report the CIFAR-10 study",
+                       description="The CIFAR-10 study of section 4.2: every depth (and its plain twin with --plain) "
+                                   "as its own resumable run under --out, then report.md with Table 6 side by side "
+                                   "with the paper, Figures 6 and 7 and gradient flow. Run the same command again "
+                                   "to continue after a stop; finished runs are skipped.")
+    p.add_argument("study", choices=["cifar10"], help="which study (the CIFAR-10 one of section 4.2)")
+    p.add_argument("--data", default="cifar10",
+                   help="CIFAR-10 as for `resnetkit train --data`: 'cifar10' (downloaded), its archive, or an image "
+                        "folder/tar (default: cifar10)")
+    p.add_argument("--out", default="runs/reproduce-cifar10", help="study folder (default: runs/reproduce-cifar10)")
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110],
+                   help="CIFAR depths 6n+2 (default: 20 32 44 56 110)")
+    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts)")
+    p.add_argument("--schedule", choices=["paper", "fast"], default="paper",
+                   help="paper: section 4.2, 64k iterations, lr /10 at 32k and 48k; fast: the cifar10-fast recipe "
+                        "(default: paper)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
+    p.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere")
+    p.add_argument("--val-split", type=int, default=5000, metavar="N",
+                   help="training images held out for validation (default: 5000, the paper's 45k/5k split)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bars (default: on)")
+    p.set_defaults(func=_cmd_reproduce)
+
     p = sub.add_parser("eval", help="evaluate a model file on a labelled image folder, tar or dataset")
     p.add_argument("model", help="a resnetkit .safetensors model file")
     p.add_argument("data", help="image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...")
@@ -250,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="resnetkit: %(message)s")
+    logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

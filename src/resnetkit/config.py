@@ -205,6 +205,47 @@ class TrainConfig:
         return _from_dict(cls, data, what="train config")
 
 
+STUDY_SCHEDULES = ("paper", "fast")
+
+
+@dataclass
+class StudyConfig:
+    """The paper's CIFAR-10 study (section 4.2): which networks, on which data, with which schedule.
+
+    Each (family, depth, seed) is one training run under ``out_dir``; ``epochs_scale`` shrinks every
+    schedule in proportion (1.0 is the paper's 64k iterations) so the study fits a CPU.
+    """
+
+    data: str = "cifar10"  # anything ``resnetkit train --data`` takes
+    out_dir: str = "runs/reproduce-cifar10"
+    depths: tuple[int, ...] = (20, 32, 44, 56, 110)
+    plain: bool = False  # also train the plain twin (no shortcuts) of every depth
+    schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
+    epochs_scale: float = 1.0  # every schedule length and milestone times this
+    seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
+    only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)
+    val_split: int = 5000  # training images held out for validation, as the paper's 45k/5k split
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule not in STUDY_SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not one of {STUDY_SCHEDULES}")
+        if not 0 < self.epochs_scale <= 10:
+            raise ValueError(f"epochs_scale={self.epochs_scale} must be in (0, 10] (1.0 is the full schedule)")
+        if self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds} must be >= 1")
+        if not self.depths:
+            raise ValueError("depths is empty: give at least one depth, e.g. --depths 20 56")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        return _from_dict(cls, data, what="study config")
+
+
 def recipe_path(name_or_path: str) -> Path:
     """A recipe by name (``cifar10-paper``) from the bundled recipes, or a YAML file path."""
     path = Path(name_or_path)

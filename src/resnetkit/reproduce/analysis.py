@@ -1,0 +1,123 @@
+"""What the study measures on each trained network besides its error: Figure 7 and gradient flow.
+
+- **Layer responses** (the paper's Figure 7): the standard deviation of every 3x3 layer's output after
+  its BatchNorm and before the addition and the ReLU, over held-out images, in eval mode.
+- **Gradient flow**: the norm of the loss gradient at every convolution's weight, for one batch, at
+  initialisation (same seed as the run) and after training.
+
+``analyse_run`` writes them with the run's errors, size and time to ``analysis.json``, the file whose
+presence marks a study run as finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import DataConfig, InMemoryLoader, load_data
+from ..evaluate.metrics import evaluate_batches
+from ..models import count_params, create_model, load_model
+from ..train.checkpoint import load_checkpoint
+from ..train.loop import CHECKPOINT_NAME
+from ..train.run import MODEL_FILE
+
+ANALYSIS_FILE = "analysis.json"
+PROBE_IMAGES = 500  # held-out images for the responses and the gradient batch
+
+
+def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every 3x3 layer's response point, input to output: the BatchNorm after it (post-activation nets),
+    or the convolution itself where no BatchNorm follows it directly (pre-activation nets)."""
+    modules = dict(model.named_modules())
+    points = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+            prefix, _, conv = name.rpartition(".")
+            bn_name = (prefix + "." if prefix else "") + conv.replace("conv", "bn")
+            bn = modules.get(bn_name)
+            after_bn = isinstance(bn, nn.BatchNorm2d) and bn.num_features == module.out_channels and \
+                getattr(model, "config", None) is not None and model.config.variant != "v2"
+            points.append((bn_name, bn) if after_bn else (name, module))
+    return points
+
+
+@torch.no_grad()
+def layer_response_std(model: nn.Module, images: torch.Tensor) -> list[float]:
+    """Standard deviation of each 3x3 layer's response over ``images`` (eval mode), input to output."""
+    stds: list[float] = []
+    hooks = [module.register_forward_hook(lambda _m, _i, out: stds.append(float(out.float().std())))
+             for _, module in response_layers(model)]
+    try:
+        model.eval()(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return stds
+
+
+def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """The gradient norm at every convolution's weight (input to output) for one batch, in train mode
+    as in a training step; ``model`` itself is left untouched (its BatchNorm statistics too)."""
+    probe = copy.deepcopy(model).train()
+    probe.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(probe(images), labels).backward()
+    return [float(m.weight.grad.norm()) for m in probe.modules()
+            if isinstance(m, nn.Conv2d) and m.weight.grad is not None]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
+    """Measure a finished run (errors, Figure 7, gradient flow) and write ``analysis.json`` beside it."""
+    run_dir = Path(config.out_dir)
+    model, info = load_model(run_dir / MODEL_FILE)
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
+                                  image_size=config.image_size or None))
+    mean, std = info.preprocess.mean, info.preprocess.std
+    held_out = splits.val if splits.val is not None else splits.test
+    probe = next(iter(InMemoryLoader(held_out.subset(torch.arange(min(PROBE_IMAGES, len(held_out)))),
+                                     batch_size=PROBE_IMAGES, shuffle=False, mean=mean, std=std)))
+    images, labels = probe
+
+    torch.manual_seed(config.seed)
+    initial = create_model(config.model, num_classes=model.num_classes)
+
+    def error_on(dataset) -> float | None:
+        if dataset is None:
+            return None
+        loader = InMemoryLoader(dataset, batch_size=256, shuffle=False, mean=mean, std=std)
+        metrics = evaluate_batches(model, loader, num_classes=model.num_classes, device=torch.device("cpu"))
+        return 1 - metrics.top1
+
+    last = history[-1]
+    result = {
+        "name": run_dir.name, "family": family, "depth": depth, "seed": config.seed, "arch": config.model,
+        "params": count_params(model), "epochs": len(history),
+        "iterations": int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]),
+        "train_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in history), 1),
+        "train_error": 1 - last["train_acc"],
+        "val_error": error_on(splits.val),
+        "test_error": error_on(splits.test),
+        "curve": [{"epoch": row["epoch"], "train_error": 1 - row["train_acc"],
+                   "val_error": 1 - row["val_top1"] if "val_top1" in row else None} for row in history],
+        "response_std": layer_response_std(model, images),
+        "grad_norm_init": gradient_norms(initial, images, labels),
+        "grad_norm_trained": gradient_norms(model, images, labels),
+        "config": config.to_dict(),
+    }
+    _write_json(run_dir / ANALYSIS_FILE, result)
+    return result

@@ -1,0 +1,120 @@
+"""``resnetkit reproduce cifar10``: the paper's CIFAR-10 study as one resumable command.
+
+Every (family, depth, seed) is an ordinary training run in its own folder under ``out_dir``, made by the
+same ``run_training`` as ``resnetkit train``. Running the command again continues: a finished run (its
+``analysis.json`` exists) is skipped, a killed one resumes from its checkpoint. Separate processes or
+machines can share the work with ``only``; each one rewrites the report from every finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import StudyConfig, TrainConfig, load_train_config
+from ..models.registry import CIFAR_BASIC_DEPTHS
+from ..train.loop import CHECKPOINT_NAME
+from ..train.run import MODEL_FILE, run_training
+from .analysis import ANALYSIS_FILE, analyse_run
+from .report import write_study_report
+
+log = logging.getLogger(__name__)
+
+PAPER_ITERATIONS = 64000  # section 4.2: lr 0.1, /10 at 32k and 48k, stop at 64k (batch 128)
+PAPER_MILESTONES = (32000, 48000)
+FAST_EPOCHS = 26  # the cifar10-fast recipe's length
+DEEP_WARMUP_DEPTH = 110  # the paper warms ResNet-110 up at lr 0.01 for ~400 iterations
+RECIPES = {"paper": "cifar10-paper", "fast": "cifar10-fast"}
+# Differences between a finished run's config.json and today's plan that do not change what it measured.
+IGNORED_FIELDS = {"resume", "progress", "device", "workers", "out_dir", "eval_every", "channels_last", "compile"}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    family: str  # "resnet" or "plain"
+    depth: int
+    seed: int
+
+    @property
+    def arch(self) -> str:
+        return f"{self.family}{self.depth}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-s{self.seed}"
+
+
+def plan_runs(study: StudyConfig) -> list[StudyRun]:
+    """The runs the study needs, in the issue's order: depth by depth, ResNet before its plain twin."""
+    bad = [d for d in study.depths if d not in CIFAR_BASIC_DEPTHS]
+    if bad:
+        raise ValueError(f"depths {bad} are not CIFAR ResNet depths of the paper; choose from {CIFAR_BASIC_DEPTHS}")
+    families = ("resnet", "plain") if study.plain else ("resnet",)
+    runs = [StudyRun(family, depth, seed) for seed in range(study.seeds) for depth in study.depths
+            for family in families]
+    if study.only:
+        runs = [r for r in runs if any(fnmatch.fnmatch(r.name, p) or fnmatch.fnmatch(r.arch, p) for p in study.only)]
+        if not runs:
+            raise ValueError(f"--only {list(study.only)} matches none of the planned runs "
+                             f"({', '.join(r.name for r in plan_runs(dataclasses.replace(study, only=())))})")
+    return runs
+
+
+def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
+    """The recipe (paper or fast) with every length scaled by ``epochs_scale``; the rest is the recipe's."""
+    out_dir = Path(study.out_dir) / run.name
+    overrides: dict[str, object] = dict(
+        data=study.data, val_split=study.val_split, model=run.arch, seed=run.seed, out_dir=str(out_dir),
+        device=study.device, progress=study.progress, eval_every=1,  # Figure 6 needs the error after every epoch
+        resume=(out_dir / CHECKPOINT_NAME).exists())
+    if study.schedule == "paper":
+        overrides.update(iterations=max(1, round(PAPER_ITERATIONS * study.epochs_scale)),
+                         milestones=tuple(max(1, round(m * study.epochs_scale)) for m in PAPER_MILESTONES))
+        if run.depth >= DEEP_WARMUP_DEPTH:  # not scaled: it guards the first steps, whatever the length
+            overrides.update(warmup=400, warmup_lr=0.01)
+    else:
+        overrides.update(epochs=max(1, round(FAST_EPOCHS * study.epochs_scale)))
+    return load_train_config(RECIPES[study.schedule], **overrides)
+
+
+def _check_same_plan(path: Path, planned: TrainConfig) -> None:
+    """A finished run counts only if it is the run planned now (same data, schedule, scale, seed)."""
+    done = json.loads(path.read_text())
+    want = planned.to_dict()
+    changed = sorted(k for k in want if k not in IGNORED_FIELDS and json.dumps(done.get(k)) != json.dumps(want[k]))
+    if changed:
+        shown = ", ".join(f"{k}: {done.get(k)!r} -> {want[k]!r}" for k in changed)
+        raise ValueError(f"{path.parent} holds a finished run with other settings ({shown}); use another --out "
+                         "for a different study, or the same options to continue this one")
+
+
+def run_study(study: StudyConfig) -> Path:
+    """Train (or resume, or skip) every planned run, analyse each, and write the report; returns its path."""
+    out = Path(study.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(study.to_dict(), indent=2))
+    runs = plan_runs(study)
+    for i, run in enumerate(runs, 1):
+        config = train_config_for(study, run)
+        run_dir = Path(config.out_dir)
+        if (run_dir / ANALYSIS_FILE).exists():
+            _check_same_plan(run_dir / "config.json", config)
+            log.info("[%d/%d] %s: finished earlier, skipped", i, len(runs), run.name)
+            continue
+        if not _finished(run_dir):
+            log.info("[%d/%d] %s: %s", i, len(runs), run.name, "resuming" if config.resume else "training")
+            run_training(config)
+        analyse_run(config, run.family, run.depth)
+        log.info("[%d/%d] %s: done", i, len(runs), run.name)
+        write_study_report(out, study)  # after every run: a study stopped half-way still has its report
+    return write_study_report(out, study)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether a run wrote its model file after its last checkpoint (so training is complete)."""
+    model, checkpoint = run_dir / MODEL_FILE, run_dir / CHECKPOINT_NAME
+    return model.exists() and (not checkpoint.exists() or model.stat().st_mtime >= checkpoint.stat().st_mtime)
