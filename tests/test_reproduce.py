@@ -1,0 +1,119 @@
+"""`resnetkit reproduce cifar10`: the study's plan, its measurements, and the whole command on the digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnetkit import create_model
+from resnetkit.cli import main
+from resnetkit.config import StudyConfig
+from resnetkit.reproduce import gradient_norms, layer_response_std, plan_runs, response_layers, train_config_for
+
+
+def test_plan_orders_runs_and_filters_them_with_only():
+    study = StudyConfig(depths=(20, 56), plain=True, seeds=2)
+    names = [r.name for r in plan_runs(study)]
+    assert names == ["resnet20-s0", "plain20-s0", "resnet56-s0", "plain56-s0",
+                     "resnet20-s1", "plain20-s1", "resnet56-s1", "plain56-s1"]
+    only = StudyConfig(depths=(20, 56), plain=True, seeds=2, only=("plain*", "resnet56-s1"))
+    assert [r.name for r in plan_runs(only)] == ["plain20-s0", "plain56-s0", "plain20-s1", "resnet56-s1", "plain56-s1"]
+    with pytest.raises(ValueError, match="matches none"):
+        plan_runs(StudyConfig(depths=(20,), only=("resnet32",)))
+    with pytest.raises(ValueError, match="not CIFAR ResNet depths"):
+        plan_runs(StudyConfig(depths=(20, 50)))
+
+
+def test_paper_schedule_scales_iterations_and_milestones_and_warms_up_the_deep_nets(tmp_path):
+    study = StudyConfig(out_dir=str(tmp_path), depths=(20, 110), epochs_scale=0.1)
+    shallow, deep = (train_config_for(study, run) for run in plan_runs(study))
+    assert (shallow.iterations, tuple(shallow.milestones)) == (6400, (3200, 4800))
+    assert (shallow.lr, shallow.batch_size, shallow.weight_decay, shallow.val_split) == (0.1, 128, 1e-4, 5000)
+    assert shallow.warmup == 0 and (deep.warmup, deep.warmup_lr) == (400, 0.01)
+    assert shallow.out_dir == str(tmp_path / "resnet20-s0") and shallow.eval_every == 1 and not shallow.resume
+    fast = train_config_for(StudyConfig(schedule="fast", epochs_scale=0.5), plan_runs(StudyConfig(depths=(20,)))[0])
+    assert fast.epochs == 13 and fast.schedule == "onecycle"
+
+
+def test_responses_are_taken_after_bn_before_the_addition_and_gradients_leave_the_model_untouched():
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    points = response_layers(model)
+    assert len(points) == 19 and points[0][0] == "bn1" and points[1][0] == "layer1.0.bn1" and \
+        points[-1][0] == "layer3.2.bn2"
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for _, m in points)
+    preact = response_layers(create_model("resnet20", variant="v2"))
+    assert len(preact) == 19 and all(isinstance(m, torch.nn.Conv2d) for _, m in preact)
+
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    stds = layer_response_std(model, images)
+    # An eval-mode BN at initialisation is the identity: the stem's response std is the stem conv's output std.
+    assert len(stds) == 19 and stds[0] == pytest.approx(float(model.conv1(images).detach().std()), rel=1e-5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    norms = gradient_norms(model, images, labels)
+    assert len(norms) == 19 and all(n > 0 for n in norms)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _study_args(out, *extra):
+    return ["reproduce", "cifar10", "--data", "digits", "--out", str(out), "--depths", "20", "32", "--plain",
+            "--epochs-scale", "0.0005", "--val-split", "100", "--no-progress", *extra]
+
+
+def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    # Kill the plain-32 run in its second epoch: the study stops, with the finished runs' report written.
+    from resnetkit.data.loader import InMemoryLoader
+
+    real_iter = InMemoryLoader.__iter__
+
+    def killed(self):
+        for i, batch in enumerate(real_iter(self)):
+            if self.epoch == 2 and i == 2 and self.augment is not None and "plain32" in killed.run:
+                raise KeyboardInterrupt
+            yield batch
+
+    import resnetkit.reproduce.study as study_module
+
+    real_training = study_module.run_training
+
+    def remember_run(config):
+        killed.run = config.out_dir
+        return real_training(config)
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", killed)
+    monkeypatch.setattr(study_module, "run_training", remember_run)
+    with pytest.raises(KeyboardInterrupt):
+        main(_study_args(out))
+    assert (out / "plain32-s0" / "checkpoint.pt").exists() and not (out / "plain32-s0" / "analysis.json").exists()
+    assert json.loads((out / "report.json").read_text())["rows"][0]["network"] == "plain-20"
+    finished = {p: (out / p / "analysis.json").stat().st_mtime_ns for p in ("resnet20-s0", "plain20-s0", "resnet32-s0")}
+
+    # The same command again: finished runs are skipped, the killed one resumes from its checkpoint.
+    monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
+    capsys.readouterr()
+    assert main(_study_args(out)) == 0
+    assert all((out / p / "analysis.json").stat().st_mtime_ns == t for p, t in finished.items())
+    epochs = [json.loads(line)["epoch"] for line in (out / "plain32-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) == 4  # 32 iterations, 10 per epoch (1,337 images, batch 128)
+
+    report = json.loads((out / "report.json").read_text())
+    assert [r["network"] for r in report["rows"]] == ["plain-20", "plain-32", "resnet-20", "resnet-32"]
+    resnet20 = report["rows"][2]
+    assert resnet20["paper_error"] == 8.75 and resnet20["params"] == 269_722 and resnet20["iterations"] == 32
+    assert 0 <= resnet20["val_error"] <= 1 and 0 <= resnet20["test_error"] <= 1  # digits have a test split
+    run = next(r for r in report["runs"] if r["name"] == "plain32-s0")
+    assert len(run["response_std"]) == 31 and len(run["grad_norm_init"]) == 31 == len(run["grad_norm_trained"])
+    assert len(report["verdicts"]) == 2
+    markdown = (out / "report.md").read_text()
+    assert "| resnet-20 | 0.27M | 8.75 |" in markdown and "x 0.0005" in markdown and "Degradation" in markdown
+    for figure in ("figure6.png", "figure7.png", "gradient_flow.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({figure})" in markdown
+
+    # A finished run is never silently reused for a different study.
+    assert main(_study_args(out, "--schedule", "fast")) == 2
+    assert "holds a finished run with other settings" in capsys.readouterr().err
