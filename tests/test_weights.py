@@ -183,7 +183,7 @@ def test_crafted_metadata_claiming_a_huge_network_fails_fast_before_allocating(t
     meta["model"].update(arch="resnet1202", width=64.0)  # about 19 billion parameters at width 64
     crafted = tmp_path / "crafted.safetensors"
     save_file(load_file(str(honest)), str(crafted), metadata={"resnetkit": json.dumps(meta)})
-    assert crafted.stat().st_size < 300_000
+    assert crafted.stat().st_size < 1_200_000  # the 270 thousand parameters of a ResNet-20
     with torch.device("meta"):
         create_model("resnet20")  # first use of the meta device pays a one-off set-up; not the file's cost
     start = time.perf_counter()

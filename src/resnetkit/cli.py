@@ -71,7 +71,7 @@ def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "func", *exclude)}
+    return {k: v for k, v in vars(args).items() if k not in ("command", "func", "debug", *exclude)}
 
 
 def _print_result(result) -> None:
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reproduce-cifar10", help="study folder (default: runs/reproduce-cifar10)")
     p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110],
                    help="CIFAR depths 6n+2 (default: 20 32 44 56 110)")
-    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts)")
+    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts) (default: off)")
     p.add_argument("--schedule", choices=["paper", "fast"], default="paper",
                    help="paper: section 4.2, 64k iterations, lr /10 at 32k and 48k; fast: the cifar10-fast recipe "
                         "(default: paper)")
@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere")
+                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "
+                        "(default: all runs)")
     p.add_argument("--val-split", type=int, default=5000, metavar="N",
                    help="training images held out for validation (default: 5000, the paper's 45k/5k split)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
@@ -397,10 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    """The message a user can act on: our own errors say what to do; a foreign one is named by its type."""
+    """The message a user can act on. An error raised by resnetkit's own code says what was wrong and what to
+    do; one raised inside a library (torch, PIL ...) is named by its type, with a pointer to --debug."""
+    import traceback
+    from pathlib import Path
+
     text = " ".join(str(error).split()) or type(error).__name__
-    ours = isinstance(error, (ValueError, FileNotFoundError, TypeError)) or type(error).__module__.startswith("resnetkit")
-    return text if ours else f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    if ours or isinstance(error, FileNotFoundError):
+        return text
+    return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

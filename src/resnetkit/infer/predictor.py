@@ -247,11 +247,11 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
     else:
         if weights is not None or class_names is not None:
             raise ValueError(f"{model}: --weights and --classes go with an architecture name (see `resnetkit "
-                             "models`); a resnetkit model file or pretrained name already has its weights and class "
-                             "names")
+                             "models`); a resnetkit model file (or pretrained name) already holds its weights and "
+                             "class names")
         if not is_url(model) and not os.path.exists(model) and get_weights(model) is None:
-            raise FileNotFoundError(f"{model}: neither a model file, a pretrained name (see `resnetkit models "
-                                    "--pretrained`) nor a registered architecture name (see `resnetkit models`)")
+            raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name (see "
+                                    "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)")
         predictor = Predictor.from_file(model, device=device, batch_size=batch_size)
     if preprocess:
         predictor = Predictor(predictor.model, with_preprocess(predictor.info, preprocess), device=predictor.device,

@@ -9,8 +9,6 @@ whole network's count.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from .registry import default_config, get_spec, list_models
@@ -22,9 +20,8 @@ def counts(name: str, *, input_size: int | None = None, **options: object) -> tu
     """Exact (parameters, MACs) of ``create_model(name, **options)`` at ``input_size``, built in seconds' fraction."""
     spec, config = get_spec(name), default_config(name, **options)
     size = input_size or spec.preprocess.input_size
-    short = replace(spec, layers=tuple(min(n, 2) for n in spec.layers))
     with torch.device("meta"):
-        model = ResNet(short, config)
+        model = ResNet(spec.shortened(2), config)
     summary = summarize(model, input_size=size)
     params, macs = summary.params, summary.macs
     repeated = summarize_blocks(model, size)

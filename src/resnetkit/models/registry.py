@@ -119,9 +119,11 @@ def default_config(name: str, **options: object) -> ModelConfig:
     return ModelConfig(arch=name, **values)  # type: ignore[arg-type]
 
 
-def build_model(config: ModelConfig) -> ResNet:
-    """Build the network a ``ModelConfig`` describes (as stored in a model file)."""
-    return ResNet(get_spec(config.arch), config)
+def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet:
+    """Build the network a ``ModelConfig`` describes (as stored in a model file); ``max_blocks`` shortens every
+    stage to that many blocks (a quick shape check of a file before the whole network is built)."""
+    spec = get_spec(config.arch)
+    return ResNet(spec if max_blocks is None else spec.shortened(max_blocks), config)
 
 
 def create_model(name: str, *, pretrained: str | None = None, **options: object) -> ResNet:

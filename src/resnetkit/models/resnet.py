@@ -8,7 +8,7 @@ the same interface: ``forward_features``, ``forward_head``, ``forward_stages``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -66,6 +66,13 @@ class ArchSpec:
     def depth(self) -> int:
         convs_per_block = 2 if self.block == "basic" else 3
         return convs_per_block * sum(self.layers) + 2
+
+    def shortened(self, max_blocks: int) -> ArchSpec:
+        """The same family with at most ``max_blocks`` per stage: same stem, head and block shapes, fewer repeats.
+
+        Every block after a stage's first has the same shapes, so two per stage show every distinct shape.
+        """
+        return replace(self, layers=tuple(min(n, max_blocks) for n in self.layers))
 
     def block_widths(self, stage_width: int, width: float) -> tuple[int, int | None]:
         """A stage's block width and bottleneck inner width (None: the block's own) at multiplier ``width``.
