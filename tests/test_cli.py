@@ -134,3 +134,25 @@ def test_fast_counts_equal_the_whole_networks_counts():
             model = create_model(name)
         whole = summarize(model, input_size=model.spec.preprocess.input_size)
         assert counts(name) == (whole.params, whole.macs), name
+
+
+def test_models_table_reuses_its_counts_from_the_cache_and_survives_a_damaged_one(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from resnetkit.models import catalog
+
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path))
+    first = catalog.models_table("resnet1*")
+    assert (tmp_path / catalog.COUNTS_FILE).exists()
+
+    def never(*args):
+        raise AssertionError("counted again despite the cache")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog, "_shortened_counts", never)
+        assert catalog.models_table("resnet1*") == first
+        (tmp_path / catalog.COUNTS_FILE).write_text("{not json")
+        with pytest.raises(AssertionError, match="counted again"):
+            catalog.models_table("resnet1*")
+    assert catalog.models_table("resnet1*") == first
+    assert "1,727,962" in first and "19,421,274" in first  # resnet110 and resnet1202, as the paper counts them

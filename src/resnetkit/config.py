@@ -8,6 +8,7 @@ fill these in. This module imports nothing else from resnetkit.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -254,6 +255,11 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         return _from_dict(cls, data, what="study config")
+
+
+def cache_dir() -> Path:
+    """Where resnetkit keeps downloads and derived data between runs: ``$RESNETKIT_CACHE``, or ``~/.cache/resnetkit``."""
+    return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
 
 
 def recipe_path(name_or_path: str) -> Path:

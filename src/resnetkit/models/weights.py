@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import ModelConfig, ModelInfo
+from ..config import cache_dir as default_cache_dir
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
 from .widths import PRUNED_KEY, set_inner_widths
@@ -260,7 +261,7 @@ def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] |
     """
     parsed = urllib.parse.urlparse(path_or_url)
     if is_url(path_or_url):
-        cache = Path(cache_dir or os.environ.get("RESNETKIT_CACHE", Path.home() / ".cache" / "resnetkit"))
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
         # Keyed by the whole address: two files named model.pth at different URLs are different weights.
         key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
         target = cache / "weights" / f"{key}-{Path(parsed.path).name}"
