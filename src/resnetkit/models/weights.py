@@ -255,7 +255,7 @@ def is_url(text: str) -> bool:
 
 def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] | None = None,
                         sha256: str | None = None) -> Path:
-    """A local path for a weight file, downloading a URL into the cache first (kept across runs).
+    """A local path for a weight file, a URL (downloaded into the cache once) or a pretrained name.
 
     ``sha256`` (a digest or its leading hex digits) is checked on download; a file that differs is deleted.
     """
@@ -276,6 +276,12 @@ def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] |
                 raise WeightFileError(f"could not download {path_or_url} ({e}); check the address and your "
                                       "connection, or download it yourself and pass the local path") from e
         return target
+    if not os.path.exists(path_or_url):
+        from .pretrained import get_weights
+
+        entry = get_weights(path_or_url)
+        if entry is not None:  # a pretrained name: its shipped file, or its download (digest checked)
+            return entry.local_path(cache_dir=cache_dir)
     return Path(path_or_url)
 
 
