@@ -29,8 +29,8 @@ import torch
 from ..config import ModelInfo, Preprocess
 from .registry import create_model, list_models
 from .resnet import ResNet
-from .weights import (WeightFileError, is_url, load_state_dict_file, load_weights, read_model_info,
-                      resolve_weight_path)
+from .weights import (WeightFileError, is_url, load_model_file, load_state_dict_file, load_weights,
+                      read_model_info, resolve_weight_path)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -207,8 +207,6 @@ def identify_weights(path: str | os.PathLike[str], *, arch: str | None = None) -
 def load_entry(entry: WeightEntry, *, map_location: str | torch.device = "cpu",
                cache_dir: str | os.PathLike[str] | None = None) -> tuple[ResNet, ModelInfo]:
     """Build and load a catalog entry's network; its info carries the entry's preprocessing and class names."""
-    from .weights import load_model_file
-
     path = entry.local_path(cache_dir=cache_dir)
     if _is_resnetkit_file(path):
         model, info = load_model_file(path, map_location=map_location)
