@@ -39,3 +39,120 @@ def test_console_script_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "resnetkit.cli", "models", "plain2*"],
                             capture_output=True, text=True, check=True)
     assert "plain20" in result.stdout
+
+
+def _all_parsers():
+    import argparse
+
+    from resnetkit.cli import build_parser
+
+    root = build_parser()
+    commands = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return root, commands
+
+
+def test_every_flag_of_every_command_has_help_with_its_default():
+    import argparse
+
+    _, commands = _all_parsers()
+    assert {"models", "summary", "train", "demo", "reproduce", "eval", "predict", "serve", "export", "bench"} <= set(
+        commands)
+    undocumented = []
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help or (action.option_strings and "default" not in action.help):
+                undocumented.append(f"{name} {action.option_strings or action.dest}")
+    assert undocumented == []
+    # TrainConfig's flags take their help from the field, with the field's own default.
+    train_help = commands["train"].format_help()
+    assert "learning rate at --batch-size" in train_help and "(default: 0.1," in train_help
+    assert "fractions of the run" in train_help and "(default: 0.5 0.75," in train_help
+
+
+def test_top_level_help_speaks_to_users(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "No logic of its own" not in out and "examples:" in out and "resnetkit models --pretrained" in out
+    for command in ("models", "train", "predict", "eval", "export", "serve", "reproduce"):
+        assert f"\n    {command}" in out
+
+
+def test_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import pytest
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert main(["predict", str(tmp_path / "missing.safetensors"), "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.safetensors" in err and "Traceback" not in err
+
+    def broken(self):
+        raise RuntimeError("inside a library\nsecond line")
+
+    monkeypatch.setattr(FlopCounterMode, "__enter__", broken)
+    assert main(["summary", "resnet20"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("resnetkit summary: error: RuntimeError: inside a library second line "
+                   "(run with --debug for the traceback)\n")
+    with pytest.raises(RuntimeError, match="inside a library"):
+        main(["summary", "resnet20", "--debug"])
+    with pytest.raises(RuntimeError, match="inside a library"):
+        main(["--debug", "summary", "resnet20"])
+
+
+def test_train_without_internet_prints_one_line_of_advice(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", offline)
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "--recipe", "cifar10-fast", "--data", "cifar10", "--out-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("resnetkit train: error: could not download")
+    assert "cifar-10-python.tar.gz" in err and "Traceback" not in err
+
+
+def test_fast_counts_equal_the_whole_networks_counts():
+    import torch
+
+    from resnetkit import create_model
+    from resnetkit.models import summarize
+    from resnetkit.models.catalog import counts
+
+    # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE.
+    for name in ("resnet110", "plain110", "resnet50", "resnet164", "wide_resnet28_10", "resnext50_32x4d",
+                 "seresnet56"):
+        with torch.device("meta"):
+            model = create_model(name)
+        whole = summarize(model, input_size=model.spec.preprocess.input_size)
+        assert counts(name) == (whole.params, whole.macs), name
+
+
+def test_models_table_reuses_its_counts_from_the_cache_and_survives_a_damaged_one(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from resnetkit.models import catalog
+
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path))
+    first = catalog.models_table("resnet1*")
+    assert (tmp_path / catalog.COUNTS_FILE).exists()
+
+    def never(*args):
+        raise AssertionError("counted again despite the cache")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog, "_shortened_counts", never)
+        assert catalog.models_table("resnet1*") == first
+        (tmp_path / catalog.COUNTS_FILE).write_text("{not json")
+        with pytest.raises(AssertionError, match="counted again"):
+            catalog.models_table("resnet1*")
+    assert catalog.models_table("resnet1*") == first
+    assert "1,727,962" in first and "19,421,274" in first  # resnet110 and resnet1202, as the paper counts them

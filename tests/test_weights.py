@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import pickle
 from pathlib import Path
 
@@ -170,3 +171,29 @@ def test_timm_state_dict_loads_and_gives_identical_logits(tmp_path, name):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (model(x) - reference(x)).abs().max() <= 1e-5
+
+
+def test_crafted_metadata_claiming_a_huge_network_fails_fast_before_allocating(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from resnetkit.cli import main
+
+    honest = save_model(create_model("resnet20"), tmp_path / "honest.safetensors")
+    meta = json.loads(__import__("safetensors").safe_open(str(honest), "pt").metadata()["resnetkit"])
+    meta["model"].update(arch="resnet1202", width=64.0)  # about 19 billion parameters at width 64
+    crafted = tmp_path / "crafted.safetensors"
+    save_file(load_file(str(honest)), str(crafted), metadata={"resnetkit": json.dumps(meta)})
+    assert crafted.stat().st_size < 1_200_000  # the 270 thousand parameters of a ResNet-20
+    with torch.device("meta"):
+        create_model("resnet20")  # first use of the meta device pays a one-off set-up; not the file's cost
+    start = time.perf_counter()
+    with pytest.raises(WeightFileError) as failure:
+        load_model(crafted)
+    assert time.perf_counter() - start < 1.0
+    message = str(failure.value)
+    assert str(crafted) in message and "resnet1202" in message
+    assert "conv1.weight: file (16, 3, 3, 3) vs metadata (16, 3, 3, 3)" not in message  # the stem is 16 in both
+    assert "layer1.0.conv1.weight: file (16, 16, 3, 3) vs metadata (1024, 16, 3, 3)" in message
+    assert main(["predict", str(crafted), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "refused before building the network" in err and "Traceback" not in err

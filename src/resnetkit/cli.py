@@ -1,17 +1,38 @@
-"""``resnetkit <command>``: parse arguments, call one library function, print. No logic of its own."""
+"""``resnetkit <command>``: parse arguments, call one library function, print.
+
+Each command builds its arguments and calls one library function; errors end in one line (``--debug``
+shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.catalog import models_table
+DESCRIPTION = "resnetkit: deep residual networks (He et al. 2015) and their successors: build, train, reproduce " \
+              "the paper, classify images, evaluate and deploy."
+EXAMPLES = """examples:
+  resnetkit demo                                     train a ResNet-20 on the bundled digits (about a minute)
+  resnetkit models 'resnet*'                         networks with their parameters and multiply-adds
+  resnetkit models --pretrained                      trained networks ready to use
+  resnetkit predict resnet50 --weights resnet50-11ad3fa6.pth photo.jpg
+                                                     classify with torchvision's weights (their preprocessing)
+  resnetkit train --recipe cifar10-fast --data cifar10 --out-dir runs/r20
+  resnetkit eval runs/r20/model.safetensors cifar10  top-1/top-5 and a report
+  resnetkit export runs/r20/model.safetensors --format onnx
+  resnetkit reproduce cifar10 --plain --epochs-scale 0.1
 
-    print(models_table(args.pattern, input_size=args.input_size))
+Run `resnetkit COMMAND --help` for a command's options; put --debug before COMMAND to see an error's traceback."""
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models.catalog import models_table, pretrained_table
+
+    print(pretrained_table(args.pattern) if args.pretrained else models_table(args.pattern, input_size=args.input_size))
     return 0
 
 
@@ -34,17 +55,23 @@ def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else repr(default) if default == "" else default
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            shown = "on" if default else "off"
+        # Help and default come from the field itself (one place); a recipe may set a different value.
+        text = f"{f.metadata['help']} (default: {shown}, unless the recipe sets it)"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=text)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(flag, dest=f.name, type=type(default), default=argparse.SUPPRESS,
-                                metavar=type(default).__name__.upper())
+                                metavar=type(default).__name__.upper(), help=text)
 
 
 def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "func", *exclude)}
+    return {k: v for k, v in vars(args).items() if k not in ("command", "func", "debug", *exclude)}
 
 
 def _print_result(result) -> None:
@@ -111,7 +138,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer import format_predictions, load_predictor, predict_inputs
 
-    predictor = load_predictor(args.model, weights=args.weights, class_names=args.classes, device=args.device)
+    overrides = {k: v for k in ("input_size", "resize_size", "interpolation", "mean", "std")
+                 if (v := getattr(args, k)) is not None}
+    predictor = load_predictor(args.model, weights=args.weights, class_names=args.classes, device=args.device,
+                               pretrained=args.pretrained, preprocess=overrides)
     predictions = predict_inputs(predictor, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                                  annotate_dir=args.annotate, cam_dir=args.cam, cam_class=args.cam_class)
     print(format_predictions(predictions, args.format))
@@ -158,28 +188,46 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resnetkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
 
-    p = sub.add_parser("models", help="list the registered networks with parameters and MACs")
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*'")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="image size for MACs (default: 224 for ImageNet models, 32 for CIFAR models)")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: off)")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the registered networks with parameters and MACs, or the pretrained ones",
+                       description="The registered networks with their parameter and multiply-accumulate counts, or "
+                                   "(--pretrained) the trained weights this install can use, with their accuracy.")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="shell-style name filter, e.g. 'resnet*' (default: '*', all)")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="square image side for MACs (default: the model's own, 224 for ImageNet models, 32 for CIFAR)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained weights (name, accuracy, preprocessing) instead (default: off)")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("summary", help="stage-by-stage table of one network")
-    p.add_argument("name")
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None)
-    p.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
+    p = sub.add_parser("summary", help="stage-by-stage table of one network: output shapes, parameters, MACs")
+    p.add_argument("name", help="architecture name (see `resnetkit models`)")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="square image side (default: the model's own, 224 or 32)")
+    p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None,
+                   help="v1: the paper, v1.5: torchvision, v2: pre-activation (default: the architecture's)")
+    p.add_argument("--shortcut", choices=["A", "B", "C"], default=None,
+                   help="A: zero-pad, B: projection when the shape changes, C: always (default: the architecture's)")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("train", help="train a network from a recipe; any recipe field can be overridden",
+                       formatter_class=_HelpFormatter,
                        description="Train from a recipe (--recipe cifar10-fast) or a YAML file; every field of "
                                    "resnetkit.config.TrainConfig is a flag (--epochs 10 --lr 0.05 ...). "
                                    "Multi-process: torchrun --nproc-per-node N -m resnetkit.cli train ...")
-    p.add_argument("--recipe", default=None, help="bundled recipe name or YAML path")
+    p.add_argument("--recipe", default=None,
+                   help="bundled recipe name (cifar10-paper, cifar10-fast, imagenet-paper, finetune, demo) or a YAML "
+                        "path (default: none, the flags' defaults)")
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -199,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reproduce-cifar10", help="study folder (default: runs/reproduce-cifar10)")
     p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110],
                    help="CIFAR depths 6n+2 (default: 20 32 44 56 110)")
-    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts)")
+    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts) (default: off)")
     p.add_argument("--schedule", choices=["paper", "fast"], default="paper",
                    help="paper: section 4.2, 64k iterations, lr /10 at 32k and 48k; fast: the cifar10-fast recipe "
                         "(default: paper)")
@@ -207,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere")
+                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "
+                        "(default: all runs)")
     p.add_argument("--val-split", type=int, default=5000, metavar="N",
                    help="training images held out for validation (default: 5000, the paper's 45k/5k split)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
@@ -215,91 +264,151 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bars (default: on)")
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("eval", help="evaluate a model file on a labelled image folder, tar or dataset")
-    p.add_argument("model", help="a resnetkit .safetensors model file")
+    p = sub.add_parser("eval", help="evaluate a model on a labelled image folder, tar or dataset")
+    p.add_argument("model", help="a resnetkit .safetensors model file, its URL, or a pretrained name "
+                                 "(resnet56_cifar10; see `resnetkit models --pretrained`)")
     p.add_argument("data", help="image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...")
-    p.add_argument("--protocol", choices=["center", "flip", "10crop", "multiscale"], default="center")
-    p.add_argument("--scales", type=int, nargs="+", default=None,
+    p.add_argument("--protocol", choices=["center", "flip", "10crop", "multiscale"], default="center",
+                   help="views per image: center crop, + its mirror, the 10 crops, or several scales "
+                        "(default: center)")
+    p.add_argument("--scales", type=int, nargs="+", default=None, metavar="PIXELS",
                    help="multiscale: shorter-side sizes (default: the paper's 224..640, scaled to the model)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out-dir", default="runs/eval")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES", help="images per forward pass (default: 64)")
+    p.add_argument("--out-dir", default="runs/eval", help="folder for report.md and its figures (default: runs/eval)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
     p.add_argument("--val-split", type=int, default=0, metavar="N",
-                   help="measure the N images `resnetkit train --val-split N` held out of DATA's training split")
-    p.add_argument("--seed", type=int, default=0, help="with --val-split: the training run's seed")
+                   help="measure the N images `resnetkit train --val-split N` held out of DATA's training split "
+                        "(default: 0, DATA's test split)")
+    p.add_argument("--seed", type=int, default=0, help="with --val-split: the training run's seed (default: 0)")
     p.add_argument("--cifar100-labels", choices=["fine", "coarse"], default="fine",
-                   help="CIFAR-100: the 100 classes or the 20 superclasses (as the model was trained)")
+                   help="CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained (default: fine)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="classify images with a model file, print top-k, optionally annotate / Grad-CAM")
-    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors model file (path or URL), or an "
-                                                  "architecture name with --weights and --classes")
+    p = sub.add_parser("predict", help="classify images with a model, print top-k, optionally annotate / Grad-CAM",
+                       description="Classify images. MODEL is a resnetkit model file (path or URL), a pretrained name "
+                                   "(resnet56_cifar10, resnet50_imagenet1k_v2; `resnetkit models --pretrained`), or an "
+                                   "architecture name with --pretrained TAG or --weights FILE. Weights the catalog "
+                                   "knows (same SHA-256) bring their own preprocessing and class names; for others, "
+                                   "set the preprocessing with --resize-size, --input-size, --interpolation, --mean, "
+                                   "--std.")
+    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors model file (path or URL), a pretrained "
+                                                  "name, or an architecture name with --weights or --pretrained")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (searched recursively), glob patterns or URLs")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
-                   help="torchvision / timm / resnetkit weights for MODEL given as an architecture name")
-    p.add_argument("--classes", metavar="FILE", default=None, help="class names: one per line, or a JSON list")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+                   help="torchvision / timm / resnetkit weights (or a pretrained name) for MODEL given as an "
+                        "architecture name (default: none)")
+    p.add_argument("--pretrained", metavar="TAG", default=None,
+                   help="with an architecture name: its pretrained weights TAG, e.g. resnet56 --pretrained cifar10 "
+                        "(default: none)")
+    p.add_argument("--classes", metavar="FILE", default=None,
+                   help="class names: one per line, or a JSON list (default: the model's own, else indices)")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="override: side of the square centre crop the model sees (default: the model's own)")
+    p.add_argument("--resize-size", type=int, default=None, metavar="PIXELS",
+                   help="override: shorter side is resized to this before the crop (default: the model's own)")
+    p.add_argument("--interpolation", choices=["nearest", "bilinear", "bicubic"], default=None,
+                   help="override: resize interpolation (default: the model's own)")
+    p.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="override: per-channel mean subtracted, on the 0-1 scale (default: the model's own)")
+    p.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="override: per-channel standard deviation divided by, on the 0-1 scale (default: the "
+                        "model's own)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default: 5)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default: table)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="IMAGES",
+                   help="images per forward pass (default: 32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     p.add_argument("--annotate", metavar="OUT_DIR", default=None,
-                   help="write each image with its top label drawn on it")
-    p.add_argument("--cam", metavar="OUT_DIR", default=None, help="write a Grad-CAM heat-map overlay for each image")
+                   help="write each image with its top label drawn on it into OUT_DIR (default: off)")
+    p.add_argument("--cam", metavar="OUT_DIR", default=None,
+                   help="write a Grad-CAM heat-map overlay for each image into OUT_DIR (default: off)")
     p.add_argument("--cam-class", metavar="NAME_OR_INDEX", default=None,
                    help="class the Grad-CAM explains (default: the predicted class)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)")
     p.add_argument("model", metavar="MODEL",
-                   help="a resnetkit .safetensors model file, or an architecture name with --weights")
-    p.add_argument("--weights", metavar="FILE_OR_URL", default=None)
-    p.add_argument("--classes", metavar="FILE", default=None)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to accept other machines)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--top-k", type=int, default=5, help="default top-k for requests that do not ask")
-    p.add_argument("--device", default=None)
+                   help="a resnetkit .safetensors model file, a pretrained name, or an architecture name with --weights")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="weights for MODEL given as an architecture name (default: none)")
+    p.add_argument("--classes", metavar="FILE", default=None,
+                   help="class names, one per line or a JSON list (default: the model's own)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on, 0.0.0.0 to accept other machines (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--top-k", type=int, default=5, help="top-k for requests that do not ask (default: 5)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
-    p.add_argument("model", help="a resnetkit .safetensors model file")
-    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
-    p.add_argument("--output", default=None, help="artifact path (default: beside MODEL); PATH.json is written too")
+    p.add_argument("model", help="a resnetkit .safetensors model file, its URL, or a pretrained name")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx",
+                   help="artifact format (default: onnx)")
+    p.add_argument("--output", default=None,
+                   help="artifact path; PATH.json is written too (default: beside MODEL, or MODEL.onnx in the "
+                        "current folder for a pretrained name)")
     p.add_argument("--images", default=None,
-                   help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set")
-    p.add_argument("--limit", type=int, default=256, help="use at most this many images from --images")
-    p.add_argument("--int8", action="store_true", help="INT8 static quantization (ONNX, calibrated on --images)")
+                   help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set "
+                        "(default: none, random inputs)")
+    p.add_argument("--limit", type=int, default=256, metavar="IMAGES",
+                   help="use at most this many images from --images (default: 256)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 static quantization (ONNX, calibrated on --images) (default: off)")
     p.add_argument("--report", default=None, metavar="VARIANTS",
-                   help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8")
+                   help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8 "
+                        "(default: none)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="latency, throughput and peak memory per runtime, as a table")
     p.add_argument("model", help="a registered name (random weights) or a resnetkit .safetensors file")
-    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes")
+    p.add_argument("--batch", default="1,32", metavar="SIZES", help="comma-separated batch sizes (default: 1,32)")
     p.add_argument("--runtime", default="torch,torch-bf16,onnx,onnx-int8",
                    help="comma-separated: torch, torch-bf16, torch-fp16, onnx, onnx-int8, onnx-int8-default, "
-                        "openvino, openvino-bf16, openvino-int8")
-    p.add_argument("--input-size", type=int, default=None, help="default: the model's own input size")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of 5 calls at batch 1")
-    p.add_argument("--baseline", default="onnx-int8-default", help="runtime the speed-up column compares with")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+                        "openvino, openvino-bf16, openvino-int8 (default: torch,torch-bf16,onnx,onnx-int8)")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="square image side (default: the model's own input size)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads per runtime (default: 2)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of 5 calls at batch 1 (default: 10)")
+    p.add_argument("--baseline", default="onnx-int8-default",
+                   help="runtime the speed-up column compares with (default: onnx-int8-default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (default: off)")
     p.set_defaults(func=_cmd_bench)
+    for command in sub.choices.values():  # also accepted after the command: `resnetkit predict ... --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show the full traceback (default: off)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="resnetkit: %(message)s")
     logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"resnetkit {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"resnetkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every error ends in one line; --debug shows where it came from
+        if args.debug:
+            raise
+        print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The message a user can act on. An error raised by resnetkit's own code says what was wrong and what to
+    do; one raised inside a library (torch, PIL ...) is named by its type, with a pointer to --debug."""
+    import traceback
+    from pathlib import Path
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    if ours or isinstance(error, FileNotFoundError):
+        return text
+    return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fill these in. This module imports nothing else from resnetkit.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,6 +133,11 @@ class ModelInfo:
         )
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A field whose help text (units, meaning) lives beside its default; the CLI builds its flags from both."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """One training run, fully: the recipe YAML fills it, CLI flags override any field.
@@ -142,60 +148,65 @@ class TrainConfig:
     """
 
     # data
-    data: str = "digits"  # a folder, a tar of a folder tree, "cifar10", "cifar100", "digits", or a CIFAR archive
-    val_split: int = 0  # hold out this many training images (stratified, seeded) for validation
-    # "pad-crop-flip" (paper CIFAR), "pad-crop", "flip", "none" (small images, batch-wise);
-    # "scale" (paper ImageNet), "rrc" (RandomResizedCrop) (large images, loader workers);
-    # "auto": pad-crop for digits, pad-crop-flip for CIFAR and images up to 64 px, rrc for larger photos
-    augment: str = "auto"
-    image_size: int = 0  # 0: the dataset's own size (32 for CIFAR)
-    cifar100_labels: str = "fine"  # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses)
-    lighting: float = 0.0  # large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)
-    workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
+    data: str = _opt("digits", "a folder of class folders, a tar of one, 'cifar10', 'cifar100', 'digits', or a CIFAR "
+                     "archive")
+    val_split: int = _opt(0, "images held out of the training split for validation (stratified, seeded); 0: none")
+    augment: str = _opt("auto", "'pad-crop-flip' (paper CIFAR), 'pad-crop', 'flip', 'none' (small images, batch-wise); "
+                        "'scale' (paper ImageNet), 'rrc' (RandomResizedCrop) (large images, loader workers); 'auto': "
+                        "pad-crop for digits, pad-crop-flip up to 64 px, rrc for larger photos")
+    image_size: int = _opt(0, "training image size in pixels; 0: the dataset's own (32 for CIFAR)")
+    cifar100_labels: str = _opt("fine", "CIFAR-100: 'fine' (100 classes) or 'coarse' (20 superclasses)")
+    lighting: float = _opt(0.0, "large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)")
+    workers: int = _opt(2, "loader processes for large images (small images are augmented in-process)")
     # model
-    model: str = "resnet20"
-    variant: str = ""  # "" keeps the registry default
-    shortcut: str = ""
-    width: float = 0.0  # 0 keeps the registry default (10 for wide_resnet28_10, 1 for the others)
-    zero_init_residual: bool = False
-    drop_rate: float = 0.0
-    pretrained: str = ""  # weight file or URL to start from (fine-tuning); the head is reset if sizes differ
-    freeze_backbone: bool = False  # feature extraction: train the classifier only
-    freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics), for small-batch fine-tuning
+    model: str = _opt("resnet20", "architecture name (see `resnetkit models`)")
+    variant: str = _opt("", "'v1' (paper), 'v1.5' (torchvision), 'v2' (pre-activation); '': the architecture's default")
+    shortcut: str = _opt("", "'A' zero-pad, 'B' projection when the shape changes, 'C' projection always, 'none'; "
+                         "'': the architecture's default")
+    width: float = _opt(0.0, "channel width multiplier; 0: the architecture's default (10 for wide_resnet28_10, else 1)")
+    zero_init_residual: bool = _opt(False, "start each residual branch's last BN (or conv) at zero")
+    drop_rate: float = _opt(0.0, "dropout probability before the classifier")
+    pretrained: str = _opt("", "weights to start from: a file, a URL or a pretrained name; the head is reset if the "
+                           "class count differs; '': random init")
+    freeze_backbone: bool = _opt(False, "train the classifier only (feature extraction)")
+    freeze_bn: bool = _opt(False, "keep BatchNorm on its running statistics (small-batch fine-tuning)")
     # optimisation
-    epochs: int = 30
-    iterations: int = 0  # >0: train for this many iterations instead of epochs (the paper's CIFAR schedule)
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and evaluate it
-    grad_clip: float = 0.0  # >0: clip the global gradient norm
-    accumulate: int = 1  # gradient accumulation steps
-    # schedule: "step" (milestones), "cosine", "onecycle", "constant", "plateau" (lr x gamma when val top-1 stalls)
-    schedule: str = "step"
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
-    gamma: float = 0.1
-    patience: int = 5  # "plateau": the lr drops after more than this many evaluations without a 0.1-point gain
-    warmup: float = 0.0  # linear warm-up length, in epochs (or iterations when ``iterations`` is set)
-    warmup_lr: float = 0.0  # >0: a constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 its)
+    epochs: int = _opt(30, "training length in epochs (ignored when --iterations is set)")
+    iterations: int = _opt(0, "training length in iterations (optimizer steps) instead of epochs; 0: use --epochs")
+    batch_size: int = _opt(128, "images per optimizer step")
+    lr: float = _opt(0.1, "learning rate at --batch-size (not rescaled per 256 images)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(1e-4, "L2 weight decay per step")
+    decay_norm_and_bias: bool = _opt(True, "also decay BN parameters and biases")
+    label_smoothing: float = _opt(0.0, "label smoothing, as a probability mass in [0, 1)")
+    mixup_alpha: float = _opt(0.0, "mixup Beta(alpha, alpha) parameter; 0: off")
+    cutmix_alpha: float = _opt(0.0, "CutMix Beta(alpha, alpha) parameter; 0: off")
+    ema_decay: float = _opt(0.0, "per-step decay of an exponential moving average of the weights, evaluated "
+                            "instead; 0: off")
+    grad_clip: float = _opt(0.0, "clip the global gradient L2 norm to this; 0: off")
+    accumulate: int = _opt(1, "micro-batches of gradient accumulated per optimizer step")
+    schedule: str = _opt("step", "'step' (milestones), 'cosine', 'onecycle', 'constant', 'plateau' (lr x gamma when "
+                         "validation top-1 stalls)")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: where lr is multiplied by gamma, as fractions "
+                                         "of the run (<=1) or absolute epochs/iterations")
+    gamma: float = _opt(0.1, "lr multiplier at each milestone (or plateau)")
+    patience: int = _opt(5, "'plateau': evaluations without a 0.1-point top-1 gain before lr drops")
+    warmup: float = _opt(0.0, "linear warm-up length, in epochs (iterations when --iterations is set)")
+    warmup_lr: float = _opt(0.0, "constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 "
+                            "iterations); 0: linear")
     # speed and reproducibility
-    amp: str = "bf16"  # "bf16", "fp16" (CUDA), "none"
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" ...
-    sync_bn: bool = False  # SyncBatchNorm under DDP
-    seed: int = 0
+    amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'")
+    channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")
+    compile: bool = _opt(False, "torch.compile the model (slower start, faster steps)")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    sync_bn: bool = _opt(False, "SyncBatchNorm under multi-process (DDP) training")
+    seed: int = _opt(0, "random seed for initialisation, data order and the validation split")
     # output
-    out_dir: str = "runs/train"
-    resume: bool = False
-    eval_every: int = 1  # evaluate on the validation split every N epochs (0: only at the end)
-    progress: bool = True
+    out_dir: str = _opt("runs/train", "folder for the checkpoint, model file, logs and report")
+    resume: bool = _opt(False, "continue from OUT_DIR's last checkpoint")
+    eval_every: int = _opt(1, "evaluate on the validation split every N epochs; 0: only at the end")
+    progress: bool = _opt(True, "progress bars")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -244,6 +255,11 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         return _from_dict(cls, data, what="study config")
+
+
+def cache_dir() -> Path:
+    """Where resnetkit keeps downloads and derived data between runs: ``$RESNETKIT_CACHE``, or ``~/.cache/resnetkit``."""
+    return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
 
 
 def recipe_path(name_or_path: str) -> Path:

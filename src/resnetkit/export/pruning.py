@@ -96,7 +96,7 @@ def _macs_at_fraction(model: ResNet, keep_fraction: float, before: int, pixels: 
 
 def prune_to_macs(model: ResNet, target_ratio: float, *, input_size: int | None = None) -> tuple[ResNet, float]:
     """Prune until the MACs are at most ``target_ratio`` of the original; returns the model and keep fraction."""
-    size = input_size or (224 if model.spec.family == "imagenet" else 32)
+    size = input_size or model.spec.preprocess.input_size
     before = count_macs(model, size)
     pixels = _conv_output_pixels(model, size)
     floor = _macs_at_fraction(model, 1e-9, before, pixels)
@@ -142,7 +142,7 @@ def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResN
     from .evaluate import top1_accuracy
     from .runtimes import torch_runner
 
-    size = input_size or (224 if model.spec.family == "imagenet" else 32)
+    size = input_size or model.spec.preprocess.input_size
 
     def top1(m: ResNet) -> float | None:
         return None if eval_data is None else top1_accuracy(torch_runner(m.eval(), threads=None), *eval_data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from PIL import Image
 
 from ..config import ModelInfo, Preprocess
 from ..device import resolve_device
-from ..models import create_model, default_preprocess, list_models, load_model, load_state_dict_file, load_weights
+from ..models import create_model, list_models, load_model, load_state_dict_file, load_weights
+from ..models.pretrained import find_weights, get_weights, identify_weights, load_entry, with_preprocess
 from ..models.resnet import ResNet
 from ..models.weights import resolve_weight_path
 from .cam import cam_to_image, grad_cam
@@ -22,6 +24,7 @@ from .images import ImageInput, ImageLoadError, describe, is_url, load_image
 from .transforms import eval_transform
 
 DEFAULT_BATCH_SIZE = 32
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,10 +97,8 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
-        """A predictor for a resnetkit ``.safetensors`` model file (a path or URL)."""
-        text = os.fspath(path)
-        local = resolve_weight_path(text) if is_url(text) else text
-        model, info = load_model(local)
+        """A predictor for a resnetkit ``.safetensors`` model file, its URL, or a pretrained name."""
+        model, info = load_model(path)
         return cls(model, info, **kwargs)
 
     @classmethod
@@ -105,18 +106,35 @@ class Predictor:
                   class_names: str | os.PathLike[str] | Sequence[str] | None = None,
                   preprocess: Preprocess | None = None, device: str | torch.device | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, **options: Any) -> Predictor:
-        """A registered architecture with a torchvision / timm / resnetkit state dict (path or URL).
+        """A registered architecture with a torchvision / timm / resnetkit state dict (path, URL or catalog name).
 
         ``class_names`` is a file (one name per line, or JSON) or a list. The number of classes is read
         from the weights' classifier; ``options`` (``variant``, ``shortcut`` ...) go to ``create_model``.
-        ``preprocess`` defaults to the architecture family's (ImageNet 256/224 or CIFAR 32).
+        A file the catalog knows (same SHA-256) brings its own preprocessing and class names; for another
+        file ``preprocess`` defaults to the architecture's (ImageNet 256/224 bilinear, CIFAR 32).
         """
-        path = resolve_weight_path(os.fspath(weights))
-        state_dict = load_state_dict_file(path)
-        if "num_classes" not in options and "fc.weight" in state_dict:
-            options["num_classes"] = state_dict["fc.weight"].shape[0]
-        model = create_model(name, **options)
-        load_weights(model, state_dict, source=str(path))
+        entry = get_weights(os.fspath(weights))
+        if entry is not None:
+            if entry.arch != name:
+                raise ValueError(f"weights {entry.name} are for {entry.arch}, not {name}")
+            model, info = load_entry(entry)
+        else:
+            path = resolve_weight_path(os.fspath(weights))
+            state_dict = load_state_dict_file(path)
+            if "num_classes" not in options and "fc.weight" in state_dict:
+                options["num_classes"] = state_dict["fc.weight"].shape[0]
+            model = create_model(name, **options)
+            load_weights(model, state_dict, source=str(path))
+            info = ModelInfo(model=model.config, preprocess=model.spec.preprocess)
+            entry = identify_weights(path, arch=name)
+            if entry is not None:
+                info.preprocess, info.class_names = entry.preprocess or info.preprocess, entry.class_names()
+                info.extra["weights"] = entry.name
+            elif preprocess is None:
+                p = info.preprocess
+                log.warning("%s: weights the catalog does not know; using %s's default preprocessing (resize %d, "
+                            "crop %d, %s); if they were trained otherwise, give --resize-size/--input-size/"
+                            "--interpolation", path, name, p.resize_size, p.input_size, p.interpolation)
         names: list[str] = []
         origin = "the list"
         if isinstance(class_names, (str, os.PathLike)):
@@ -125,8 +143,9 @@ class Predictor:
             names = list(class_names)
         if names and len(names) != model.num_classes:
             raise ValueError(f"{len(names)} class names (from {origin}) for weights with {model.num_classes} "
-                             f"classes ({path})")
-        info = ModelInfo(model=model.config, class_names=names, preprocess=preprocess or default_preprocess(name))
+                             f"classes ({weights})")
+        info.class_names = names or info.class_names
+        info.preprocess = preprocess or info.preprocess
         return cls(model, info, device=device, batch_size=batch_size)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, top_k: int = 5, batch_size: int | None = None,
@@ -206,24 +225,39 @@ class Predictor:
 
 
 def load_predictor(model: str, *, weights: str | None = None, class_names: str | None = None,
-                   device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
-    """A predictor from a resnetkit ``.safetensors`` file (path or URL), or a registered name plus ``weights``.
+                   device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, pretrained: str | None = None,
+                   preprocess: dict[str, Any] | None = None) -> Predictor:
+    """A predictor from a resnetkit ``.safetensors`` file (path or URL), a pretrained name (``resnet56_cifar10``,
+    or ``model="resnet56", pretrained="cifar10"``), or a registered name plus ``weights``.
 
-    What ``resnetkit predict`` and ``resnetkit serve`` take as MODEL.
+    ``preprocess`` overrides fields of the preprocessing (``{"resize_size": 232}``) for weights trained
+    differently from what the file or catalog says. What ``resnetkit predict`` and ``resnetkit serve`` take.
     """
+    if pretrained is not None:
+        if weights is not None:
+            raise ValueError("give either --pretrained or --weights, not both")
+        model = find_weights(model, pretrained).name
     if model in list_models():
         if weights is None:
             raise ValueError(f"{model} is an architecture name: give its weights with --weights FILE_OR_URL "
-                             "(and --classes FILE for the class names), or pass a .safetensors model file")
-        return Predictor.from_name(model, weights=weights, class_names=class_names, device=device,
-                                   batch_size=batch_size)
-    if weights is not None or class_names is not None:
-        raise ValueError(f"{model}: --weights and --classes go with an architecture name (see `resnetkit models`); "
-                         "a resnetkit model file already holds its weights and class names")
-    if not is_url(model) and not os.path.exists(model):
-        raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name "
-                                "(see `resnetkit models`)")
-    return Predictor.from_file(model, device=device, batch_size=batch_size)
+                             "(and --classes FILE for the class names), --pretrained TAG, or pass a model file; "
+                             "see `resnetkit models --pretrained`")
+        predictor = Predictor.from_name(model, weights=weights, class_names=class_names, device=device,
+                                        batch_size=batch_size)
+    else:
+        if weights is not None or class_names is not None:
+            raise ValueError(f"{model}: --weights and --classes go with an architecture name (see `resnetkit "
+                             "models`); a resnetkit model file (or pretrained name) already holds its weights and "
+                             "class names")
+        if not is_url(model) and not os.path.exists(model) and get_weights(model) is None:
+            raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name (see "
+                                    "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)")
+        predictor = Predictor.from_file(model, device=device, batch_size=batch_size)
+    if preprocess:
+        predictor = Predictor(predictor.model, with_preprocess(predictor.info, preprocess), device=predictor.device,
+                              batch_size=batch_size)
+    return predictor
+
 
 def _as_list(images: Any) -> list[Any]:
     """One image or many, as a list of single images."""

@@ -3,6 +3,11 @@
 Attribute names follow torchvision (``conv1``, ``bn1``, ``downsample.0`` ...) so torchvision and timm
 state dicts load without renaming. A block receives its shortcut module from the stage builder:
 ``None`` means a plain block (no shortcut at all), which the paper's degradation experiment needs.
+
+Successors are options of the same four blocks, not new classes: ``groups`` makes the bottleneck's 3x3 a
+grouped convolution (ResNeXt), ``attention="se"`` re-weights the residual branch's channels before the
+addition (Squeeze-and-Excitation). Every block takes the same keyword arguments, so the stage builder
+needs to know nothing about which block it builds.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -38,6 +43,44 @@ class ZeroPadShortcut(nn.Module):
         return x
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al. 2018): global pooling, a bottleneck MLP, a sigmoid gate per channel.
+
+    The MLP is two 1x1 convolutions with bias named ``fc1``/``fc2``, as timm names them, so timm's
+    SE-ResNet weights load unchanged. Hidden width is ``channels // reduction`` (the paper's r = 16).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * scale.sigmoid()
+
+
+ATTENTION: dict[str, type[nn.Module]] = {"se": SqueezeExcite}
+
+
+def make_attention(kind: str, channels: int) -> nn.Module | None:
+    """The channel attention applied to a block's residual branch, or ``None`` for ``kind=""``."""
+    if not kind:
+        return None
+    if kind not in ATTENTION:
+        raise ValueError(f"attention={kind!r} is not one of {sorted(ATTENTION)} (or '' for none)")
+    return ATTENTION[kind](channels)
+
+
+def _basic_inner(width: int, inner_width: int | None, groups: int) -> int:
+    if groups != 1:
+        raise ValueError(f"groups={groups}: basic blocks have no grouped convolution; use a bottleneck (ResNeXt)")
+    del inner_width  # a basic block's inner width is its stage width (wide basic nets scale the stage)
+    return width
+
+
 def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, *, with_norm: bool) -> nn.Module | None:
     """The shortcut module for one block, or ``None`` when the identity needs no module.
 
@@ -60,15 +103,18 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True,
+                 inner_width: int | None = None, groups: int = 1, attention: str = "") -> None:
         super().__init__()
         del v15  # stride placement only matters for bottlenecks
+        width = _basic_inner(width, inner_width, groups)
         out_ch = width * self.expansion
         self.residual = shortcut != "none"
         self.conv1 = conv3x3(in_ch, width, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
+        self.se = make_attention(attention, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=True)
 
@@ -78,6 +124,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -93,7 +141,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True,
-                 inner_width: int | None = None) -> None:
+                 inner_width: int | None = None, groups: int = 1, attention: str = "") -> None:
         super().__init__()
         out_ch = width * self.expansion
         inner = inner_width or width
@@ -101,10 +149,11 @@ class Bottleneck(nn.Module):
         stride_1x1, stride_3x3 = (1, stride) if v15 else (stride, 1)
         self.conv1 = conv1x1(in_ch, inner, stride_1x1)
         self.bn1 = nn.BatchNorm2d(inner)
-        self.conv2 = conv3x3(inner, inner, stride_3x3)
+        self.conv2 = conv3x3(inner, inner, stride_3x3, groups)
         self.bn2 = nn.BatchNorm2d(inner)
         self.conv3 = conv1x1(inner, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)
+        self.se = make_attention(attention, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=True)
 
@@ -115,6 +164,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.se is not None:
+            out = self.se(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -125,15 +176,18 @@ class PreActBasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True,
+                 inner_width: int | None = None, groups: int = 1, attention: str = "") -> None:
         super().__init__()
         del v15
+        width = _basic_inner(width, inner_width, groups)
         out_ch = width * self.expansion
         self.residual = shortcut != "none"
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv3x3(in_ch, width, stride)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, out_ch)
+        self.se = make_attention(attention, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=False)
 
@@ -146,6 +200,8 @@ class PreActBasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(pre)
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
+        if self.se is not None:
+            out = self.se(out)
         return out + shortcut if self.residual else out
 
 
@@ -155,7 +211,7 @@ class PreActBottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_ch: int, width: int, stride: int, *, shortcut: str, v15: bool = True,
-                 inner_width: int | None = None) -> None:
+                 inner_width: int | None = None, groups: int = 1, attention: str = "") -> None:
         super().__init__()
         out_ch = width * self.expansion
         inner = inner_width or width
@@ -164,9 +220,10 @@ class PreActBottleneck(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv1x1(in_ch, inner, stride_1x1)
         self.bn2 = nn.BatchNorm2d(inner)
-        self.conv2 = conv3x3(inner, inner, stride_3x3)
+        self.conv2 = conv3x3(inner, inner, stride_3x3, groups)
         self.bn3 = nn.BatchNorm2d(inner)
         self.conv3 = conv1x1(inner, out_ch)
+        self.se = make_attention(attention, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=False)
 
@@ -179,6 +236,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
+        if self.se is not None:
+            out = self.se(out)
         return out + shortcut if self.residual else out
 
 

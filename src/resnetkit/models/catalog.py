@@ -1,11 +1,106 @@
-"""The registry as a table: name, family, depth, block, parameters and MACs."""
+"""The registry as a table (name, family, block, parameters, MACs), and the pretrained catalog as a table.
+
+Counting a 1,000-layer network op by op takes seconds, and ``resnetkit models`` lists several. Every block
+after a stage's first is the same shape, so the counts are taken (with ``torch.utils.flop_counter``, on
+the ``meta`` device: no memory) on the network with at most two blocks per stage, and each stage's second
+block is counted again for the blocks it stands for. The result is exact; tests compare it with the
+whole network's count.
+
+Even so, the first count in a process starts PyTorch's meta-device machinery (about a second), so the
+counts are also kept in ``$RESNETKIT_CACHE/model-counts.json``, keyed by everything they depend on
+(the shortened architecture, its options, the input size, the PyTorch version and the block code): a changed family is
+simply counted again.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
 import torch
 
-from .registry import create_model, default_preprocess, get_spec, list_models
-from .summary import count_params, format_count, summarize
+from ..config import ModelConfig, cache_dir
+from .registry import default_config, get_spec, list_models
+from .resnet import ArchSpec, ResNet
+from .summary import count_params, format_count
+
+
+COUNTS_FILE = "model-counts.json"
+Counts = tuple[int, int, tuple[tuple[int, int], ...]]
+
+
+def counts(name: str, *, input_size: int | None = None, cache: dict[str, Any] | None = None,
+           **options: object) -> tuple[int, int]:
+    """Exact (parameters, MACs) of ``create_model(name, **options)`` at ``input_size``.
+
+    ``cache`` (from ``load_counts_cache``) is read and filled in; without it every count is computed.
+    """
+    spec, config = get_spec(name), default_config(name, **options)
+    size = input_size or spec.preprocess.input_size
+    # Depths of one family share their shortened network (resnet32 ... resnet1202 all shorten to 2-2-2).
+    short, anonymous = spec.shortened(2), replace(config, arch="")
+    key = hashlib.sha256(repr((short, anonymous, size, torch.__version__, _code_version())).encode()).hexdigest()[:32]
+    if cache is not None and key in cache:
+        params, macs, repeated = cache[key]
+    else:
+        params, macs, repeated = _shortened_counts(short, anonymous, size)
+        if cache is not None:
+            cache[key] = [params, macs, repeated]
+    for blocks, (block_params, block_macs) in zip(spec.layers, repeated):
+        extra = max(0, blocks - 2)  # the stage's second block stands for every block after it
+        params, macs = params + extra * block_params, macs + extra * block_macs
+    return params, macs
+
+
+@functools.cache
+def _code_version() -> str:
+    """A digest of the code that builds networks, so an edited block is counted again, not read from the cache."""
+    from . import blocks, resnet
+
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (blocks, resnet))).hexdigest()[:16]
+
+
+def load_counts_cache() -> dict[str, Any]:
+    try:
+        data = json.loads((cache_dir() / COUNTS_FILE).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # none yet, unreadable or damaged: count again
+        return {}
+
+
+def save_counts_cache(cache: dict[str, Any]) -> None:
+    path = cache_dir() / COUNTS_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(cache, f)
+        os.replace(tmp, path)  # atomic: two commands at once never leave half a file
+    except OSError:  # a read-only home: the table is still right, only the next one is slower
+        pass
+
+
+@functools.lru_cache(maxsize=None)
+def _shortened_counts(spec: ArchSpec, config: ModelConfig, size: int) -> Counts:
+    """(parameters, MACs, (parameters, MACs) of each stage's second block) of a shortened network."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = ResNet(spec, config)
+        x = torch.zeros(1, config.in_chans, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+    repeated = tuple((count_params(stage[1]), sum(flops.get(f"{root}.{name}.1", {}).values()) // 2)
+                     if len(stage) > 1 else (0, 0) for name, stage in zip(model.stage_names, model.stages()))
+    return count_params(model), counter.get_total_flops() // 2, repeated
 
 
 def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
@@ -14,12 +109,35 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
         return f"no model matches {pattern!r}"
     lines = [f"{'name':<18} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
              f"{'MACs':>10} {'input':>6}"]
+    cache = load_counts_cache()
+    known = len(cache)
     for name in names:
-        spec = get_spec(name)
-        with torch.device("meta"):  # shapes only: no memory, no weight initialisation, exact counts
-            model = create_model(name)
-        size = input_size or default_preprocess(name).input_size
-        macs = summarize(model, input_size=size).macs
-        lines.append(f"{name:<18} {spec.family:<9} {spec.block:<11} {model.config.variant:<8} "
-                     f"{model.config.shortcut:<9} {count_params(model):>12,} {format_count(macs):>10} {size:>6}")
+        spec, config = get_spec(name), default_config(name)
+        size = input_size or spec.preprocess.input_size
+        params, macs = counts(name, input_size=size, cache=cache)
+        lines.append(f"{name:<18} {spec.family:<9} {spec.block:<11} {config.variant:<8} "
+                     f"{config.shortcut:<9} {params:>12,} {format_count(macs):>10} {size:>6}")
+    if len(cache) > known:
+        save_counts_cache(cache)
+    return "\n".join(lines)
+
+
+def pretrained_table(pattern: str = "*") -> str:
+    """Every available catalog entry: name, architecture, accuracy from its card, preprocessing, where it lives."""
+    import fnmatch
+
+    from .pretrained import list_weights
+
+    entries = [e for e in list_weights() if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.arch, pattern)]
+    if not entries:
+        return f"no pretrained weights match {pattern!r}"
+    lines = [f"{'name':<32} {'arch':<18} {'top-1 %':>8} {'evaluated on':<40} {'input':>5} {'resize':>6} "
+             f"{'interp':<8} source"]
+    for e in entries:
+        top1 = e.card.get("top1")
+        p = e.preprocess
+        size, resize, interp = (p.input_size, p.resize_size, p.interpolation) if p else ("file", "file", "file")
+        lines.append(f"{e.name:<32} {e.arch:<18} {(f'{top1:.2f}' if top1 is not None else '-'):>8} "
+                     f"{str(e.card.get('evaluated_on', '-'))[:40]:<40} {size:>5} {resize:>6} {interp:<8} "
+                     f"{'shipped' if e.shipped else 'download: ' + e.source}")
     return "\n".join(lines)

@@ -7,12 +7,18 @@ is also the test matrix: every registered name is built, run forward and backwar
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import fields
+import re
+from dataclasses import fields, replace
 
-from ..config import CIFAR_PREPROCESS, IMAGENET_PREPROCESS, ModelConfig, Preprocess
-from .resnet import ArchSpec, ResNet
+from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
+from .resnet import CIFAR_STEM, IMAGENET_STEM, ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
+
+# The two layouts every family builds on; a family entry replaces what differs (block, depths, groups ...).
+IMAGENET = ArchSpec("imagenet", "basic", (2, 2, 2, 2), stem=IMAGENET_STEM, stage_widths=(64, 128, 256, 512))
+CIFAR = ArchSpec("cifar", "basic", (3, 3, 3), default_variant="v1", default_shortcut="A", stem=CIFAR_STEM,
+                 stage_widths=(16, 32, 64), preprocess=CIFAR_PREPROCESS, num_classes=10)
 
 # ImageNet depths from the paper's Table 1 (plus ResNet-200 from the pre-activation paper).
 IMAGENET_LAYERS = {
@@ -25,6 +31,10 @@ IMAGENET_LAYERS = {
 }
 CIFAR_BASIC_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n+2
 CIFAR_BOTTLENECK_DEPTHS = (164, 1001)  # 9n+2, pre-activation
+# ResNeXt (Xie et al. 2017): name -> (depth, groups, width per group), torchvision's three.
+RESNEXT = {"resnext50_32x4d": (50, 32, 4), "resnext101_32x8d": (101, 32, 8), "resnext101_64x4d": (101, 64, 4)}
+SE_IMAGENET_DEPTHS = (50, 101)  # SE-ResNet (Hu et al. 2018), the layout timm's seresnet weights use
+SE_CIFAR_DEPTHS = (20, 56)
 
 
 def register(name: str, spec: ArchSpec) -> None:
@@ -35,32 +45,46 @@ def register(name: str, spec: ArchSpec) -> None:
 
 def _register_defaults() -> None:
     for depth, (block, layers) in IMAGENET_LAYERS.items():
-        register(f"resnet{depth}", ArchSpec("imagenet", block, layers))
+        register(f"resnet{depth}", replace(IMAGENET, block=block, layers=layers))
         if block == "basic" or depth <= 152:
-            register(f"plain{depth}", ArchSpec("imagenet", block, layers, default_shortcut="none", plain=True))
+            register(f"plain{depth}", replace(IMAGENET, block=block, layers=layers, default_shortcut="none",
+                                              plain=True))
     for depth in (50, 101):
-        register(f"wide_resnet{depth}_2", ArchSpec("imagenet", "bottleneck", IMAGENET_LAYERS[depth][1],
+        register(f"wide_resnet{depth}_2", replace(IMAGENET, block="bottleneck", layers=IMAGENET_LAYERS[depth][1],
                                                   default_width=2.0))
+    for name, (depth, groups, base_width) in RESNEXT.items():
+        register(name, replace(IMAGENET, block="bottleneck", layers=IMAGENET_LAYERS[depth][1], groups=groups,
+                               base_width=base_width))
+    for depth in SE_IMAGENET_DEPTHS:
+        register(f"seresnet{depth}", replace(IMAGENET, block="bottleneck", layers=IMAGENET_LAYERS[depth][1],
+                                             attention="se"))
     for depth in CIFAR_BASIC_DEPTHS:
         n = (depth - 2) // 6
-        register(f"resnet{depth}", ArchSpec("cifar", "basic", (n, n, n), default_variant="v1", default_shortcut="A"))
-        register(f"plain{depth}", ArchSpec("cifar", "basic", (n, n, n), default_variant="v1",
-                                           default_shortcut="none", plain=True))
+        register(f"resnet{depth}", replace(CIFAR, layers=(n, n, n)))
+        register(f"plain{depth}", replace(CIFAR, layers=(n, n, n), default_shortcut="none", plain=True))
     for depth in CIFAR_BOTTLENECK_DEPTHS:
         n = (depth - 2) // 9
-        register(f"resnet{depth}", ArchSpec("cifar", "bottleneck", (n, n, n), default_variant="v2"))
+        register(f"resnet{depth}", replace(CIFAR, block="bottleneck", layers=(n, n, n), default_variant="v2",
+                                           default_shortcut="B"))
+    for depth in SE_CIFAR_DEPTHS:
+        n = (depth - 2) // 6
+        register(f"seresnet{depth}", replace(CIFAR, layers=(n, n, n), attention="se"))
     # Wide ResNet 28-10 (Zagoruyko & Komodakis): pre-activation basic blocks, 10x wider stages.
-    register("wide_resnet28_10", ArchSpec("cifar", "basic", (4, 4, 4), default_variant="v2", default_width=10.0))
+    register("wide_resnet28_10", replace(CIFAR, layers=(4, 4, 4), default_variant="v2", default_shortcut="B",
+                                         default_width=10.0))
 
 
 _register_defaults()
+_FAMILY_ORDER = list(dict.fromkeys(spec.family for spec in _REGISTRY.values()))  # first registered, first listed
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` (``resnet*``, ``plain?0``), sorted by family and depth."""
     names = [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
-    return sorted(names, key=lambda n: (_REGISTRY[n].family != "imagenet", _REGISTRY[n].plain,
-                                        n.startswith("wide"), _REGISTRY[n].depth, n))
+    # Within a layout: residual nets before plain twins, then by name stem (resnet, resnext, seresnet,
+    # wide_resnet) and depth.
+    return sorted(names, key=lambda n: (_FAMILY_ORDER.index(_REGISTRY[n].family), _REGISTRY[n].plain,
+                                        re.match(r"\D*", n).group(), _REGISTRY[n].depth, n))
 
 
 def get_spec(name: str) -> ArchSpec:
@@ -89,29 +113,45 @@ def default_config(name: str, **options: object) -> ModelConfig:
         "variant": spec.default_variant,
         "shortcut": spec.default_shortcut,
         "width": spec.default_width,
-        "num_classes": 1000 if spec.family == "imagenet" else 10,
+        "num_classes": spec.num_classes,
     }
     values.update(options)
     return ModelConfig(arch=name, **values)  # type: ignore[arg-type]
 
 
-def build_model(config: ModelConfig) -> ResNet:
-    """Build the network a ``ModelConfig`` describes (as stored in a model file)."""
-    return ResNet(get_spec(config.arch), config)
+def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet:
+    """Build the network a ``ModelConfig`` describes (as stored in a model file); ``max_blocks`` shortens every
+    stage to that many blocks (a quick shape check of a file before the whole network is built)."""
+    spec = get_spec(config.arch)
+    return ResNet(spec if max_blocks is None else spec.shortened(max_blocks), config)
 
 
-def create_model(name: str, **options: object) -> ResNet:
-    """Build a registered network.
+def create_model(name: str, *, pretrained: str | None = None, **options: object) -> ResNet:
+    """Build a registered network, or load a trained one.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
     ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
+    ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``); a catalog
+    name such as ``resnet56_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
+    given: it replaces the head for fine-tuning.
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
+    >>> model = create_model("resnet56", pretrained="cifar10")
     """
+    if pretrained is not None or name not in _REGISTRY:
+        from .pretrained import get_weights, pretrained_model
+
+        entry = None if pretrained is not None else get_weights(name)
+        if pretrained is not None:
+            get_spec(name)  # an unknown architecture is named as such, not as missing weights
+            return pretrained_model(name, pretrained, **options)
+        if entry is not None:
+            return pretrained_model(entry.arch, entry.tag, **options)
     return build_model(default_config(name, **options))
 
 
 def default_preprocess(name: str) -> Preprocess:
-    return IMAGENET_PREPROCESS if get_spec(name).family == "imagenet" else CIFAR_PREPROCESS
+    """The preprocessing a randomly initialised ``name`` is trained and saved with (weights may carry their own)."""
+    return get_spec(name).preprocess

@@ -1,49 +1,100 @@
-"""The ResNet families: ImageNet (4 stages, 7x7 stem) and CIFAR (3 stages of 16/32/64 filters).
+"""One ``ResNet`` class for every family: ImageNet and CIFAR ResNets, plain twins, wide nets, ResNeXt, SE-ResNet.
 
-One ``ResNet`` class builds both from an ``ArchSpec`` (block type and blocks per stage, fixed by the
-registry name) and a ``ModelConfig`` (the user's options). Every model has the same interface:
-``forward_features``, ``forward_head``, ``forward_stages``, ``reset_classifier``.
+What differs between families is data in an ``ArchSpec`` (stem, stage widths, block type, blocks per
+stage, groups and base width, attention, default preprocessing), fixed by the registry name; a
+``ModelConfig`` holds the user's options. No code here asks which family it builds. Every model has
+the same interface: ``forward_features``, ``forward_head``, ``forward_stages``, ``reset_classifier``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import IMAGENET_PREPROCESS, ModelConfig, Preprocess
 from .blocks import BLOCKS
 
-IMAGENET_STAGE_WIDTHS = (64, 128, 256, 512)
-CIFAR_STAGE_WIDTHS = (16, 32, 64)
+
+@dataclass(frozen=True)
+class Stem:
+    """The layers before the first stage: one convolution (then BN-ReLU), optionally a 3x3 max-pool."""
+
+    kernel_size: int = 7
+    stride: int = 2
+    max_pool: bool = True
+
+    @property
+    def reduction(self) -> int:
+        return self.stride * (2 if self.max_pool else 1)
+
+
+IMAGENET_STEM = Stem(kernel_size=7, stride=2, max_pool=True)  # 224 -> 56 before the first stage
+CIFAR_STEM = Stem(kernel_size=3, stride=1, max_pool=False)  # 32x32 images keep their resolution
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """What a registry name fixes: the family, block type and blocks per stage."""
+    """What a registry name fixes. A new family is a new ``ArchSpec`` (``dataclasses.replace`` of a base).
 
-    family: str  # "imagenet" or "cifar"
+    ``family`` is a label for tables and sorting (the data the layout was designed for); nothing branches
+    on it. ``groups`` and ``base_width`` set a bottleneck's inner 3x3 width as torchvision does:
+    ``stage_width * base_width / 64 * groups`` (ResNeXt-50 32x4d: groups 32, base width 4).
+    """
+
+    family: str
     block: str  # "basic" or "bottleneck"
     layers: tuple[int, ...]
     default_variant: str = "v1.5"
     default_shortcut: str = "B"
     plain: bool = False
     default_width: float = 1.0
+    stem: Stem = IMAGENET_STEM
+    stage_widths: tuple[int, ...] = (64, 128, 256, 512)
+    groups: int = 1
+    base_width: int = 64
+    attention: str = ""  # "" or "se" (Squeeze-and-Excitation on every block's residual branch)
+    preprocess: Preprocess = IMAGENET_PREPROCESS  # for randomly initialised and newly saved models
+    num_classes: int = 1000  # the default classifier size
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != len(self.stage_widths):
+            raise ValueError(f"{len(self.layers)} stage depths for {len(self.stage_widths)} stage widths")
 
     @property
     def depth(self) -> int:
         convs_per_block = 2 if self.block == "basic" else 3
         return convs_per_block * sum(self.layers) + 2
 
+    def shortened(self, max_blocks: int) -> ArchSpec:
+        """The same family with at most ``max_blocks`` per stage: same stem, head and block shapes, fewer repeats.
+
+        Every block after a stage's first has the same shapes, so two per stage show every distinct shape.
+        """
+        return replace(self, layers=tuple(min(n, max_blocks) for n in self.layers))
+
+    def block_widths(self, stage_width: int, width: float) -> tuple[int, int | None]:
+        """A stage's block width and bottleneck inner width (None: the block's own) at multiplier ``width``.
+
+        Wide ResNets: for basic blocks the stage widths scale (WRN-n-k); for bottlenecks the inner 3x3
+        width scales and the stage outputs stay, as torchvision's wide_resnet50_2.
+        """
+        if self.block == "basic":
+            return max(1, round(stage_width * width)), None
+        per_group = max(1, round(stage_width * self.base_width / 64 * width))
+        inner = per_group * self.groups
+        return stage_width, (None if inner == stage_width else inner)
+
 
 def _make_stage(block_cls: type[nn.Module], in_ch: int, width: int, blocks: int, stride: int, *,
-                shortcut: str, v15: bool, inner_width: int | None) -> tuple[nn.Sequential, int]:
+                shortcut: str, v15: bool, inner_width: int | None, groups: int,
+                attention: str) -> tuple[nn.Sequential, int]:
     """Build one stage; returns it with its output channel count. No hidden state is mutated."""
-    extra = {} if inner_width is None else {"inner_width": inner_width}
     layers = []
     for i in range(blocks):
-        layers.append(block_cls(in_ch, width, stride if i == 0 else 1, shortcut=shortcut, v15=v15, **extra))
+        layers.append(block_cls(in_ch, width, stride if i == 0 else 1, shortcut=shortcut, v15=v15,
+                                inner_width=inner_width, groups=groups, attention=attention))
         in_ch = width * block_cls.expansion  # type: ignore[attr-defined]
     return nn.Sequential(*layers), in_ch
 
@@ -57,34 +108,25 @@ class ResNet(nn.Module):
         self.config = config
         preact = config.variant == "v2"
         block_cls = BLOCKS[(spec.block, preact)]
-        imagenet = spec.family == "imagenet"
-        stage_widths = IMAGENET_STAGE_WIDTHS if imagenet else CIFAR_STAGE_WIDTHS
-        stem_ch = stage_widths[0]
-
-        if imagenet:
-            self.conv1 = nn.Conv2d(config.in_chans, stem_ch, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        else:
-            self.conv1 = nn.Conv2d(config.in_chans, stem_ch, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
+        stem_ch = spec.stage_widths[0]
+        stem = spec.stem
+        self.conv1 = nn.Conv2d(config.in_chans, stem_ch, kernel_size=stem.kernel_size, stride=stem.stride,
+                               padding=stem.kernel_size // 2, bias=False)
+        self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem.max_pool else nn.Identity()
         # Pre-activation blocks normalise their own input, so the v2 stem is a bare convolution.
         self.bn1: nn.Module = nn.Identity() if preact else nn.BatchNorm2d(stem_ch)
         self.relu: nn.Module = nn.Identity() if preact else nn.ReLU(inplace=True)
 
-        # Wide ResNets: for basic blocks the stage widths scale (WRN-n-k); for bottlenecks the inner 3x3
-        # width scales and the stage outputs stay, as torchvision's wide_resnet50_2.
         self.stage_names: list[str] = []
         self.feature_info: list[dict[str, object]] = []
-        in_ch, reduction = stem_ch, 4 if imagenet else 1
-        for i, (blocks, base) in enumerate(zip(spec.layers, stage_widths)):
+        in_ch, reduction = stem_ch, stem.reduction
+        for i, (blocks, base) in enumerate(zip(spec.layers, spec.stage_widths)):
             stride = 1 if i == 0 else 2
             reduction *= stride
-            if spec.block == "basic":
-                width, inner = max(1, round(base * config.width)), None
-            else:
-                width, inner = base, (max(1, round(base * config.width)) if config.width != 1.0 else None)
+            width, inner = spec.block_widths(base, config.width)
             stage, in_ch = _make_stage(block_cls, in_ch, width, blocks, stride, shortcut=config.shortcut,
-                                       v15=config.variant != "v1", inner_width=inner)
+                                       v15=config.variant != "v1", inner_width=inner, groups=spec.groups,
+                                       attention=spec.attention)
             name = f"layer{i + 1}"
             self.add_module(name, stage)
             self.stage_names.append(name)
@@ -98,6 +140,10 @@ class ResNet(nn.Module):
         self._init_weights(config.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
+        if self.conv1.weight.is_meta:
+            # A network built on the meta device holds no values to initialise: it is checked against a file's
+            # shapes or counted, then materialised and loaded. Random init there costs seconds for 1,000 layers.
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import ModelConfig, ModelInfo
+from ..config import cache_dir as default_cache_dir
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
 from .widths import PRUNED_KEY, set_inner_widths
@@ -85,19 +86,87 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     return ModelInfo.from_dict(data)
 
 
-def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
-    """Rebuild the model stored in a resnetkit ``.safetensors`` file; returns it (in eval mode) and its info."""
+def load_model(source: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+               ) -> tuple[ResNet, ModelInfo]:
+    """The model a user names, in eval mode, with its info: a resnetkit ``.safetensors`` file, its URL, or a
+    catalog name (``resnet56_cifar10``, ``resnet50_imagenet1k_v2``; see ``resnetkit models --pretrained``).
+
+    This is the one resolver behind every command that takes a model: predict, eval, export and serve.
+    """
+    from .pretrained import get_weights, load_entry
+
+    text = os.fspath(source)
+    if is_url(text):
+        return load_model_file(resolve_weight_path(text), map_location=map_location)
+    if not os.path.exists(text):
+        entry = get_weights(text)
+        if entry is not None:
+            return load_entry(entry, map_location=map_location)
+    return load_model_file(text, map_location=map_location)
+
+
+def load_model_file(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+                    ) -> tuple[ResNet, ModelInfo]:
+    """Rebuild the model stored in a resnetkit ``.safetensors`` file; returns it (in eval mode) and its info.
+
+    The network the metadata describes is first built on the ``meta`` device (no memory) and its tensor
+    shapes compared with the file's header; only a file whose tensors fit its metadata is materialised,
+    so a crafted file claiming a huge network fails at once instead of exhausting memory.
+    """
+    path = Path(path)
     info = read_model_info(path)
-    model = build_model(info.model)
-    if info.extra.get(PRUNED_KEY):
-        set_inner_widths(model, info.extra[PRUNED_KEY])  # a pruned file: rebuild the narrower blocks first
+    shapes = header_shapes(path)
+    # First two blocks per stage (milliseconds even for 1,000 layers), then the whole network, both on meta.
+    for max_blocks in (2, None):
+        with torch.device("meta"):
+            model = build_model(info.model, max_blocks=max_blocks)
+            if info.extra.get(PRUNED_KEY):
+                set_inner_widths(model, info.extra[PRUNED_KEY])  # a pruned file: rebuild the narrower blocks first
+        _check_header_shapes(model, shapes, path=path, config=info.model, subset=max_blocks is not None)
+    model = model.to_empty(device="cpu")
     load_weights(model, load_state_dict_file(path), source=str(path))
     return model.to(map_location).eval(), info
 
 
+def header_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a ``.safetensors`` file, read from its header alone."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated: "
+                              "re-download or re-save it") from e
+
+
+def _check_header_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], *, path: Path,
+                         config: ModelConfig, subset: bool = False) -> None:
+    """Refuse a file whose tensors are not the ones its metadata's network has; ``subset``: ``model`` is a
+    shortened network, so only its own tensors are compared."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if expected == shapes or (subset and all(shapes.get(k) == v for k, v in expected.items())):
+        return
+    missing = [k for k in expected if k not in shapes]
+    mismatched = [f"{k}: file {shapes[k]} vs metadata {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
+    details = []
+    if mismatched:
+        details.append(f"{len(mismatched)} shape(s) differ ({'; '.join(mismatched[:3])})")
+    if missing:
+        details.append(f"{len(missing)} tensor(s) the metadata implies are absent (first: {missing[:3]})")
+    unexpected = [] if subset else [k for k in shapes if k not in expected]
+    if unexpected:
+        details.append(f"{len(unexpected)} tensor(s) the metadata does not know (first: {unexpected[:3]})")
+    raise WeightFileError(
+        f"{path}: refused before building the network: its metadata describes {config.arch} (width {config.width}) "
+        f"but the file's {len(shapes):,} tensors do not fit it: " + ", ".join(details)
+        + ". The file is damaged or was not written by save_model(); use a file you trust")
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such weight file")
+        raise FileNotFoundError(f"{path}: no such weight file, nor a pretrained name (see `resnetkit models "
+                                "--pretrained`)")
     if path.is_dir():
         raise WeightFileError(f"{path}: is a folder, expected a .safetensors or .pth file")
 
@@ -180,22 +249,39 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     model.load_state_dict(state_dict, strict=True)
 
 
-def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A local path for a weight file, downloading a URL into the cache first (kept across runs)."""
+def is_url(text: str) -> bool:
+    return urllib.parse.urlparse(text).scheme in ("http", "https", "file")
+
+
+def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] | None = None,
+                        sha256: str | None = None) -> Path:
+    """A local path for a weight file, a URL (downloaded into the cache once) or a pretrained name.
+
+    ``sha256`` (a digest or its leading hex digits) is checked on download; a file that differs is deleted.
+    """
     parsed = urllib.parse.urlparse(path_or_url)
-    if parsed.scheme in ("http", "https", "file"):
-        cache = Path(cache_dir or os.environ.get("RESNETKIT_CACHE", Path.home() / ".cache" / "resnetkit"))
+    if is_url(path_or_url):
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
         # Keyed by the whole address: two files named model.pth at different URLs are different weights.
         key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
         target = cache / "weights" / f"{key}-{Path(parsed.path).name}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                torch.hub.download_url_to_file(path_or_url, str(target), progress=False)
+                torch.hub.download_url_to_file(path_or_url, str(target), hash_prefix=sha256 or None, progress=False)
+            except RuntimeError as e:  # torch.hub's digest check
+                raise WeightFileError(f"{path_or_url}: the downloaded file's SHA-256 is not the expected {sha256} "
+                                      f"({e}); the server sent different weights: do not use them") from e
             except Exception as e:  # urllib raises URLError, HTTPError, OSError, ...
                 raise WeightFileError(f"could not download {path_or_url} ({e}); check the address and your "
                                       "connection, or download it yourself and pass the local path") from e
         return target
+    if not os.path.exists(path_or_url):
+        from .pretrained import get_weights
+
+        entry = get_weights(path_or_url)
+        if entry is not None:  # a pretrained name: its shipped file, or its download (digest checked)
+            return entry.local_path(cache_dir=cache_dir)
     return Path(path_or_url)
 
 

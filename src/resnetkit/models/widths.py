@@ -67,6 +67,11 @@ def inner_chains(model: ResNet) -> list[tuple[str, nn.Module, tuple[str, str, st
         if chains is None:
             raise TypeError(f"{name}: cannot prune a {type(block).__name__}; known blocks: "
                             f"{[c.__name__ for c in INNER_CHAINS]}")
+        grouped = [c for c in ("conv1", "conv2", "conv3") if getattr(getattr(block, c, None), "groups", 1) > 1]
+        if grouped:
+            # Dropping single channels would break the groups' equal sizes (ResNeXt); whole groups would be needed.
+            raise TypeError(f"{name}: cannot prune grouped convolutions ({name}.{grouped[0]}); inner-channel "
+                            "pruning supports ungrouped blocks (ResNet, wide and SE-ResNet)")
         found += [(name, block, chain) for chain in chains]
     return found
 

@@ -1,0 +1,251 @@
+"""Named weights: one catalog of trained networks, each with its source, digest, preprocessing and card.
+
+A name is ``<arch>_<tag>``: ``resnet56_cifar10`` (a file shipped in ``resnetkit/weights/``),
+``resnet50_imagenet1k_v2`` (torchvision's, derived from torchvision's own weight enums so URL, digest,
+resize size and accuracy are never copied), ``seresnet50_a1_in1k`` (timm's). ``load_model`` takes a
+name wherever it takes a file, so ``predict``, ``eval``, ``export`` and ``serve`` accept it too, and
+``create_model("resnet56", pretrained="cifar10")`` returns the trained network.
+
+A shipped network is two files in ``resnetkit/weights/``: ``NAME.safetensors`` (a ``save_model`` file,
+which carries its own class names and preprocessing) and ``NAME.json``, its entry:
+``{"arch": "resnet56", "tag": "cifar10", "sha256": "...", "card": {"top1": 93.0, "evaluated_on": ...}}``.
+An entry counts as available only when its file is there.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelInfo, Preprocess
+from .registry import create_model, list_models
+from .resnet import ResNet
+from .weights import (WeightFileError, is_url, load_model_file, load_state_dict_file, load_weights,
+                      read_model_info, resolve_weight_path)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _imagenet_classes() -> list[str]:
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# Class-name lists by reference: an entry names its list, the names live here once.
+CLASS_LISTS: dict[str, Callable[[], list[str]]] = {
+    "imagenet1k": _imagenet_classes,
+    "cifar10": lambda: list(CIFAR10_CLASSES),
+}
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One named set of trained weights.
+
+    ``source`` is an http(s)/file URL, or a file name inside ``resnetkit/weights/``. ``sha256`` is the
+    full hex digest, or the prefix a publisher puts in its file names (torchvision and timm use 8 hex
+    digits, as ``torch.hub`` checks them). ``preprocess``/``classes`` None/"" mean "the file's own"
+    (a resnetkit model file stores both); foreign state dicts need them here.
+    """
+
+    name: str
+    arch: str
+    tag: str
+    source: str
+    sha256: str
+    card: Mapping[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+    classes: str = ""
+
+    @property
+    def shipped(self) -> bool:
+        return not is_url(self.source)
+
+    @property
+    def available(self) -> bool:
+        """Shipped: the file is in the package. URL entries: downloadable (cached after the first use)."""
+        return not self.shipped or (WEIGHTS_DIR / self.source).is_file()
+
+    def matches(self, digest: str) -> bool:
+        return bool(self.sha256) and digest.lower().startswith(self.sha256.lower())
+
+    def class_names(self) -> list[str]:
+        return CLASS_LISTS[self.classes]() if self.classes else []
+
+    def local_path(self, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+        """The weight file on this machine: the shipped file (digest checked) or the cached download."""
+        if not self.shipped:
+            return resolve_weight_path(self.source, cache_dir=cache_dir, sha256=self.sha256)
+        path = WEIGHTS_DIR / self.source
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: its file {path} is not installed; reinstall resnetkit, or see "
+                                    "`resnetkit models --pretrained` for the networks this install has")
+        if not self.matches(file_sha256(path)):
+            raise WeightFileError(f"{path}: its SHA-256 does not match the catalog entry {self.name}; the "
+                                  "installed file is damaged: reinstall resnetkit")
+        return path
+
+
+_BUILTIN: list[WeightEntry] = []
+
+
+def register_weights(entry: WeightEntry) -> None:
+    """Add an entry to the catalog (for weights of your own; shipped ones are read from ``WEIGHTS_DIR``)."""
+    if entry.arch not in list_models():
+        raise ValueError(f"weights {entry.name!r}: unknown architecture {entry.arch!r}")
+    if entry.classes and entry.classes not in CLASS_LISTS:
+        raise ValueError(f"weights {entry.name!r}: unknown class list {entry.classes!r}; known: {sorted(CLASS_LISTS)}")
+    if any(e.name == entry.name for e in _BUILTIN):
+        raise ValueError(f"weights name {entry.name!r} is already registered")
+    _BUILTIN.append(entry)
+
+
+def _hash_prefix(url: str) -> str:
+    """The SHA-256 prefix torch.hub's convention puts in a file name: ``resnet50-11ad3fa6.pth``."""
+    match = re.search(r"-([a-f0-9]{8,})\.", url.rsplit("/", 1)[-1])
+    return match.group(1) if match else ""
+
+
+@functools.cache
+def _torchvision_entries() -> tuple[WeightEntry, ...]:
+    """torchvision's ImageNet weights for every architecture both libraries name alike (same layout and keys)."""
+    from torchvision.models import get_model_weights, list_models as torchvision_models
+
+    entries = []
+    shared = sorted(set(list_models()) & set(torchvision_models()))
+    for arch in shared:
+        for weights in get_model_weights(arch):
+            transform = weights.transforms()  # ImageClassification: the resize/crop/interpolation they were measured with
+            metrics = weights.meta["_metrics"]["ImageNet-1K"]
+            preprocess = Preprocess(input_size=transform.crop_size[0], resize_size=transform.resize_size[0],
+                                    mean=tuple(transform.mean), std=tuple(transform.std),  # type: ignore[arg-type]
+                                    interpolation=transform.interpolation.value)
+            tag = weights.name.lower()
+            card = {"source": "torchvision", "dataset": "ImageNet-1K", "top1": metrics["acc@1"],
+                    "top5": metrics["acc@5"], "evaluated_on": "ImageNet-1K validation (50,000 images)",
+                    "recipe": weights.meta.get("recipe", ""), "num_params": weights.meta.get("num_params")}
+            entries.append(WeightEntry(f"{arch}_{tag}", arch, tag, weights.url, _hash_prefix(weights.url), card,
+                                       preprocess, "imagenet1k"))
+    return tuple(entries)
+
+
+# timm's "ResNet strikes back" weights (Wightman et al. 2021): bicubic, crop fraction 0.95, so resize
+# floor(224 / 0.95) = 235 before the 224 crop, as timm's own eval transform does.
+TIMM_A1 = Preprocess(input_size=224, resize_size=235, interpolation="bicubic")
+_TIMM_RELEASES = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights"
+# Their accuracy is in timm's results tables, which are not installed with timm: the card leaves it out
+# rather than quote a number nobody here checked.
+for _arch, _file in (("resnet50", "resnet50_a1_0-14fe96d1.pth"), ("seresnet50", "seresnet50_a1_0-ffa00869.pth")):
+    register_weights(WeightEntry(
+        f"{_arch}_a1_in1k", _arch, "a1_in1k", f"{_TIMM_RELEASES}/{_file}", _hash_prefix(_file),
+        {"source": "timm", "dataset": "ImageNet-1K", "recipe": "ResNet strikes back, A1 (arXiv:2110.00476)"},
+        TIMM_A1, "imagenet1k"))
+
+
+def _shipped_entries() -> list[WeightEntry]:
+    """Entries for the networks shipped in ``WEIGHTS_DIR``: one ``NAME.json`` beside each ``NAME.safetensors``."""
+    entries = []
+    for card_path in sorted(WEIGHTS_DIR.glob("*.json")) if WEIGHTS_DIR.is_dir() else []:
+        data = json.loads(card_path.read_text())
+        name = card_path.stem
+        entries.append(WeightEntry(name, data["arch"], data["tag"], data.get("file", f"{name}.safetensors"),
+                                   data["sha256"], data.get("card", {}),
+                                   Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None,
+                                   data.get("classes", "")))
+    return entries
+
+
+def list_weights(*, available_only: bool = True) -> list[WeightEntry]:
+    """Every catalog entry (shipped ones only when their file is installed), shipped first, then by name."""
+    entries = [*_shipped_entries(), *_BUILTIN, *_torchvision_entries()]
+    entries = [e for e in entries if e.available or not available_only]
+    return sorted(entries, key=lambda e: (not e.shipped, e.name))
+
+
+def get_weights(name: str) -> WeightEntry | None:
+    """The available entry called ``name`` (a shipped one only when its file is installed), or None."""
+    return next((e for e in list_weights() if e.name == name), None)
+
+
+def find_weights(arch: str, tag: str) -> WeightEntry:
+    """The entry for ``create_model(arch, pretrained=tag)``, or a ValueError listing what ``arch`` has."""
+    entry = get_weights(f"{arch}_{tag}")
+    if entry is None or entry.arch != arch:
+        tags = [e.tag for e in list_weights() if e.arch == arch]
+        raise ValueError(f"no pretrained weights {tag!r} for {arch}; available: {tags or 'none'} "
+                         "(see `resnetkit models --pretrained`)")
+    return entry
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def identify_weights(path: str | os.PathLike[str], *, arch: str | None = None) -> WeightEntry | None:
+    """The catalog entry a weight file is a copy of (matched by SHA-256), or None for an unknown file."""
+    digest = file_sha256(path)
+    return next((e for e in list_weights(available_only=False)
+                 if e.matches(digest) and (arch is None or e.arch == arch)), None)
+
+
+def load_entry(entry: WeightEntry, *, map_location: str | torch.device = "cpu",
+               cache_dir: str | os.PathLike[str] | None = None) -> tuple[ResNet, ModelInfo]:
+    """Build and load a catalog entry's network; its info carries the entry's preprocessing and class names."""
+    path = entry.local_path(cache_dir=cache_dir)
+    if _is_resnetkit_file(path):
+        model, info = load_model_file(path, map_location=map_location)
+    else:
+        state = load_state_dict_file(path)
+        model = create_model(entry.arch, num_classes=state["fc.weight"].shape[0] if "fc.weight" in state else None)
+        load_weights(model, state, source=f"{path} ({entry.name})")
+        model = model.to(map_location).eval()
+        info = ModelInfo(model=model.config, preprocess=entry.preprocess or model.spec.preprocess)
+    if entry.preprocess is not None:
+        info.preprocess = entry.preprocess
+    if entry.classes:
+        info.class_names = entry.class_names()
+    info.extra = {**info.extra, "weights": entry.name}
+    return model, info
+
+
+def _is_resnetkit_file(path: Path) -> bool:
+    try:
+        read_model_info(path)
+    except WeightFileError:
+        return False
+    return True
+
+
+def pretrained_model(arch: str, tag: str, **options: Any) -> ResNet:
+    """What ``create_model(arch, pretrained=tag)`` returns; ``num_classes`` resets the head for fine-tuning."""
+    num_classes = options.pop("num_classes", None)
+    if options:
+        raise ValueError(f"create_model({arch!r}, pretrained={tag!r}): the weights fix the architecture; "
+                         f"drop {sorted(options)}")
+    model, _ = load_entry(find_weights(arch, tag))
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    return model
+
+
+def with_preprocess(info: ModelInfo, overrides: Mapping[str, Any]) -> ModelInfo:
+    """``info`` with some ``Preprocess`` fields replaced (``--input-size``, ``--interpolation`` ...)."""
+    if not overrides:
+        return info
+    return replace(info, preprocess=Preprocess.from_dict({**info.preprocess.to_dict(), **overrides}))
