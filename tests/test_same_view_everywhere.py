@@ -1,6 +1,6 @@
 """Black-box: for a folder of awkward image files, the tensor the model sees is the same, bit for bit, in
-training's evaluation path, ``resnetkit eval``, ``resnetkit predict`` and the ``Predictor`` that serve uses,
-and ``eval`` and ``predict`` pick the same top-1 class for every file."""
+training's evaluation path, ``resnetkit eval``, ``resnetkit predict``, the ``Predictor`` that serve uses and
+export's calibration reader, and ``eval`` and ``predict`` pick the same top-1 class for every file."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def test_the_model_sees_one_tensor_per_file_in_train_eval_predict_and_serve(tmp_
     config = TrainConfig(data=str(data), augment=augment, image_size=32, workers=0)
     train_data = build_train_data(config, dist=DistInfo(), device=torch.device("cpu"))
     in_training = torch.cat([images for images, _ in train_data.val]).contiguous()
+    labels = torch.cat([labels for _, labels in train_data.val]).tolist()
 
     # The model file training would write: its class names and preprocessing.
     torch.manual_seed(0)
@@ -87,6 +88,13 @@ def test_the_model_sees_one_tensor_per_file_in_train_eval_predict_and_serve(tmp_
     assert torch.equal(evaluated.seen(), in_training)
     assert torch.equal(predicted.seen(), in_training)
     assert torch.equal(served.seen(), in_training)
+    # Export calibration and accuracy reports read the folder class by class in turn (round-robin).
+    from resnetkit.export.data import load_image_folder
+
+    per_class = [[i for i, label in enumerate(labels) if label == k] for k in range(2)]
+    round_robin = [files[i] for i in range(max(map(len, per_class))) for files in per_class if i < len(files)]
+    exported = load_image_folder(data, train_data.preprocess, class_names=train_data.class_names)
+    assert torch.equal(exported.images, in_training[round_robin])
     eval_top1 = torch.cat(evaluated.top1).tolist()
     assert eval_top1 == torch.cat(predicted.top1).tolist() == [r.indices[0] for r in served_results]
 
