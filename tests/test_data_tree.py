@@ -46,7 +46,8 @@ def _tree(root: Path, *, bad: bool = True) -> dict[str, bytes]:
         "cat/1.jpg": _encoded(_image(1), "JPEG"),
         "cat/sub/2.webp": _encoded(_image(2), "WEBP"),
         "dog/0.png": _encoded(_image(3, mode="L"), "PNG"),
-        "dog/1.PNG": _encoded(_image(4, mode="RGBA"), "PNG"),
+        "dog/1.PNG": _encoded(Image.fromarray(np.random.default_rng(4).integers(0, 256, (12, 12, 4), dtype=np.uint8),
+                                              "RGBA"), "PNG"),  # every level of transparency
         "dog/notes.txt": b"not an image",
         "stray.png": _encoded(_image(5), "PNG"),
     }
@@ -89,11 +90,15 @@ def test_bad_files_are_reported_by_path_and_skipped_never_crash(tmp_path, contai
     assert data.images.shape == (5, 3, 12, 12) and data.labels.tolist() == [0, 0, 0, 1, 1]
     skipped = {Path(p.split(":")[-1]).name for p, _ in data.skipped}
     assert {"truncated.jpg", "text.jpg", "notes.txt", "stray.png"} <= skipped
-    # Pixels are the originals (PNG/WebP lossless), grey replicated to RGB, alpha dropped.
+    # Pixels are the originals (PNG/WebP lossless), grey replicated to RGB, transparent pixels composited on
+    # white (the one rule of predict and serve too; this test used to assert that alpha was dropped).
     cat_png = np.array(Image.open(io.BytesIO(files["cat/0.png"])).convert("RGB"))
     assert torch.equal(data.images[0], torch.from_numpy(cat_png).permute(2, 0, 1))
     grey = np.array(Image.open(io.BytesIO(files["dog/0.png"])))
     assert torch.equal(data.images[3, 1], torch.from_numpy(grey))
+    rgba = np.array(Image.open(io.BytesIO(files["dog/1.PNG"]))).astype(int)
+    on_white = (rgba[..., :3] * rgba[..., 3:] + 255 * (255 - rgba[..., 3:]) + 127) // 255
+    assert torch.equal(data.images[4], torch.from_numpy(on_white.astype(np.uint8)).permute(2, 0, 1))
 
 
 def test_val_split_holds_out_the_same_files_decoded_in_memory_or_read_one_by_one(tmp_path):
@@ -233,7 +238,7 @@ def test_training_decodes_exif_rotated_photos_upright_as_predict_does(tmp_path):
     evaluation, exactly as ``resnetkit predict`` shows it to the model."""
     from PIL import Image
 
-    from resnetkit.data.decode import decode_rgb
+    from resnetkit.data import decode_rgb
     from resnetkit.infer.images import load_image
 
     stored = Image.new("RGB", (40, 20), (255, 255, 255))

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from resnetkit.config import Preprocess
-from resnetkit.data import eval_transform
-from resnetkit.evaluate.protocols import (_normalise, evaluate_samples, flip_views, multiscale_views,
-                                          ten_crop_views)
+from resnetkit.data import eval_transform, eval_views, to_model_input
+from resnetkit.evaluate.protocols import evaluate_samples
 
 PRE = Preprocess(input_size=32, resize_size=36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -31,13 +30,13 @@ def _image(left: int, right: int, size: int = 40) -> torch.Tensor:
 
 def test_views_of_each_protocol():
     image = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8)
-    center, mirror = flip_views(image, PRE)
+    center, mirror = eval_views(image, PRE, protocol="flip")
     assert center.shape == mirror.shape == (3, 32, 32)
     assert torch.equal(mirror, center.flip(-1))
-    crops = ten_crop_views(image, PRE)
+    crops = eval_views(image, PRE, protocol="10crop")
     assert len(crops) == 10 and all(c.shape == (3, 32, 32) for c in crops)
     assert torch.equal(crops[5], crops[1].flip(-1))  # the mirror's top-left corner is the top-right one, mirrored
-    views = multiscale_views(image, PRE, (32, 64))
+    views = eval_views(image, PRE, protocol="multiscale", scales=(32, 64))
     assert [min(v.shape[-2:]) for v in views] == [32, 32, 64, 64]
 
 
@@ -92,7 +91,7 @@ def _model_and_folder(tmp_path):
 def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path):
     """Images of different sizes and shapes are resized and cropped once, by the protocol (no squeeze to
     a common size first); a corrupt file is reported and left out, the rest is measured."""
-    from resnetkit.data.decode import decode_rgb
+    from resnetkit.data import decode_rgb
     from resnetkit.evaluate.run import run_evaluation
 
     model, files = _model_and_folder(tmp_path)
@@ -112,7 +111,7 @@ def test_eval_cli_averages_the_softmax_over_each_protocols_views(tmp_path, capsy
     import json
 
     from resnetkit.cli import main
-    from resnetkit.data.decode import decode_rgb
+    from resnetkit.data import decode_rgb
 
     model, files = _model_and_folder(tmp_path)
     scales = (32, 48)
@@ -125,8 +124,8 @@ def test_eval_cli_averages_the_softmax_over_each_protocols_views(tmp_path, capsy
         losses = []
         for path, label in files:
             image = decode_rgb(path.read_bytes())
-            views = ten_crop_views(image, PRE) if protocol == "10crop" else multiscale_views(image, PRE, scales)
-            probs = torch.stack([model(_normalise(v, PRE)[None]).softmax(1)[0] for v in views]).mean(0)
+            views = eval_views(image, PRE, protocol=protocol, scales=scales)
+            probs = torch.stack([model(to_model_input(v, PRE)[None]).softmax(1)[0] for v in views]).mean(0)
             losses.append(-probs[label].log())
     assert report["images"] == 4 and report["config"]["protocol"] == protocol
     assert len(report["per_class"]) == 2 and sum(map(sum, report["confusion"])) == 4

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .cache import cache_dir
-from .cifar import CIFAR_NAMES, detect_format, locate_cifar, read_cifar
-from .decode import decode_rgb, fit_to_size, load_tree_in_memory
+from .cifar import locate_cifar, read_cifar
+from .decode import load_tree_in_memory
 from .digits import load_digits_dataset
+from .image import decode_rgb
 from .memory import InMemoryImageDataset, split_holdout
+from .preprocess import fit_to_size
+from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
 from .transforms import ImageFileDataset
-from .tree import index_tree, is_compressed
+from .tree import index_tree
 
 SPLITS = ("train", "test")
 
@@ -100,56 +103,35 @@ def _coarse_needs_cifar100(config: DataConfig, classes: int | None = None) -> No
 
 
 def _load_sources(config: DataConfig, splits: tuple[str, ...]) -> dict[str, InMemoryImageDataset | None]:
-    source = config.source
-    if source == "digits":
+    source = resolve_source(config.source)
+    if source.kind == DIGITS:
         _coarse_needs_cifar100(config)
         return {s: load_digits_dataset(s, size=config.image_size or 16) for s in splits}
-    if source in CIFAR_NAMES:
-        path = locate_cifar(source, root=config.root or data_root(), download=config.download)
-        both = read_cifar(path, labels=config.cifar100_labels)
-        _coarse_needs_cifar100(config, both["train"].num_classes)
-        return {s: both[s] for s in splits}
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"data source {source!r} is neither a dataset name ('digits', 'cifar10', 'cifar100') "
-                                "nor an existing folder or archive")
-    if is_cifar_source(path):
+    if source.kind in (CIFAR_NAME, CIFAR_FILES):
+        path = source.path or locate_cifar(source.text, root=config.root or data_root(), download=config.download)
         both = read_cifar(path, labels=config.cifar100_labels)
         _coarse_needs_cifar100(config, both["train"].num_classes)
         return {s: both[s] for s in splits}
     _coarse_needs_cifar100(config)
-    return {s: load_tree_in_memory(path, split=s, image_size=config.image_size, workers=config.workers,
+    return {s: load_tree_in_memory(source.path, split=s, image_size=config.image_size, workers=config.workers,
                                    cache=config.cache) for s in splits}
 
 
-def is_cifar_source(path: Path) -> bool:
-    """Whether ``path`` holds CIFAR batches (a batches folder or archive, or a folder with one inside)."""
-    return detect_format(path) is not None or (path.is_dir() and any(
-        detect_format(child) is not None for child in path.iterdir() if child.is_dir()))
-
-
-def open_image_files(source: str, *, split: str = "test") -> ImageFileDataset | None:
+def open_image_files(source: str | DataSource, *, split: str = "test") -> ImageFileDataset | None:
     """One split of an image tree read file by file, each image at its own size, undecoded until asked for.
 
-    None when ``source`` is not a tree that can be read at random (a dataset name, CIFAR batches, a
-    compressed tar): load those with ``load_image_dataset``. Raises FileNotFoundError when the tree has
-    no such split.
+    None when ``source`` cannot be read file by file (a dataset name, CIFAR batches, a compressed tar):
+    load those with ``load_image_dataset``. Raises FileNotFoundError when the tree has no such split.
     """
-    path = Path(source).expanduser()
-    if source == "digits" or source in CIFAR_NAMES or not path.exists() or is_cifar_source(path):
-        return None
-    if path.is_file() and is_compressed(path):
-        return None
-    return ImageFileDataset(path, split=split)
+    source = resolve_source(source)
+    return ImageFileDataset(source.path, split=split) if source.file_by_file else None
 
 
-def first_image_size(source: str) -> tuple[int, int] | None:
+def first_image_size(source: str | DataSource) -> tuple[int, int] | None:
     """``(height, width)`` of the first decodable training image of an image tree; None for dataset names,
-    CIFAR batches, a missing path or a tree with nothing decodable."""
-    path = Path(source).expanduser()
-    if source == "digits" or source in CIFAR_NAMES or not path.exists() or is_cifar_source(path):
-        return None
-    tree = index_tree(path, split="train")
+    CIFAR batches or a tree with nothing decodable."""
+    source = resolve_source(source)
+    tree = index_tree(source.path, split="train") if source.is_image_tree else None
     for _, data in tree.iter_bytes() if tree is not None else ():
         try:
             return tuple(decode_rgb(data).shape[1:])  # type: ignore[return-value]
@@ -158,7 +140,7 @@ def first_image_size(source: str) -> tuple[int, int] | None:
     return None
 
 
-def load_image_dataset(source: str, *, split: str = "train", **options: Any) -> InMemoryImageDataset:
+def load_image_dataset(source: str | DataSource, *, split: str = "train", **options: Any) -> InMemoryImageDataset:
     """One split of a source as an in-memory uint8 dataset; ``options`` are ``DataConfig`` fields.
 
     >>> test = load_image_dataset("cifar10", split="test", download=True)
@@ -166,7 +148,7 @@ def load_image_dataset(source: str, *, split: str = "train", **options: Any) -> 
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} must be one of {SPLITS} (use DataConfig.val_split for a validation set)")
-    config = DataConfig(source=source, **options)
+    config = DataConfig(source=resolve_source(source).text, **options)
     dataset = _resize(_load_sources(config, (split,))[split], config.image_size)
     if dataset is None:
         raise FileNotFoundError(f"{source} has no {split!r} split (an image tree needs a {split}/ folder for it)")

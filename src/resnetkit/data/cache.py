@@ -26,7 +26,8 @@ import torch
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
-CACHE_FORMAT = 3  # 2: images decoded with their EXIF orientation applied; 3: the undecodable files' positions
+CACHE_FORMAT = 4  # 2: images decoded with their EXIF orientation applied; 3: the undecodable files' positions;
+# 4: the one decoder (image.decode_rgb): alpha composited on white, 16-bit rounded to 8 bits, palettes via PIL
 
 
 def cache_dir() -> Path:

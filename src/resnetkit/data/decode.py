@@ -1,77 +1,32 @@
 """Decode an indexed image tree once into an in-memory uint8 dataset (cached on disk).
 
-Decoding uses torchvision's libjpeg/libpng/libwebp decoders (``torchvision.io.decode_image``) in
-a thread pool over chunks of images: the decoders release the GIL, so threads scale without the
-cost of shipping bytes and pixels between processes. Images whose size differs from the target are
-resized (shorter side) and centre-cropped. An image that cannot be decoded (truncated, corrupt, not
-an image at all) is reported by path and skipped; it never stops the run.
+Each image goes through the one decoder (``image.decode_rgb``: EXIF, alpha on white, 16-bit, ...) in
+a thread pool over chunks of images: its libjpeg/libpng decoders release the GIL, so threads scale
+without the cost of shipping bytes and pixels between processes. Images whose size differs from the
+target are resized and centre-cropped by ``preprocess.fit_to_size``, the resize and crop of evaluation.
+An image that cannot be decoded (truncated, corrupt, not an image at all) is reported by path and
+skipped; it never stops the run.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import re
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torchvision.transforms.v2 import functional as TF
-
-try:  # torchvision's decoders are ~3x faster than PIL on small JPEGs; PIL remains the fallback.
-    from torchvision.io import ImageReadMode, decode_image
-except ImportError:  # pragma: no cover - a future torchvision without image decoding
-    decode_image = None
-# torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
-# decoders still work and TorchCodec is not a dependency, so silence exactly that message.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
 
 from .cache import cache_path, load_cached, save_cached
+from .image import decode_rgb
 from .memory import InMemoryImageDataset
+from .preprocess import fit_to_size
 from .tree import ImageTree, index_tree, report_skipped
+
+__all__ = ["decode_rgb", "decode_tree", "fit_to_size", "load_tree_in_memory"]
 
 logger = logging.getLogger(__name__)
 CHUNK = 512
-
-
-def decode_rgb(data: bytes) -> torch.Tensor:
-    """Encoded bytes -> (3, H, W) uint8; raises ValueError naming the cause when they are not a whole image."""
-    if not data:
-        raise ValueError("empty file")
-    torchvision_error: Exception | str = "not available"
-    if decode_image is not None:
-        try:
-            # EXIF orientation applied, as predict does (infer.images): a phone photo stored on its side is
-            # trained on, evaluated and predicted upright alike.
-            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                                 apply_exif_orientation=True)
-            return image[0] if image.dim() == 4 else image  # an animated GIF: its first frame
-        except RuntimeError as error:
-            torchvision_error = error
-    # Formats or corner cases the torchvision build cannot decode: PIL, which also detects truncation.
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            array = np.asarray((ImageOps.exif_transpose(image) or image).convert("RGB"))
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad data
-        detail = re.sub(r"^\S+, \S+:\d+, ", "", str(torchvision_error).strip())  # drop the C++ file:line prefix
-        raise ValueError(f"{type(error).__name__}: {error} (torchvision: {detail})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def fit_to_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize (C, H, W) or (N, C, H, W) so the shorter side fits ``size`` (H, W), then centre-crop."""
-    height, width = image.shape[-2:]
-    if (height, width) == tuple(size):
-        return image
-    scale = max(size[0] / height, size[1] / width)
-    resized = TF.resize(image, [max(size[0], round(height * scale)), max(size[1], round(width * scale))],
-                        antialias=True)
-    return TF.center_crop(resized, list(size))
 
 
 def default_workers() -> int:

@@ -5,8 +5,8 @@ processes. ``paper_train_transform`` is the ImageNet recipe of the paper (sectio
 side resized to a random length in [256, 480], a random 224x224 crop, a horizontal flip and, with
 ``lighting`` > 0, the "standard color augmentation" it cites (AlexNet's PCA lighting noise,
 ``PCALighting``); ``random_resized_crop_transform`` is the later
-torchvision/timm standard; ``eval_transform`` is the single-crop evaluation that
-``resnetkit.config.Preprocess`` describes (resize 256, centre crop 224), so it matches the weights.
+torchvision/timm standard. The evaluation transform is ``preprocess.eval_transform``, the one every
+evaluation and prediction path uses.
 """
 
 from __future__ import annotations
@@ -18,25 +18,15 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
 from ..config import IMAGENET_PREPROCESS, Preprocess
-from .decode import decode_rgb
+from .image import decode_rgb
 from .loader import derive_seed
+from .preprocess import interpolation_mode
 from .tree import ImageTree, index_tree, report_skipped
 
 logger = logging.getLogger(__name__)
-
-INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-                  "nearest": InterpolationMode.NEAREST}
-
-
-def _interpolation(preprocess: Preprocess) -> InterpolationMode:
-    try:
-        return INTERPOLATIONS[preprocess.interpolation]
-    except KeyError:
-        raise ValueError(f"interpolation {preprocess.interpolation!r} is not one of {sorted(INTERPOLATIONS)}") from None
-
 
 # The principal components of ImageNet's RGB pixels (values in [0, 1]), as AlexNet's lighting noise uses them
 # (the figures of fb.resnet.torch and the torchvision-era reproductions).
@@ -73,7 +63,7 @@ def paper_train_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, *, min_s
         raise ValueError(f"need input_size {preprocess.input_size} <= min_size {min_size} <= max_size {max_size}")
     return v2.Compose([
         v2.ToImage(),
-        v2.RandomShortestSize(min_size=list(range(min_size, max_size + 1)), interpolation=_interpolation(preprocess),
+        v2.RandomShortestSize(min_size=list(range(min_size, max_size + 1)), interpolation=interpolation_mode(preprocess.interpolation),
                               antialias=True),
         v2.RandomCrop(preprocess.input_size),
         v2.RandomHorizontalFlip(),
@@ -86,25 +76,10 @@ def random_resized_crop_transform(preprocess: Preprocess = IMAGENET_PREPROCESS, 
     """RandomResizedCrop (area ``scale``, aspect 3/4..4/3) to ``input_size``, flip, PCA lighting, normalise."""
     return v2.Compose([
         v2.ToImage(),
-        v2.RandomResizedCrop(preprocess.input_size, scale=scale, interpolation=_interpolation(preprocess),
+        v2.RandomResizedCrop(preprocess.input_size, scale=scale, interpolation=interpolation_mode(preprocess.interpolation),
                              antialias=True),
         v2.RandomHorizontalFlip(),
         *_to_normalized(preprocess, lighting),
-    ])
-
-
-def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> v2.Compose:
-    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, scale to [0, 1], normalise.
-
-    The one evaluation transform of resnetkit (training reports, ``eval``, ``predict``, export checks).
-    Resize and crop come before ``ToImage``, so a PIL image is resized by PIL's kernels exactly as the
-    classic ``Resize / CenterCrop / ToTensor / Normalize`` pipeline does; tensors work the same way.
-    """
-    return v2.Compose([
-        v2.Resize(preprocess.resize_size, interpolation=_interpolation(preprocess), antialias=True),
-        v2.CenterCrop(preprocess.input_size),
-        v2.ToImage(),
-        *_to_normalized(preprocess),
     ])
 
 

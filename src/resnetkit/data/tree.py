@@ -136,6 +136,12 @@ def _choose_split(relative: list[str], split: str) -> str | None:
     return "" if split == "train" else None
 
 
+def tree_splits(source: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Which of ``("train", "test")`` ``index_tree`` finds in a tree (a tree without split folders is all "train")."""
+    relative = [rel for rel, _ in _list_files(Path(source))[0]]
+    return tuple(split for split in ("train", "test") if _choose_split(relative, split) is not None)
+
+
 def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> ImageTree | None:
     """Index one split of an image tree (folder or tar); None when the tree has no such split.
 

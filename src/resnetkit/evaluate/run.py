@@ -26,29 +26,22 @@ def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labe
     """
     from .. import data as datasets
 
+    source = datasets.resolve_source(data)
     if val_split:
         described = f"{val_split} images held out of the training split (--val-split {val_split}, seed {seed})"
-        files = datasets.open_image_files(data, split="train")
-        if files is not None:
+        if source.file_by_file:
+            files = datasets.ImageFileDataset(source.path, split="train")
             _, held = datasets.stratified_split(torch.tensor(files.tree.labels), val_split, seed=seed)
             return Subset(files, held.tolist()), files.class_names, described
         held_out = datasets.load_data(datasets.DataConfig(source=data, val_split=val_split, seed=seed,
                                                           cifar100_labels=cifar100_labels)).val
         return held_out, held_out.class_names, described
-    if data == "digits":
-        test = datasets.load_digits_dataset("test")
-        return test, test.class_names, "test"
-    whole = "all images (no test/ or val/ folder)"
-    try:
-        dataset, split = datasets.open_image_files(data, split="test"), "test"
-    except FileNotFoundError:
-        dataset, split = datasets.open_image_files(data, split="train"), whole
-    if dataset is None:
-        try:
-            dataset, split = datasets.load_image_dataset(data, split="test", cifar100_labels=cifar100_labels), "test"
-        except FileNotFoundError:
-            dataset, split = datasets.load_image_dataset(data, split="train", cifar100_labels=cifar100_labels), whole
-    return dataset, dataset.class_names, split
+    split = source.evaluation_split
+    if source.file_by_file:
+        dataset = datasets.ImageFileDataset(source.path, split=split)
+    else:
+        dataset = datasets.load_image_dataset(source, split=split, cifar100_labels=cifar100_labels)
+    return dataset, dataset.class_names, split if split == "test" else "all images (no test/ or val/ folder)"
 
 
 def _first(batch: list):

@@ -20,23 +20,12 @@ import numpy as np
 import torch
 
 from ..config import ModelInfo, Preprocess
-from ..models import ResNet, create_model, default_preprocess, load_model, save_model
+from ..models import ResNet, create_model, default_preprocess, load_model
+from .registry import RuntimeSpec, build_runner, prepare_runtimes
 from .runtimes import Runner
 
-RUNTIMES = ("torch", "torch-bf16", "torch-fp16", "onnx", "onnx-int8", "onnx-int8-default", "openvino",
-            "openvino-bf16", "openvino-int8")
-RUNTIME_HELP = {
-    "torch": "eager PyTorch fp32",
-    "torch-bf16": "eager PyTorch, weights and activations in bfloat16",
-    "torch-fp16": "eager PyTorch, weights and activations in float16",
-    "onnx": "ONNX Runtime fp32 (all graph optimisations)",
-    "onnx-int8": "ONNX Runtime, our INT8: pre-processed graph, per-channel weights, u8 activations, QDQ",
-    "onnx-int8-default": "ONNX Runtime, quantize_static with default settings (the hand-done baseline)",
-    "openvino": "OpenVINO fp32",
-    "openvino-bf16": "OpenVINO with bf16 inference precision",
-    "openvino-int8": "OpenVINO running our INT8 QDQ model",
-}
-
+__all__ = ["BenchRow", "RuntimeSpec", "bench_table", "benchmark", "load_average", "peak_memory_mb",
+           "realistic_random_weights", "time_interleaved"]
 
 def realistic_random_weights(model: ResNet, *, seed: int = 0) -> ResNet:
     """Give random-weight BatchNorms trained-looking statistics, in place.
@@ -55,66 +44,6 @@ def realistic_random_weights(model: ResNet, *, seed: int = 0) -> ResNet:
                 m.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.25)
                 m.bias.copy_(torch.randn(n, generator=generator) * 0.05)
     return model
-
-
-@dataclass(frozen=True)
-class RuntimeSpec:
-    """How to build one runtime's runner from files on disk (picklable, for the memory child process)."""
-
-    name: str
-    path: str  # a model .safetensors for torch runtimes, an .onnx for the others
-    threads: int
-
-
-def build_runner(spec: RuntimeSpec) -> Runner:
-    from .runtimes import onnx_runner, openvino_runner, torch_runner
-
-    if spec.name.startswith("torch"):
-        model, _ = load_model(spec.path)
-        dtype = {"torch": torch.float32, "torch-bf16": torch.bfloat16, "torch-fp16": torch.float16}[spec.name]
-        return torch_runner(model, dtype=dtype, threads=spec.threads)
-    if spec.name.startswith("openvino"):
-        precision = {"openvino": "f32", "openvino-bf16": "bf16"}.get(spec.name)
-        return openvino_runner(spec.path, name=spec.name, threads=spec.threads, precision=precision)
-    # Any other name is an ONNX file for ONNX Runtime. No spinning: several sessions share one process
-    # here, and idle spinning threads of one session would steal the cores from the next. Every ONNX
-    # Runtime session, the baseline's included, gets the same options.
-    return onnx_runner(spec.path, name=spec.name, threads=spec.threads, spinning=False)
-
-
-def prepare_runtimes(model: ResNet, info: ModelInfo, runtimes: list[str], workdir: Path, *,
-                     calibration: torch.Tensor, threads: int = 2) -> list[RuntimeSpec]:
-    """Write the files each runtime needs (model file, ONNX, INT8 ONNX) into ``workdir``."""
-    from onnxruntime.quantization import quantize_static
-
-    from .formats import write_artifact
-    from .quantize import _TensorReader, quantize_onnx_int8
-
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
-    model_file = workdir / "model.safetensors"
-    save_model(model, model_file, info=info)
-    fp32, int8, int8_default = workdir / "model.onnx", workdir / "model-int8.onnx", workdir / "model-int8-default.onnx"
-    specs = []
-    for name in runtimes:
-        if name.startswith("torch"):
-            path = model_file
-        else:
-            if not fp32.exists():
-                write_artifact(model, info, fp32, "onnx")
-            path = fp32
-            if name in ("onnx-int8", "openvino-int8"):
-                if not int8.exists():
-                    quantize_onnx_int8(fp32, int8, calibration)
-                path = int8
-            elif name == "onnx-int8-default":
-                if not int8_default.exists():
-                    # Exactly what a user does by hand: no pre-processing, every option at its default.
-                    quantize_static(str(fp32), str(int8_default), _TensorReader(calibration, "input"))
-                path = int8_default
-        specs.append(RuntimeSpec(name, str(path), threads))
-    return specs
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Images for calibration, parity checks and accuracy reports: a labelled folder or tensors.
 
-Images are read and preprocessed exactly as ``resnetkit predict`` reads them (``infer.load_image``,
-then the one ``eval_transform`` of the model's own ``Preprocess``), so an export's accuracy report
-measures what a user of the exported model will see.
+A folder is indexed by the data package's tree reader (``data.index_tree``, as training and
+``resnetkit eval`` index it), each file decoded by the one decoder and preprocessed by the one
+evaluation transform of the model's own ``Preprocess``, so an export's accuracy report measures what a
+user of the exported model will see.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 import torch
 
 from ..config import Preprocess
-from ..data.transforms import eval_transform
-from ..data.tree import IMAGE_EXTENSIONS
-from ..infer.images import load_image
+from ..data.image import decode_rgb
+from ..data.preprocess import eval_transform
+from ..data.source import resolve_source
+from ..data.tree import SPLIT_FOLDERS, index_tree, report_skipped
 
 
 @dataclass
@@ -38,40 +40,51 @@ class LabelledImages:
 
 
 def preprocess_image(path: str | os.PathLike[str], preprocess: Preprocess) -> torch.Tensor:
-    """One image file as the model sees it: RGB, shorter side resized, centre-cropped, normalised."""
-    return eval_transform(preprocess)(load_image(str(path)))
+    """One image file as the model sees it: decoded, shorter side resized, centre-cropped, normalised."""
+    return eval_transform(preprocess)(decode_rgb(Path(path).read_bytes(), name=str(path)))
 
 
 def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
                       class_names: list[str] | None = None, limit: int | None = None) -> LabelledImages:
-    """Read ``root/<class>/<image>`` into memory.
+    """Read ``root/<class>/<image>`` (or its test/ or val/ split) into memory.
 
-    With ``class_names`` (the model's own list) labels follow the model's order and a folder that names
-    an unknown class is an error; without it the sorted folder names are the classes. ``limit`` keeps
-    the first images of each class in turn (round-robin), so a small limit still covers every class.
+    With ``class_names`` (the model's own list) labels follow the model's order and a class folder that
+    names an unknown class is an error; without it the sorted folder names are the classes. ``limit``
+    keeps the first images of each class in turn (round-robin), so a small limit still covers every
+    class. Files that cannot be decoded are reported by path and left out.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder; expected root/<class>/<image files>")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
+    subfolders = [p.name for p in root.iterdir() if p.is_dir()]
+    tree = index_tree(root, split=resolve_source(root).evaluation_split) if subfolders else None
+    if tree is None:
         raise ValueError(f"{root}: no class sub-folders; expected root/<class>/<image files>")
-    names = list(class_names) if class_names else [p.name for p in folders]
-    unknown = [p.name for p in folders if p.name not in names]
+    # An empty folder is a class too: one the model does not know is an error even before it holds images.
+    split_names = {name for names in SPLIT_FOLDERS.values() for name in names}
+    folders = [name for name in subfolders if name not in split_names]
+    names = list(class_names) if class_names else list(tree.class_names)
+    unknown = sorted({*folders, *tree.class_names} - set(names))
     if unknown:
         raise ValueError(f"{root}: folder(s) {unknown[:5]} are not among the model's {len(names)} class names "
                          f"(first: {names[:5]}); rename the folders or leave the class out")
-    per_class = [sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) for p in folders]
-    order: list[tuple[Path, int]] = []
-    for i in range(max(len(files) for files in per_class)):
-        order += [(files[i], names.index(p.name)) for p, files in zip(folders, per_class) if i < len(files)]
-    if limit is not None:
-        order = order[:limit]
-    if not order:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under the class folders")
-    images = torch.stack([preprocess_image(path, preprocess) for path, _ in order])
-    labels = torch.tensor([label for _, label in order], dtype=torch.long)
-    return LabelledImages(images, labels, names)
+    per_class = [[i for i, label in enumerate(tree.labels) if label == k] for k in range(len(tree.class_names))]
+    order = [files[i] for i in range(max(map(len, per_class))) for files in per_class if i < len(files)]
+    transform = eval_transform(preprocess)
+    images, labels, skipped = [], [], list(tree.skipped)
+    for index in order:
+        if limit is not None and len(images) == limit:
+            break
+        try:
+            images.append(transform(decode_rgb(tree.read_bytes(index))))
+        except (OSError, ValueError) as error:
+            skipped.append((tree.paths[index], str(error)))
+            continue
+        labels.append(names.index(tree.class_names[tree.labels[index]]))
+    report_skipped(skipped, source=str(root))
+    if not images:
+        raise ValueError(f"{root}: none of the image files under the class folders could be decoded")
+    return LabelledImages(torch.stack(images), torch.tensor(labels, dtype=torch.long), names)
 
 
 def as_labelled(data: LabelledImages | tuple[torch.Tensor, torch.Tensor] | str | os.PathLike[str], *,

@@ -18,9 +18,8 @@ import torch
 from ..config import ModelInfo
 from ..models import ResNet
 from .data import LabelledImages, as_labelled
+from .registry import build_runner, prepare_runtimes
 from .runtimes import Runner
-
-VARIANTS = ("torch", "torch-fp16", "torch-bf16", "onnx", "onnx-int8", "openvino-int8")
 
 
 def top1_accuracy(runner: Runner | torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -73,31 +72,6 @@ class VariantReport:
         return "\n".join(lines)
 
 
-def build_variant(name: str, model: ResNet, info: ModelInfo, workdir: Path, calibration: torch.Tensor | None) -> Runner:
-    """One runner by variant name; ONNX variants are exported into ``workdir``."""
-    from .formats import write_artifact
-    from .runtimes import onnx_runner, openvino_runner, torch_runner
-
-    if name in ("torch", "torch-fp16", "torch-bf16"):
-        dtype = {"torch": torch.float32, "torch-fp16": torch.float16, "torch-bf16": torch.bfloat16}[name]
-        return torch_runner(model, dtype=dtype)
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
-    fp32 = workdir / "model.onnx"
-    if not fp32.exists():
-        write_artifact(model, info, fp32, "onnx")
-    if name == "onnx":
-        return onnx_runner(fp32, name=name)
-    int8 = workdir / "model-int8.onnx"
-    if not int8.exists():
-        if calibration is None:
-            raise ValueError(f"{name} needs calibration images")
-        from .quantize import quantize_onnx_int8
-
-        quantize_onnx_int8(fp32, int8, calibration)
-    return onnx_runner(int8, name=name) if name == "onnx-int8" else openvino_runner(int8, name=name)
-
-
 def compare_variants(model: ResNet | str | os.PathLike[str],
                      data: LabelledImages | tuple[torch.Tensor, torch.Tensor] | str | os.PathLike[str],
                      *, variants: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8"),
@@ -125,11 +99,13 @@ def compare_variants(model: ResNet | str | os.PathLike[str],
     baseline_top1 = float((reference == labelled.labels).float().mean())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in variants:
-            runner = build_variant(name, model, info, Path(tmp), calibration)
+        # Each runtime's own default thread count and spinning: one runtime is timed at a time here.
+        for spec in prepare_runtimes(model, info, variants, Path(tmp), calibration=calibration, threads=None,
+                                     spinning=True):
+            runner = build_runner(spec)
             predicted = torch.from_numpy(np.concatenate([runner(c) for c in labelled.images.split(64)])).argmax(1)
             top1 = float((predicted == labelled.labels).float().mean())
-            rows.append(VariantResult(name, runner.size_bytes,
+            rows.append(VariantResult(spec.name, runner.size_bytes,
                                       median_latency_ms(runner, labelled.images[:latency_batch]), top1,
                                       top1 - baseline_top1, float((predicted == reference).float().mean())))
     return VariantReport(rows, len(labelled), latency_batch)

@@ -1,26 +1,30 @@
 """Turn whatever a user has (a path, URL, upload, PIL image, array or tensor) into an upright RGB image.
 
-Real-world files come in every mode PIL knows; each is converted the way an image viewer shows it,
-so a prediction never depends on how the file happened to be stored. Failures raise ``ImageLoadError``
-with the file's name, so a batch can report them and carry on.
+Encoded files go through the one decoder of the data package (``data.image.decode_rgb``), so predict
+and serve see a file exactly as training and ``resnetkit eval`` do: EXIF orientation, transparency on
+white, 16-bit rounded to 8 bits, palettes, CMYK, first frames and the decompression-bomb guard are
+decided there. Failures raise ``ImageLoadError`` with the input's name, so a batch can report them and
+carry on.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import os
 import urllib.parse
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, to_pil
 from ..data.tree import IMAGE_EXTENSIONS
+
+__all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_inputs", "is_url", "load_image",
+           "load_pixels"]
 
 # What ``predict`` accepts for one image.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
@@ -28,13 +32,6 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tenso
 URL_SCHEMES = ("http", "https", "file")
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
-# Transparent pixels are shown on white, as browsers and viewers do; PIL's plain RGBA->RGB conversion
-# would expose whatever colour the transparent pixels happen to store (often black).
-BACKGROUND = (255, 255, 255)
-
-
-class ImageLoadError(ValueError):
-    """An input that is not a usable image; the message names it and says why."""
 
 
 def is_url(text: str) -> bool:
@@ -51,15 +48,15 @@ def describe(source: Any, index: int) -> str:
     return f"<{kind} #{index}>"
 
 
-def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
-    """An RGB PIL image from any supported input, EXIF-rotated upright.
+def load_pixels(source: ImageInput, *, name: str | None = None) -> torch.Tensor:
+    """A (3, H, W) uint8 RGB tensor from any supported input, EXIF-rotated upright.
 
     Float arrays and tensors are taken to be in [0, 1]; uint8 ones in [0, 255]. Tensors are CHW,
     arrays HWC (or HW for grayscale).
     """
     name = name or describe(source, 0)
     if isinstance(source, Image.Image):
-        return to_rgb(source, name=name)
+        return pil_to_rgb(source, name=name)
     if isinstance(source, np.ndarray):
         return _from_array(source, name)
     if isinstance(source, torch.Tensor):
@@ -70,13 +67,11 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
         raise ImageLoadError(f"{name}: a tensor of shape {tuple(source.shape)}; expected one image as CHW "
                              "with 1, 3 or 4 channels")
     if isinstance(source, bytes):
-        if not source:
-            raise ImageLoadError(f"{name}: empty (0 bytes)")
-        return open_image(io.BytesIO(source), name=name)
+        return decode_rgb(source, name=name)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if is_url(text):
-            return open_image(io.BytesIO(download(text)), name=name)
+            return decode_rgb(download(text), name=name)
         path = Path(text)
         if not path.exists():
             raise ImageLoadError(f"{name}: no such file")
@@ -84,78 +79,17 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
             raise ImageLoadError(f"{name}: is a folder; pass the images inside it (the CLI expands folders)")
         if path.stat().st_size == 0:
             raise ImageLoadError(f"{name}: empty file (0 bytes)")
-        with open(path, "rb") as f:
-            return open_image(f, name=name)
+        return decode_rgb(path.read_bytes(), name=name)
     raise ImageLoadError(f"{name}: a {type(source).__name__} is not an image; pass a path, URL, bytes, "
                          "PIL image, HWC numpy array or CHW tensor")
 
 
-def open_image(file: Any, *, name: str) -> Image.Image:
-    """Decode an encoded image file object, guarding against decompression bombs and damage."""
-    try:
-        with warnings.catch_warnings():
-            # Between 1x and 2x the limit PIL only warns; we refuse below instead, with the file's name.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(file)
-            _check_pixels(image, name)
-            image.load()
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{name}: refused as a possible decompression bomb: {str(e).rstrip('.')}; "
-                             "if you trust this file, "
-                             "raise PIL.Image.MAX_IMAGE_PIXELS") from e
-    except UnidentifiedImageError as e:
-        raise ImageLoadError(f"{name}: not an image file PIL can read (unknown format or corrupt header)") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageLoadError):
-            raise
-        raise ImageLoadError(f"{name}: damaged image data ({e})") from e
-    return to_rgb(image, name=name)
+def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
+    """``load_pixels`` as a PIL RGB image (for drawing and saving)."""
+    return to_pil(load_pixels(source, name=name))
 
 
-def _check_pixels(image: Image.Image, name: str) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        raise ImageLoadError(f"{name}: refused as a possible decompression bomb: {width}x{height} = "
-                             f"{width * height:,} pixels is over the limit of {limit:,}; if you trust this file, "
-                             "raise PIL.Image.MAX_IMAGE_PIXELS")
-
-
-def to_rgb(image: Image.Image, *, name: str) -> Image.Image:
-    """Upright 8-bit RGB, whatever the mode: L, 1, P, RGBA, LA, CMYK, I;16, I, F, YCbCr, LAB ..."""
-    try:
-        image = ImageOps.exif_transpose(image) or image
-    except Exception:  # a damaged EXIF block should not lose the picture
-        pass
-    if image.width < 1 or image.height < 1:
-        raise ImageLoadError(f"{name}: has no pixels ({image.width}x{image.height})")
-    mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image), mode)).convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode == "PA":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """Scale a high-bit-depth grayscale image to 0..255 by its type's range, not by its content."""
-    values = values.astype(np.float64)
-    if mode.startswith("I;16"):
-        scale = 255.0 / 65535.0
-    elif mode == "F":
-        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-    else:  # "I": 32-bit ints, in practice 16-bit data (older Pillow opens 16-bit PNGs this way)
-        scale = 255.0 / 65535.0 if values.size and values.max() > 255 else 1.0
-    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-
-
-def _from_array(array: np.ndarray, name: str) -> Image.Image:
+def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
@@ -168,7 +102,7 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
         pixels = array.astype(np.uint8) * 255
     else:
         raise ImageLoadError(f"{name}: pixels of dtype {array.dtype}; use uint8 (0..255) or float (0..1)")
-    return to_rgb(Image.fromarray(np.ascontiguousarray(pixels)), name=name)
+    return pil_to_rgb(Image.fromarray(np.ascontiguousarray(pixels)), name=name)
 
 
 def download(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:

@@ -20,7 +20,8 @@ from ..models.resnet import ResNet
 from ..models.weights import resolve_weight_path
 from .cam import cam_to_image, grad_cam
 from .classes import read_class_names, resolve_class
-from .images import ImageInput, ImageLoadError, describe, is_url, load_image
+from ..data.image import to_pil
+from .images import ImageInput, ImageLoadError, describe, is_url, load_pixels
 from .transforms import eval_transform
 
 DEFAULT_BATCH_SIZE = 32
@@ -178,11 +179,11 @@ class Predictor:
         for item, label in zip(items, labels):
             prediction = Prediction(source=label)
             try:
-                image = load_image(item, name=label)
-                tensors.append(self.transform(image))
+                pixels = load_pixels(item, name=label)
+                tensors.append(self.transform(pixels))
                 ready.append(prediction)
                 if keep_images:
-                    prediction.image = image
+                    prediction.image = to_pil(pixels)
             except ImageLoadError as e:
                 prediction.error = str(e)
             except Exception as e:  # anything else one odd image throws must not sink the batch
@@ -210,7 +211,7 @@ class Predictor:
         """
         items = _as_list(images)
         labels = names or [describe(item, i) for i, item in enumerate(items)]
-        pictures = [load_image(item, name=label) for item, label in zip(items, labels)]
+        pictures = [load_pixels(item, name=label) for item, label in zip(items, labels)]
         if not pictures:
             return []
         batch = torch.stack([self.transform(p) for p in pictures]).to(self.device)
@@ -219,7 +220,7 @@ class Predictor:
         probabilities = logits.float().softmax(dim=1)
         chosen = logits.argmax(1).tolist() if targets is None else targets
         return [GradCam(source=label, index=c, label=self.class_names[c], probability=float(probabilities[i, c]),
-                        heatmap=cam_to_image(maps[i], picture.width, picture.height, self.preprocess))
+                        heatmap=cam_to_image(maps[i], picture.shape[2], picture.shape[1], self.preprocess))
                 for i, (label, picture, c) in enumerate(zip(labels, pictures, chosen))]
 
 

@@ -1,9 +1,9 @@
-"""Where the model's view of an image lies in the original; the transform itself is ``data.eval_transform``."""
+"""Where the model's view of an image lies in the original; the transform itself is ``data.preprocess.eval_transform``."""
 
 from __future__ import annotations
 
 from ..config import Preprocess
-from ..data.transforms import eval_transform
+from ..data.preprocess import eval_transform
 
 __all__ = ["crop_box", "eval_transform"]
 

@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
-from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader, eval_transform,
-                    first_image_size, load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
+from ..data import (DIGITS, IMAGE_TAR, BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader,
+                    eval_transform, first_image_size, load_data, paper_train_transform, random_resized_crop_transform,
+                    resolve_source, stratified_split)
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
@@ -31,9 +32,10 @@ def resolve_augment(config: TrainConfig) -> str:
     augmented batch-wise), ``rrc`` for trees of larger photos (RandomResizedCrop in loader workers)."""
     if config.augment != "auto":
         return config.augment
-    if config.data == "digits":
+    source = resolve_source(config.data)
+    if source.kind == DIGITS:
         return "pad-crop"
-    size = first_image_size(config.data)
+    size = first_image_size(source)
     return "rrc" if size is not None and max(size) > SMALL_IMAGE_MAX_SIDE else "pad-crop-flip"
 
 
@@ -99,13 +101,16 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
                                       lighting=config.lighting)
                 if config.augment == "scale" else random_resized_crop_transform(preprocess, lighting=config.lighting))
-    train = ImageFileDataset(config.data, split="train", transform=train_tf)
-    try:
-        val = ImageFileDataset(config.data, split="test", transform=eval_transform(preprocess))
+    source = resolve_source(config.data)
+    if not source.file_by_file:
+        what = "a compressed tar: decompress it once (e.g. gunzip)" if source.kind == IMAGE_TAR else "not images"
+        raise ValueError(f"augment={config.augment!r} reads images one by one from a folder or an uncompressed tar; "
+                         f"{config.data} is {what}, or use a small-image augment ({', '.join(SMALL_IMAGE_AUGMENTS)})")
+    train = ImageFileDataset(source.path, split="train", transform=train_tf)
+    val, val_description = None, ""
+    if "test" in source.splits:
+        val = ImageFileDataset(source.path, split="test", transform=eval_transform(preprocess))
         val_description = f"the {len(val)} images of the validation folder"
-    except FileNotFoundError:
-        val = None
-        val_description = ""
     if val is not None and not config.val_split and val.class_names != train.class_names:
         # Labels are indices into each split's own sorted folder names: different folders, wrong labels.
         extra, missing = sorted(set(val.class_names) - set(train.class_names)), \
@@ -115,7 +120,7 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
                          "the same class folders")
     if config.val_split:
         keep, held = stratified_split(torch.tensor(train.tree.labels), config.val_split, seed=config.seed)
-        held_out = ImageFileDataset(config.data, split="train", transform=eval_transform(preprocess))
+        held_out = ImageFileDataset(source.path, split="train", transform=eval_transform(preprocess))
         val, train = Subset(held_out, held.tolist()), Subset(train, keep.tolist())
         val_description = f"{len(held)} held-out training images (stratified, seed {config.seed})"
     train_loader = build_file_loader(train, batch_size=_check_batch(config, dist), num_workers=config.workers,

@@ -1,0 +1,164 @@
+"""The one image decoder: encoded bytes (or a PIL image) -> an upright (3, H, W) uint8 RGB tensor.
+
+Training, ``resnetkit eval``, ``predict``, ``serve`` and export calibration all decode through here, so
+one file is one image everywhere. The rules, each applied the same way whichever library decodes:
+
+- EXIF orientation applied: a phone photo stored on its side is seen upright.
+- Transparency is composited on white, as browsers and viewers show it (``RGBA``, ``LA``, palettes with a
+  transparent index): PIL's plain RGBA->RGB would expose whatever colour hidden pixels store (often black).
+- 16-bit samples become 8-bit by rounding ``v / 257``, the exact inverse of the 8->16 expansion
+  ``v * 257``: an 8-bit image saved at 16 bits decodes to its original bytes.
+- Palettes, grayscale, bilevel, CMYK, YCbCr, LAB ... become RGB; an animation gives its first frame.
+- Images over ``PIL.Image.MAX_IMAGE_PIXELS`` are refused before their pixels are decoded (bomb guard).
+
+JPEG and non-palette PNG are decoded by torchvision (libjpeg-turbo, libpng: about 3x faster than PIL on
+small JPEGs, and the only one of the two that keeps 16-bit RGB PNGs at full depth); everything else, and
+any file torchvision cannot read, by PIL. Both feed the same conversion below, so the rules cannot diverge.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:
+    from torchvision.io import ImageReadMode, decode_image
+except ImportError:  # pragma: no cover - a future torchvision without image decoding
+    decode_image = None
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
+# decoders still work and TorchCodec is not a dependency, so silence exactly that message.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+BACKGROUND = 255  # transparent pixels show as white
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ImageLoadError(ValueError):
+    """An input that is not a usable image; the message names it (when a name is known) and says why."""
+
+
+def _fail(name: str | None, reason: str) -> ImageLoadError:
+    return ImageLoadError(f"{name}: {reason}" if name else reason)
+
+
+def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
+    """Encoded image bytes -> (3, H, W) uint8 RGB, by the rules above.
+
+    Raises ``ImageLoadError`` (a ``ValueError``) saying why, prefixed with ``name`` when given.
+    """
+    if not data:
+        raise _fail(name, "empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Between 1x and 2x the limit PIL only warns; the check below refuses instead, naming the file.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            header = Image.open(io.BytesIO(data))  # reads the header only: size, mode, format
+    except Image.DecompressionBombError as error:
+        raise _bomb(name, str(error).rstrip(".")) from None
+    except UnidentifiedImageError:
+        raise _fail(name, "not an image file PIL can read (unknown format or corrupt header)") from None
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for damaged headers
+        raise _fail(name, f"damaged image data ({type(error).__name__}: {error})") from None
+    with header:
+        check_pixel_count(header.width, header.height, name=name)
+        torchvision_error = ""
+        if decode_image is not None and (header.format == "JPEG" or (header.format == "PNG" and header.mode != "P")):
+            try:
+                return _from_torchvision(data, jpeg=header.format == "JPEG")
+            except RuntimeError as error:  # a variant libjpeg/libpng reject; PIL may still read it
+                torchvision_error = re.sub(r"^\S+, \S+:\d+, ", "", str(error).strip())  # drop C++ file:line
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                header.load()
+        except Exception as error:  # noqa: BLE001 - truncated or corrupt pixel data
+            detail = f"; torchvision: {torchvision_error}" if torchvision_error else ""
+            raise _fail(name, f"damaged image data ({type(error).__name__}: {error}{detail})") from None
+        return pil_to_rgb(header, name=name)
+
+
+def _bomb(name: str | None, detail: str) -> ImageLoadError:
+    return _fail(name, f"refused as a possible decompression bomb: {detail}; if you trust this file, "
+                       "raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def check_pixel_count(width: int, height: int, *, name: str | None = None) -> None:
+    """Refuse an image over ``PIL.Image.MAX_IMAGE_PIXELS`` before its pixels are decoded."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise _bomb(name, f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,}")
+
+
+def _from_torchvision(data: bytes, *, jpeg: bool) -> torch.Tensor:
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    # JPEG: RGB mode converts grayscale and CMYK (JPEG has no alpha). PNG: UNCHANGED keeps the alpha channel
+    # and all 16 bits, which ``to_rgb8`` then handles like PIL's decodes.
+    mode = ImageReadMode.RGB if jpeg else ImageReadMode.UNCHANGED
+    return to_rgb8(decode_image(encoded, mode=mode, apply_exif_orientation=True))
+
+
+def pil_to_rgb(image: Image.Image, *, name: str | None = None) -> torch.Tensor:
+    """An opened PIL image (any mode; its current frame) -> (3, H, W) uint8 RGB, upright, by the rules above."""
+    try:
+        image = ImageOps.exif_transpose(image) or image
+    except Exception:  # noqa: BLE001 - a damaged EXIF block should not lose the picture
+        pass
+    if image.width < 1 or image.height < 1:
+        raise _fail(name, f"has no pixels ({image.width}x{image.height})")
+    mode = image.mode
+    if mode in HIGH_BIT_MODES:
+        pixels = np.asarray(image).astype(np.uint16)
+    elif mode == "I":  # 32-bit ints: in practice 16-bit data (older Pillow opens 16-bit PNGs this way)
+        values = np.asarray(image)
+        pixels = np.clip(values, 0, 65535).astype(np.uint16 if values.size and values.max() > 255 else np.uint8)
+    elif mode == "F":  # floats: [0, 1] when they fit, else taken as 0..255
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        pixels = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    elif mode in ("L", "RGB", "LA", "RGBA"):
+        pixels = np.asarray(image)
+    elif mode == "1":
+        pixels = np.asarray(image.convert("L"))
+    elif mode in ("P", "PA", "RGBa", "La"):
+        has_alpha = mode != "P" or "transparency" in image.info  # a palette may mark one index transparent
+        pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    else:  # CMYK, YCbCr, LAB, HSV ...
+        pixels = np.asarray(image.convert("RGB"))
+    tensor = torch.from_numpy(np.array(pixels))  # a copy: PIL's arrays are read-only
+    return to_rgb8(tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1))
+
+
+def to_rgb8(pixels: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) with C = 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA), uint8 or uint16 -> (3, H, W) uint8.
+
+    A 4-D input (an animation's frames) gives its first frame.
+    """
+    if pixels.dim() == 4:
+        pixels = pixels[0]
+    if pixels.dtype == torch.uint16:
+        # round(v / 257) in integers: (v * 255 + 32767) // 65535; int64 so v * 255 cannot overflow.
+        pixels = ((pixels.to(torch.int64) * 255 + 32767) // 65535).to(torch.uint8)
+    elif pixels.dtype != torch.uint8:
+        raise ValueError(f"pixels of dtype {pixels.dtype}; expected uint8 or uint16")
+    channels = pixels.shape[0]
+    if channels in (2, 4):
+        color, alpha = pixels[:-1].to(torch.int32), pixels[-1:].to(torch.int32)
+        # color * a + white * (1 - a), rounded: (c*a + 255*(255-a) + 127) // 255.
+        pixels = ((color * alpha + BACKGROUND * (255 - alpha) + 127) // 255).to(torch.uint8)
+        channels -= 1
+    if channels == 1:
+        return pixels.expand(3, -1, -1).contiguous()
+    if channels != 3:
+        raise ValueError(f"an image with {channels} channels; expected 1 to 4")
+    return pixels.contiguous()
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """A (3, H, W) uint8 tensor as a PIL RGB image (for drawing and saving)."""
+    return Image.fromarray(np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()))  # HxWx3 uint8 is RGB

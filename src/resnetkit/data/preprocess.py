@@ -1,0 +1,136 @@
+"""The one evaluation preprocessing, built from a model file's ``Preprocess`` (as timm's ``create_transform``).
+
+A decoded (3, H, W) uint8 image (``data.image.decode_rgb``) has its shorter side resized to
+``resize_size`` and is centre-cropped to ``input_size``, in uint8; the crop is then scaled to [0, 1] and
+normalised by ``augment.normalize``. The resize is PIL's, as in the classic torchvision pipeline
+(``Resize / CenterCrop / ToTensor / Normalize`` on PIL images) that published weights were evaluated
+with, so a torchvision or timm checkpoint sees what its authors measured. Training's
+evaluation (in memory or file by file), ``resnetkit eval`` (every protocol's views), ``predict``,
+``serve`` and export calibration all call these functions, so the model sees the same tensor from each.
+Images decoded into memory for training are fitted to their size by ``fit_to_size``, the same resize
+and crop with ``resize_size == input_size``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from ..config import IMAGENET_PREPROCESS, Preprocess
+from .augment import normalize
+from .image import pil_to_rgb, to_pil
+
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+                  "nearest": InterpolationMode.NEAREST}
+PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+               "nearest": Image.Resampling.NEAREST}
+PROTOCOLS = ("center", "flip", "10crop", "multiscale")
+PAPER_SCALES = (224, 256, 384, 480, 640)
+
+
+def interpolation_mode(name: str) -> InterpolationMode:
+    try:
+        return INTERPOLATIONS[name]
+    except KeyError:
+        raise ValueError(f"interpolation {name!r} is not one of {sorted(INTERPOLATIONS)}") from None
+
+
+def cover_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """The smallest size with the image's aspect ratio that covers ``target`` (H, W); the other side is floored.
+
+    For a square target this is "shorter side to the target", computed as torchvision's ``Resize(size)``
+    computes it (``int(size * long / short)``), so the classic pipeline's sizes are reproduced exactly.
+    """
+    target_h, target_w = target
+    if target_h * width >= target_w * height:  # the height binds
+        return target_h, int(target_h * width / height)
+    return int(target_w * height / width), target_w
+
+
+def resize_to_cover(image: torch.Tensor, target: tuple[int, int], *, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize uint8 (3, H, W) or (N, 3, H, W), aspect kept, to ``cover_size``; unchanged when already that size."""
+    height, width = image.shape[-2:]
+    size = cover_size(height, width, target)
+    if size == (height, width):
+        return image
+    if image.dim() == 4:
+        return torch.stack([resize_to_cover(one, target, interpolation=interpolation) for one in image])
+    if image.dtype != torch.uint8 or image.shape[0] != 3:
+        raise ValueError(f"expected a decoded (3, H, W) uint8 image, got {image.dtype} of shape {tuple(image.shape)}")
+    interpolation_mode(interpolation)  # the same error for an unknown name as everywhere else
+    resized = to_pil(image).resize((size[1], size[0]), PIL_FILTERS[interpolation])
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
+
+
+def fit_to_size(image: torch.Tensor, size: tuple[int, int], *, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize (C, H, W) or (N, C, H, W) so it covers ``size`` (H, W), then centre-crop to it."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return TF.center_crop(resize_to_cover(image, size, interpolation=interpolation), list(size))
+
+
+def center_view(image: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """Shorter side to ``resize_size``, centre crop of ``input_size`` (it pads when the crop is larger)."""
+    resized = resize_to_cover(image, (preprocess.resize_size,) * 2, interpolation=preprocess.interpolation)
+    return TF.center_crop(resized, [preprocess.input_size])
+
+
+def default_scales(preprocess: Preprocess) -> tuple[int, ...]:
+    """The paper's multi-scale sizes for 224-pixel models, proportionally smaller for smaller models."""
+    return tuple(round(s * preprocess.input_size / 224) for s in PAPER_SCALES)
+
+
+def eval_views(image: torch.Tensor, preprocess: Preprocess, *, protocol: str = "center",
+               scales: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+    """The uint8 views of one (3, H, W) image that an evaluation protocol averages over.
+
+    ``center``: one centre crop; ``flip``: it and its mirror; ``10crop``: the corners and centre of the
+    resized image and their mirrors; ``multiscale``: the whole image with its shorter side at each of
+    ``scales`` (default ``default_scales``), and its mirror.
+    """
+    if protocol == "center":
+        return [center_view(image, preprocess)]
+    if protocol == "flip":
+        center = center_view(image, preprocess)
+        return [center, TF.horizontal_flip(center)]
+    if protocol == "10crop":
+        resized = resize_to_cover(image, (preprocess.resize_size,) * 2, interpolation=preprocess.interpolation)
+        return list(TF.ten_crop(resized, [preprocess.input_size]))
+    if protocol == "multiscale":
+        views = []
+        for scale in scales or default_scales(preprocess):
+            resized = resize_to_cover(image, (scale, scale), interpolation=preprocess.interpolation)
+            views += [resized, TF.horizontal_flip(resized)]
+        return views
+    raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
+
+
+def to_model_input(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """uint8 (3, H, W) or (N, 3, H, W) -> float32 ``(x / 255 - mean) / std``, the model's input."""
+    if images.dim() == 3:
+        return normalize(images[None], preprocess.mean, preprocess.std)[0]
+    return normalize(images, preprocess.mean, preprocess.std)
+
+
+class EvalTransform:
+    """``center_view`` then ``to_model_input``: a decoded image (tensor or PIL) -> the model's (3, S, S) input."""
+
+    def __init__(self, preprocess: Preprocess = IMAGENET_PREPROCESS) -> None:
+        interpolation_mode(preprocess.interpolation)  # a bad name fails here, not on the first image
+        self.preprocess = preprocess
+
+    def __call__(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            image = pil_to_rgb(image)
+        return to_model_input(center_view(image, self.preprocess), self.preprocess)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.preprocess})"
+
+
+def eval_transform(preprocess: Preprocess = IMAGENET_PREPROCESS) -> EvalTransform:
+    """The one evaluation transform of ``preprocess`` (training reports, ``eval``, ``predict``, export checks)."""
+    return EvalTransform(preprocess)
