@@ -177,6 +177,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights and evaluate it
     grad_clip: float = 0.0  # >0: clip the global gradient norm
     accumulate: int = 1  # gradient accumulation steps
+    optimizer: str = "sgd"  # "sgd", "adam", "adamw", "rmsprop" (torch.optim's; every schedule works with each)
+    betas: tuple[float, ...] = (0.9, 0.999)  # Adam/AdamW moment decays
+    eps: float = 1e-8  # Adam/AdamW/RMSprop denominator term (Keras' default is 1e-7)
+    rmsprop_alpha: float = 0.99  # RMSprop's squared-gradient average (Keras' rho, 0.9 there); momentum applies too
     # schedule: "step" (milestones), "cosine", "onecycle", "constant", "plateau" (lr x gamma when val top-1 stalls)
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
