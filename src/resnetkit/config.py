@@ -181,13 +181,17 @@ class TrainConfig:
     betas: tuple[float, ...] = (0.9, 0.999)  # Adam/AdamW moment decays
     eps: float = 1e-8  # Adam/AdamW/RMSprop denominator term (Keras' default is 1e-7)
     rmsprop_alpha: float = 0.99  # RMSprop's squared-gradient average (Keras' rho, 0.9 there); momentum applies too
-    # schedule: "step" (milestones), "cosine", "onecycle", "constant", "plateau" (lr x gamma when val top-1 stalls)
+    # schedule: "step" (milestones), "cosine", "onecycle", "constant", "plateau" (lr x gamma when val top-1 stalls),
+    # "exponential" (decay_rate ** (iteration / decay_steps))
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (<=1) or absolute epochs/iterations
     gamma: float = 0.1
     patience: int = 5  # "plateau": the lr drops after more than this many evaluations without a 0.1-point gain
     warmup: float = 0.0  # linear warm-up length, in epochs (or iterations when ``iterations`` is set)
     warmup_lr: float = 0.0  # >0: a constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 its)
+    decay_steps: int = 0  # "exponential": lr x decay_rate every decay_steps ITERATIONS (Keras' ExponentialDecay)
+    decay_rate: float = 0.9
+    staircase: bool = False  # "exponential": drop in whole steps, not continuously
     # speed and reproducibility
     amp: str = "bf16"  # "bf16", "fp16" (CUDA), "none"
     channels_last: bool = True

@@ -138,7 +138,9 @@ class Trainer:
         spec = schedule_from_config(kind=config.schedule, milestones=tuple(config.milestones), gamma=config.gamma,
                                     warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
                                     total_steps=self.total_steps,
-                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch)
+                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch,
+                                    decay_steps=config.decay_steps, decay_rate=config.decay_rate,
+                                    staircase=config.staircase)
         if config.schedule == "plateau" and (val_loader is None or not config.eval_every):
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
