@@ -152,6 +152,15 @@ class TrainConfig:
     cifar100_labels: str = "fine"  # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses)
     lighting: float = 0.0  # large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)
     workers: int = 2  # loader processes for large images (small images are augmented in-process, batch-wise)
+    # further augmentations, on top of `augment` (small images batch-wise, large ones in the workers); 0 is off
+    rotation: float = 0.0  # degrees: angle uniform in [-rotation, rotation]
+    width_shift: float = 0.0  # fraction of the width (Keras' width_shift_range), border pixels replicated
+    height_shift: float = 0.0  # fraction of the height
+    brightness: float = 0.0  # factor uniform in [1 - x, 1 + x]
+    contrast: float = 0.0  # factor uniform in [1 - x, 1 + x]
+    cutout: int = 0  # side in pixels of one square hole per image (16 for CIFAR-10 in DeVries & Taylor)
+    random_erasing: float = 0.0  # probability per image of erasing a random rectangle (Zhong et al.)
+    erasing_scale: tuple[float, ...] = (0.02, 0.33)  # random erasing's area range, fractions of the image
     # model
     model: str = "resnet20"
     variant: str = ""  # "" keeps the registry default

@@ -18,6 +18,7 @@ from torch.utils.data import Subset
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
 from ..data import (BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader, eval_transform,
                     first_image_size, load_data, paper_train_transform, random_resized_crop_transform, stratified_split)
+from ..data.augment_extra import BatchPipeline, ExtraAugment, with_worker_transforms
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
@@ -48,10 +49,13 @@ class TrainData:
     val_description: str
 
 
-def _batch_augment(config: TrainConfig) -> BatchAugment | None:
-    if config.augment == "none":
-        return None
-    return BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop")
+def _batch_augment(config: TrainConfig, mean: tuple[float, ...]) -> BatchAugment | BatchPipeline | None:
+    base = (None if config.augment == "none"
+            else BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop"))
+    extra = ExtraAugment.from_config(config)
+    if not extra.enabled:
+        return base
+    return BatchPipeline(extra, base=base, fill=[255 * m for m in mean])
 
 
 def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
@@ -86,7 +90,7 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
     common = {"mean": mean, "std": std, "device": device, "channels_last": config.channels_last}
     train_loader = InMemoryLoader(train, batch_size=_check_batch(config, dist), shuffle=True, drop_last=True,
                                   seed=config.seed, rank=dist.rank, world_size=dist.world_size,
-                                  augment=_batch_augment(config), **common)
+                                  augment=_batch_augment(config, tuple(mean)), **common)
     val_loader = InMemoryLoader(val, batch_size=256, shuffle=False, **common) if val is not None else None
     return TrainData(train=train_loader, val=val_loader, num_classes=train.num_classes,
                      class_names=list(splits.class_names), preprocess=preprocess,
@@ -99,6 +103,9 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
                                       lighting=config.lighting)
                 if config.augment == "scale" else random_resized_crop_transform(preprocess, lighting=config.lighting))
+    extra = ExtraAugment.from_config(config)
+    if extra.enabled:
+        train_tf = with_worker_transforms(extra, train_tf, input_size=size)
     train = ImageFileDataset(config.data, split="train", transform=train_tf)
     try:
         val = ImageFileDataset(config.data, split="test", transform=eval_transform(preprocess))
