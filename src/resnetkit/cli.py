@@ -264,12 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
     p.add_argument("model", help="a resnetkit .safetensors model file")
-    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program", "tflite"], default="onnx",
+                   help="tflite: LiteRT flatbuffer, batch 1 (needs the 'tflite' extra)")
     p.add_argument("--output", default=None, help="artifact path (default: beside MODEL); PATH.json is written too")
     p.add_argument("--images", default=None,
                    help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set")
     p.add_argument("--limit", type=int, default=256, help="use at most this many images from --images")
-    p.add_argument("--int8", action="store_true", help="INT8 static quantization (ONNX, calibrated on --images)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 static quantization (ONNX or TFLite, calibrated on --images)")
     p.add_argument("--report", default=None, metavar="VARIANTS",
                    help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8")
     p.set_defaults(func=_cmd_export)
