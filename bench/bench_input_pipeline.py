@@ -1,14 +1,16 @@
-"""Input pipeline benchmark: ResNet-20 CIFAR-10 training throughput, three variants side by side.
+"""Input pipeline benchmark: ResNet-20 CIFAR-10 training throughput, four variants side by side.
 
   (a) reference: torchvision ImageFolder on the extracted JPEGs, per-sample transforms
       (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), DataLoader(num_workers=2,
       batch 128), fp32 ResNet-20 SGD step: the loop most users would write;
   (b) resnetkit: the tar decoded once into a cached in-memory uint8 tensor, batch augmentation
       (pad 4 + random crop + flip as one gather), bf16 autocast, channels_last, ResNet-20 SGD step;
-  (c) bare: the same bf16 channels_last step on one fixed batch, no data at all (the upper bound).
+  (c) bare: the same bf16 channels_last step on one fixed batch, no data at all (the upper bound);
+  (d) resnetkit with every further augmentation on as well: rotation 15 deg, width/height shift 0.1,
+      brightness and contrast 0.2, cutout 16 px, random erasing p=0.5 (``BatchPipeline``, batch-wise).
 
 The variants run interleaved, ``--rounds`` times ``--steps`` timed steps each after ``--warmup`` untimed ones,
-so load from other processes affects all three alike. Decoding/extraction time is reported separately
+so load from other processes affects all four alike. Decoding/extraction time is reported separately
 and not counted in images/s (it is paid once; the cache makes later runs skip it).
 
     PYTHONPATH=src python bench/bench_input_pipeline.py [--tar PATH] [--steps 10] [--warmup 3] [--rounds 8]
@@ -36,6 +38,7 @@ from torchvision import transforms as T
 from resnetkit import create_model
 from resnetkit.config import CIFAR10_MEAN, CIFAR10_STD
 from resnetkit.data import BatchAugment, InMemoryLoader, load_image_dataset, normalize
+from resnetkit.data.augment_extra import BatchPipeline, ExtraAugment
 
 DEFAULT_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-train-jpeg.tar"
 BATCH = 128
@@ -116,6 +119,12 @@ def main() -> int:
     ours_loader = InMemoryLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, seed=0,
                                  augment=BatchAugment(padding=4, flip=True), mean=CIFAR10_MEAN, std=CIFAR10_STD,
                                  channels_last=True)
+    everything = ExtraAugment(rotation=15, width_shift=0.1, height_shift=0.1, brightness=0.2, contrast=0.2, cutout=16,
+                              random_erasing=0.5)
+    all_on_loader = InMemoryLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, seed=0,
+                                   augment=BatchPipeline(everything, base=BatchAugment(padding=4, flip=True),
+                                                         fill=[255 * m for m in CIFAR10_MEAN]),
+                                   mean=CIFAR10_MEAN, std=CIFAR10_STD, channels_last=True)
     fixed_images = normalize(dataset.images[:BATCH], CIFAR10_MEAN, CIFAR10_STD, channels_last=True)
     fixed_labels = dataset.labels[:BATCH]
 
@@ -126,6 +135,8 @@ def main() -> int:
             (lambda: iter(ours_loader), make_step(bf16=True, channels_last=True)),
         "(c) bare bf16 channels_last step on a fixed batch (upper bound)":
             (lambda: iter(lambda: (fixed_images, fixed_labels), None), make_step(bf16=True, channels_last=True)),
+        "(d) resnetkit as (b) + rotation, shifts, brightness, contrast, cutout, random erasing":
+            (lambda: iter(all_on_loader), make_step(bf16=True, channels_last=True)),
     }
     for make_batches, step in variants.values():  # once: oneDNN kernel creation, allocator, page cache
         batches = endless(make_batches)
@@ -145,6 +156,17 @@ def main() -> int:
             rates[name].append(args.steps * BATCH / (time.perf_counter() - started))
             batches.close()  # shuts the reference's workers down before the next variant runs
 
+    # The augmentation alone, per batch of uint8 images (no step), for both pipelines, interleaved too.
+    batch = dataset.images[:BATCH]
+    augment_ms: dict[str, list[float]] = {"(b) pad-crop-flip": [], "(d) pad-crop-flip + all further": []}
+    for _ in range(args.rounds):
+        for name, augment in zip(augment_ms, (ours_loader.augment, all_on_loader.augment)):
+            generator = torch.Generator().manual_seed(0)
+            started = time.perf_counter()
+            for _ in range(20):
+                augment(batch, generator)
+            augment_ms[name].append((time.perf_counter() - started) / 20 * 1e3)
+
     reference_name = next(iter(variants))
     median_ref, best_ref = statistics.median(rates[reference_name]), max(rates[reference_name])
     print(f"\nResNet-20 training, batch {BATCH}, {args.rounds} interleaved rounds x {args.steps} timed steps "
@@ -156,6 +178,8 @@ def main() -> int:
         median, best = statistics.median(values), max(values)
         print(f"| {name} | {', '.join(f'{v:,.0f}' for v in values)} | {median:,.0f} | {best:,.0f} | "
               f"{median / median_ref:.2f}x | {best / best_ref:.2f}x |")
+    print(f"\naugmentation alone, ms per batch of {BATCH} uint8 images (median of {args.rounds} rounds x 20 calls): "
+          + ", ".join(f"{name}: {statistics.median(v):.2f} ms" for name, v in augment_ms.items()))
     print(f"\nload average at end: {load_average()}")
     return 0
 

@@ -344,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
     p.add_argument("model", help="a resnetkit .safetensors model file, its URL, or a pretrained name")
-    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx",
-                   help="artifact format (default: onnx)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program", "tflite"], default="onnx",
+                   help="artifact format; tflite: LiteRT flatbuffer, batch 1, needs the 'tflite' extra (default: onnx)")
     p.add_argument("--output", default=None,
                    help="artifact path; PATH.json is written too (default: beside MODEL, or MODEL.onnx in the "
                         "current folder for a pretrained name)")
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=256, metavar="IMAGES",
                    help="use at most this many images from --images (default: 256)")
     p.add_argument("--int8", action="store_true",
-                   help="INT8 static quantization (ONNX, calibrated on --images) (default: off)")
+                   help="INT8 static quantization (ONNX or TFLite, calibrated on --images) (default: off)")
     p.add_argument("--report", default=None, metavar="VARIANTS",
                    help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8 "
                         "(default: none)")

@@ -158,6 +158,15 @@ class TrainConfig:
     cifar100_labels: str = _opt("fine", "CIFAR-100: 'fine' (100 classes) or 'coarse' (20 superclasses)")
     lighting: float = _opt(0.0, "large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)")
     workers: int = _opt(2, "loader processes for large images (small images are augmented in-process)")
+    # further augmentations, on top of `augment` (small images batch-wise, large ones in the workers); 0 is off
+    rotation: float = _opt(0.0, "degrees: rotation angle uniform in [-rotation, rotation]; 0: off")
+    width_shift: float = _opt(0.0, "fraction of the width (Keras' width_shift_range), border pixels replicated; 0: off")
+    height_shift: float = _opt(0.0, "fraction of the height (Keras' height_shift_range); 0: off")
+    brightness: float = _opt(0.0, "brightness factor uniform in [1 - x, 1 + x]; 0: off")
+    contrast: float = _opt(0.0, "contrast factor uniform in [1 - x, 1 + x]; 0: off")
+    cutout: int = _opt(0, "side in pixels of one square hole per image (16 for CIFAR-10 in DeVries & Taylor); 0: off")
+    random_erasing: float = _opt(0.0, "probability per image of erasing a random rectangle (Zhong et al.); 0: off")
+    erasing_scale: tuple[float, ...] = _opt((0.02, 0.33), "random erasing's area range, as fractions of the image")
     # model
     model: str = _opt("resnet20", "architecture name (see `resnetkit models`)")
     variant: str = _opt("", "'v1' (paper), 'v1.5' (torchvision), 'v2' (pre-activation); '': the architecture's default")
@@ -186,8 +195,12 @@ class TrainConfig:
                             "instead; 0: off")
     grad_clip: float = _opt(0.0, "clip the global gradient L2 norm to this; 0: off")
     accumulate: int = _opt(1, "micro-batches of gradient accumulated per optimizer step")
+    optimizer: str = _opt("sgd", "'sgd', 'adam', 'adamw' or 'rmsprop' (torch.optim's; every schedule works with each)")
+    betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam/AdamW moment decays")
+    eps: float = _opt(1e-8, "Adam/AdamW/RMSprop denominator term (Keras' default is 1e-7)")
+    rmsprop_alpha: float = _opt(0.99, "RMSprop's squared-gradient average (Keras' rho, 0.9 there); momentum applies too")
     schedule: str = _opt("step", "'step' (milestones), 'cosine', 'onecycle', 'constant', 'plateau' (lr x gamma when "
-                         "validation top-1 stalls)")
+                         "validation top-1 stalls), 'exponential' (decay_rate ** (iteration / decay_steps))")
     milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: where lr is multiplied by gamma, as fractions "
                                          "of the run (<=1) or absolute epochs/iterations")
     gamma: float = _opt(0.1, "lr multiplier at each milestone (or plateau)")
@@ -195,6 +208,9 @@ class TrainConfig:
     warmup: float = _opt(0.0, "linear warm-up length, in epochs (iterations when --iterations is set)")
     warmup_lr: float = _opt(0.0, "constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 "
                             "iterations); 0: linear")
+    decay_steps: int = _opt(0, "'exponential': lr x decay_rate every decay_steps iterations (Keras' ExponentialDecay)")
+    decay_rate: float = _opt(0.9, "'exponential': the lr multiplier per decay_steps")
+    staircase: bool = _opt(False, "'exponential': drop in whole steps, not continuously")
     # speed and reproducibility
     amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'")
     channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")

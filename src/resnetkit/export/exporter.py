@@ -110,11 +110,20 @@ def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
     labelled = None
     if images is not None:
         labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)
-    if int8:
+    if fmt == "tflite":  # LiteRT: its own converter, quantizer and interpreter (the optional tflite extra)
+        from .tflite import export_tflite
+
+        if int8 and labelled is None:
+            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
+        suffix = ".int8.tflite" if int8 else ".tflite"
+        output = output or Path(model_path).with_name(Path(model_path).name.removesuffix(".safetensors") + suffix)
+        result = export_tflite(model, info, output, calibration=labelled.images if int8 else None,
+                               parity_inputs=None if labelled is None else labelled.images[:64])
+    elif int8:
         if labelled is None:
             raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
         if fmt != "onnx":
-            raise ValueError(f"INT8 export writes ONNX; drop --format {fmt}")
+            raise ValueError(f"INT8 export writes ONNX or TFLite; drop --format {fmt}")
         output = output or default_output(model_path, "onnx").with_suffix(".int8.onnx")
         result = export_int8(model, labelled.images, output=output, info=info)
     else:

@@ -130,10 +130,16 @@ def fine_tune_on_tensors(model: nn.Module, images: torch.Tensor, labels: torch.T
     return model.eval()
 
 
+PRUNE_METHODS = ("torch-pruning", "l1")
+
+
 def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResNet], object] | None = None,
                 eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                input_size: int | None = None) -> tuple[ResNet, PruneReport]:
+                input_size: int | None = None, method: str = "torch-pruning") -> tuple[ResNet, PruneReport]:
     """Prune to ``target_ratio`` of the MACs, call ``fine_tune(model)`` if given, and report.
+
+    ``method``: "torch-pruning" ranks each channel group by its L2 norm through Torch-Pruning's dependency
+    graph (``pruning_tp``); "l1" ranks the producer's filters by L1 norm (Li et al. 2017, this module).
 
     ``fine_tune`` is any callable that trains the model in place: your training loop, or
     ``lambda m: fine_tune_on_tensors(m, images, labels)``. With ``eval_data = (images, labels)`` the
@@ -148,7 +154,14 @@ def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResN
         return None if eval_data is None else top1_accuracy(torch_runner(m.eval(), threads=None), *eval_data)
 
     top1_before = top1(model)
-    pruned, fraction = prune_to_macs(model, target_ratio, input_size=size)
+    if method == "torch-pruning":
+        from .pruning_tp import prune_to_macs_tp
+
+        pruned, fraction = prune_to_macs_tp(model, target_ratio, input_size=size)
+    elif method == "l1":
+        pruned, fraction = prune_to_macs(model, target_ratio, input_size=size)
+    else:
+        raise ValueError(f"method={method!r} is not one of {PRUNE_METHODS}")
     top1_pruned = top1(pruned)
     if fine_tune is not None:
         fine_tune(pruned)

@@ -19,6 +19,7 @@ from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
 from ..data import (DIGITS, IMAGE_TAR, BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader,
                     eval_transform, first_image_size, load_data, paper_train_transform, random_resized_crop_transform,
                     resolve_source, stratified_split)
+from ..data.augment_extra import BatchPipeline, ExtraAugment, with_worker_transforms
 from .distributed import DistInfo
 
 SMALL_IMAGE_AUGMENTS = ("pad-crop-flip", "pad-crop", "flip", "none")
@@ -50,10 +51,13 @@ class TrainData:
     val_description: str
 
 
-def _batch_augment(config: TrainConfig) -> BatchAugment | None:
-    if config.augment == "none":
-        return None
-    return BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop")
+def _batch_augment(config: TrainConfig, mean: tuple[float, ...]) -> BatchAugment | BatchPipeline | None:
+    base = (None if config.augment == "none"
+            else BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop"))
+    extra = ExtraAugment.from_config(config)
+    if not extra.enabled:
+        return base
+    return BatchPipeline(extra, base=base, fill=[255 * m for m in mean])
 
 
 def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
@@ -88,7 +92,7 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
     common = {"mean": mean, "std": std, "device": device, "channels_last": config.channels_last}
     train_loader = InMemoryLoader(train, batch_size=_check_batch(config, dist), shuffle=True, drop_last=True,
                                   seed=config.seed, rank=dist.rank, world_size=dist.world_size,
-                                  augment=_batch_augment(config), **common)
+                                  augment=_batch_augment(config, tuple(mean)), **common)
     val_loader = InMemoryLoader(val, batch_size=256, shuffle=False, **common) if val is not None else None
     return TrainData(train=train_loader, val=val_loader, num_classes=train.num_classes,
                      class_names=list(splits.class_names), preprocess=preprocess,
@@ -106,6 +110,9 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
         what = "a compressed tar: decompress it once (e.g. gunzip)" if source.kind == IMAGE_TAR else "not images"
         raise ValueError(f"augment={config.augment!r} reads images one by one from a folder or an uncompressed tar; "
                          f"{config.data} is {what}, or use a small-image augment ({', '.join(SMALL_IMAGE_AUGMENTS)})")
+    extra = ExtraAugment.from_config(config)
+    if extra.enabled:
+        train_tf = with_worker_transforms(extra, train_tf, input_size=size)
     train = ImageFileDataset(source.path, split="train", transform=train_tf)
     val, val_description = None, ""
     if "test" in source.splits:
@@ -113,10 +120,10 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
         val_description = f"the {len(val)} images of the validation folder"
     if val is not None and not config.val_split and val.class_names != train.class_names:
         # Labels are indices into each split's own sorted folder names: different folders, wrong labels.
-        extra, missing = sorted(set(val.class_names) - set(train.class_names)), \
+        only_val, only_train = sorted(set(val.class_names) - set(train.class_names)), \
             sorted(set(train.class_names) - set(val.class_names))
         raise ValueError(f"{config.data}: the validation folder's classes differ from the training classes "
-                         f"(only in validation: {extra[:5]}, only in training: {missing[:5]}); give both splits "
+                         f"(only in validation: {only_val[:5]}, only in training: {only_train[:5]}); give both splits "
                          "the same class folders")
     if config.val_split:
         keep, held = stratified_split(torch.tensor(train.tree.labels), config.val_split, seed=config.seed)

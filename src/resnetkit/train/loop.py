@@ -28,6 +28,7 @@ from ..models.registry import default_config
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .logging import MetricsLogger, progress
+from .optim import optimizer_from_config
 from .schedules import build_scheduler, plateau_drops, schedule_from_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -132,12 +133,14 @@ class Trainer:
         else:
             self.total_steps = config.epochs * self.steps_per_epoch
             self.epochs = config.epochs
-        self.optimizer = torch.optim.SGD(param_groups(model, config.weight_decay, config.decay_norm_and_bias),
-                                         lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        self.optimizer = optimizer_from_config(param_groups(model, config.weight_decay, config.decay_norm_and_bias),
+                                               config)
         spec = schedule_from_config(kind=config.schedule, milestones=tuple(config.milestones), gamma=config.gamma,
                                     warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
                                     total_steps=self.total_steps,
-                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch)
+                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch,
+                                    decay_steps=config.decay_steps, decay_rate=config.decay_rate,
+                                    staircase=config.staircase)
         if config.schedule == "plateau" and (val_loader is None or not config.eval_every):
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-SCHEDULES = ("step", "cosine", "onecycle", "constant", "plateau")
+SCHEDULES = ("step", "cosine", "onecycle", "constant", "plateau", "exponential")
 PLATEAU_THRESHOLD = 0.001  # a gain in val top-1 smaller than 0.1 points is no gain
 
 
@@ -30,6 +30,9 @@ class ScheduleSpec:
     gamma: float = 0.1
     warmup_steps: int = 0
     warmup_factor: float = 0.0  # >0: constant warm-up at base_lr * factor (the paper's ResNet-110 trick)
+    decay_steps: int = 0  # "exponential": the lr is multiplied by decay_rate every decay_steps iterations
+    decay_rate: float = 0.9
+    staircase: bool = False  # "exponential": whole multiples only (Keras' ExponentialDecay(staircase=True))
 
 
 def lr_factor(spec: ScheduleSpec, step: int) -> float:
@@ -42,6 +45,10 @@ def lr_factor(spec: ScheduleSpec, step: int) -> float:
         return 1.0
     if spec.kind == "step":
         return spec.gamma ** sum(step >= m for m in spec.milestones)
+    if spec.kind == "exponential":
+        # Keras' ExponentialDecay: rate ** (step / decay_steps), counted from the end of the warm-up.
+        exponent = (step - spec.warmup_steps) / spec.decay_steps
+        return spec.decay_rate ** (math.floor(exponent) if spec.staircase else exponent)
     progress = (step - spec.warmup_steps) / max(1, spec.total_steps - spec.warmup_steps)
     progress = min(max(progress, 0.0), 1.0)
     if spec.kind == "cosine":
@@ -57,17 +64,26 @@ def lr_factor(spec: ScheduleSpec, step: int) -> float:
 
 
 def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: float, warmup: float,
-                         warmup_lr: float, base_lr: float, total_steps: int, steps_per_unit: int) -> ScheduleSpec:
+                         warmup_lr: float, base_lr: float, total_steps: int, steps_per_unit: int,
+                         decay_steps: int = 0, decay_rate: float = 0.9, staircase: bool = False) -> ScheduleSpec:
     """Turn recipe units (epochs, or iterations when ``steps_per_unit`` is 1) into iterations.
 
     Milestones <= 1 are fractions of the run; larger ones are absolute epochs (or iterations).
+    ``decay_steps`` is in iterations (optimizer steps) always, as Keras counts it.
     """
     if kind not in SCHEDULES:
         raise ValueError(f"schedule={kind!r} is not one of {SCHEDULES}")
+    if kind == "exponential":
+        if decay_steps < 1:
+            raise ValueError(f"schedule='exponential' needs decay_steps >= 1 (iterations), got {decay_steps}; "
+                             "e.g. --decay-steps 10000 --decay-rate 0.9 --staircase")
+        if not 0.0 < decay_rate <= 1.0:
+            raise ValueError(f"decay_rate={decay_rate} must be in (0, 1] (the lr is multiplied by it)")
     steps = tuple(round(m * total_steps) if m <= 1 else round(m * steps_per_unit) for m in milestones)
     return ScheduleSpec(kind=kind, total_steps=total_steps, milestones=steps, gamma=gamma,
                         warmup_steps=round(warmup * steps_per_unit),
-                        warmup_factor=warmup_lr / base_lr if warmup_lr > 0 else 0.0)
+                        warmup_factor=warmup_lr / base_lr if warmup_lr > 0 else 0.0,
+                        decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase)
 
 
 def plateau_drops(val_top1: list[float], *, patience: int, threshold: float = PLATEAU_THRESHOLD) -> int:

@@ -1,0 +1,42 @@
+"""The exponential decay schedule matches Keras' ExponentialDecay, continuous and staircase."""
+
+from __future__ import annotations
+
+import pytest
+
+from resnetkit.config import load_train_config
+from resnetkit.train.schedules import lr_factor, schedule_from_config
+
+
+def _exponential(**options):
+    values = dict(kind="exponential", milestones=(), gamma=0.1, warmup=0, warmup_lr=0, base_lr=0.01,
+                  total_steps=40000, steps_per_unit=1, decay_steps=10000, decay_rate=0.9)
+    return schedule_from_config(**{**values, **options})
+
+
+def test_the_seeds_staircase_decay():
+    # ExponentialDecay(0.01, decay_steps=10000, decay_rate=0.9, staircase=True)
+    spec = _exponential(staircase=True)
+    lrs = {s: 0.01 * lr_factor(spec, s) for s in (0, 9999, 10000, 19999, 25000)}
+    assert lrs == pytest.approx({0: 0.01, 9999: 0.01, 10000: 0.009, 19999: 0.009, 25000: 0.0081})
+
+
+def test_continuous_decay_and_warm_up_first():
+    spec = _exponential()
+    assert 0.01 * lr_factor(spec, 5000) == pytest.approx(0.01 * 0.9 ** 0.5)
+    assert 0.01 * lr_factor(spec, 30000) == pytest.approx(0.01 * 0.9 ** 3)
+    warm = _exponential(warmup=100)  # linear warm-up, then the decay counts from its end
+    assert lr_factor(warm, 49) == pytest.approx(0.5) and lr_factor(warm, 100) == pytest.approx(1.0)
+    assert lr_factor(warm, 10100) == pytest.approx(0.9)
+
+
+def test_missing_or_bad_decay_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="needs decay_steps >= 1"):
+        _exponential(decay_steps=0)
+    with pytest.raises(ValueError, match=r"decay_rate=1.5 must be in \(0, 1\]"):
+        _exponential(decay_rate=1.5)
+
+
+def test_recipe_fields():
+    config = load_train_config(None, schedule="exponential", decay_steps=10000, decay_rate=0.9, staircase=True)
+    assert (config.decay_steps, config.decay_rate, config.staircase) == (10000, 0.9, True)
