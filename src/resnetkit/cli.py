@@ -65,13 +65,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train(config: Any) -> int:
     """Run training and print where its results are; a diverging run ends with its message, not a traceback."""
+    from .train.finetune import run_finetune
     from .train.loop import NonFiniteLossError
     from .train.run import run_training
 
     try:
-        _print_result(run_training(config))
+        # A recipe with a head-only stage (finetune.yaml) is a two-stage fine-tune, whichever command runs it.
+        _print_result(run_finetune(config) if config.freeze_epochs > 0 else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
         print(f"resnetkit train: stopped: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .config import load_train_config
+    from .models import list_models
+
+    overrides = _overrides(args, exclude=("recipe", "start", "data_source", "weights"))
+    if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
+        if not args.weights:
+            raise ValueError(f"{args.start} is an architecture name: give its weights with --weights FILE_OR_URL")
+        overrides.update(model=args.start, pretrained=args.weights)
+    elif args.weights:
+        raise ValueError(f"{args.start}: --weights goes with an architecture name; a model file holds its weights")
+    else:
+        overrides["pretrained"] = args.start
+    config = load_train_config(args.recipe, data=args.data_source, **overrides)
+    if config.freeze_backbone:  # a linear probe has one stage: the head's
+        config.freeze_epochs = 0
+    return _train_finetune(config)
+
+
+def _train_finetune(config: Any) -> int:
+    from .train.finetune import run_finetune
+    from .train.loop import NonFiniteLossError
+
+    try:
+        _print_result(run_finetune(config))
+    except NonFiniteLossError as e:
+        print(f"resnetkit finetune: stopped: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -182,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help="bundled recipe name or YAML path")
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
+                       description="Fine-tune MODEL on the classes of DATA: a new head; stage 1 trains it with the body "
+                                   "and its BatchNorm frozen (--freeze-epochs), stage 2 trains everything with "
+                                   "discriminative learning rates from lr/lr-mult (first layers) to lr (head), "
+                                   "one-cycle (--epochs). --freeze: a linear probe (the head only). Defaults from "
+                                   "the finetune recipe; every TrainConfig field is a flag. Writes the model file "
+                                   "(with the class names and MODEL's preprocessing) and report to --out-dir.")
+    p.add_argument("start", metavar="MODEL",
+                   help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, or an architecture name with --weights")
+    p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, 'cifar10' ...")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+    p.add_argument("--recipe", default="finetune", help="bundled recipe name or YAML path (default: finetune)")
+    p.add_argument("--freeze", dest="freeze_backbone", action="store_true", default=argparse.SUPPRESS,
+                   help="linear probe: train only the new head, body and BatchNorm frozen")
+    _add_train_config_flags(p)
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("demo", help="train a ResNet-20 on the bundled digits (about a minute on 2 cores)")
     _add_train_config_flags(p)

@@ -162,6 +162,13 @@ class TrainConfig:
     pretrained: str = ""  # weight file or URL to start from (fine-tuning); the head is reset if sizes differ
     freeze_backbone: bool = False  # feature extraction: train the classifier only
     freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics), for small-batch fine-tuning
+    # fine-tuning (`resnetkit finetune`, train/finetune.py): a head-only stage with the body and its BatchNorm
+    # frozen, then everything with discriminative lrs; mean/std: normalise as the pretrained model did
+    freeze_epochs: int = 0  # >0 (with pretrained): epochs of the head-only first stage
+    lr_mult: float = 1.0  # >1: lrs rise geometrically from lr/lr_mult (stem, first stage) to lr (head)
+    classes: str = ""  # class-name file (one per line, or JSON) naming the data's classes in label order
+    mean: tuple[float, ...] = ()  # () normalises with the data's own statistics
+    std: tuple[float, ...] = ()
     # optimisation
     epochs: int = 30
     iterations: int = 0  # >0: train for this many iterations instead of epochs (the paper's CIFAR schedule)

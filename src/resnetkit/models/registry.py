@@ -10,6 +10,7 @@ import fnmatch
 from dataclasses import fields
 
 from ..config import CIFAR_PREPROCESS, IMAGENET_PREPROCESS, ModelConfig, Preprocess
+from .features import features_only as features_only_model
 from .resnet import ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -100,17 +101,24 @@ def build_model(config: ModelConfig) -> ResNet:
     return ResNet(get_spec(config.arch), config)
 
 
-def create_model(name: str, **options: object) -> ResNet:
+def create_model(name: str, *, features_only: bool = False, out_indices: tuple[int, ...] | None = None,
+                 **options: object) -> ResNet:
     """Build a registered network.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
     ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
+    ``features_only=True`` returns a backbone giving the maps ``out_indices`` (0 stem, 1.. stages; default:
+    every stage) with their channels and strides in ``feature_info`` (see ``models/features.py``).
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
+    >>> backbone = create_model("resnet50", features_only=True, out_indices=(2, 3, 4))  # stride 8, 16, 32 maps
     """
-    return build_model(default_config(name, **options))
+    model = build_model(default_config(name, **options))
+    if features_only:  # a backbone: the chosen stages' maps, see models/features.py
+        return features_only_model(model, out_indices)  # type: ignore[return-value]
+    return model
 
 
 def default_preprocess(name: str) -> Preprocess:
