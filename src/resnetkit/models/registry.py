@@ -11,9 +11,11 @@ from dataclasses import fields
 
 from ..config import CIFAR_PREPROCESS, IMAGENET_PREPROCESS, ModelConfig, Preprocess
 from .features import features_only as features_only_model
+from .keras_v2 import KERAS_V2_LAYERS, KerasResNetV2
 from .resnet import ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
+_BUILDERS: dict[str, type[ResNet]] = {}  # names built by a ResNet subclass of their own (Keras' ResNetV2)
 
 # ImageNet depths from the paper's Table 1 (plus ResNet-200 from the pre-activation paper).
 IMAGENET_LAYERS = {
@@ -28,10 +30,11 @@ CIFAR_BASIC_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n+2
 CIFAR_BOTTLENECK_DEPTHS = (164, 1001)  # 9n+2, pre-activation
 
 
-def register(name: str, spec: ArchSpec) -> None:
+def register(name: str, spec: ArchSpec, *, builder: type[ResNet] = ResNet) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
     _REGISTRY[name] = spec
+    _BUILDERS[name] = builder
 
 
 def _register_defaults() -> None:
@@ -52,6 +55,10 @@ def _register_defaults() -> None:
         register(f"resnet{depth}", ArchSpec("cifar", "bottleneck", (n, n, n), default_variant="v2"))
     # Wide ResNet 28-10 (Zagoruyko & Komodakis): pre-activation basic blocks, 10x wider stages.
     register("wide_resnet28_10", ArchSpec("cifar", "basic", (4, 4, 4), default_variant="v2", default_width=10.0))
+    # Keras Applications' ResNet50V2/101V2/152V2 (models/keras_v2.py): downsampling in each stage's last block.
+    for depth, layers in KERAS_V2_LAYERS.items():
+        register(f"keras_resnet{depth}v2", ArchSpec("imagenet", "bottleneck", layers, default_variant="v2"),
+                 builder=KerasResNetV2)
 
 
 _register_defaults()
@@ -98,7 +105,8 @@ def default_config(name: str, **options: object) -> ModelConfig:
 
 def build_model(config: ModelConfig) -> ResNet:
     """Build the network a ``ModelConfig`` describes (as stored in a model file)."""
-    return ResNet(get_spec(config.arch), config)
+    spec = get_spec(config.arch)  # an unknown name fails here, with the list of similar names
+    return _BUILDERS[config.arch](spec, config)
 
 
 def create_model(name: str, *, features_only: bool = False, out_indices: tuple[int, ...] | None = None,
