@@ -9,12 +9,12 @@ training images per class, four ways, each for the same number of epochs:
 - full, one lr: everything trained at one lr from the start (`resnetkit finetune --freeze-epochs 0 --lr-mult 1`)
 - two-stage:    head only for one epoch, then everything with lrs from lr/100 to lr (`resnetkit finetune`)
 
-Accuracy is measured on 1,000 held-out training images of each of the five new classes (the same 5,000 for
+Accuracy is measured on 500 held-out training images of each of the five new classes (the same 2,500 for
 every run), the mean of three seeds (each seed draws its own 100 images per class and initialises its own
 head). Wall time is per run, on this machine, sharing its CPU with whatever else runs.
 
     PYTHONPATH=src nice python bench/bench_transfer.py ../shared/datasets/cifar10-train-jpeg.tar \\
-        --work /tmp/transfer --pretrain-epochs 8 --epochs 30
+        --work /tmp/transfer --pretrain-epochs 4 --epochs 15
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from resnetkit.train.run import MODEL_FILE, run_training
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
-TEST_PER_CLASS = 1000
+TEST_PER_CLASS = 500
 METHODS = ("scratch", "linear probe", "full, one lr", "two-stage")
 
 
@@ -79,7 +79,7 @@ def pretrain(pretrain_dir: Path, work: Path, *, epochs: int) -> tuple[Path, floa
     if (out / MODEL_FILE).exists():
         return out / MODEL_FILE, None, 0.0
     config = load_train_config("cifar10-fast", data=str(pretrain_dir), val_split=1000, epochs=epochs,
-                               eval_every=0, out_dir=str(out), progress=False)
+                               eval_every=0, out_dir=str(out), progress=True)
     result = run_training(config)
     return out / MODEL_FILE, result.top1, result.wall_time_s
 
@@ -109,10 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", help="CIFAR-10 as an image tree or tar (train/<class>/<image>)")
     parser.add_argument("--work", default="/tmp/transfer", help="folders, the pretrained model and every run")
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=100, help="training images per new class")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per method (two-stage: head epoch included)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per method (two-stage: head epoch included)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning lr (the finetune recipe's)")
     parser.add_argument("--scratch-lr", type=float, default=0.1, help="from-scratch peak lr")

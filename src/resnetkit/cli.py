@@ -109,6 +109,22 @@ def _train_finetune(config: Any) -> int:
     return 0
 
 
+def _cmd_features(args: argparse.Namespace) -> int:
+    from .infer.features import extract_features, write_features
+    from .infer.predictor import Predictor
+    from .models.sources import open_model
+
+    model, info = open_model(args.model, weights=args.weights)
+    predictor = Predictor(model, info, device=args.device)
+    features = extract_features(predictor, args.data, stage=args.stage, pool=args.stage is None or args.pool,
+                                split=args.split, batch_size=args.batch_size, progress=args.progress)
+    path = write_features(features, args.out, extra={"model": args.model, "stage": args.stage,
+                                                     "pooled": args.stage is None or args.pool})
+    print(f"{features.features.shape[0]} images -> features {tuple(features.features.shape[1:])} in {path}"
+          + (f"; skipped {len(features.skipped)} unreadable image(s)" if features.skipped else ""))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_train_config
 
@@ -233,6 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear probe: train only the new head, body and BatchNorm frozen")
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("features", help="extract pooled features or a stage's feature maps for a set of images",
+                       description="Run MODEL (with its own preprocessing) over the images of DATA and write the "
+                                   "features before the classifier (or --stage K's maps) to --out, with the file "
+                                   "list and the labels of class folders (.safetensors: in the file; .npy: in "
+                                   "FILE.json beside it).")
+    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
+                                                  "name with --weights")
+    p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a folder or a file")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+    p.add_argument("--stage", type=int, default=None, metavar="K",
+                   help="the K-th stage's feature maps (1 = first) instead of the pooled features")
+    p.add_argument("--pool", action="store_true", help="with --stage: average-pool the maps to one vector per image")
+    p.add_argument("--split", default="train", help="for trees with train/ and val/ or test/ folders (default: train)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when it is a terminal)")
+    p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("demo", help="train a ResNet-20 on the bundled digits (about a minute on 2 cores)")
     _add_train_config_flags(p)

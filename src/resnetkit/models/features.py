@@ -77,3 +77,22 @@ def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
 def features_only(model: ResNet, out_indices: Sequence[int] | None = None) -> FeatureExtractor:
     """Wrap ``model`` (any registered network, pretrained or not) as a backbone; default: every stage."""
     return FeatureExtractor(model, out_indices=out_indices)
+
+
+class FeaturePyramidBackbone(nn.Module):
+    """A ``FeatureExtractor`` topped by torchvision's ``FeaturePyramidNetwork``: the backbone torchvision's
+    detectors (``FasterRCNN``, ``MaskRCNN``, ``RetinaNet``) take. Maps are named "0", "1" ... and "pool" (an
+    extra max-pooled level), as torchvision's own ResNet-FPN backbones name them; ``out_channels`` is theirs.
+    """
+
+    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256) -> None:
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.fpn({str(i): m for i, m in enumerate(self.body(x))})
