@@ -35,7 +35,6 @@ from resnetkit.train.run import MODEL_FILE, run_training
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
-TEST_PER_CLASS = 500
 METHODS = ("scratch", "linear probe", "full, one lr", "two-stage")
 
 
@@ -50,7 +49,8 @@ def class_indices(dataset: InMemoryImageDataset, name: str) -> list[int]:
     return torch.nonzero(dataset.labels == dataset.class_names.index(name)).flatten().tolist()
 
 
-def prepare_folders(source: str, work: Path, *, per_class: int, seeds: int) -> tuple[Path, list[Path]]:
+def prepare_folders(source: str, work: Path, *, per_class: int, seeds: int, source_per_class: int,
+                    test_per_class: int) -> tuple[Path, list[Path]]:
     """The source-task folder and one target-task folder per seed (train: per_class a class, test: fixed)."""
     done = work / "folders.done"
     pretrain_dir = work / "source"
@@ -59,12 +59,12 @@ def prepare_folders(source: str, work: Path, *, per_class: int, seeds: int) -> t
         return pretrain_dir, targets
     data = load_data(DataConfig(source=source)).train
     for name in SOURCE_CLASSES:
-        write_images(data, class_indices(data, name), pretrain_dir / "train")
+        write_images(data, class_indices(data, name)[:source_per_class], pretrain_dir / "train")
     pools, tests = {}, {}
     for name in TARGET_CLASSES:
         order = class_indices(data, name)
         shuffled = [order[i] for i in torch.randperm(len(order), generator=torch.Generator().manual_seed(1234))]
-        tests[name], pools[name] = shuffled[:TEST_PER_CLASS], shuffled[TEST_PER_CLASS:]
+        tests[name], pools[name] = shuffled[:test_per_class], shuffled[test_per_class:]
     for seed, target in enumerate(targets):
         for name in TARGET_CLASSES:
             pick = torch.randperm(len(pools[name]), generator=torch.Generator().manual_seed(seed))[:per_class]
@@ -74,11 +74,11 @@ def prepare_folders(source: str, work: Path, *, per_class: int, seeds: int) -> t
     return pretrain_dir, targets
 
 
-def pretrain(pretrain_dir: Path, work: Path, *, epochs: int) -> tuple[Path, float | None, float]:
+def pretrain(pretrain_dir: Path, work: Path, *, epochs: int, val_split: int) -> tuple[Path, float | None, float]:
     out = work / "pretrain"
     if (out / MODEL_FILE).exists():
         return out / MODEL_FILE, None, 0.0
-    config = load_train_config("cifar10-fast", data=str(pretrain_dir), val_split=1000, epochs=epochs,
+    config = load_train_config("cifar10-fast", data=str(pretrain_dir), val_split=val_split, epochs=epochs,
                                eval_every=0, out_dir=str(out), progress=True)
     result = run_training(config)
     return out / MODEL_FILE, result.top1, result.wall_time_s
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/transfer", help="folders, the pretrained model and every run")
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=100, help="training images per new class")
+    parser.add_argument("--source-per-class", type=int, default=5000, help="pre-training images per class")
+    parser.add_argument("--test-per-class", type=int, default=500, help="held-out images per new class")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15, help="epochs per method (two-stage: head epoch included)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -120,11 +122,15 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.work)
-    pretrain_dir, targets = prepare_folders(args.source, work, per_class=args.per_class, seeds=args.seeds)
-    start, source_top1, pretrain_s = pretrain(pretrain_dir, work, epochs=args.pretrain_epochs)
+    pretrain_dir, targets = prepare_folders(args.source, work, per_class=args.per_class, seeds=args.seeds,
+                                            source_per_class=args.source_per_class,
+                                            test_per_class=args.test_per_class)
+    held = len(SOURCE_CLASSES) * args.source_per_class // 25
+    start, source_top1, pretrain_s = pretrain(pretrain_dir, work, epochs=args.pretrain_epochs, val_split=held)
     if source_top1 is not None:
-        print(f"pre-trained ResNet-20 on {', '.join(SOURCE_CLASSES)} for {args.pretrain_epochs} epochs: "
-              f"{100 * source_top1:.2f}% on 1000 held-out images of those classes, {pretrain_s:.0f} s")
+        print(f"pre-trained ResNet-20 on {args.source_per_class} images of each of {', '.join(SOURCE_CLASSES)} for "
+              f"{args.pretrain_epochs} epochs: {100 * source_top1:.2f}% on {held} held-out images of those classes, "
+              f"{pretrain_s:.0f} s")
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in args.methods}
     for seed, target in enumerate(targets):
         for method in args.methods:
@@ -136,7 +142,7 @@ def main() -> None:
 
     scratch = statistics.mean(t for t, _ in results["scratch"]) if "scratch" in results else None
     print(f"\n{args.per_class} images per new class ({', '.join(TARGET_CLASSES)}), {args.epochs} epochs, "
-          f"accuracy on {TEST_PER_CLASS * len(TARGET_CLASSES)} held-out images, {args.seeds} seeds")
+          f"accuracy on {args.test_per_class * len(TARGET_CLASSES)} held-out images, {args.seeds} seeds")
     print("| method | top-1 (mean) | per seed | vs scratch | wall time per run |")
     print("|---|---:|---|---:|---:|")
     for method, rows in results.items():

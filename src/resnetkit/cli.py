@@ -79,8 +79,12 @@ def _train(config: Any) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .config import load_train_config
+    from .infer.images import is_url
     from .models import list_models
+    from .models.sources import check_self_describing
 
     overrides = _overrides(args, exclude=("recipe", "start", "data_source", "weights"))
     if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
@@ -90,6 +94,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     elif args.weights:
         raise ValueError(f"{args.start}: --weights goes with an architecture name; a model file holds its weights")
     else:
+        if not is_url(args.start):
+            check_self_describing(Path(args.start), shown=args.start)  # a .pth needs ARCH --weights FILE
         overrides["pretrained"] = args.start
     config = load_train_config(args.recipe, data=args.data_source, **overrides)
     if config.freeze_backbone:  # a linear probe has one stage: the head's

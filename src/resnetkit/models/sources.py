@@ -9,7 +9,8 @@ from pathlib import Path
 from ..config import ModelInfo
 from .registry import create_model, default_preprocess, list_models
 from .resnet import ResNet
-from .weights import WeightFileError, load_model, load_state_dict_file, load_weights, resolve_weight_path
+from .weights import (WeightFileError, load_model, load_state_dict_file, load_weights, read_model_info,
+                      resolve_weight_path)
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -46,7 +47,21 @@ def open_model(model: str, *, weights: str | None = None) -> tuple[ResNet, Model
         from .keras import load_keras_model
 
         return load_keras_model(path)
-    if Path(path).suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raise WeightFileError(f"{model}: a PyTorch state dict does not say which architecture it is for; name it: "
-                              f"ARCH --weights {model} (e.g. resnet50 --weights {model})")
+    check_self_describing(path, shown=model)
     return load_model(path)
+
+
+def check_self_describing(path: Path, *, shown: str) -> None:
+    """Refuse a bare state dict (``.pth``, a timm ``.safetensors``) given without an architecture name."""
+    if Path(path).suffix in (".pth", ".pt", ".bin", ".ckpt") or (
+            Path(path).suffix == ".safetensors" and path.exists() and not has_resnetkit_info(path)):
+        raise WeightFileError(f"{shown}: a bare state dict does not say which architecture it is for; name it: "
+                              f"ARCH --weights {shown} (e.g. resnet50 --weights {shown})")
+
+
+def has_resnetkit_info(path: Path) -> bool:
+    try:
+        read_model_info(path)
+    except WeightFileError:
+        return False
+    return True

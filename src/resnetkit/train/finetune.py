@@ -25,8 +25,8 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..models import save_model
-from ..models.sources import is_keras_file, open_model
-from ..models.weights import WeightFileError, read_model_info, resolve_weight_path
+from ..models.sources import has_resnetkit_info, is_keras_file, open_model
+from ..models.weights import resolve_weight_path
 from .loop import CHECKPOINT_NAME
 from .run import MODEL_FILE, TrainResult, run_training
 
@@ -55,14 +55,6 @@ class FinetuneResult:
         return self.final.report_paths
 
 
-def _has_resnetkit_info(path: Path) -> bool:
-    try:
-        read_model_info(path)
-    except WeightFileError:
-        return False
-    return True
-
-
 def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
     """Open the start model (``config.pretrained``, with ``config.model`` naming the architecture of a bare
     state dict), write it as ``start.safetensors`` and return the config that trains from it."""
@@ -70,7 +62,7 @@ def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
         raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
                          "file, or ARCH --weights FILE), or --pretrained FILE")
     path = resolve_weight_path(config.pretrained)
-    if is_keras_file(path) or (path.suffix == ".safetensors" and _has_resnetkit_info(path)):
+    if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
         model, info = open_model(str(path))
     else:  # a torchvision / timm state dict: the architecture is the config's
         model, info = open_model(config.model, weights=str(path))
