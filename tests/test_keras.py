@@ -73,6 +73,7 @@ def resnet50_files(tmp_path_factory):
     _randomise(model)
     model.save_weights(folder / "r50.weights.h5")
     model.save(folder / "r50.h5")
+    model.save(folder / "r50.keras")  # the Keras 3 archive: model.weights.h5 inside a zip
     return model, folder
 
 
@@ -80,7 +81,7 @@ def test_keras_resnet50_weights_give_keras_logits(resnet50_files):
     from keras.applications import resnet
 
     model, folder = resnet50_files
-    _check(model, resnet, [folder / "r50.weights.h5", folder / "r50.h5"], arch="resnet50")
+    _check(model, resnet, [folder / "r50.weights.h5", folder / "r50.h5", folder / "r50.keras"], arch="resnet50")
 
 
 def test_keras_resnet50v2_weights_give_keras_logits(tmp_path):

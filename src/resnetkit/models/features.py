@@ -87,6 +87,7 @@ class FeaturePyramidBackbone(nn.Module):
 
     def __init__(self, body: FeatureExtractor, *, out_channels: int = 256) -> None:
         super().__init__()
+        # Imported here: `import resnetkit` (which registers every network) stays free of torchvision.ops.
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 

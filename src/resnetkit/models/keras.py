@@ -36,6 +36,7 @@ KERAS_V1_PREPROCESS = Preprocess(mean=tuple(m / 255 for m in reversed(CAFFE_MEAN
                                  std=(1 / 255, 1 / 255, 1 / 255))
 KERAS_V2_PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 BLOCKS_PER_STAGE = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+MAX_KERAS_ARCHIVE_WEIGHTS = 4 * 2**30
 BLOCK_LAYER = re.compile(r"^conv(\d)_block(\d+)_")
 
 
@@ -52,6 +53,10 @@ def _open_h5(path: Path) -> Any:
     try:
         if path.suffix == ".keras":  # a zip holding model.weights.h5 beside the model's JSON config
             with zipfile.ZipFile(path) as archive:
+                size = archive.getinfo("model.weights.h5").file_size
+                if size > MAX_KERAS_ARCHIVE_WEIGHTS:  # read into memory: refuse a zip bomb before inflating it
+                    raise WeightFileError(f"{path}: its weights would inflate to {size / 2**30:.1f} GiB; the "
+                                          "largest ResNet needs under 1 GiB: is this file what you think it is?")
                 return h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
         return h5py.File(path, "r")
     except (OSError, KeyError, zipfile.BadZipFile) as e:

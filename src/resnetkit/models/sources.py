@@ -19,9 +19,10 @@ def is_keras_file(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(KERAS_SUFFIXES)
 
 
-def open_model(model: str, *, weights: str | None = None) -> tuple[ResNet, ModelInfo]:
+def open_model(model: str, *, weights: str | None = None, **options: object) -> tuple[ResNet, ModelInfo]:
     """``model``: a resnetkit model file or a Keras weight file (path or URL), or a registered architecture
-    name with ``weights`` (torchvision, timm, resnetkit or Keras weights). The model is in eval mode."""
+    name with ``weights`` (torchvision, timm, resnetkit or Keras weights; ``options`` such as ``variant`` go
+    to ``create_model``). The model is in eval mode."""
     if model in list_models():
         if weights is None:
             raise ValueError(f"{model} is an architecture name: give its weights with --weights FILE_OR_URL, or pass "
@@ -33,7 +34,7 @@ def open_model(model: str, *, weights: str | None = None) -> tuple[ResNet, Model
             return load_keras_model(path, arch=model)
         state = load_state_dict_file(path)
         num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 0
-        net = create_model(model, num_classes=num_classes)
+        net = create_model(model, num_classes=num_classes, **options)
         load_weights(net, state, source=str(path))
         return net.eval(), ModelInfo(model=net.config, preprocess=default_preprocess(model))
     if weights is not None:

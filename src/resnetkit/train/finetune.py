@@ -65,7 +65,8 @@ def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
     if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
         model, info = open_model(str(path))
     else:  # a torchvision / timm state dict: the architecture is the config's
-        model, info = open_model(config.model, weights=str(path))
+        model, info = open_model(config.model, weights=str(path), variant=config.variant or None,
+                                 shortcut=config.shortcut or None, width=config.width or None)
     start = save_model(model, out_dir / START_FILE, info=info)
     mc = info.model
     return dataclasses.replace(
