@@ -87,6 +87,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from .models.sources import check_self_describing
 
     overrides = _overrides(args, exclude=("recipe", "start", "data_source", "weights"))
+    for twice in ("data", "pretrained"):  # MODEL and DATA are the positional arguments
+        if twice in overrides:
+            raise ValueError(f"--{twice} {overrides[twice]}: give the {'data' if twice == 'data' else 'start model'} "
+                             "once, as the positional argument (resnetkit finetune MODEL DATA)")
     if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
         if not args.weights:
             raise ValueError(f"{args.start} is an architecture name: give its weights with --weights FILE_OR_URL")
