@@ -70,8 +70,10 @@ def _train(config: Any) -> int:
     from .train.run import run_training
 
     try:
-        # A recipe with a head-only stage (finetune.yaml) is a two-stage fine-tune, whichever command runs it.
-        _print_result(run_finetune(config) if config.freeze_epochs > 0 else run_training(config))
+        # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
+        # command runs it; without a start model there is no head to train alone: an ordinary run.
+        two_stage = config.freeze_epochs > 0 and bool(config.pretrained)
+        _print_result(run_finetune(config) if two_stage else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
         print(f"resnetkit train: stopped: {e}", file=sys.stderr)
         return 1
