@@ -92,14 +92,75 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train(config: Any) -> int:
     """Run training and print where its results are; a diverging run ends with its message, not a traceback."""
+    from .train.finetune import run_finetune
     from .train.loop import NonFiniteLossError
     from .train.run import run_training
 
     try:
-        _print_result(run_training(config))
+        # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
+        # command runs it; without a start model there is no head to train alone: an ordinary run.
+        two_stage = config.freeze_epochs > 0 and bool(config.pretrained)
+        _print_result(run_finetune(config) if two_stage else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
         print(f"resnetkit train: stopped: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import load_train_config
+    from .infer.images import is_url
+    from .models import list_models
+    from .models.sources import check_self_describing
+
+    overrides = _overrides(args, exclude=("recipe", "start", "data_source", "weights"))
+    for twice in ("data", "pretrained"):  # MODEL and DATA are the positional arguments
+        if twice in overrides:
+            raise ValueError(f"--{twice} {overrides[twice]}: give the {'data' if twice == 'data' else 'start model'} "
+                             "once, as the positional argument (resnetkit finetune MODEL DATA)")
+    if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
+        if not args.weights:
+            raise ValueError(f"{args.start} is an architecture name: give its weights with --weights FILE_OR_URL")
+        overrides.update(model=args.start, pretrained=args.weights)
+    elif args.weights:
+        raise ValueError(f"{args.start}: --weights goes with an architecture name; a model file holds its weights")
+    else:
+        if not is_url(args.start):
+            check_self_describing(Path(args.start), shown=args.start)  # a .pth needs ARCH --weights FILE
+        overrides["pretrained"] = args.start
+    config = load_train_config(args.recipe, data=args.data_source, **overrides)
+    if config.freeze_backbone:  # a linear probe has one stage: the head's
+        config.freeze_epochs = 0
+    return _train_finetune(config)
+
+
+def _train_finetune(config: Any) -> int:
+    from .train.finetune import run_finetune
+    from .train.loop import NonFiniteLossError
+
+    try:
+        _print_result(run_finetune(config))
+    except NonFiniteLossError as e:
+        print(f"resnetkit finetune: stopped: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from .infer.features import extract_features, write_features
+    from .infer.predictor import Predictor
+    from .models.sources import open_model
+
+    model, info = open_model(args.model, weights=args.weights)
+    predictor = Predictor(model, info, device=args.device)
+    features = extract_features(predictor, args.data, stage=args.stage, pool=args.stage is None or args.pool,
+                                split=args.split, batch_size=args.batch_size, progress=args.progress)
+    path = write_features(features, args.out, extra={"model": args.model, "stage": args.stage,
+                                                     "pooled": args.stage is None or args.pool})
+    print(f"{features.features.shape[0]} images -> features {tuple(features.features.shape[1:])} in {path}"
+          + (f"; skipped {len(features.skipped)} unreadable image(s)" if features.skipped else ""))
     return 0
 
 
@@ -230,6 +291,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "path (default: none, the flags' defaults)")
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
+                       description="Fine-tune MODEL on the classes of DATA: a new head; stage 1 trains it with the body "
+                                   "and its BatchNorm frozen (--freeze-epochs), stage 2 trains everything with "
+                                   "discriminative learning rates from lr/lr-mult (first layers) to lr (head), "
+                                   "one-cycle (--epochs). --freeze: a linear probe (the head only). Defaults from "
+                                   "the finetune recipe; every TrainConfig field is a flag. Writes the model file "
+                                   "(with the class names and MODEL's preprocessing) and report to --out-dir.")
+    p.add_argument("start", metavar="MODEL",
+                   help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, or an architecture name with --weights")
+    p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, 'cifar10' ...")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+    p.add_argument("--recipe", default="finetune", help="bundled recipe name or YAML path (default: finetune)")
+    p.add_argument("--freeze", dest="freeze_backbone", action="store_true", default=argparse.SUPPRESS,
+                   help="linear probe: train only the new head, body and BatchNorm frozen")
+    _add_train_config_flags(p)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("features", help="extract pooled features or a stage's feature maps for a set of images",
+                       description="Run MODEL (with its own preprocessing) over the images of DATA and write the "
+                                   "features before the classifier (or --stage K's maps) to --out, with the file "
+                                   "list and the labels of class folders (.safetensors: in the file; .npy: in "
+                                   "FILE.json beside it).")
+    p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
+                                                  "name with --weights")
+    p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a folder or a file")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors")
+    p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+    p.add_argument("--stage", type=int, default=None, metavar="K",
+                   help="the K-th stage's feature maps (1 = first) instead of the pooled features")
+    p.add_argument("--pool", action="store_true", help="with --stage: average-pool the maps to one vector per image")
+    p.add_argument("--split", default="train", help="for trees with train/ and val/ or test/ folders (default: train)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when it is a terminal)")
+    p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("demo", help="train a ResNet-20 on the bundled digits (about a minute on 2 cores)")
     _add_train_config_flags(p)

@@ -179,6 +179,16 @@ class TrainConfig:
                            "class count differs; '': random init")
     freeze_backbone: bool = _opt(False, "train the classifier only (feature extraction)")
     freeze_bn: bool = _opt(False, "keep BatchNorm on its running statistics (small-batch fine-tuning)")
+    # fine-tuning (`resnetkit finetune`, train/finetune.py): a head-only stage with the body and its BatchNorm
+    # frozen, then everything with discriminative lrs; mean/std: normalise as the pretrained model did
+    freeze_epochs: int = _opt(0, "with --pretrained: epochs of a head-only first stage (body and BN frozen); 0: none")
+    lr_mult: float = _opt(1.0, "discriminative lrs: they rise geometrically from lr/lr_mult (stem, first stage) to lr "
+                          "(head); 1: one lr")
+    classes: str = _opt("", "class-name file (one per line, or a JSON list) naming the data's classes in label order; "
+                        "'': the folder names")
+    mean: tuple[float, ...] = _opt((), "per-channel input mean in [0, 1] (as the pretrained model was trained); (): "
+                                   "the data's own statistics")
+    std: tuple[float, ...] = _opt((), "per-channel input std in [0, 1]; (): the data's own statistics")
     # optimisation
     epochs: int = _opt(30, "training length in epochs (ignored when --iterations is set)")
     iterations: int = _opt(0, "training length in iterations (optimizer steps) instead of epochs; 0: use --epochs")

@@ -11,9 +11,12 @@ import re
 from dataclasses import fields, replace
 
 from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
+from .features import features_only as features_only_model
+from .keras_v2 import KERAS_V2_LAYERS, KerasResNetV2
 from .resnet import CIFAR_STEM, IMAGENET_STEM, ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
+_BUILDERS: dict[str, type[ResNet]] = {}  # names built by a ResNet subclass of their own (Keras' ResNetV2)
 
 # The two layouts every family builds on; a family entry replaces what differs (block, depths, groups ...).
 IMAGENET = ArchSpec("imagenet", "basic", (2, 2, 2, 2), stem=IMAGENET_STEM, stage_widths=(64, 128, 256, 512))
@@ -37,10 +40,11 @@ SE_IMAGENET_DEPTHS = (50, 101)  # SE-ResNet (Hu et al. 2018), the layout timm's 
 SE_CIFAR_DEPTHS = (20, 56)
 
 
-def register(name: str, spec: ArchSpec) -> None:
+def register(name: str, spec: ArchSpec, *, builder: type[ResNet] = ResNet) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
     _REGISTRY[name] = spec
+    _BUILDERS[name] = builder
 
 
 def _register_defaults() -> None:
@@ -72,6 +76,10 @@ def _register_defaults() -> None:
     # Wide ResNet 28-10 (Zagoruyko & Komodakis): pre-activation basic blocks, 10x wider stages.
     register("wide_resnet28_10", replace(CIFAR, layers=(4, 4, 4), default_variant="v2", default_shortcut="B",
                                          default_width=10.0))
+    # Keras Applications' ResNet50V2/101V2/152V2 (models/keras_v2.py): downsampling in each stage's last block.
+    for depth, layers in KERAS_V2_LAYERS.items():
+        register(f"keras_resnet{depth}v2", replace(IMAGENET, block="bottleneck", layers=layers, default_variant="v2"),
+                 builder=KerasResNetV2)
 
 
 _register_defaults()
@@ -122,11 +130,12 @@ def default_config(name: str, **options: object) -> ModelConfig:
 def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet:
     """Build the network a ``ModelConfig`` describes (as stored in a model file); ``max_blocks`` shortens every
     stage to that many blocks (a quick shape check of a file before the whole network is built)."""
-    spec = get_spec(config.arch)
-    return ResNet(spec if max_blocks is None else spec.shortened(max_blocks), config)
+    spec = get_spec(config.arch)  # an unknown name fails here, with the list of similar names
+    return _BUILDERS[config.arch](spec if max_blocks is None else spec.shortened(max_blocks), config)
 
 
-def create_model(name: str, *, pretrained: str | None = None, **options: object) -> ResNet:
+def create_model(name: str, *, pretrained: str | None = None, features_only: bool = False,
+                 out_indices: tuple[int, ...] | None = None, **options: object) -> ResNet:
     """Build a registered network, or load a trained one.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
@@ -134,12 +143,22 @@ def create_model(name: str, *, pretrained: str | None = None, **options: object)
     ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
     ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``); a catalog
     name such as ``resnet56_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
-    given: it replaces the head for fine-tuning.
+    given: it replaces the head for fine-tuning. ``features_only=True`` returns a backbone giving the maps
+    ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
+    ``feature_info`` (see ``models/features.py``).
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
     >>> model = create_model("resnet56", pretrained="cifar10")
+    >>> backbone = create_model("resnet50", features_only=True, out_indices=(2, 3, 4))  # stride 8, 16, 32 maps
     """
+    model = _create(name, pretrained=pretrained, **options)
+    if features_only:  # a backbone: the chosen stages' maps, see models/features.py
+        return features_only_model(model, out_indices)  # type: ignore[return-value]
+    return model
+
+
+def _create(name: str, *, pretrained: str | None, **options: object) -> ResNet:
     if pretrained is not None or name not in _REGISTRY:
         from .pretrained import get_weights, pretrained_model
 

@@ -66,6 +66,16 @@ def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
     return config.batch_size // dist.world_size
 
 
+def _normalization(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The mean/std a fine-tuned model must keep (its pretrained weights expect them), or None: the data's own."""
+    if not config.mean and not config.std:
+        return None
+    if len(config.mean) != 3 or len(config.std) != 3 or min(config.std) <= 0:
+        raise ValueError(f"mean={config.mean} std={config.std}: give three values each (RGB, images in 0..1), "
+                         "every std > 0, or neither to normalise with the data's own statistics")
+    return tuple(config.mean), tuple(config.std)
+
+
 def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
     if not dist.is_main:
         dist.barrier()  # the main process downloads (and decodes into the cache) first, the others then read
@@ -86,7 +96,7 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
         val, val_description = splits.test, f"the {len(splits.test)} test images"
     else:
         val, val_description = None, ""
-    mean, std = train.mean_std()
+    mean, std = _normalization(config) or train.mean_std()
     size = train.image_size[0]
     preprocess = Preprocess(input_size=size, resize_size=size, mean=mean, std=std)  # type: ignore[arg-type]
     common = {"mean": mean, "std": std, "device": device, "channels_last": config.channels_last}
@@ -101,7 +111,9 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
 
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     size = config.image_size or IMAGENET_PREPROCESS.input_size
-    preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224))
+    mean_std = _normalization(config)
+    preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224),
+                            **({"mean": mean_std[0], "std": mean_std[1]} if mean_std else {}))
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
                                       lighting=config.lighting)
                 if config.augment == "scale" else random_resized_crop_transform(preprocess, lighting=config.lighting))

@@ -27,6 +27,7 @@ from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import default_config
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
+from .groups import discriminative_param_groups
 from .logging import MetricsLogger, progress
 from .optim import optimizer_from_config
 from .schedules import build_scheduler, plateau_drops, schedule_from_config
@@ -72,8 +73,13 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"amp={amp!r} is not one of 'bf16', 'fp16', 'none'")
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
-    """Two groups when BN parameters and biases (all 1-d tensors) are spared weight decay."""
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool, *, lr: float = 0.0,
+                 lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """Two groups when BN parameters and biases (all 1-d tensors) are spared weight decay; with
+    ``lr_mult`` > 1, groups per layer group with discriminative learning rates (train/groups.py)."""
+    if lr_mult != 1.0:
+        return discriminative_param_groups(model, lr=lr, lr_mult=lr_mult, weight_decay=weight_decay,
+                                           decay_norm_and_bias=decay_norm_and_bias)
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_norm_and_bias:
         return [{"params": params, "weight_decay": weight_decay}]
@@ -133,8 +139,8 @@ class Trainer:
         else:
             self.total_steps = config.epochs * self.steps_per_epoch
             self.epochs = config.epochs
-        self.optimizer = optimizer_from_config(param_groups(model, config.weight_decay, config.decay_norm_and_bias),
-                                               config)
+        self.optimizer = optimizer_from_config(param_groups(model, config.weight_decay, config.decay_norm_and_bias,
+                                                            lr=config.lr, lr_mult=config.lr_mult), config)
         spec = schedule_from_config(kind=config.schedule, milestones=tuple(config.milestones), gamma=config.gamma,
                                     warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
                                     total_steps=self.total_steps,

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from ..config import ModelInfo, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import write_report
+from ..infer.classes import read_class_names
 from ..models import create_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data, resolve_augment
@@ -44,7 +46,7 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
                          zero_init_residual=config.zero_init_residual, drop_rate=config.drop_rate)
     if config.pretrained:
         state = load_state_dict_file(resolve_weight_path(config.pretrained))
-        file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else num_classes
+        file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0  # 0: a file without a head
         # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
         model.reset_classifier(file_classes)
         load_weights(model, state, source=config.pretrained)
@@ -56,10 +58,21 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def class_names_for(path: str, data_names: list[str]) -> list[str]:
+    """Names from a class-name file, one per class of the data in label order (sorted folder names)."""
+    names = read_class_names(path)
+    if len(names) != len(data_names):
+        raise ValueError(f"{path}: {len(names)} class names, but the data has {len(data_names)} classes "
+                         f"({', '.join(data_names[:5])}{' ...' if len(data_names) > 5 else ''}); give one name "
+                         "per class, in the order of the sorted folder names")
+    return names
+
+
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
 
 
-def run_training(config: TrainConfig) -> TrainResult:
+def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = None) -> TrainResult:
+    """Train as ``config`` says; ``report_extra`` adds lines to the report (the fine-tuning choices)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     dist = DistInfo.from_env(device)
@@ -77,6 +90,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     data: TrainData = build_train_data(config, dist=dist, device=device)
+    if config.classes:
+        data.class_names = class_names_for(config.classes, data.class_names)
     model = build_model_for(config, data.num_classes)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names)
@@ -87,7 +102,7 @@ def run_training(config: TrainConfig) -> TrainResult:
 
     model_path, report_paths, top1 = None, {}, None
     if dist.is_main:
-        extra = {"evaluated_on": data.val_description}
+        extra = {"evaluated_on": data.val_description, **(report_extra or {})}
         if fit.final_metrics is not None and config.augment in FLIP_AUGMENTS:
             # Trained on mirrored images too, so the mirror is a fair second view: the usual CIFAR figure.
             extra["top1_with_flip_tta"] = round(trainer.evaluate(flip=True).top1, 4)

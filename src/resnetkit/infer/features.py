@@ -1,0 +1,156 @@
+"""Feature extraction: what ``resnetkit features MODEL DATA --out FILE`` runs.
+
+Every image goes through the model file's own preprocessing (the ``Predictor``'s transform), then the
+network up to the pooled features before the classifier (``forward_head(pre_logits=True)``), or up to
+one stage's feature map (``stage``, optionally average-pooled). The result is written with the file
+list and the labels (from class folders) so the rows can be matched to the images:
+
+- ``.safetensors``: tensors ``features`` and ``labels``, metadata ``files``, ``class_names`` (JSON);
+- ``.npy``: the features, with ``FILE.json`` beside it holding files, labels and class names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.tree import index_tree, is_tar_path
+from .images import ImageLoadError, expand_inputs, load_image
+from .predictor import Predictor
+
+log = logging.getLogger(__name__)
+FORMATS = (".npy", ".safetensors")
+MEMORY_FRACTION = 0.5  # refuse an output larger than this share of the machine's memory
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (N, D) pooled, or (N, C, H, W) a stage's maps; float32
+    files: list[str]
+    labels: list[int]  # index into class_names; -1 for images outside class folders
+    class_names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) images that could not be used
+
+    def metadata(self) -> dict[str, Any]:
+        return {"files": self.files, "labels": self.labels, "class_names": self.class_names,
+                "shape": list(self.features.shape), "skipped": [list(s) for s in self.skipped]}
+
+
+def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str], list[int], list[str]]:
+    """``(sources, names, labels, class_names)``: a tree ``root/<class>/<image>`` (folder or tar) gives
+    labels; a loose folder, file or glob gives label -1. Sources are paths, or lazy readers for tar members."""
+    path = Path(data)
+    if path.exists() and (path.is_dir() or is_tar_path(path)):
+        try:
+            tree = index_tree(path, split=split)
+        except ValueError:  # images not in class folders: unlabelled
+            tree = None
+        if tree is not None and len(tree):
+            names = [f"{data}:{p}" if tree.is_tar else p for p in tree.paths]
+            sources = list(range(len(tree))) if tree.is_tar else list(tree.paths)
+            return [_TarMember(tree, i) for i in sources] if tree.is_tar else sources, names, list(tree.labels), \
+                list(tree.class_names)
+    files = expand_inputs([data])
+    if not files:
+        raise ValueError(f"no images found in {data}")
+    return list(files), list(files), [-1] * len(files), []
+
+
+@dataclass
+class _TarMember:
+    tree: Any
+    index: int
+
+    def read(self) -> bytes:
+        return self.tree.read_bytes(self.index)
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def extract_features(predictor: Predictor, data: str, *, stage: int | None = None, pool: bool = True,
+                     split: str = "train", batch_size: int = 64, progress: bool | None = None) -> FeatureSet:
+    """Features of every image in ``data`` (see ``list_images``), in order; unusable images are skipped."""
+    model = predictor.model
+    stages = len(model.stage_names)
+    if stage is not None and not 1 <= stage <= stages:
+        raise ValueError(f"stage={stage}: {model.config.arch} has stages 1..{stages}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    sources, names, labels, class_names = list_images(data, split=split)
+    if progress is None:
+        progress = sys.stderr.isatty() and len(sources) > batch_size
+    kept, chunks, skipped = [], [], []
+    limit = _memory_limit()
+    with tqdm(total=len(sources), unit="img", file=sys.stderr, disable=not progress, desc="features") as bar:
+        for batch in _batches(list(range(len(sources))), batch_size):
+            tensors, ok = [], []
+            for i in batch:
+                source = sources[i].read() if isinstance(sources[i], _TarMember) else sources[i]
+                try:
+                    tensors.append(predictor.transform(load_image(source, name=names[i])))
+                    ok.append(i)
+                except ImageLoadError as e:
+                    skipped.append((names[i], str(e)))
+            bar.update(len(batch))
+            if not tensors:
+                continue
+            with torch.inference_mode():
+                out = _forward(model, torch.stack(tensors).to(predictor.device), stage=stage, pool=pool)
+            chunks.append(out.float().cpu().numpy())
+            kept += ok
+            if len(chunks) == 1 and chunks[0][0].nbytes * len(sources) > limit:
+                raise ValueError(f"the features of {len(sources)} images would take "
+                                 f"{chunks[0][0].nbytes * len(sources) / 2**30:.1f} GiB, more than this machine "
+                                 f"can hold; pool them (--pool), choose a later --stage, or give fewer images")
+    for name, why in skipped[:10]:
+        log.warning("skipped %s: %s", name, why)
+    if not kept:
+        raise ValueError(f"none of the {len(sources)} images in {data} could be read")
+    features = np.concatenate(chunks)
+    return FeatureSet(features=features, files=[names[i] for i in kept], labels=[labels[i] for i in kept],
+                      class_names=class_names, skipped=skipped)
+
+
+def _forward(model: Any, batch: torch.Tensor, *, stage: int | None, pool: bool) -> torch.Tensor:
+    if stage is None:
+        return model.forward_head(model.forward_features(batch), pre_logits=True)
+    maps = model.forward_stages(batch)[stage - 1]
+    return maps.mean(dim=(2, 3)) if pool else maps
+
+
+def _memory_limit() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_FRACTION
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def write_features(features: FeatureSet, out: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``features`` as ``.safetensors`` or ``.npy`` (+ ``.json``); returns the path written."""
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ValueError(f"{out}: the output must end in {' or '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**features.metadata(), **(extra or {})}
+    if out.suffix == ".npy":
+        np.save(out, features.features)
+        out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        return out
+    from safetensors.numpy import save_file
+
+    save_file({"features": np.ascontiguousarray(features.features), "labels": np.asarray(features.labels, np.int64)},
+              str(out), metadata={key: json.dumps(value) for key, value in meta.items()})
+    return out

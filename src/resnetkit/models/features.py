@@ -1,0 +1,99 @@
+"""Backbones: a network's intermediate feature maps, for detectors, segmenters and feature extraction.
+
+``create_model(name, features_only=True, out_indices=(1, 2, 3, 4))`` wraps any registered network in
+``FeatureExtractor``, which returns the chosen maps as a list, highest resolution first. Indices follow
+timm: 0 is the stem (before its max-pool), 1.. are the residual stages. ``feature_info`` lists each
+returned map's channels (``num_chs``), stride from the input (``reduction``) and module, so a detection
+neck (torchvision's ``FeaturePyramidNetwork``) can be sized without running the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .resnet import ResNet
+
+
+class FeatureExtractor(nn.Module):
+    """The feature maps ``out_indices`` of a ``ResNet``; the classifier head is dropped.
+
+    The wrapped network keeps its parameter names under ``body.``, so weights load into the body
+    (``extractor.body.load_state_dict(...)``) before or after wrapping.
+    """
+
+    def __init__(self, body: ResNet, *, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        available = stage_feature_info(body)
+        if out_indices is None:
+            out_indices = range(1, len(available))  # every stage
+        indices = tuple(int(i) for i in out_indices)
+        bad = [i for i in indices if not 0 <= i < len(available)]
+        if not indices or bad or len(set(indices)) != len(indices):
+            raise ValueError(f"out_indices={tuple(out_indices)} for {body.config.arch}: give distinct indices from "
+                             f"0 (stem) to {len(available) - 1} (last stage)")
+        body.reset_classifier(0)  # a backbone has no head; this also frees the classifier's memory
+        self.body = body
+        self.out_indices = tuple(sorted(indices))
+        self.feature_info = [dict(available[i], index=i) for i in self.out_indices]
+
+    @property
+    def channels(self) -> list[int]:
+        return [int(info["num_chs"]) for info in self.feature_info]  # type: ignore[call-overload]
+
+    @property
+    def reductions(self) -> list[int]:
+        return [int(info["reduction"]) for info in self.feature_info]  # type: ignore[call-overload]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        body, wanted, last = self.body, set(self.out_indices), max(self.out_indices)
+        outputs: list[torch.Tensor] = []
+        x = body.relu(body.bn1(body.conv1(x)))
+        if 0 in wanted:
+            outputs.append(x)
+        x = body.maxpool(x)
+        stages = body.stages()
+        for i, stage in enumerate(stages, start=1):
+            x = stage(x)
+            if i == len(stages):
+                x = body.norm(x)  # pre-activation nets normalise the last map (identity for the others)
+            if i in wanted:
+                outputs.append(x)
+            if i == last:
+                break  # later stages are not needed: skip their computation
+        return outputs
+
+
+def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
+    """Channels and stride of the stem (index 0) and of every stage (1..), as timm's ``feature_info``."""
+    stem_reduction = model.conv1.stride[0]
+    return [{"module": "conv1" if isinstance(model.bn1, nn.Identity) else "bn1",
+             "num_chs": model.conv1.out_channels, "reduction": stem_reduction},
+            *model.feature_info]
+
+
+def features_only(model: ResNet, out_indices: Sequence[int] | None = None) -> FeatureExtractor:
+    """Wrap ``model`` (any registered network, pretrained or not) as a backbone; default: every stage."""
+    return FeatureExtractor(model, out_indices=out_indices)
+
+
+class FeaturePyramidBackbone(nn.Module):
+    """A ``FeatureExtractor`` topped by torchvision's ``FeaturePyramidNetwork``: the backbone torchvision's
+    detectors (``FasterRCNN``, ``MaskRCNN``, ``RetinaNet``) take. Maps are named "0", "1" ... and "pool" (an
+    extra max-pooled level), as torchvision's own ResNet-FPN backbones name them; ``out_channels`` is theirs.
+    """
+
+    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256) -> None:
+        super().__init__()
+        # Imported here: `import resnetkit` (which registers every network) stays free of torchvision.ops.
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.fpn({str(i): m for i, m in enumerate(self.body(x))})

@@ -1,0 +1,68 @@
+"""Open any model resnetkit reads: its own ``.safetensors`` files, torchvision / timm ``.pth`` state dicts,
+Keras ``.h5`` / ``.weights.h5`` files, always as a ``ResNet`` plus the ``ModelInfo`` it must be used with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import ModelInfo
+from .registry import create_model, default_preprocess, list_models
+from .resnet import ResNet
+from .weights import (WeightFileError, load_model, load_state_dict_file, load_weights, read_model_info,
+                      resolve_weight_path)
+
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def is_keras_file(path: str | os.PathLike[str]) -> bool:
+    return str(path).lower().endswith(KERAS_SUFFIXES)
+
+
+def open_model(model: str, *, weights: str | None = None, **options: object) -> tuple[ResNet, ModelInfo]:
+    """``model``: a resnetkit model file or a Keras weight file (path or URL), or a registered architecture
+    name with ``weights`` (torchvision, timm, resnetkit or Keras weights; ``options`` such as ``variant`` go
+    to ``create_model``). The model is in eval mode."""
+    if model in list_models():
+        if weights is None:
+            raise ValueError(f"{model} is an architecture name: give its weights with --weights FILE_OR_URL, or pass "
+                             "a model file")
+        path = resolve_weight_path(weights)
+        if is_keras_file(path):
+            from .keras import load_keras_model
+
+            return load_keras_model(path, arch=model)
+        state = load_state_dict_file(path)
+        num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 0
+        net = create_model(model, num_classes=num_classes, **options)
+        load_weights(net, state, source=str(path))
+        return net.eval(), ModelInfo(model=net.config, preprocess=default_preprocess(model))
+    if weights is not None:
+        raise ValueError(f"{model}: --weights goes with an architecture name (see `resnetkit models`); a model file "
+                         "already holds its weights")
+    path = resolve_weight_path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name "
+                                "(see `resnetkit models`)")
+    if is_keras_file(path):
+        from .keras import load_keras_model
+
+        return load_keras_model(path)
+    check_self_describing(path, shown=model)
+    return load_model(path)
+
+
+def check_self_describing(path: Path, *, shown: str) -> None:
+    """Refuse a bare state dict (``.pth``, a timm ``.safetensors``) given without an architecture name."""
+    if Path(path).suffix in (".pth", ".pt", ".bin", ".ckpt") or (
+            Path(path).suffix == ".safetensors" and path.exists() and not has_resnetkit_info(path)):
+        raise WeightFileError(f"{shown}: a bare state dict does not say which architecture it is for; name it: "
+                              f"ARCH --weights {shown} (e.g. resnet50 --weights {shown})")
+
+
+def has_resnetkit_info(path: Path) -> bool:
+    try:
+        read_model_info(path)
+    except WeightFileError:
+        return False
+    return True

@@ -1,0 +1,129 @@
+"""Fine-tuning a pretrained network on new classes: what ``resnetkit finetune MODEL DATA`` runs.
+
+Two stages, as fastai's ``fine_tune``, each an ordinary ``run_training`` run:
+
+1. ``freeze_epochs`` epochs train only the new head; the body and its BatchNorm statistics stay frozen,
+   so the random head cannot wreck the pretrained features with large early gradients.
+2. ``epochs`` epochs train everything with discriminative learning rates (``lr_mult``: the first layer
+   group at ``lr / lr_mult``, rising to ``lr`` at the head), under the recipe's schedule (one-cycle).
+
+``freeze_backbone`` is the linear probe: only the head stage, with frozen BatchNorm, for ``epochs``.
+The start model may be any file ``open_model`` reads; it is converted once into ``start.safetensors``
+so both stages load the same tensors, and its normalisation (mean/std) is kept for training and stored
+in the fine-tuned model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from ..models import save_model
+from ..models.sources import has_resnetkit_info, is_keras_file, open_model
+from ..models.weights import resolve_weight_path
+from .loop import CHECKPOINT_NAME
+from .run import MODEL_FILE, TrainResult, run_training
+
+log = logging.getLogger(__name__)
+START_FILE = "start.safetensors"  # the start model, converted once
+ORIGIN_FILE = "start.json"  # where it came from
+HEAD_STAGE_DIR = "stage1-head"
+
+
+@dataclass
+class FinetuneResult:
+    final: TrainResult  # the last stage: its model file and report are the run's
+    head_stage: TrainResult | None
+    wall_time_s: float
+
+    @property
+    def model_path(self) -> Path | None:
+        return self.final.model_path
+
+    @property
+    def top1(self) -> float | None:
+        return self.final.top1
+
+    @property
+    def report_paths(self) -> dict[str, Path]:
+        return self.final.report_paths
+
+
+def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
+    """Open the start model (``config.pretrained``, with ``config.model`` naming the architecture of a bare
+    state dict), write it as ``start.safetensors`` and return the config that trains from it."""
+    if not config.pretrained:
+        raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
+                         "file, or ARCH --weights FILE), or --pretrained FILE")
+    path = resolve_weight_path(config.pretrained)
+    if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
+        model, info = open_model(str(path))
+    else:  # a torchvision / timm state dict: the architecture is the config's
+        model, info = open_model(config.model, weights=str(path), variant=config.variant or None,
+                                 shortcut=config.shortcut or None, width=config.width or None)
+    start = save_model(model, out_dir / START_FILE, info=info)
+    mc = info.model
+    return dataclasses.replace(
+        config, pretrained=str(start), model=mc.arch, variant=mc.variant, shortcut=mc.shortcut, width=mc.width,
+        # The pretrained weights expect their own input statistics: keep them unless the user chose others.
+        mean=config.mean or tuple(info.preprocess.mean), std=config.std or tuple(info.preprocess.std))
+
+
+def describe_choices(config: TrainConfig) -> str:
+    """One line for the report: what was frozen, for how long, at which learning rates."""
+    if config.freeze_backbone:
+        return (f"linear probe: only the new head trained for {config.epochs} epochs at lr {config.lr:g} "
+                "(body and BatchNorm statistics frozen)")
+    head = (f"head only for {config.freeze_epochs} epoch(s) at lr {config.lr:g} (body and BatchNorm frozen), then "
+            if config.freeze_epochs > 0 else "")
+    lrs = (f"discriminative lrs from {config.lr / config.lr_mult:g} (stem, first stage) to {config.lr:g} (head)"
+           if config.lr_mult != 1 else f"one lr {config.lr:g}")
+    bn = ", BatchNorm statistics frozen" if config.freeze_bn else ""
+    return f"{head}everything for {config.epochs} epochs with {lrs}, schedule {config.schedule}{bn}"
+
+
+def run_finetune(config: TrainConfig) -> FinetuneResult:
+    """Fine-tune ``config.pretrained`` on ``config.data``; the run's files are in ``config.out_dir``."""
+    started = time.perf_counter()
+    out_dir = Path(config.out_dir)
+    if (out_dir / CHECKPOINT_NAME).exists() and not config.resume:
+        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
+                         "choose another --out-dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.freeze_epochs < 0:
+        raise ValueError(f"freeze_epochs={config.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
+    start_file, origin_file = out_dir / START_FILE, out_dir / ORIGIN_FILE
+    if config.resume and start_file.exists():  # converted by the run being resumed: the same tensors
+        origin = json.loads(origin_file.read_text())["pretrained"] if origin_file.exists() else str(start_file)
+        config = prepare_start(dataclasses.replace(config, pretrained=str(start_file)), out_dir)
+    else:
+        origin = config.pretrained
+        config = prepare_start(config, out_dir)
+        origin_file.write_text(json.dumps({"pretrained": origin}, indent=2))
+    report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
+
+    head_stage = None
+    if config.freeze_backbone:
+        final_config = dataclasses.replace(config, freeze_bn=True, lr_mult=1.0)
+    else:
+        if config.freeze_epochs > 0:
+            head_dir = out_dir / HEAD_STAGE_DIR
+            head_config = dataclasses.replace(config, freeze_backbone=True, freeze_bn=True, lr_mult=1.0,
+                                              epochs=config.freeze_epochs, iterations=0, out_dir=str(head_dir))
+            if config.resume and (head_dir / MODEL_FILE).exists():
+                log.info("head-only stage already finished in %s; continuing with the full fine-tune", head_dir)
+            else:
+                head_stage = run_training(head_config)
+                if head_stage.top1 is not None:
+                    report["top1_after_head_only_stage"] = round(head_stage.top1, 4)
+            config = dataclasses.replace(config, pretrained=str(head_dir / MODEL_FILE))
+        final_config = config
+    final = run_training(final_config, report_extra=report)
+    return FinetuneResult(final=final, head_stage=head_stage, wall_time_s=time.perf_counter() - started)
+

@@ -1,0 +1,168 @@
+"""Transfer learning: backbones (features_only), discriminative lrs, the two-stage fine-tune and feature files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from resnetkit import create_model, list_models, load_model, save_model
+from resnetkit.cli import main
+from resnetkit.config import load_train_config
+from resnetkit.models.features import FeatureExtractor
+from resnetkit.train.groups import discriminative_lrs, layer_groups
+from resnetkit.train.loop import param_groups
+
+HUGE = {"resnet1202", "plain1202", "resnet1001"}
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n not in HUGE])
+def test_features_only_gives_every_stage_with_its_channels_and_stride(name):
+    with torch.device("meta"):  # shapes only: every registered network in milliseconds
+        backbone = create_model(name, features_only=True)
+        stages = len(backbone.body.stage_names)
+        maps = backbone(torch.empty(1, 3, 64, 64))
+    assert len(maps) == stages == len(backbone.feature_info)
+    for fmap, info in zip(maps, backbone.feature_info):
+        assert fmap.shape[1] == info["num_chs"]
+        assert 64 // fmap.shape[-1] == info["reduction"]
+
+
+def test_features_only_maps_equal_the_full_network_stages():
+    model = create_model("resnet18").eval()
+    backbone = FeatureExtractor(create_model("resnet18"), out_indices=(0, 2, 4)).eval()
+    backbone.body.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem, s2, s4 = backbone(x)
+        stages = model.forward_stages(x)
+    assert torch.equal(s2, stages[1]) and torch.equal(s4, stages[3])
+    assert stem.shape == (2, 64, 32, 32) and [f["reduction"] for f in backbone.feature_info] == [2, 8, 32]
+    with pytest.raises(ValueError, match="give distinct indices from 0"):
+        create_model("resnet20", features_only=True, out_indices=(1, 2, 3, 4))  # CIFAR nets have three stages
+
+
+def test_discriminative_lrs_cover_every_parameter_once_rising_to_the_head():
+    model = create_model("resnet50", num_classes=5)
+    groups = layer_groups(model)
+    assert [name for name, _ in groups] == ["stem+layer1", "layer2", "layer3", "layer4", "head"]
+    ids = [id(p) for _, params in groups for p in params]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    lrs = discriminative_lrs(0.01, 100.0, 5)
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(0.01)
+    assert all(a < b for a, b in zip(lrs, lrs[1:]))
+    opt_groups = param_groups(model, 1e-4, False, lr=0.01, lr_mult=100.0)
+    assert sorted({g["lr"] for g in opt_groups}) == pytest.approx(lrs)
+    assert sum(len(g["params"]) for g in opt_groups) == len(ids)
+    assert all(g["weight_decay"] == 0.0 for g in opt_groups if "no decay" in g["name"])
+    with pytest.raises(ValueError, match="lr_mult=0.5 must be >= 1"):
+        discriminative_lrs(0.01, 0.5, 3)
+
+
+def _body(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+@pytest.fixture
+def start_file(tmp_path):
+    path = tmp_path / "start.safetensors"
+    model = create_model("resnet20", num_classes=3).eval()
+    for m in model.modules():  # non-default statistics, so a change to them is visible
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+    save_model(model, path, class_names=["a", "b", "c"])
+    return path
+
+
+def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tmp_path, start_file, one_thread):
+    classes = tmp_path / "names.txt"
+    classes.write_text("\n".join(f"digit {i}" for i in range(10)))
+    out = tmp_path / "run"
+    code = main(["finetune", str(start_file), "digits", "--epochs", "1", "--batch-size", "128", "--amp", "none",
+                 "--out-dir", str(out), "--classes", str(classes), "--no-progress", "--no-channels-last"])
+    assert code == 0
+    start, start_info = load_model(start_file)
+    head_only, _ = load_model(out / "stage1-head" / "model.safetensors")
+    final, info = load_model(out / "model.safetensors")
+    before, after_head, after_all = _body(start), _body(head_only), _body(final)
+    assert all(torch.equal(before[k], after_head[k]) for k in before)  # weights and BN statistics untouched
+    assert not torch.equal(start.fc.weight[:1], head_only.fc.weight[:1]) and head_only.num_classes == 10
+    assert any(not torch.equal(after_head[k], after_all[k]) for k in after_head if k.startswith("conv1"))
+    assert info.class_names == [f"digit {i}" for i in range(10)]
+    assert info.preprocess.mean == start_info.preprocess.mean  # the start model's normalisation, not the data's
+    config = json.loads((out / "config.json").read_text())
+    assert config["freeze_epochs"] == 1 and config["lr_mult"] == 100 and config["schedule"] == "onecycle"
+    report = (out / "report.md").read_text()
+    assert "head only for 1 epoch(s)" in report and "discriminative lrs from 0.0001" in report
+
+
+def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread):
+    out = tmp_path / "probe"
+    assert main(["finetune", str(start_file), "digits", "--freeze", "--epochs", "1", "--batch-size", "128",
+                 "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
+    start, _ = load_model(start_file)
+    probe, _ = load_model(out / "model.safetensors")
+    before, after = _body(start), _body(probe)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "linear probe" in (out / "report.md").read_text()
+    assert not (out / "stage1-head").exists()
+
+
+def test_finetune_refuses_bad_start_models_in_one_line(tmp_path, capsys):
+    state = tmp_path / "tv.pth"
+    torch.save(create_model("resnet18").state_dict(), state)
+    assert main(["finetune", str(state), "digits", "--out-dir", str(tmp_path / "a")]) == 2
+    assert "name it: ARCH --weights" in capsys.readouterr().err
+    assert main(["finetune", "resnet18", "digits", "--out-dir", str(tmp_path / "b")]) == 2
+    assert "give its weights with --weights" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "missing.safetensors"), "digits", "--out-dir", str(tmp_path / "c")]) == 2
+    classes = tmp_path / "two.txt"
+    classes.write_text("x\ny\n")
+    config = load_train_config("finetune", data="digits", classes=str(classes))
+    from resnetkit.train.run import class_names_for
+
+    with pytest.raises(ValueError, match="2 class names, but the data has 10 classes"):
+        class_names_for(config.classes, [str(i) for i in range(10)])
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_features_command_writes_features_files_and_labels(tmp_path, image_tree, resnet20_file, capsys):
+    out = tmp_path / "feats.safetensors"
+    assert main(["features", str(resnet20_file), str(image_tree), "--out", str(out), "--batch-size", "4"]) == 0
+    assert "skipped 1 unreadable image" in capsys.readouterr().out
+    with safe_open(str(out), framework="np") as f:
+        features, labels, meta = f.get_tensor("features"), f.get_tensor("labels"), f.metadata()
+    files = json.loads(meta["files"])
+    assert features.shape == (6, 64) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert json.loads(meta["class_names"]) == ["cat", "dog"] and all("broken" not in f for f in files)
+    # The same rows as the Predictor's own pipeline gives, in file order.
+    from resnetkit.infer import Predictor
+
+    predictor = Predictor.from_file(resnet20_file)
+    image = predictor.transform(Image.open(files[4]).convert("RGB")).unsqueeze(0)
+    with torch.no_grad():
+        expected = predictor.model.forward_head(predictor.model.forward_features(image), pre_logits=True)
+    assert np.allclose(features[4], expected[0].numpy(), atol=1e-5)
+
+    npy = tmp_path / "stage2.npy"
+    assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "2"]) == 0
+    assert np.load(npy).shape == (6, 32, 16, 16)  # ResNet-20's second stage: 32 channels at stride 2 of 32 px
+    side = json.loads(npy.with_suffix(".json").read_text())
+    assert side["labels"] == [0, 0, 0, 1, 1, 1] and side["stage"] == 2 and len(side["files"]) == 6
+    assert main(["features", str(resnet20_file), str(image_tree), "--out", str(tmp_path / "x.csv")]) == 2
+    assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "4"]) == 2
