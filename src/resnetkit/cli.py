@@ -303,10 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, or an architecture name with --weights")
     p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, 'cifar10' ...")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
-                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
+                        "(default: none)")
     p.add_argument("--recipe", default="finetune", help="bundled recipe name or YAML path (default: finetune)")
     p.add_argument("--freeze", dest="freeze_backbone", action="store_true", default=argparse.SUPPRESS,
-                   help="linear probe: train only the new head, body and BatchNorm frozen")
+                   help="linear probe: train only the new head, body and BatchNorm frozen (default: off, two stages)")
     _add_train_config_flags(p)
     p.set_defaults(func=_cmd_finetune)
 
@@ -318,14 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
                                                   "name with --weights")
     p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a folder or a file")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors (required, no default)")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
-                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name")
+                   help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
+                        "(default: none)")
     p.add_argument("--stage", type=int, default=None, metavar="K",
-                   help="the K-th stage's feature maps (1 = first) instead of the pooled features")
-    p.add_argument("--pool", action="store_true", help="with --stage: average-pool the maps to one vector per image")
+                   help="the K-th stage's feature maps (1 = first) instead of the pooled features (default: pooled)")
+    p.add_argument("--pool", action="store_true", help="with --stage: average-pool the maps to one vector per image (default: off)")
     p.add_argument("--split", default="train", help="for trees with train/ and val/ or test/ folders (default: train)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES", help="images per forward pass (default: 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when it is a terminal)")
