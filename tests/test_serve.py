@@ -105,6 +105,17 @@ def test_raw_image_body(client, predictor):
     assert result["indices"] == predictor.predict(data, top_k=2)[0].indices and result["source"] == "body"
 
 
+def test_default_top_k_is_capped_by_the_number_of_classes(tmp_path):
+    path = tmp_path / "three.safetensors"
+    save_model(create_model("resnet20", num_classes=3), path, class_names=["a", "b", "c"])
+    with TestClient(create_app(Predictor.from_file(path, device="cpu"), runtime="torch")) as client:  # top_k 5
+        wait_ready(client)
+        response = client.post("/v1/predict", files={"files": ("x.png", _png(), "image/png")})
+        assert response.status_code == 200 and sorted(response.json()["predictions"][0]["labels"]) == ["a", "b", "c"]
+        response = client.post("/v1/predict?top_k=4", files={"files": ("x.png", _png(), "image/png")})
+        assert response.status_code == 422 and "more than the model's 3 classes" in response.json()["detail"]
+
+
 def test_predict_several_uploads_with_one_bad_answers_the_rest(client):
     files = [("files", ("a.png", _png(seed=1), "image/png")), ("files", ("notes.txt", b"hello", "text/plain")),
              ("files", ("b.png", _png(seed=2), "image/png"))]

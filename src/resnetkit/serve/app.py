@@ -94,7 +94,7 @@ class ServerState:
             batcher.start()
         except Exception as e:  # reported by /readyz and the log; the CLI stops the server
             self.error = f"{type(e).__name__}: {e}"
-            logger.error("resnetkit serve: could not load the model: %s", self.error)
+            logger.error("could not load the model: %s", self.error)
             if self.on_load_failed is not None:
                 self.on_load_failed(self.error)
             return
@@ -102,7 +102,7 @@ class ServerState:
         self.metrics.watch_queue(lambda: batcher.depth)
         self.ready = True
         self.metrics.ready.set(1)
-        logger.info("resnetkit serve: %s ready on %s (batches up to %d, waiting up to %g ms)",
+        logger.info("%s ready on %s (batches up to %d, waiting up to %g ms)",
                     predictor.info.model.arch, engine.runtime, options.max_batch, options.max_wait_ms)
 
     def stop(self) -> None:
@@ -176,13 +176,15 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=UPLOAD_BODY,
               summary="top-k classes of one or more images")
-    async def predict(request: Request, top_k: int = Query(options.top_k, ge=1, le=1000,
-                                                           description="classes per image")) -> JSONResponse:
+    async def predict(request: Request, top_k: Optional[int] = Query(
+            None, ge=1, description=f"classes per image (default: {options.top_k}, or all if the model has fewer)")
+            ) -> JSONResponse:
         start = time.perf_counter()
         engine, batcher = state.require_ready()
-        if top_k > len(engine.predictor.class_names):
-            raise HTTPException(422, f"top_k={top_k} is more than the model's {len(engine.predictor.class_names)} "
-                                     "classes")
+        classes = len(engine.predictor.class_names)
+        if top_k is not None and top_k > classes:
+            raise HTTPException(422, f"top_k={top_k} is more than the model's {classes} classes")
+        top_k = top_k or min(options.top_k, classes)
         uploads = await _uploads(request)
         loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(*(loop.run_in_executor(state.executor, decode, engine, u, options)
@@ -240,7 +242,8 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
     # Outermost first: metrics see every request, the refused ones included.
     if options.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       routes=frozenset(getattr(route, "path", "") for route in app.routes))
     return app
 
 

@@ -59,6 +59,9 @@ def choose_runtime(requested: str, *, device: torch.device, model_file: str | No
         if int8 is not None and int8.is_file() and _installed("openvino") and is_int8_onnx(int8):
             return "openvino-int8", str(int8)
         return "onnx", onnx_file
+    needs = {"onnx": ("onnx", "onnxruntime"), "openvino-int8": ("onnx", "openvino")}.get(requested, ())
+    if not _installed(*needs):
+        raise ValueError(f"--runtime {requested} needs {' and '.join(needs)}: pip install 'resnetkit[export]'")
     if requested == "openvino-int8":
         path = Path(onnx_file) if onnx_file else int8_beside(model_file)
         if path is None or not path.is_file():

@@ -47,8 +47,8 @@ class Metrics:
 class MetricsMiddleware:
     """Count and time every HTTP request by its route template and final status."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: Metrics, routes: frozenset[str] = frozenset()) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,7 +66,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            # Starlette puts the matched route in the scope; older versions do not, so fall back to
+            # the path when it is one of the app's own.
+            label = getattr(scope.get("route"), "path", None) or (
+                scope["path"] if scope["path"] in self.routes else "unmatched")
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)
