@@ -55,6 +55,7 @@ class LoadResult:
     latencies_s: list[float]
     errors: list[str]
     wall_s: float
+    batches: tuple[float, float] | None = None  # forward passes and images, from the server's /metrics
 
     @property
     def requests(self) -> int:
@@ -115,6 +116,28 @@ def generate_load(port: int, path: str, image: bytes, *, requests: int, clients:
     for thread in threads:
         thread.join()
     return LoadResult(latencies, errors, time.perf_counter() - start)
+
+
+def batch_counters(port: int) -> tuple[float, float] | None:
+    """(forward passes, images) so far, from ``resnetkit_batch_size``; None for a server without /metrics."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    text = response.read().decode()
+    if response.status != 200:
+        return None
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("resnetkit_batch_size_"))
+    return float(values["resnetkit_batch_size_count"]), float(values["resnetkit_batch_size_sum"])
+
+
+def measured_load(port: int, path: str, image: bytes, *, requests: int, clients: int) -> LoadResult:
+    """``generate_load`` plus how the server batched those requests (mean images per forward pass)."""
+    before = batch_counters(port)
+    result = generate_load(port, path, image, requests=requests, clients=clients)
+    after = batch_counters(port)
+    if before is not None and after is not None:
+        result.batches = (after[0] - before[0], after[1] - before[1])
+    return result
 
 
 # --- servers ----------------------------------------------------------------------------------------------
@@ -224,14 +247,22 @@ def make_models(workdir: Path, *, resnet50: bool) -> tuple[Path, Path | None]:
 
 # --- the run ------------------------------------------------------------------------------------------------
 
+HEADER = ("| server | requests | errors | requests/s | p50 ms | p90 ms | p99 ms | images per forward pass |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
 def row(label: str, result: LoadResult) -> str:
+    batch = f"{result.batches[1] / result.batches[0]:.1f}" if result.batches and result.batches[0] else "-"
     return (f"| {label} | {result.requests} | {len(result.errors)} | {result.per_s:.1f} | "
-            f"{result.percentile_ms(50):.1f} | {result.percentile_ms(90):.1f} | {result.percentile_ms(99):.1f} |")
+            f"{result.percentile_ms(50):.1f} | {result.percentile_ms(90):.1f} | {result.percentile_ms(99):.1f} | "
+            f"{batch} |")
 
 
 def merge(results: list[LoadResult]) -> LoadResult:
+    batches = [r.batches for r in results if r.batches]
     return LoadResult([x for r in results for x in r.latencies_s], [x for r in results for x in r.errors],
-                      sum(r.wall_s for r in results))
+                      sum(r.wall_s for r in results),
+                      (sum(b[0] for b in batches), sum(b[1] for b in batches)) if batches else None)
 
 
 def uptime() -> str:
@@ -281,7 +312,7 @@ def main() -> int:
             results: dict[str, list[LoadResult]] = {s.label: [] for s in servers}
             for _ in range(args.rounds):
                 for server in servers:
-                    results[server.label].append(generate_load(server.port, server.path, image, requests=per_round,
+                    results[server.label].append(measured_load(server.port, server.path, image, requests=per_round,
                                                                clients=args.clients))
             merged = {label: merge(r) for label, r in results.items()}
             codes = [stop_server(s) for s in servers]
@@ -293,8 +324,7 @@ def main() -> int:
                         if " ready on " in line), "?")
         print(f"(a) and (b) serve with the {runtime} runtime; exit codes after SIGTERM: {codes}")
         print()
-        print("| server | requests | errors | requests/s | p50 ms | p90 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(HEADER)
         for label, result in merged.items():
             print(row(label, result))
         a, b, c = (merged[s.label] for s in servers)
@@ -318,7 +348,7 @@ def main() -> int:
             try:
                 photo = photo_jpeg()
                 generate_load(port, server.path, photo, requests=args.warmup, clients=args.clients)
-                result = generate_load(port, server.path, photo, requests=args.resnet50_requests, clients=args.clients)
+                result = measured_load(port, server.path, photo, requests=args.resnet50_requests, clients=args.clients)
                 code = stop_server(server)
             finally:
                 if server.process.poll() is None:
@@ -327,8 +357,7 @@ def main() -> int:
             print(f"ResNet-50 at 224x224, --runtime openvino-int8 (defaults otherwise), one {len(photo)}-byte "
                   f"320x240 JPEG per request, {args.clients} clients; exit code after SIGTERM: {code}")
             print()
-            print("| server | requests | errors | requests/s | p50 ms | p90 ms | p99 ms |")
-            print("|---|---:|---:|---:|---:|---:|---:|")
+            print(HEADER)
             print(row("resnet50 openvino-int8", result))
             for error in result.errors[:3]:
                 print(f"  error: {error}")

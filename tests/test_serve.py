@@ -358,3 +358,17 @@ def test_serve_command_with_a_missing_model_file_exits_2(capsys, tmp_path):
 
     assert main(["serve", str(tmp_path / "nothing.safetensors")]) == 2
     assert "nothing.safetensors: neither a model file" in capsys.readouterr().err
+
+
+def test_serve_flags_reach_the_options(monkeypatch, model_file):
+    import resnetkit.serve as serve_module
+    from resnetkit.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(serve_module, "serve", lambda model, **kwargs: seen.update(kwargs, model=model))
+    monkeypatch.setenv("RESNETKIT_API_KEY", "from-env")
+    assert main(["serve", str(model_file), "--no-batching", "--max-upload-mb", "1.5", "--runtime", "torch"]) == 0
+    assert seen["model"] == str(model_file) and seen["runtime"] == "torch" and seen["host"] == "127.0.0.1"
+    assert (seen["max_batch"], seen["max_wait_ms"]) == (1, 0.0) and seen["max_upload_bytes"] == 1_572_864
+    assert seen["api_key"] == "from-env"
+    ServeOptions().with_overrides(**{k: v for k, v in seen.items() if k in ServeOptions.__dataclass_fields__})
