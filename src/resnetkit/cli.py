@@ -124,7 +124,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import MissingDependencyError, api_key_from_env, serve
-
     from .serve.options import MIB
 
     try:

@@ -15,11 +15,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Union
 
-from ..infer import Predictor, load_predictor
 from .options import API_KEY_ENV, RUNTIMES, ServeOptions, api_key_from_env
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from ..infer import Predictor
 
 # Kept for code that imported them from here; the values live in ServeOptions.
 DEFAULT_MAX_UPLOAD_BYTES = ServeOptions.max_upload_bytes
@@ -87,6 +88,7 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
     _require("fastapi", "python_multipart", "prometheus_client", "uvicorn")
     import uvicorn
 
+    from ..infer import load_predictor
     from .engine import choose_runtime
 
     options = (options or ServeOptions()).with_overrides(**overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 MIB = 1024 * 1024
@@ -30,7 +30,8 @@ class ServeOptions:
     max_request_bytes: int = 32 * MIB  # one request body, all its images together
     max_files: int = 64  # images in one request
     max_pixels: int = 50_000_000  # width x height of one image, read from its header before decoding
-    api_key: str | None = None  # None: no authentication (the server binds to 127.0.0.1 by default)
+    # None: no authentication (the server binds to 127.0.0.1 by default). Kept out of repr and logs.
+    api_key: str | None = field(default=None, repr=False)
     graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
 
     def __post_init__(self) -> None:
