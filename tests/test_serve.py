@@ -1,8 +1,10 @@
-"""The HTTP app: uploads in, labelled top-k out; bad uploads get 4xx naming the file."""
+"""The HTTP app: uploads in, labelled top-k out, batched; readiness, metrics, runtimes, the old routes."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,9 +16,11 @@ from resnetkit.infer import Predictor
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+pytest.importorskip("prometheus_client")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from resnetkit.serve import MissingDependencyError, create_app  # noqa: E402
+from resnetkit.serve import MissingDependencyError, ServeOptions, create_app  # noqa: E402
+from resnetkit.serve.engine import choose_runtime  # noqa: E402
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -31,16 +35,32 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
+def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "resnet20.safetensors"
     torch.manual_seed(0)
     save_model(create_model("resnet20"), path, class_names=NAMES)
-    return Predictor.from_file(path, device="cpu")
+    return path
 
 
 @pytest.fixture(scope="module")
-def client(predictor) -> TestClient:
-    return TestClient(create_app(predictor, top_k=3, max_upload_bytes=50_000, max_files=4))
+def predictor(model_file) -> Predictor:
+    return Predictor.from_file(model_file, device="cpu")
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def client(predictor, model_file):
+    app = create_app(predictor, runtime="torch", model_file=str(model_file), top_k=3, max_upload_bytes=50_000,
+                     max_files=4)
+    with TestClient(app) as test_client:
+        wait_ready(test_client)
+        yield test_client
 
 
 def _png(size=(40, 30), seed=0) -> bytes:
@@ -50,29 +70,56 @@ def _png(size=(40, 30), seed=0) -> bytes:
     return buffer.getvalue()
 
 
-def test_health_and_model_info(client):
+def test_health_and_model_info(client, model_file):
     assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
     info = client.get("/model").json()
     assert info["arch"] == "resnet20" and info["class_names"] == NAMES and info["num_classes"] == 10
     assert info["preprocess"]["input_size"] == 32 and info["config"]["shortcut"] == "A"
+    v1 = client.get("/v1/model").json()
+    import hashlib
+
+    assert v1["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    assert v1["parameters"] == 269_722 and v1["runtime"] == "torch"  # the paper's 0.27M for ResNet-20
 
 
 def test_predict_one_upload_matches_the_predictor(client, predictor):
     data = _png()
-    response = client.post("/predict", files={"file": ("cat.png", data, "image/png")})
+    for path in ("/v1/predict", "/predict"):  # the first version's route still answers
+        response = client.post(path, files={"file": ("cat.png", data, "image/png")})
+        assert response.status_code == 200
+        body = response.json()
+        [result] = body["predictions"]
+        [expected] = predictor.predict(data, top_k=3)
+        assert body["model"] == "resnet20" and result["source"] == "cat.png" and body["server_ms"] > 0
+        assert result["indices"] == expected.indices and len(result["labels"]) == 3  # the app's default top-k
+        assert np.allclose(result["probabilities"], expected.probabilities, atol=1e-6)
+
+
+def test_raw_image_body(client, predictor):
+    data = _png(seed=4)
+    response = client.post("/v1/predict?top_k=2", content=data, headers={"Content-Type": "image/png"})
     assert response.status_code == 200
-    body = response.json()
-    [result] = body["predictions"]
-    [expected] = predictor.predict(data, top_k=3)
-    assert body["model"] == "resnet20" and result["source"] == "cat.png"
-    assert result["indices"] == expected.indices and len(result["labels"]) == 3  # the app's default top-k
-    assert np.allclose(result["probabilities"], expected.probabilities, atol=1e-6)
+    [result] = response.json()["predictions"]
+    assert result["indices"] == predictor.predict(data, top_k=2)[0].indices and result["source"] == "body"
+
+
+def test_default_top_k_is_capped_by_the_number_of_classes(tmp_path):
+    path = tmp_path / "three.safetensors"
+    save_model(create_model("resnet20", num_classes=3), path, class_names=["a", "b", "c"])
+    with TestClient(create_app(Predictor.from_file(path, device="cpu"), runtime="torch")) as client:  # top_k 5
+        wait_ready(client)
+        response = client.post("/v1/predict", files={"files": ("x.png", _png(), "image/png")})
+        assert response.status_code == 200 and sorted(response.json()["predictions"][0]["labels"]) == ["a", "b", "c"]
+        response = client.post("/v1/predict?top_k=4", files={"files": ("x.png", _png(), "image/png")})
+        assert response.status_code == 422 and "more than the model's 3 classes" in response.json()["detail"]
 
 
 def test_predict_several_uploads_with_one_bad_answers_the_rest(client):
     files = [("files", ("a.png", _png(seed=1), "image/png")), ("files", ("notes.txt", b"hello", "text/plain")),
              ("files", ("b.png", _png(seed=2), "image/png"))]
-    response = client.post("/predict?top_k=5", files=files)
+    response = client.post("/v1/predict?top_k=5", files=files)
     assert response.status_code == 200
     results = response.json()["predictions"]
     assert [r["source"] for r in results] == ["a.png", "notes.txt", "b.png"]
@@ -80,32 +127,208 @@ def test_predict_several_uploads_with_one_bad_answers_the_rest(client):
     assert len(results[0]["labels"]) == 5 and results[2]["error"] is None
 
 
-@pytest.mark.parametrize(("name", "data", "message"), [
-    ("notes.txt", b"hello", "notes.txt: not an image file"),
-    ("empty.jpg", b"", "empty.jpg: empty"),
-    ("cut.png", _png(size=(64, 64))[:80], "cut.png: damaged image data"),
-])
-def test_bad_upload_is_400_naming_the_file(client, name, data, message):
-    response = client.post("/predict", files={"file": (name, data, "image/png")})
-    assert response.status_code == 400
-    assert message in response.json()["detail"]
+def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer(predictor):
+    """Eight requests arrive while the model is busy: the seven queued ones run as one batch of 7."""
+    app = create_app(predictor, runtime="torch", max_wait_ms=0)
+    images = [_png(seed=10 + i) for i in range(8)]
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.resnetkit.batcher
+        release, sizes, forward = threading.Event(), [], batcher.forward
+
+        def held_forward(batch):
+            sizes.append(len(batch))
+            release.wait(30)
+            return forward(batch)
+
+        batcher.forward = held_forward
+        responses: dict[int, object] = {}
+
+        def send(i: int) -> None:
+            responses[i] = client.post("/v1/predict", files={"files": (f"{i}.png", images[i], "image/png")})
+
+        first = threading.Thread(target=send, args=(0,))
+        first.start()
+        while not sizes:  # the worker holds the first image
+            time.sleep(0.005)
+        others = [threading.Thread(target=send, args=(i,)) for i in range(1, 8)]
+        for thread in others:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while batcher.depth < 7:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        release.set()
+        for thread in [first, *others]:
+            thread.join(30)
+        assert sizes == [1, 7]
+        for i, image in enumerate(images):
+            [result] = responses[i].json()["predictions"]
+            [expected] = predictor.predict(image, top_k=5)
+            assert result["source"] == f"{i}.png" and result["indices"] == expected.indices
+            assert np.allclose(result["probabilities"], expected.probabilities, atol=1e-5)
+        metrics = client.get("/metrics").text
+        assert "resnetkit_batch_size_bucket{le=\"8.0\"} 2.0" in metrics  # batches of 1 and 7 (and none larger)
 
 
-def test_limits_and_missing_upload(client):
-    response = client.post("/predict", files={"file": ("big.png", b"\0" * 60_000, "image/png")})
-    assert response.status_code == 413 and "big.png: larger than" in response.json()["detail"]
-    too_many = [("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(5)]
-    assert client.post("/predict", files=too_many).status_code == 413
-    response = client.post("/predict", data={"nothing": "here"})
-    assert response.status_code == 422 and "no image uploaded" in response.json()["detail"]
-    response = client.post("/predict?top_k=11", files={"file": ("a.png", _png(), "image/png")})
-    assert response.status_code == 422  # more than the model's 10 classes
+def test_full_queue_answers_503_with_retry_after(predictor):
+    app = create_app(predictor, runtime="torch", max_wait_ms=0, max_queue=1)
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.resnetkit.batcher
+        release, started, forward = threading.Event(), threading.Event(), batcher.forward
+
+        def held_forward(batch):
+            started.set()
+            release.wait(30)
+            return forward(batch)
+
+        batcher.forward = held_forward
+        codes: list[int] = []
+        send = lambda: codes.append(client.post("/v1/predict", files={"files": ("a.png", _png(), "image/png")}).status_code)  # noqa: E731
+        running = threading.Thread(target=send)
+        running.start()
+        assert started.wait(30)
+        queued = threading.Thread(target=send)
+        queued.start()
+        while batcher.depth < 1:
+            time.sleep(0.005)
+        refused = client.post("/v1/predict", files={"files": ("b.png", _png(), "image/png")})
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+        assert "queue is full" in refused.json()["detail"]
+        release.set()
+        running.join(30)
+        queued.join(30)
+        assert codes == [200, 200]
+        assert client.post("/v1/predict", files={"files": ("c.png", _png(), "image/png")}).status_code == 200
 
 
-def test_index_page_posts_to_predict(client):
+def test_readyz_is_503_until_the_model_is_loaded(predictor):
+    loaded = threading.Event()
+
+    def slow_loader() -> Predictor:
+        loaded.wait(30)
+        return predictor
+
+    with TestClient(create_app(slow_loader, runtime="torch")) as client:
+        assert client.get("/healthz").status_code == 200  # alive while loading
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "loading"
+        response = client.post("/v1/predict", files={"files": ("a.png", _png(), "image/png")})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        loaded.set()
+        wait_ready(client)
+        assert client.post("/v1/predict", files={"files": ("a.png", _png(), "image/png")}).status_code == 200
+
+
+def test_a_model_that_fails_to_load_is_reported(predictor):
+    failures: list[str] = []
+
+    def broken() -> Predictor:
+        raise FileNotFoundError("model.safetensors: gone")
+
+    with TestClient(create_app(broken, on_load_failed=failures.append)) as client:
+        deadline = time.monotonic() + 30
+        while not failures:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "failed"
+        assert "model.safetensors: gone" in response.json()["detail"]
+        assert "could not be loaded" in client.get("/v1/model").json()["detail"]
+
+
+def test_metrics(client):
+    client.post("/v1/predict", files={"files": ("a.png", _png(), "image/png")})
+    client.post("/v1/predict", files={"files": ("a.txt", b"x", "text/plain")})
+    client.get("/no/such/page")
+    text = client.get("/metrics").text
+    assert 'resnetkit_http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert 'resnetkit_http_requests_total{method="POST",route="/v1/predict",status="415"}' in text
+    assert 'route="unmatched",status="404"' in text  # raw paths never become labels
+    assert 'resnetkit_http_request_duration_seconds_bucket{le="0.001",route="/v1/predict"}' in text
+    for name in ("resnetkit_batch_size_count", "resnetkit_queue_depth 0.0", "resnetkit_images_predicted_total",
+                 "resnetkit_ready 1.0", 'resnetkit_image_errors_total{status="415"}'):
+        assert name in text
+
+
+def test_openapi_describes_the_v1_api(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["files"]["type"] == "array" and "image/*" in body
+    assert {"/v1/model", "/v1/cam", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert "/predict" not in spec["paths"]  # kept working, not advertised
+    assert client.get("/docs").status_code == 200
+
+
+def test_grad_cam_endpoint_returns_an_overlay_png(client):
+    response = client.post("/v1/cam?target=cat", files={"files": ("a.png", _png(size=(40, 30)), "image/png")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["X-Class"] == "cat" and 0 <= float(response.headers["X-Probability"]) <= 1
+    assert Image.open(io.BytesIO(response.content)).size == (40, 30)  # the image's own size
+    assert client.post("/v1/cam?target=unicorn", files={"files": ("a.png", _png(), "image/png")}).status_code == 422
+    response = client.post("/v1/cam", files={"files": ("bad.png", b"not an image", "image/png")})
+    assert response.status_code == 400 and "bad.png" in response.json()["detail"]
+
+
+def test_index_page_posts_to_v1_predict(client):
     response = client.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-    assert 'fetch("predict"' in response.text and 'type="file"' in response.text
+    # Was 'fetch("predict"': the page now calls the versioned API.
+    assert 'fetch("v1/predict' in response.text and 'type="file"' in response.text
+    assert "image-rendering: pixelated" in response.text and 'fetch("v1/cam"' in response.text
+
+
+def test_onnx_runtime_matches_torch(predictor, model_file):
+    pytest.importorskip("onnxruntime")
+    app = create_app(predictor, runtime="auto", model_file=str(model_file))  # no INT8 file beside: onnx
+    data = _png(seed=3)
+    with TestClient(app) as client:
+        wait_ready(client)
+        body = client.post("/v1/predict", files={"files": ("a.png", data, "image/png")}).json()
+    assert body["runtime"] == "onnx"
+    [expected] = predictor.predict(data, top_k=5)
+    assert body["predictions"][0]["indices"] == expected.indices
+    assert np.allclose(body["predictions"][0]["probabilities"], expected.probabilities, atol=1e-4)
+
+
+def test_openvino_int8_runtime_is_chosen_when_the_int8_file_is_beside_the_model(predictor, model_file):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    from resnetkit.export import export_int8
+
+    int8 = model_file.with_name("resnet20.int8.onnx")  # where `resnetkit export --int8` writes it
+    export_int8(model_file, torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)), output=int8,
+                min_top1_agreement=0.0)
+    try:
+        assert choose_runtime("auto", device=torch.device("cpu"), model_file=str(model_file), onnx_file=None) == (
+            "openvino-int8", str(int8))
+        with TestClient(create_app(predictor, model_file=str(model_file), max_batch=6)) as client:
+            wait_ready(client)
+            engine = client.app.state.resnetkit.engine
+            assert engine.padded_sizes == (1, 2, 4, 6)  # shapes compiled during warm-up
+            files = [("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(3)]
+            body = client.post("/v1/predict?top_k=10", files=files).json()
+        assert body["runtime"] == "openvino-int8"
+        for result in body["predictions"]:
+            assert sorted(result["indices"]) == list(range(10)) and abs(sum(result["probabilities"]) - 1) < 1e-3
+    finally:
+        int8.unlink(missing_ok=True)
+        int8.with_name(int8.name + ".json").unlink(missing_ok=True)
+
+
+def test_openvino_int8_without_its_file_says_how_to_make_it(model_file):
+    with pytest.raises(ValueError, match=r"resnetkit export MODEL --int8 --images"):
+        choose_runtime("openvino-int8", device=torch.device("cpu"), model_file=str(model_file), onnx_file=None)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="runtime 'tensorrt'"):
+        ServeOptions(runtime="tensorrt")
+    with pytest.raises(ValueError, match="max_batch=0"):
+        ServeOptions(max_batch=0)
+    with pytest.raises(TypeError, match="unknown serve option"):
+        ServeOptions().with_overrides(max_batchsize=4)
 
 
 def test_missing_fastapi_gives_a_clear_error(predictor, monkeypatch):
@@ -128,3 +351,24 @@ def test_serve_command_reports_missing_dependency(monkeypatch, capsys, tmp_path)
                         lambda name, *a: None if name == "uvicorn" else real_find_spec(name, *a))
     assert main(["serve", str(tmp_path / "model.safetensors")]) == 2
     assert "needs uvicorn" in capsys.readouterr().err
+
+
+def test_serve_command_with_a_missing_model_file_exits_2(capsys, tmp_path):
+    from resnetkit.cli import main
+
+    assert main(["serve", str(tmp_path / "nothing.safetensors")]) == 2
+    assert "nothing.safetensors: neither a model file" in capsys.readouterr().err
+
+
+def test_serve_flags_reach_the_options(monkeypatch, model_file):
+    import resnetkit.serve as serve_module
+    from resnetkit.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(serve_module, "serve", lambda model, **kwargs: seen.update(kwargs, model=model))
+    monkeypatch.setenv("RESNETKIT_API_KEY", "from-env")
+    assert main(["serve", str(model_file), "--no-batching", "--max-upload-mb", "1.5", "--runtime", "torch"]) == 0
+    assert seen["model"] == str(model_file) and seen["runtime"] == "torch" and seen["host"] == "127.0.0.1"
+    assert (seen["max_batch"], seen["max_wait_ms"]) == (1, 0.0) and seen["max_upload_bytes"] == 1_572_864
+    assert seen["api_key"] == "from-env"
+    ServeOptions().with_overrides(**{k: v for k, v in seen.items() if k in ServeOptions.__dataclass_fields__})

@@ -214,11 +214,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import MissingDependencyError, serve
+    from .serve import MissingDependencyError, api_key_from_env, serve
+    from .serve.options import MIB
 
     try:
         serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
-              port=args.port, top_k=args.top_k)
+              port=args.port, access_log=args.access_log, top_k=args.top_k, runtime=args.runtime,
+              onnx_file=args.onnx, max_batch=1 if args.no_batching else args.max_batch,
+              max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
+              preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
+              max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files,
+              max_pixels=args.max_pixels, api_key=api_key_from_env(args.api_key),
+              graceful_timeout_s=args.graceful_timeout)
     except MissingDependencyError as e:
         print(f"resnetkit serve: error: {e}", file=sys.stderr)
         return 2
@@ -430,7 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class the Grad-CAM explains (default: the predicted class)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)")
+    from .serve.options import MIB, RUNTIMES, ServeOptions
+
+    serve_defaults = ServeOptions()
+    p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)",
+                       description="Serve MODEL over HTTP: POST /v1/predict, /v1/cam, GET /v1/model, /healthz, "
+                                   "/readyz, /metrics, /docs and an upload page at /. Requests that arrive "
+                                   "together are batched for the model. SIGTERM finishes in-flight requests.")
     p.add_argument("model", metavar="MODEL",
                    help="a resnetkit .safetensors model file, a pretrained name, or an architecture name with --weights")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
@@ -440,8 +453,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on, 0.0.0.0 to accept other machines (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--top-k", type=int, default=5, help="top-k for requests that do not ask (default: 5)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    p.add_argument("--top-k", type=int, default=serve_defaults.top_k,
+                   help="default top-k for requests that do not ask (default: %(default)s)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=serve_defaults.runtime,
+                   help="auto (default): openvino-int8 when MODEL's INT8 ONNX file (resnetkit export --int8) is "
+                        "beside it or given with --onnx, else onnx (exported at startup), else torch")
+    p.add_argument("--onnx", metavar="FILE", default=None,
+                   help="an ONNX file exported from MODEL (fp32 for --runtime onnx, INT8 for openvino-int8) (default: none, "
+                        "found beside MODEL or exported at startup)")
+    p.add_argument("--max-batch", type=int, default=serve_defaults.max_batch,
+                   help="most images per forward pass (default: %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=serve_defaults.max_wait_ms,
+                   help="how long the oldest queued image may wait for a batch to fill (default: %(default)s)")
+    p.add_argument("--no-batching", action="store_true", help="one image per forward pass, i.e. --max-batch 1 (default: off)")
+    p.add_argument("--max-queue", type=int, default=serve_defaults.max_queue,
+                   help="images waiting for the model; beyond it, 503 with Retry-After (default: %(default)s)")
+    p.add_argument("--preprocess-threads", type=int, default=serve_defaults.preprocess_threads,
+                   help="threads decoding and resizing images (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=serve_defaults.max_upload_bytes / MIB,
+                   help="largest image file in MiB (default: %(default)s)")
+    p.add_argument("--max-request-mb", type=float, default=serve_defaults.max_request_bytes / MIB,
+                   help="largest request body in MiB (default: %(default)s)")
+    p.add_argument("--max-files", type=int, default=serve_defaults.max_files,
+                   help="most images in one request (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=serve_defaults.max_pixels,
+                   help="most pixels (width x height) of one image, read from its header before decoding "
+                        "(default: %(default)s)")
+    p.add_argument("--api-key", default=None,
+                   help="require this key (Authorization: Bearer KEY, X-API-Key: KEY, or as the HTTP Basic password) "
+                        "on every route but /healthz and /readyz; default: $RESNETKIT_API_KEY, else none")
+    p.add_argument("--graceful-timeout", type=float, default=serve_defaults.graceful_timeout_s, metavar="S",
+                   help="on SIGTERM, how long in-flight requests may take to finish (default: %(default)s)")
+    p.add_argument("--access-log", action="store_true", help="log every request, uvicorn's access log (default: off)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")

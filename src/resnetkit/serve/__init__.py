@@ -1,21 +1,31 @@
 """An HTTP API and web page over ``resnetkit.infer.Predictor``: ``resnetkit serve MODEL``.
 
-FastAPI and uvicorn are an optional extra (``pip install 'resnetkit[serve]'``); this module imports
-them only when an app is built, so the rest of resnetkit works without them.
+FastAPI, uvicorn, python-multipart and prometheus_client are an optional extra
+(``pip install 'resnetkit[serve]'``); this module imports them only when an app is built, so the rest
+of resnetkit works without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from typing import TYPE_CHECKING, Any
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Union
 
-from ..infer import Predictor, load_predictor
+from .options import API_KEY_ENV, RUNTIMES, ServeOptions, api_key_from_env
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_FILES = 64
+    from ..infer import Predictor
+
+# Kept for code that imported them from here; the values live in ServeOptions.
+DEFAULT_MAX_UPLOAD_BYTES = ServeOptions.max_upload_bytes
+DEFAULT_MAX_FILES = ServeOptions.max_files
+PACKAGES = {"python_multipart": "python-multipart", "prometheus_client": "prometheus-client"}
 
 
 class MissingDependencyError(ImportError):
@@ -25,30 +35,81 @@ class MissingDependencyError(ImportError):
 def _require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        packages = {"multipart": "python-multipart"}
-        names = " ".join(packages.get(m, m) for m in missing)
+        names = " ".join(PACKAGES.get(m, m) for m in missing)
         raise MissingDependencyError(f"resnetkit serve needs {names}: pip install 'resnetkit[serve]' "
                                      f"(or pip install {names})")
 
 
-def create_app(predictor: Predictor, *, top_k: int = 5, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_files: int = DEFAULT_MAX_FILES) -> FastAPI:
-    """The FastAPI app: ``POST /predict``, ``GET /health``, ``GET /model`` and the upload page at ``/``."""
-    _require("fastapi", "multipart")
+def create_app(model: Union[Predictor, Callable[[], Predictor]], options: ServeOptions | None = None, *,
+               model_file: str | None = None, on_load_failed: Callable[[str], None] | None = None,
+               **overrides: Any) -> FastAPI:
+    """The FastAPI app: ``POST /v1/predict``, ``/v1/cam``, ``/v1/model``, probes, metrics and the page at ``/``.
+
+    ``model`` is a Predictor, or a function that returns one (called in the background at startup).
+    ``options`` fields can also be given one by one (``create_app(predictor, max_batch=8)``).
+    ``model_file`` is the ``.safetensors`` it came from: ``/v1/model`` reports its SHA-256, and
+    ``runtime="auto"`` looks beside it for the INT8 ONNX file. The model is loaded, its runtime built
+    and warmed up when the server starts (the ASGI lifespan); ``/readyz`` says when that is done.
+    """
+    _require("fastapi", "python_multipart", "prometheus_client")
     from .app import build_app
 
-    return build_app(predictor, top_k=top_k, max_upload_bytes=max_upload_bytes, max_files=max_files)
+    return build_app(model, (options or ServeOptions()).with_overrides(**overrides), model_file=model_file,
+                     on_load_failed=on_load_failed)
+
+
+@contextlib.contextmanager
+def _exit_zero_on_signals() -> Iterator[None]:
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die of the signal.
+
+    With these no-op handlers in place the re-raised signal is absorbed and ``serve`` returns: a clean
+    stop exits 0, as process supervisors expect.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(model: str, *, weights: str | None = None, class_names: str | None = None, device: str | None = None,
-          host: str = "127.0.0.1", port: int = 8000, top_k: int = 5, **app_options: Any) -> None:
-    """Load MODEL (as ``resnetkit predict`` does) and serve it with uvicorn until interrupted."""
-    _require("fastapi", "multipart", "uvicorn")
+          host: str = "127.0.0.1", port: int = 8000, options: ServeOptions | None = None, access_log: bool = False,
+          **overrides: Any) -> None:
+    """Load MODEL (as ``resnetkit predict`` does) and serve it with uvicorn until SIGTERM or Ctrl-C.
+
+    The model file is read here, so a wrong path fails at once; the runtime is built and warmed up in
+    the background while ``/healthz`` already answers. On SIGTERM the server stops accepting
+    connections, finishes the requests in flight (up to ``graceful_timeout_s``) and returns.
+    """
+    _require("fastapi", "python_multipart", "prometheus_client", "uvicorn")
     import uvicorn
 
+    from ..infer import load_predictor
+    from .engine import choose_runtime
+
+    options = (options or ServeOptions()).with_overrides(**overrides)
     predictor = load_predictor(model, weights=weights, class_names=class_names, device=device)
-    app = create_app(predictor, top_k=top_k, **app_options)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    model_file = model if weights is None else None
+    choose_runtime(options.runtime, device=predictor.device, model_file=model_file, onnx_file=options.onnx_file)
+    logging.getLogger("resnetkit.serve").setLevel(logging.INFO)
+    failures: list[str] = []
+
+    def load_failed(message: str) -> None:
+        failures.append(message)
+        server.should_exit = True
+
+    app = create_app(predictor, options, model_file=model_file, on_load_failed=load_failed)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
+                                           timeout_graceful_shutdown=options.graceful_timeout_s))
+    with _exit_zero_on_signals():
+        server.run()
+    if failures:
+        raise ValueError(f"the model could not be served: {failures[0]}")
 
 
-__all__ = ["MissingDependencyError", "create_app", "serve"]
+__all__ = ["API_KEY_ENV", "RUNTIMES", "MissingDependencyError", "ServeOptions", "api_key_from_env", "create_app",
+           "serve"]

@@ -1,6 +1,8 @@
-"""The upload page served at ``GET /``: plain HTML and JavaScript, no build step, no external assets.
+"""The page served at ``GET /``: plain HTML and JavaScript, no build step, no external assets.
 
-Kept as a Python string so it ships inside the package without package-data configuration.
+Kept as a Python string so it ships inside the package without package-data configuration. Every
+image is shown in a fixed 192-pixel box: small ones (CIFAR's 32x32) are enlarged with visible pixels
+(``image-rendering: pixelated``) instead of blurred, and the caption sits below the picture, never on it.
 """
 
 INDEX_HTML = """<!doctype html>
@@ -10,22 +12,28 @@ INDEX_HTML = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>resnetkit</title>
 <style>
-  body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem auto; max-width: 56rem; padding: 0 1rem; color: #222; }
+  body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }
   h1 { font-size: 1.4rem; margin-bottom: .2rem; }
   #model { color: #666; margin-bottom: 1.2rem; }
   #drop { border: 2px dashed #aaa; border-radius: 8px; padding: 1.5rem; text-align: center; cursor: pointer; }
   #drop.over { border-color: #2a7; background: #f3fbf6; }
-  .result { display: flex; gap: 1rem; margin-top: 1.2rem; align-items: flex-start; }
-  .result figure { margin: 0; position: relative; }
-  .result img { max-width: 16rem; max-height: 16rem; display: block; image-rendering: auto; }
-  .result figcaption { position: absolute; top: 0; left: 0; right: 0; background: rgba(0,0,0,.65);
-                       color: #fff; padding: .2rem .4rem; font-weight: 600; }
-  .bars { flex: 1; }
-  .bar { display: flex; align-items: center; gap: .5rem; margin: .2rem 0; }
-  .bar .label { width: 12rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .result { display: flex; gap: 1.5rem; margin-top: 1.2rem; align-items: flex-start;
+            border-top: 1px solid #eee; padding-top: 1rem; }
+  .result figure { margin: 0; width: 192px; flex: none; }
+  .pictures { display: flex; gap: .5rem; }
+  .result img { width: 192px; height: 192px; object-fit: contain; background: #f4f4f4; display: block; }
+  .result img.pixelated { image-rendering: pixelated; }
+  .result.with-cam figure { width: calc(384px + .5rem); }
+  .result figcaption { margin-top: .4rem; font-weight: 600; }
+  .result figcaption .sub { font-weight: 400; color: #666; display: block; }
+  .bars { flex: 1; min-width: 16rem; }
+  .source { color: #666; margin-bottom: .3rem; overflow-wrap: anywhere; }
+  .bar { display: flex; align-items: center; gap: .5rem; margin: .25rem 0; }
+  .bar .label { width: 11rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   .bar .track { flex: 1; background: #eee; height: .9rem; border-radius: 3px; }
   .bar .fill { background: #2a7; height: 100%; border-radius: 3px; }
   .bar .pct { width: 4rem; text-align: right; font-variant-numeric: tabular-nums; }
+  button.cam { margin-top: .6rem; }
   .error { color: #b00; }
 </style>
 </head>
@@ -39,12 +47,14 @@ INDEX_HTML = """<!doctype html>
 <script>
 const drop = document.getElementById("drop"), input = document.getElementById("files");
 const results = document.getElementById("results");
+const BOX = 192;  // the CSS size of a picture
 
-fetch("model").then(r => r.json()).then(m => {
+fetch("v1/model").then(r => r.json()).then(m => {
   const p = m.preprocess;
   document.getElementById("model").textContent =
-    `${m.arch}, ${m.num_classes} classes, input ${p.input_size}x${p.input_size} (resize ${p.resize_size})`;
-});
+    `${m.arch}, ${m.num_classes} classes, input ${p.input_size}x${p.input_size} (resize ${p.resize_size}), ` +
+    `${m.runtime} runtime`;
+}).catch(() => { document.getElementById("model").textContent = "model information unavailable"; });
 
 drop.onclick = () => input.click();
 input.onchange = () => send(input.files);
@@ -59,44 +69,98 @@ function el(tag, cls, text) {
   return node;
 }
 
+function picture(src, alt) {
+  const img = el("img");
+  // Enlarged small images keep sharp pixels; photos larger than the box are scaled down smoothly.
+  img.onload = () => img.classList.toggle("pixelated", img.naturalWidth < BOX && img.naturalHeight < BOX);
+  img.src = src;
+  img.alt = alt;
+  return img;
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) {
+    return `HTTP ${response.status}`;
+  }
+}
+
 async function send(files) {
   if (!files.length) return;
+  files = Array.from(files);
   const form = new FormData();
   for (const f of files) form.append("files", f, f.name);
   results.replaceChildren(el("p", "", "classifying..."));
   let body;
   try {
-    const response = await fetch("predict", { method: "POST", body: form });
+    const response = await fetch("v1/predict?top_k=5", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await errorText(response));
     body = await response.json();
-    if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
   } catch (err) {
     results.replaceChildren(el("p", "error", String(err.message || err)));
     return;
   }
   results.replaceChildren();
-  body.predictions.forEach((p, i) => {
-    const row = el("div", "result"), figure = el("figure");
-    const img = el("img");
-    img.src = URL.createObjectURL(files[i]);
-    img.alt = p.source;
-    figure.append(img);
-    const bars = el("div", "bars");
-    bars.append(el("div", "", p.source));
-    if (p.error) {
-      bars.append(el("div", "error", p.error));
-    } else {
-      figure.append(el("figcaption", "", `${p.labels[0]} ${(100 * p.probabilities[0]).toFixed(1)}%`));
-      p.labels.forEach((label, k) => {
-        const bar = el("div", "bar"), track = el("div", "track"), fill = el("div", "fill");
-        fill.style.width = `${100 * p.probabilities[k]}%`;
-        track.append(fill);
-        bar.append(el("span", "label", label), track, el("span", "pct", `${(100 * p.probabilities[k]).toFixed(1)}%`));
-        bars.append(bar);
-      });
-    }
-    row.append(figure, bars);
-    results.append(row);
-  });
+  body.predictions.forEach((p, i) => results.append(card(p, files[i])));
+}
+
+function card(p, file) {
+  const row = el("div", "result"), figure = el("figure"), pictures = el("div", "pictures");
+  pictures.append(picture(URL.createObjectURL(file), p.source));
+  figure.append(pictures);
+  const bars = el("div", "bars");
+  bars.append(el("div", "source", p.source));
+  if (p.error) {
+    bars.append(el("div", "error", p.error));
+  } else {
+    const caption = el("figcaption", "top", `${p.labels[0]} ${(100 * p.probabilities[0]).toFixed(1)}%`);
+    figure.append(caption);
+    p.labels.forEach((label, k) => {
+      const bar = el("div", "bar"), track = el("div", "track"), fill = el("div", "fill");
+      fill.style.width = `${100 * p.probabilities[k]}%`;
+      track.append(fill);
+      bar.append(el("span", "label", label), track, el("span", "pct", `${(100 * p.probabilities[k]).toFixed(1)}%`));
+      bars.append(bar);
+    });
+    const button = el("button", "cam", "Show Grad-CAM");
+    button.onclick = () => toggleCam(row, pictures, caption, button, file);
+    bars.append(button);
+  }
+  row.append(figure, bars);
+  return row;
+}
+
+async function toggleCam(row, pictures, caption, button, file) {
+  const shown = pictures.querySelector("img.overlay");
+  if (shown) {
+    shown.remove();
+    caption.querySelector(".sub")?.remove();
+    row.classList.remove("with-cam");
+    button.textContent = "Show Grad-CAM";
+    return;
+  }
+  button.disabled = true;
+  button.textContent = "computing Grad-CAM...";
+  const form = new FormData();
+  form.append("files", file, file.name);
+  try {
+    const response = await fetch("v1/cam", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await errorText(response));
+    const blob = await response.blob();
+    const overlay = picture(URL.createObjectURL(blob), `Grad-CAM of ${file.name}`);
+    overlay.classList.add("overlay");
+    pictures.append(overlay);
+    row.classList.add("with-cam");
+    caption.append(el("span", "sub", `right: where the model looked for "${response.headers.get("X-Class")}"`));
+    button.textContent = "Hide Grad-CAM";
+  } catch (err) {
+    button.textContent = "Show Grad-CAM";
+    caption.append(el("span", "sub error", String(err.message || err)));
+  } finally {
+    button.disabled = false;
+  }
 }
 </script>
 </body>

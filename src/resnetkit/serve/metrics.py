@@ -1,0 +1,74 @@
+"""Prometheus metrics (``GET /metrics``): requests by route and status, latency, batch sizes, queue depth.
+
+Each app gets its own registry, so several apps in one process (tests, a notebook) do not collide.
+The request counters sit in a plain ASGI middleware, outside authentication, so refused requests
+(401, 413, 503) are counted too; the route label is the route's template (``/v1/predict``), never
+the raw path, so a scan of random URLs cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("resnetkit_http_requests", "HTTP requests answered, by route and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("resnetkit_http_request_duration_seconds",
+                                 "Time from request start to the last response byte, by route", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("resnetkit_batch_size", "Images per forward pass of the model",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_seconds = Histogram("resnetkit_batch_duration_seconds", "Time of one forward pass",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("resnetkit_queue_depth", "Images waiting for the model", registry=self.registry)
+        self.images = Counter("resnetkit_images_predicted", "Images classified", registry=self.registry)
+        self.image_errors = Counter("resnetkit_image_errors", "Uploads refused, by HTTP status", ["status"],
+                                    registry=self.registry)
+        self.ready = Gauge("resnetkit_ready", "1 once the model is loaded and warmed up", registry=self.registry)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+
+class MetricsMiddleware:
+    """Count and time every HTTP request by its route template and final status."""
+
+    def __init__(self, app: Any, metrics: Metrics, routes: frozenset[str] = frozenset()) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            # Starlette puts the matched route in the scope; older versions do not, so fall back to
+            # the path when it is one of the app's own.
+            label = getattr(scope.get("route"), "path", None) or (
+                scope["path"] if scope["path"] in self.routes else "unmatched")
+            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)

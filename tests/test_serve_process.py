@@ -1,0 +1,146 @@
+"""The real thing: ``resnetkit serve`` as a uvicorn process, driven by headless Chromium, then SIGTERM.
+
+One server process for the module (starting one costs seconds): the browser test uses it, the SIGTERM
+test ends it. The browser is Debian's ``chromium`` driven by Playwright (``pip install playwright``,
+no browser download); without either, the browser test skips and says which is missing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+CHROMIUM = "/usr/bin/chromium"
+SRC = Path(__file__).resolve().parents[1] / "src"
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cifar_like_png(path: Path) -> Path:
+    """A 32x32 picture with some structure (a red square on blue), the size of a CIFAR image."""
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[..., 2] = 180
+    pixels[8:24, 10:22] = (220, 40, 30)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from resnetkit import create_model, save_model
+
+    folder = tmp_path_factory.mktemp("serve")
+    model = folder / "cifar10-resnet20.safetensors"
+    save_model(create_model("resnet20"), model, class_names=NAMES)
+    port = _free_port()
+    log = open(folder / "server.log", "w+")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "resnetkit.cli", "serve", str(model), "--port", str(port),
+                                "--runtime", "torch", "--max-wait-ms", "0"], stdout=log, stderr=subprocess.STDOUT,
+                               env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, f"the server exited: {(folder / 'server.log').read_text()}"
+        assert time.monotonic() < deadline, "the server was not ready within 120 s"
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    yield process, port, folder
+    if process.poll() is None:
+        process.kill()
+    log.close()
+
+
+def test_browser_uploads_an_image_and_sees_label_and_bars(server, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                         "(pip install playwright; no browser download needed)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    _, port, _ = server
+    image = _cifar_like_png(tmp_path / "square.png")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(f"http://127.0.0.1:{port}/")
+            playwright_api.expect(page.locator("#model")).to_contain_text("resnet20, 10 classes")
+            page.set_input_files("#files", str(image))
+            bars = page.locator(".result .bar")
+            playwright_api.expect(bars).to_have_count(5)
+            caption = page.locator(".result figcaption").inner_text()
+            assert caption.split()[0] in NAMES and caption.endswith("%")
+            labels = page.locator(".result .bar .label").all_inner_texts()
+            assert len(labels) == 5 and set(labels) <= set(NAMES)
+            widths = [float(w.rstrip("%")) for w in
+                      page.locator(".result .bar .fill").evaluate_all("els => els.map(e => e.style.width)")]
+            assert widths == sorted(widths, reverse=True) and 0 < widths[0] <= 100
+            # The 32x32 image is shown enlarged with sharp pixels, and the caption sits below it.
+            picture = page.locator(".result img").first
+            assert picture.evaluate("img => img.naturalWidth") == 32
+            playwright_api.expect(picture).to_have_class("pixelated")
+            box, caption_box = picture.bounding_box(), page.locator(".result figcaption").bounding_box()
+            assert box["width"] >= 160 and caption_box["y"] >= box["y"] + box["height"]
+            page.get_by_role("button", name="Show Grad-CAM").click()
+            overlay = page.locator(".result img.overlay")
+            playwright_api.expect(overlay).to_have_count(1)
+            page.wait_for_function("() => document.querySelector('img.overlay').naturalWidth === 32")
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(server):
+    process, port, folder = server
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image, "PNG")
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n").encode() + image.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    # A request in flight: headers and half of the body sent when the signal arrives.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode() + body[:len(body) // 2])
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while "Shutting down" not in (folder / "server.log").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert process.poll() is None  # still finishing the request in flight
+    sock.sendall(body[len(body) // 2:])
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert response.status == 200 and b'"labels"' in response.read()
+    sock.close()
+    assert process.wait(60) == 0
+    log = (folder / "server.log").read_text()
+    assert "Traceback" not in log and "Application shutdown complete" in log
+
