@@ -156,7 +156,7 @@ def to_rgb8(pixels: torch.Tensor) -> torch.Tensor:
         return pixels.expand(3, -1, -1).contiguous()
     if channels != 3:
         raise ValueError(f"an image with {channels} channels; expected 1 to 4")
-    return pixels.contiguous()
+    return pixels  # torchvision's (3, H, W) is a view of HWC memory: left so, whoever stores it copies once
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
