@@ -533,10 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"resnetkit {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # every error ends in one line; --debug shows where it came from
+    except Exception as e:  # every error ends in one line; --debug shows where it came from (Ctrl-C is not caught)
         if args.debug:
             raise
         print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
