@@ -7,7 +7,6 @@ eager PyTorch, ONNX Runtime on an ONNX file, or OpenVINO on the INT8 ONNX file `
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -21,6 +20,7 @@ import torch
 
 from ..export.runtimes import Runner, onnx_runner, openvino_runner, parameter_bytes, torch_runner
 from ..infer import Prediction, Predictor, load_image
+from ..models.pretrained import file_sha256
 
 logger = logging.getLogger("resnetkit.serve")
 
@@ -132,14 +132,6 @@ class Engine:
             "device": str(predictor.device),
             "resnetkit_version": __version__,
         }
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _torch(predictor: Predictor) -> Runner:
