@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     p.add_argument("--stage", type=int, default=None, metavar="K",
                    help="the K-th stage's feature maps (1 = first) instead of the pooled features (default: pooled)")
-    p.add_argument("--pool", action="store_true", help="with --stage: average-pool the maps to one vector per image (default: off)")
+    p.add_argument("--pool", action="store_true",
+                   help="with --stage: average-pool the maps to one vector per image (default: off)")
     p.add_argument("--split", default="train", help="for trees with train/ and val/ or test/ folders (default: train)")
     p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES", help="images per forward pass (default: 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
