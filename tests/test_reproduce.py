@@ -117,3 +117,23 @@ def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes
     # A finished run is never silently reused for a different study.
     assert main(_study_args(out, "--schedule", "fast")) == 2
     assert "holds a finished run with other settings" in capsys.readouterr().err
+
+
+def test_a_finished_run_recorded_before_a_new_train_field_or_with_another_path_spelling_still_counts(tmp_path,
+                                                                                                     monkeypatch):
+    from resnetkit.reproduce.study import _check_same_plan
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    study = StudyConfig(data=str(tmp_path / "data"), out_dir=str(tmp_path / "study"), depths=(20,))
+    config = train_config_for(study, plan_runs(study)[0])
+    recorded = config.to_dict()
+    del recorded["optimizer"]  # written by a version without the field: it had its default then
+    recorded["data"] = "data"  # the same folder, given relative to where the study ran
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(recorded))
+    _check_same_plan(path, config)
+    recorded["lr"] = 0.2
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.2 -> 0.1\)"):
+        _check_same_plan(path, config)

@@ -83,8 +83,12 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
 
 def _check_same_plan(path: Path, planned: TrainConfig) -> None:
     """A finished run counts only if it is the run planned now (same data, schedule, scale, seed)."""
-    done = json.loads(path.read_text())
+    # A field added to TrainConfig after the run had its default then; a data path may be spelled another way.
+    done = {**TrainConfig().to_dict(), **json.loads(path.read_text())}
     want = planned.to_dict()
+    if Path(str(done["data"])).exists() and Path(want["data"]).exists() and \
+            Path(str(done["data"])).resolve() == Path(want["data"]).resolve():
+        done["data"] = want["data"]
     changed = sorted(k for k in want if k not in IGNORED_FIELDS and json.dumps(done.get(k)) != json.dumps(want[k]))
     if changed:
         shown = ", ".join(f"{k}: {done.get(k)!r} -> {want[k]!r}" for k in changed)
