@@ -23,16 +23,12 @@ from typing import Any
 
 import torch
 
+from ..config import cache_dir
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 4  # 2: images decoded with their EXIF orientation applied; 3: the undecodable files' positions;
 # 4: the one decoder (image.decode_rgb): alpha composited on white, 16-bit rounded to 8 bits, palettes via PIL
-
-
-def cache_dir() -> Path:
-    """``$RESNETKIT_CACHE``, or ``~/.cache/resnetkit``."""
-    return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
 
 
 @functools.lru_cache(maxsize=16)

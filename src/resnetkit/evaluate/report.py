@@ -13,7 +13,7 @@ from typing import Any
 from .metrics import ClassificationMetrics
 
 
-def _pyplot():
+def pyplot_or_none():
     try:
         import matplotlib
 
@@ -25,7 +25,7 @@ def _pyplot():
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None or not history:
         return None
     epochs = [row["epoch"] for row in history]
@@ -48,7 +48,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def plot_confusion(metrics: ClassificationMetrics, class_names: list[str], path: Path) -> Path | None:
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None:
         return None
     n = metrics.num_classes

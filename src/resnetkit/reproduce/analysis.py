@@ -73,10 +73,11 @@ def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
             if isinstance(m, nn.Conv2d) and m.weight.grad is not None]
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename over it: processes sharing a study never read half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -119,5 +120,5 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
         "grad_norm_trained": gradient_norms(model, images, labels),
         "config": config.to_dict(),
     }
-    _write_json(run_dir / ANALYSIS_FILE, result)
+    write_text_atomic(run_dir / ANALYSIS_FILE, json.dumps(result, indent=1))
     return result

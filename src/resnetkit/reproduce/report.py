@@ -10,15 +10,14 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import StudyConfig
-from ..evaluate.report import _pyplot
-from .analysis import ANALYSIS_FILE
+from ..evaluate.report import pyplot_or_none
+from .analysis import ANALYSIS_FILE, write_text_atomic
 
 # Table 6 of He et al. 2015: CIFAR-10 test error (%) of the ResNets (option A), best of 5 runs except 110
 # (mean 6.61 +- 0.16 of 5 runs, best 6.43). The paper gives no numbers for the plain nets, only Figure 6.
@@ -89,7 +88,7 @@ def machine() -> str:
 
 
 def _figure6(results: list[dict[str, Any]], path: Path) -> Path | None:
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -117,7 +116,7 @@ def _figure6(results: list[dict[str, Any]], path: Path) -> Path | None:
 def _per_layer(results: list[dict[str, Any]], path: Path, panels: list[tuple[str, str, bool]], ylabel: str,
                log: bool) -> Path | None:
     """One panel per (analysis field, title, sort descending) with a line per network (seed 0)."""
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None:
         return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.6 * len(panels)))
@@ -135,13 +134,6 @@ def _per_layer(results: list[dict[str, Any]], path: Path, panels: list[tuple[str
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
@@ -197,8 +189,8 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
               "validation error. Figure 7: responses after BN, before the addition and ReLU, on held-out images. "
               "Gradient flow: norm of the loss gradient at each convolution's weights for one batch of held-out "
               "images.", ""]
-    _write_text(out_dir / "report.json", json.dumps({"study": study.to_dict(), "machine": machine(), "rows": rows,
+    write_text_atomic(out_dir / "report.json", json.dumps({"study": study.to_dict(), "machine": machine(), "rows": rows,
                                                      "verdicts": verdicts(rows), "runs": results}, indent=1))
     report = out_dir / "report.md"
-    _write_text(report, "\n".join(lines))
+    write_text_atomic(report, "\n".join(lines))
     return report
