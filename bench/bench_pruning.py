@@ -46,7 +46,7 @@ def fine_tune(model: torch.nn.Module, args: argparse.Namespace, out_dir: Path) -
                                **({"lr": args.lr} if args.lr else {}))
     data = build_train_data(config, dist=DistInfo(), device=torch.device("cpu"))
     steps = round(args.fine_tune_epochs * len(data.train))
-    config = load_train_config(args.recipe, **{**config.to_dict(), "iterations": steps})
+    config = config.with_flat(iterations=steps)
     started = time.perf_counter()
     Trainer(model, config, data.train, None, num_classes=data.num_classes, device=torch.device("cpu")).fit()
     model.to(memory_format=torch.contiguous_format).eval()

@@ -75,14 +75,14 @@ def test_pipeline_is_seeded_keeps_uint8_and_off_is_identity():
 def test_train_config_flags_build_the_pipeline_and_bad_ranges_are_clear():
     from resnetkit.train.data import _batch_augment
 
-    config = TrainConfig(augment="pad-crop-flip", rotation=10, cutout=16, random_erasing=0.25)
+    config = TrainConfig.from_flat(dict(augment="pad-crop-flip", rotation=10, cutout=16, random_erasing=0.25))
     augment = _batch_augment(config, (0.5, 0.5, 0.5))
     assert isinstance(augment, BatchPipeline) and augment.base is not None and augment.options.cutout == 16
     assert augment.fill.tolist() == [128, 128, 128]
     with pytest.raises(ValueError, match=r"width_shift=1.5 must be in \[0, 1\]"):
-        ExtraAugment.from_config(TrainConfig(width_shift=1.5))
+        ExtraAugment.from_config(TrainConfig.from_flat({"width_shift": 1.5}))
     with pytest.raises(ValueError, match="erasing_scale=.* must be two area fractions"):
-        ExtraAugment.from_config(TrainConfig(erasing_scale=(0.5, 0.1)))
+        ExtraAugment.from_config(TrainConfig.from_flat({"erasing_scale": (0.5, 0.1)}))
 
 
 def test_large_images_get_the_torchvision_equivalents_in_the_workers():

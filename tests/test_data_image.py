@@ -64,6 +64,7 @@ def test_a_16_bit_training_image_keeps_its_high_byte_in_memory(tmp_path):
 def test_eval_reads_a_folder_mixing_8_and_16_bit_pngs(tmp_path):
     """Before: ``resnetkit eval`` stacked uint8 and uint16 images and ended in a promotion traceback."""
     from resnetkit import create_model, save_model
+    from resnetkit.config import EvalConfig
     from resnetkit.evaluate.run import run_evaluation
 
     rng = np.random.default_rng(2)
@@ -72,8 +73,8 @@ def test_eval_reads_a_folder_mixing_8_and_16_bit_pngs(tmp_path):
         Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / name / "8.png")
         Image.fromarray(rng.integers(0, 65536, (20, 20), dtype=np.uint16)).save(tmp_path / "data" / name / "16.png")
     save_model(create_model("resnet20", num_classes=2), tmp_path / "m.safetensors", class_names=["a", "b"])
-    metrics = run_evaluation(str(tmp_path / "m.safetensors"), str(tmp_path / "data"), out_dir=str(tmp_path / "ev"),
-                             device="cpu", workers=0)
+    metrics = run_evaluation(EvalConfig(model=str(tmp_path / "m.safetensors"), data=str(tmp_path / "data"),
+                                        out_dir=str(tmp_path / "ev"), device="cpu", workers=0))
     assert metrics.count == 4
 
 

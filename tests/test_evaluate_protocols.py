@@ -92,11 +92,12 @@ def test_eval_reads_each_image_at_its_own_size_and_skips_a_corrupt_file(tmp_path
     """Images of different sizes and shapes are resized and cropped once, by the protocol (no squeeze to
     a common size first); a corrupt file is reported and left out, the rest is measured."""
     from resnetkit.data import decode_rgb
+    from resnetkit.config import EvalConfig
     from resnetkit.evaluate.run import run_evaluation
 
     model, files = _model_and_folder(tmp_path)
-    metrics = run_evaluation(str(tmp_path / "m.safetensors"), str(tmp_path / "data"), out_dir=str(tmp_path / "ev"),
-                             device="cpu", workers=0)
+    metrics = run_evaluation(EvalConfig(model=str(tmp_path / "m.safetensors"), data=str(tmp_path / "data"),
+                                        out_dir=str(tmp_path / "ev"), device="cpu", workers=0))
     with torch.no_grad():
         logp = [model(eval_transform(PRE)(decode_rgb(path.read_bytes()))[None]).log_softmax(1)[0, label]
                 for path, label in files]

@@ -29,12 +29,14 @@ def test_plan_orders_runs_and_filters_them_with_only():
 def test_paper_schedule_scales_iterations_and_milestones_and_warms_up_the_deep_nets(tmp_path):
     study = StudyConfig(out_dir=str(tmp_path), depths=(20, 110), epochs_scale=0.1)
     shallow, deep = (train_config_for(study, run) for run in plan_runs(study))
-    assert (shallow.iterations, tuple(shallow.milestones)) == (6400, (3200, 4800))
-    assert (shallow.lr, shallow.batch_size, shallow.weight_decay, shallow.val_split) == (0.1, 128, 1e-4, 5000)
-    assert shallow.warmup == 0 and (deep.warmup, deep.warmup_lr) == (400, 0.01)
-    assert shallow.out_dir == str(tmp_path / "resnet20-s0") and shallow.eval_every == 1 and not shallow.resume
+    assert (shallow.schedule.iterations, tuple(shallow.schedule.milestones)) == (6400, (3200, 4800))
+    assert (shallow.optim.lr, shallow.optim.batch_size, shallow.optim.weight_decay, shallow.data.val_split) == \
+        (0.1, 128, 1e-4, 5000)
+    assert shallow.schedule.warmup == 0 and (deep.schedule.warmup, deep.schedule.warmup_lr) == (400, 0.01)
+    assert shallow.run.out_dir == str(tmp_path / "resnet20-s0") and shallow.run.eval_every == 1
+    assert not shallow.run.resume
     fast = train_config_for(StudyConfig(schedule="fast", epochs_scale=0.5), plan_runs(StudyConfig(depths=(20,)))[0])
-    assert fast.epochs == 13 and fast.schedule == "onecycle"
+    assert fast.schedule.epochs == 13 and fast.schedule.name == "onecycle"
 
 
 def test_responses_are_taken_after_bn_before_the_addition_and_gradients_leave_the_model_untouched():
@@ -81,7 +83,7 @@ def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes
     real_training = study_module.run_training
 
     def remember_run(config):
-        killed.run = config.out_dir
+        killed.run = config.run.out_dir
         return real_training(config)
 
     monkeypatch.setattr(InMemoryLoader, "__iter__", killed)
@@ -127,7 +129,7 @@ def test_a_finished_run_recorded_before_a_new_train_field_or_with_another_path_s
     monkeypatch.chdir(tmp_path)
     study = StudyConfig(data=str(tmp_path / "data"), out_dir=str(tmp_path / "study"), depths=(20,))
     config = train_config_for(study, plan_runs(study)[0])
-    recorded = config.to_dict()
+    recorded = config.to_flat()  # as runs were recorded before TrainConfig had sections
     del recorded["optimizer"]  # written by a version without the field: it had its default then
     recorded["data"] = "data"  # the same folder, given relative to where the study ran
     path = tmp_path / "config.json"

@@ -56,7 +56,7 @@ def test_the_model_sees_one_tensor_per_file_in_train_eval_predict_and_serve(tmp_
     monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
 
     # Training's evaluation path: the validation loader of the very data training builds (the test split here).
-    config = TrainConfig(data=str(data), augment=augment, image_size=32, workers=0)
+    config = TrainConfig.from_flat(dict(data=str(data), augment=augment, image_size=32, workers=0))
     train_data = build_train_data(config, dist=DistInfo(), device=torch.device("cpu"))
     in_training = torch.cat([images for images, _ in train_data.val]).contiguous()
     labels = torch.cat([labels for _, labels in train_data.val]).tolist()

@@ -368,7 +368,7 @@ def test_serve_flags_reach_the_options(monkeypatch, model_file):
     monkeypatch.setattr(serve_module, "serve", lambda model, **kwargs: seen.update(kwargs, model=model))
     monkeypatch.setenv("RESNETKIT_API_KEY", "from-env")
     assert main(["serve", str(model_file), "--no-batching", "--max-upload-mb", "1.5", "--runtime", "torch"]) == 0
-    assert seen["model"] == str(model_file) and seen["runtime"] == "torch" and seen["host"] == "127.0.0.1"
-    assert (seen["max_batch"], seen["max_wait_ms"]) == (1, 0.0) and seen["max_upload_bytes"] == 1_572_864
-    assert seen["api_key"] == "from-env"
-    ServeOptions().with_overrides(**{k: v for k, v in seen.items() if k in ServeOptions.__dataclass_fields__})
+    options = seen["options"]  # the command passes one typed ServeOptions
+    assert seen["model"] == str(model_file) and options.runtime == "torch" and seen["host"] == "127.0.0.1"
+    assert (options.max_batch, options.max_wait_ms) == (1, 0.0) and options.max_upload_bytes == 1_572_864
+    assert options.api_key == "from-env" and isinstance(options, ServeOptions)

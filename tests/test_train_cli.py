@@ -32,7 +32,9 @@ def test_train_recipe_with_overrides_and_resume(tmp_path):
             "--model", "resnet20", "--shortcut", "B", "--milestones", "0.5", "--schedule", "step"]
     assert main(args + ["--epochs", "2"]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["epochs"] == 2 and config["shortcut"] == "B" and config["milestones"] == [0.5]
+    # The run records its config in sections (schedule, model ...), with the flags' values.
+    assert config["schedule"]["epochs"] == 2 and config["model"]["shortcut"] == "B"
+    assert config["schedule"]["milestones"] == [0.5]
     assert main(args + ["--epochs", "3", "--resume"]) == 0
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
@@ -66,13 +68,16 @@ def test_a_killed_cli_run_resumed_ends_with_the_same_weights_as_an_uninterrupted
 
 def test_recipes_load_and_unknown_fields_fail_clearly():
     paper = load_train_config("cifar10-paper")
-    assert paper.iterations == 64000 and paper.milestones == (32000, 48000) and paper.weight_decay == 1e-4
-    assert load_train_config("cifar10-fast", epochs=3).epochs == 3
+    assert paper.schedule.iterations == 64000 and paper.schedule.milestones == (32000, 48000)
+    assert paper.optim.weight_decay == 1e-4
+    assert load_train_config("cifar10-fast", epochs=3).schedule.epochs == 3
     for name in ("imagenet-paper", "finetune", "demo"):
         load_train_config(name)
     imagenet = load_train_config("imagenet-paper")  # section 3.4
-    assert (imagenet.iterations, imagenet.batch_size, imagenet.lr, imagenet.weight_decay) == (600000, 256, 0.1, 1e-4)
-    assert (imagenet.augment, imagenet.lighting, imagenet.schedule, imagenet.gamma) == ("scale", 0.1, "plateau", 0.1)
+    assert (imagenet.schedule.iterations, imagenet.optim.batch_size, imagenet.optim.lr, imagenet.optim.weight_decay) \
+        == (600000, 256, 0.1, 1e-4)
+    assert (imagenet.augment.policy, imagenet.augment.lighting, imagenet.schedule.name, imagenet.schedule.gamma) == \
+        ("scale", 0.1, "plateau", 0.1)
     with pytest.raises(ValueError, match="unknown train config field.*'epoch'"):
         load_train_config("demo", epoch=3)
     with pytest.raises(ValueError, match="unknown recipe 'cifar11'"):
@@ -166,7 +171,8 @@ def test_imagenet_paper_recipe_trains_end_to_end_with_scale_augmentation_lightin
             "--out-dir", str(tmp_path / "run"), "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["augment"], config["lighting"], config["schedule"]) == ("scale", 0.1, "plateau")
+    assert (config["augment"]["policy"], config["augment"]["lighting"], config["schedule"]["name"]) == \
+        ("scale", 0.1, "plateau")
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] + 3 == 6 and all("val_top1" in r for r in rows)  # 3 steps an epoch, evaluated each
     assert json.loads((tmp_path / "run" / "report.json").read_text())["images"] == 12
@@ -183,15 +189,15 @@ def test_auto_augment_keeps_small_images_in_memory_and_reads_photos_with_workers
             (tmp_path / folder / name).mkdir(parents=True)
             for i in range(4):
                 Image.new("RGB", size, (200 * label, 60, 20 * i)).save(tmp_path / folder / name / f"{i}.jpg")
-    picked = {data: resolve_augment(TrainConfig(data=data)) for data in
+    picked = {data: resolve_augment(TrainConfig.from_flat({"data": data})) for data in
               ("digits", "cifar10", str(tmp_path / "icons"), str(tmp_path / "photos"))}
     assert list(picked.values()) == ["pad-crop", "pad-crop-flip", "pad-crop-flip", "rrc"]
-    assert resolve_augment(TrainConfig(data=str(tmp_path / "photos"), augment="scale")) == "scale"
+    assert resolve_augment(TrainConfig.from_flat({"data": str(tmp_path / "photos"), "augment": "scale"})) == "scale"
     # A fine-tune on a folder of photos goes the large-image way and records what "auto" chose.
     assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "photos"), "--image-size", "32",
                  "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out-dir", str(tmp_path / "run"),
                  "--no-progress"]) == 0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment"] == "rrc"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment"]["policy"] == "rrc"
     _, info = load_model(tmp_path / "run" / "model.safetensors")
     assert info.preprocess.input_size == 32 and info.preprocess.resize_size == round(32 * 256 / 224)
 
@@ -209,11 +215,11 @@ def test_train_config_keeps_the_architectures_defaults_unless_told():
     from resnetkit.config import TrainConfig
     from resnetkit.train.run import build_model_for
 
-    wide = build_model_for(TrainConfig(model="wide_resnet28_10"), num_classes=10).config
+    wide = build_model_for(TrainConfig.from_flat({"model": "wide_resnet28_10"}), num_classes=10).config
     assert (wide.width, wide.variant) == (10.0, "v2")
-    narrow = build_model_for(TrainConfig(model="wide_resnet28_10", width=2.0), num_classes=100).config
+    narrow = build_model_for(TrainConfig.from_flat({"model": "wide_resnet28_10", "width": 2.0}), num_classes=100).config
     assert (narrow.width, narrow.num_classes) == (2.0, 100)
-    r20 = build_model_for(TrainConfig(model="resnet20", shortcut="B"), num_classes=10).config
+    r20 = build_model_for(TrainConfig.from_flat({"model": "resnet20", "shortcut": "B"}), num_classes=10).config
     assert (r20.width, r20.shortcut, r20.variant) == (1.0, "B", "v1")
 
 
@@ -252,3 +258,23 @@ def test_resume_compares_the_built_network_not_how_its_width_was_spelled(tmp_pat
     assert main(args + ["--epochs", "2", "--resume"]) == 0  # the default width of resnet20 is 1: the same run
     assert main(args + ["--epochs", "3", "--resume", "--width", "2"]) == 2
     assert "width: 1.0 -> 2.0" in capsys.readouterr().err
+
+
+def test_train_config_sections_round_trip_and_read_configs_written_before_them():
+    """TrainConfig nests one ModelConfig and one DataConfig (no repeated fields, no ""/0 sentinels); runs and
+    checkpoints written with the old flat form still load, and mean the same run."""
+    from resnetkit.config import DataConfig, ModelConfig, TrainConfig
+    from resnetkit.models import resolve_config
+
+    config = load_train_config("cifar10-paper", model="resnet56", seed=3, val_split=5000)
+    assert isinstance(config.model, ModelConfig) and isinstance(config.data, DataConfig)
+    assert config.model.variant is None and resolve_config(config.model).variant == "v1"  # the architecture's
+    assert config.data.seed == config.run.seed == 3  # the held-out split follows the run's seed
+    nested = json.loads(json.dumps(config.to_dict()))
+    assert set(nested) == {"data", "model", "augment", "optim", "schedule", "finetune", "run"}
+    assert TrainConfig.from_dict(nested) == config
+    flat_before_sections = {**config.to_flat(), "variant": "", "shortcut": "", "width": 0.0, "image_size": 0}
+    assert TrainConfig.from_dict(flat_before_sections) == config
+    assert config.with_flat(lr=0.05).optim.lr == 0.05 and config.optim.lr == 0.1  # frozen: a new config
+    with pytest.raises(ValueError, match="unknown train config field.*'learning_rate'"):
+        config.with_flat(learning_rate=0.05)

@@ -46,9 +46,9 @@ def _trainer(tmp_path, **overrides):
     images, labels = _toy_data()
     options = dict(model="resnet20", epochs=3, batch_size=16, lr=0.05, amp="none", channels_last=False,
                    out_dir=str(tmp_path), progress=False, drop_rate=0.1)
-    cfg = TrainConfig(**{**options, **overrides})
-    torch.manual_seed(cfg.seed)
-    model = create_model("resnet20", num_classes=3, drop_rate=cfg.drop_rate)
+    cfg = TrainConfig.from_flat({**options, **overrides})
+    torch.manual_seed(cfg.run.seed)
+    model = create_model("resnet20", num_classes=3, drop_rate=cfg.model.drop_rate)
     return Trainer(model, cfg, TensorLoader(images, labels, 16), TensorLoader(images, labels, 32),
                    num_classes=3, device=torch.device("cpu"))
 
@@ -120,9 +120,18 @@ def test_plateau_schedule_divides_the_lr_when_val_top1_stalls(tmp_path):
 def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
     _trainer(tmp_path, epochs=1).fit()
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    del state["config"]["patience"]  # as written before the field existed
+    del state["config"]["schedule"]["patience"]  # as written before the field existed
     torch.save(state, tmp_path / "checkpoint.pt")
     assert [r["epoch"] for r in _trainer(tmp_path, epochs=2, resume=True).fit().history] == [1, 2]
+    # A checkpoint written before TrainConfig had sections: flat, "" / 0 for the architecture's defaults.
+    flat = TrainConfig.from_dict(state["config"]).to_flat()
+    state["config"] = {**flat, "variant": "", "shortcut": "", "width": 0.0, "image_size": 0, "epochs": 2}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert [r["epoch"] for r in _trainer(tmp_path, epochs=3, resume=True).fit().history] == [1, 2, 3]
+    state["config"]["lr"] = 0.5  # a different run is still refused
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="different configuration.*lr"):
+        _trainer(tmp_path, epochs=3, resume=True).fit()
 
 
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path):

@@ -43,7 +43,7 @@ def _trainer(tmp_path, **overrides):
     images, labels = _toy()
     options = dict(model="resnet20", epochs=3, batch_size=16, lr=0.05, amp="none", channels_last=False,
                    out_dir=str(tmp_path), progress=False)
-    config = TrainConfig(**{**options, **overrides})
+    config = TrainConfig.from_flat({**options, **overrides})
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=3)
     return Trainer(model, config, ToyLoader(images, labels, 16), ToyLoader(images, labels, 32), num_classes=3,
@@ -101,4 +101,4 @@ def test_cli_flags_reach_the_optimizer():
 
     args = build_parser().parse_args(["train", "--optimizer", "adam", "--betas", "0.8", "0.99", "--eps", "1e-7"])
     config = load_train_config(None, **_overrides(args, exclude=("recipe",)))
-    assert (config.optimizer, config.betas, config.eps) == ("adam", (0.8, 0.99), 1e-7)
+    assert (config.optim.optimizer, config.optim.betas, config.optim.eps) == ("adam", (0.8, 0.99), 1e-7)

@@ -39,4 +39,4 @@ def test_missing_or_bad_decay_settings_are_clear_errors():
 
 def test_recipe_fields():
     config = load_train_config(None, schedule="exponential", decay_steps=10000, decay_rate=0.9, staircase=True)
-    assert (config.decay_steps, config.decay_rate, config.staircase) == (10000, 0.9, True)
+    assert (config.schedule.decay_steps, config.schedule.decay_rate, config.schedule.staircase) == (10000, 0.9, True)

@@ -95,7 +95,8 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
     assert info.class_names == [f"digit {i}" for i in range(10)]
     assert info.preprocess.mean == start_info.preprocess.mean  # the start model's normalisation, not the data's
     config = json.loads((out / "config.json").read_text())
-    assert config["freeze_epochs"] == 1 and config["lr_mult"] == 100 and config["schedule"] == "onecycle"
+    assert config["finetune"]["freeze_epochs"] == 1 and config["finetune"]["lr_mult"] == 100
+    assert config["schedule"]["name"] == "onecycle"
     report = (out / "report.md").read_text()
     assert "head only for 1 epoch(s)" in report and "discriminative lrs from 0.0001" in report
 
@@ -126,7 +127,7 @@ def test_finetune_refuses_bad_start_models_in_one_line(tmp_path, capsys):
     from resnetkit.train.run import class_names_for
 
     with pytest.raises(ValueError, match="2 class names, but the data has 10 classes"):
-        class_names_for(config.classes, [str(i) for i in range(10)])
+        class_names_for(config.data.classes, [str(i) for i in range(10)])
 
 
 @pytest.fixture

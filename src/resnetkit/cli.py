@@ -46,28 +46,36 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--field`` flag for every ``TrainConfig`` field; only flags given on the line override the recipe."""
-    import dataclasses
-
-    from .config import TrainConfig
-
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: bool = False) -> None:
+    """One argument for every setting of a config (``config.config_flags``): help and default come from the
+    field itself, in one place. With ``recipe``, only flags given on the line override the recipe."""
+    for name, f in flags.items():
         default = f.default
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else repr(default) if default == "" else default
         if isinstance(default, bool):
             shown = "on" if default else "off"
-        # Help and default come from the field itself (one place); a recipe may set a different value.
-        text = f"{f.metadata['help']} (default: {shown}, unless the recipe sets it)"
+        text = f.help if default is None else f"{f.help} (default: {shown}{', unless the recipe sets it' if recipe else ''})"
+        if f.positional:
+            parser.add_argument(name, metavar=name.upper(), help=f.help)
+            continue
+        flag, given = "--" + name.replace("_", "-"), {"dest": name, "help": text,
+                                                      "default": argparse.SUPPRESS if recipe else default}
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=text)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS, help=text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **given)
+        elif f.many:
+            parser.add_argument(flag, type=f.type, nargs="+", metavar=f.metavar, **given)
+        elif f.choices:
+            parser.add_argument(flag, choices=f.choices, **given)
         else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=argparse.SUPPRESS,
-                                metavar=type(default).__name__.upper(), help=text)
+            parser.add_argument(flag, type=f.type, metavar=f.metavar, **given)
+
+
+def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """A config dataclass filled from the parsed arguments named as its flags."""
+    from .config import config_flags
+
+    values = {f.field: getattr(args, name) for name, f in config_flags(cls).items()}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
@@ -99,7 +107,7 @@ def _train(config: Any) -> int:
     try:
         # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
         # command runs it; without a start model there is no head to train alone: an ordinary run.
-        two_stage = config.freeze_epochs > 0 and bool(config.pretrained)
+        two_stage = config.finetune.freeze_epochs > 0 and bool(config.finetune.pretrained)
         _print_result(run_finetune(config) if two_stage else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
         print(f"resnetkit train: stopped: {e}", file=sys.stderr)
@@ -131,8 +139,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             check_self_describing(Path(args.start), shown=args.start)  # a .pth needs ARCH --weights FILE
         overrides["pretrained"] = args.start
     config = load_train_config(args.recipe, data=args.data_source, **overrides)
-    if config.freeze_backbone:  # a linear probe has one stage: the head's
-        config.freeze_epochs = 0
+    if config.finetune.freeze_backbone:  # a linear probe has one stage: the head's
+        config = config.with_flat(freeze_epochs=0)
     return _train_finetune(config)
 
 
@@ -168,7 +176,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_train_config
 
     config = load_train_config("demo", **_overrides(args, exclude=()))
-    print(f"training {config.model} on the bundled digits ({config.epochs} epochs); writing {config.out_dir}/")
+    print(f"training {config.model.arch} on the bundled digits ({config.schedule.epochs} epochs); writing "
+          f"{config.run.out_dir}/")
     return _train(config)
 
 
@@ -185,14 +194,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .config import EvalConfig
     from .evaluate.run import run_evaluation
 
-    result = run_evaluation(args.model, args.data, protocol=args.protocol, out_dir=args.out_dir,
-                            batch_size=args.batch_size, scales=tuple(args.scales) if args.scales else None,
-                            device=args.device, workers=args.workers, val_split=args.val_split, seed=args.seed,
-                            cifar100_labels=args.cifar100_labels)
-    print(f"{args.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
-          f"on {result.count} images; report: {args.out_dir}/report.md")
+    config = _config_from_args(EvalConfig, args)
+    result = run_evaluation(config)
+    print(f"{config.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
+          f"on {result.count} images; report: {config.out_dir}/report.md")
     return 0
 
 
@@ -215,17 +223,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import MissingDependencyError, api_key_from_env, serve
-    from .serve.options import MIB
+    from .serve.options import MIB, ServeOptions
 
     try:
+        options = ServeOptions(
+            top_k=args.top_k, runtime=args.runtime, onnx_file=args.onnx, max_batch=1 if args.no_batching else
+            args.max_batch, max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
+            preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
+            max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files, max_pixels=args.max_pixels,
+            api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
         serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
-              port=args.port, access_log=args.access_log, top_k=args.top_k, runtime=args.runtime,
-              onnx_file=args.onnx, max_batch=1 if args.no_batching else args.max_batch,
-              max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
-              preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
-              max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files,
-              max_pixels=args.max_pixels, api_key=api_key_from_env(args.api_key),
-              graceful_timeout_s=args.graceful_timeout)
+              port=args.port, access_log=args.access_log, options=options)
     except MissingDependencyError as e:
         print(f"resnetkit serve: error: {e}", file=sys.stderr)
         return 2
@@ -233,11 +241,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .config import ExportConfig
     from .export import ParityError, export_from_file
 
     try:
-        print(export_from_file(args.model, fmt=args.format, output=args.output, images=args.images, limit=args.limit,
-                               int8=args.int8, report=args.report.split(",") if args.report else None))
+        print(export_from_file(_config_from_args(ExportConfig, args)))
     except ParityError as e:
         print(f"resnetkit export: PARITY CHECK FAILED: {e}", file=sys.stderr)
         return 1
@@ -262,6 +270,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import EvalConfig, ExportConfig, TrainConfig, config_flags
+
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: off)")
@@ -291,12 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a network from a recipe; any recipe field can be overridden",
                        formatter_class=_HelpFormatter,
                        description="Train from a recipe (--recipe cifar10-fast) or a YAML file; every field of "
-                                   "resnetkit.config.TrainConfig is a flag (--epochs 10 --lr 0.05 ...). "
+                                   "resnetkit.config.TrainConfig is a flag (--epochs 10 --lr 0.05 ...); recipes use the same names. "
                                    "Multi-process: torchrun --nproc-per-node N -m resnetkit.cli train ...")
     p.add_argument("--recipe", default=None,
                    help="bundled recipe name (cifar10-paper, cifar10-fast, imagenet-paper, finetune, demo) or a YAML "
                         "path (default: none, the flags' defaults)")
-    _add_train_config_flags(p)
+    _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
@@ -304,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and its BatchNorm frozen (--freeze-epochs), stage 2 trains everything with "
                                    "discriminative learning rates from lr/lr-mult (first layers) to lr (head), "
                                    "one-cycle (--epochs). --freeze: a linear probe (the head only). Defaults from "
-                                   "the finetune recipe; every TrainConfig field is a flag. Writes the model file "
+                                   "the finetune recipe; every TrainConfig setting is a flag. Writes the model file "
                                    "(with the class names and MODEL's preprocessing) and report to --out-dir.")
     p.add_argument("start", metavar="MODEL",
                    help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, or an architecture name with --weights")
@@ -315,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="finetune", help="bundled recipe name or YAML path (default: finetune)")
     p.add_argument("--freeze", dest="freeze_backbone", action="store_true", default=argparse.SUPPRESS,
                    help="linear probe: train only the new head, body and BatchNorm frozen (default: off, two stages)")
-    _add_train_config_flags(p)
+    _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("features", help="extract pooled features or a stage's feature maps for a set of images",
@@ -342,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("demo", help="train a ResNet-20 on the bundled digits (about a minute on 2 cores)")
-    _add_train_config_flags(p)
+    _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("reproduce", help="the paper's experiments: train, resume and report the CIFAR-10 study",
@@ -375,24 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled image folder, tar or dataset")
-    p.add_argument("model", help="a resnetkit .safetensors model file, its URL, or a pretrained name "
-                                 "(resnet56_cifar10; see `resnetkit models --pretrained`)")
-    p.add_argument("data", help="image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...")
-    p.add_argument("--protocol", choices=["center", "flip", "10crop", "multiscale"], default="center",
-                   help="views per image: center crop, + its mirror, the 10 crops, or several scales "
-                        "(default: center)")
-    p.add_argument("--scales", type=int, nargs="+", default=None, metavar="PIXELS",
-                   help="multiscale: shorter-side sizes (default: the paper's 224..640, scaled to the model)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES", help="images per forward pass (default: 64)")
-    p.add_argument("--out-dir", default="runs/eval", help="folder for report.md and its figures (default: runs/eval)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
-    p.add_argument("--val-split", type=int, default=0, metavar="N",
-                   help="measure the N images `resnetkit train --val-split N` held out of DATA's training split "
-                        "(default: 0, DATA's test split)")
-    p.add_argument("--seed", type=int, default=0, help="with --val-split: the training run's seed (default: 0)")
-    p.add_argument("--cifar100-labels", choices=["fine", "coarse"], default="fine",
-                   help="CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained (default: fine)")
+    _add_config_flags(p, config_flags(EvalConfig))
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a model, print top-k, optionally annotate / Grad-CAM",
@@ -490,22 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
-    p.add_argument("model", help="a resnetkit .safetensors model file, its URL, or a pretrained name")
-    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program", "tflite"], default="onnx",
-                   help="artifact format; tflite: LiteRT flatbuffer, batch 1, needs the 'tflite' extra (default: onnx)")
-    p.add_argument("--output", default=None,
-                   help="artifact path; PATH.json is written too (default: beside MODEL, or MODEL.onnx in the "
-                        "current folder for a pretrained name)")
-    p.add_argument("--images", default=None,
-                   help="labelled folder root/<class>/<image>: parity inputs, INT8 calibration, --report set "
-                        "(default: none, random inputs)")
-    p.add_argument("--limit", type=int, default=256, metavar="IMAGES",
-                   help="use at most this many images from --images (default: 256)")
-    p.add_argument("--int8", action="store_true",
-                   help="INT8 static quantization (ONNX or TFLite, calibrated on --images) (default: off)")
-    p.add_argument("--report", default=None, metavar="VARIANTS",
-                   help="also print size/speed/top-1 of variants on --images, e.g. torch,torch-bf16,onnx,onnx-int8 "
-                        "(default: none)")
+    _add_config_flags(p, config_flags(ExportConfig))
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="latency, throughput and peak memory per runtime, as a table")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import DataConfig
 from .cache import cache_dir
 from .cifar import locate_cifar, read_cifar
 from .decode import load_tree_in_memory
@@ -30,51 +31,6 @@ SPLITS = ("train", "test")
 def data_root() -> Path:
     """Where named datasets are looked for and downloaded: ``$RESNETKIT_DATA``, else ``<cache dir>/datasets``."""
     return Path(os.environ.get("RESNETKIT_DATA") or cache_dir() / "datasets").expanduser()
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data, which split of it, and how it is prepared; round-trips through JSON like every config.
-
-    - ``source``: ``"digits"``, ``"cifar10"``, ``"cifar100"``, or a path to a CIFAR folder/archive or
-      an image folder/tar (``<class>/<image>``, optionally under ``train/`` and ``test/`` or ``val/``).
-    - ``root``: where named CIFAR datasets live (default ``$RESNETKIT_DATA`` or ``~/.cache/resnetkit/datasets``).
-    - ``val_split``: training images held out as a validation set (stratified by class, seeded by ``seed``).
-    - ``image_size``: square size of the in-memory images; None keeps the source's size (digits: 16).
-    - ``download``: fetch a named CIFAR dataset when it is not under ``root``.
-    - ``cache``: reuse decoded image trees from ``$RESNETKIT_CACHE`` (default ``~/.cache/resnetkit``).
-    - ``workers``: decoding threads for image trees (default: CPU count, at most 8).
-    - ``cifar100_labels``: ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses).
-    """
-
-    source: str = "digits"
-    root: str | None = None
-    val_split: int = 0
-    seed: int = 0
-    image_size: int | None = None
-    download: bool = False
-    cache: bool = True
-    workers: int | None = None
-    cifar100_labels: str = "fine"
-
-    def __post_init__(self) -> None:
-        if self.val_split < 0:
-            raise ValueError(f"val_split={self.val_split} must be >= 0 (a number of images, e.g. 5000)")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size={self.image_size} must be a positive number of pixels or None")
-        if self.cifar100_labels not in ("fine", "coarse"):
-            raise ValueError(f"cifar100_labels={self.cifar100_labels!r} must be 'fine' or 'coarse'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown data config field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

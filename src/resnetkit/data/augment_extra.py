@@ -64,9 +64,9 @@ class ExtraAugment:
     @classmethod
     def from_config(cls, config: Any) -> ExtraAugment:
         """The options of a ``TrainConfig`` (same field names)."""
-        return cls(rotation=config.rotation, width_shift=config.width_shift, height_shift=config.height_shift,
-                   brightness=config.brightness, contrast=config.contrast, cutout=config.cutout,
-                   random_erasing=config.random_erasing, erasing_scale=tuple(config.erasing_scale))  # type: ignore[arg-type]
+        return cls(rotation=config.augment.rotation, width_shift=config.augment.width_shift, height_shift=config.augment.height_shift,
+                   brightness=config.augment.brightness, contrast=config.augment.contrast, cutout=config.augment.cutout,
+                   random_erasing=config.augment.random_erasing, erasing_scale=tuple(config.augment.erasing_scale))  # type: ignore[arg-type]
 
 
 def _like(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import IMAGENET_PREPROCESS, Preprocess
+from ..config import IMAGENET_PREPROCESS, PROTOCOLS, Preprocess
 from .augment import normalize
 from .image import pil_to_rgb, to_pil
 
@@ -27,7 +27,6 @@ INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": Interpolati
                   "nearest": InterpolationMode.NEAREST}
 PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                "nearest": Image.Resampling.NEAREST}
-PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 PAPER_SCALES = (224, 256, 384, 480, 640)
 
 

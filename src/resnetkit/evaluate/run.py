@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from ..config import EvalConfig
 from ..device import resolve_device
 from ..models import load_model
 from .metrics import ClassificationMetrics
@@ -62,18 +63,19 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
-def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_dir: str = "runs/eval",
-                   batch_size: int = 64, scales: tuple[int, ...] | None = None, device: str = "auto",
-                   workers: int = 2, val_split: int = 0, seed: int = 0,
-                   cifar100_labels: str = "fine") -> ClassificationMetrics:
+def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
+    """What ``resnetkit eval`` does: ``config.model`` on ``config.data`` with ``config.protocol``; writes the report
+    to ``config.out_dir`` and returns the metrics."""
     from ..data import ImageFileDataset
 
+    model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
     model, info = load_model(model_path)
-    dataset, class_names, split = _open_dataset(data, val_split=val_split, seed=seed, cifar100_labels=cifar100_labels)
+    dataset, class_names, split = _open_dataset(data, val_split=config.val_split, seed=config.seed,
+                                                cifar100_labels=config.cifar100_labels)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
     reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
-    loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=workers if reads_files else 0)
+    loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=config.workers if reads_files else 0)
 
     def samples() -> Iterator[tuple[torch.Tensor, int]]:
         for sample in loader:
@@ -83,9 +85,9 @@ def run_evaluation(model_path: str, data: str, *, protocol: str = "center", out_
 
     names = info.class_names or [str(i) for i in range(model.num_classes)]
     metrics = evaluate_samples(model, samples(), preprocess=info.preprocess, num_classes=len(names),
-                               protocol=protocol, scales=scales, batch_size=batch_size,
-                               device=resolve_device(device))
-    write_report(Path(out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
+                               protocol=protocol, scales=scales, batch_size=config.batch_size,
+                               device=resolve_device(config.device))
+    write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
                                                              "split": split, "protocol": protocol, "scales": scales,
                                                              "preprocess": info.preprocess.to_dict()})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelInfo
+from ..config import ExportConfig, ModelInfo
 from ..models import ResNet, load_model
 from .formats import FORMATS, artifact_runner, default_output, write_artifact
 from .parity import ParityError, ParityReport, check_parity
@@ -98,13 +98,13 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
-def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
-                     output: str | os.PathLike[str] | None = None,
-                     images: str | os.PathLike[str] | None = None, limit: int | None = 256, int8: bool = False,
-                     report: list[str] | None = None) -> str:
+def export_from_file(config: ExportConfig) -> str:
     """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
     from .data import load_image_folder
     from .evaluate import compare_variants
+
+    model_path, fmt, output, images, int8 = config.model, config.format, config.output, config.images, config.int8
+    limit, report = config.limit, [v for v in config.report.split(",") if v] or None
 
     model, info = load_model(model_path)
     labelled = None
@@ -113,15 +113,11 @@ def export_from_file(model_path: str | os.PathLike[str], *, fmt: str = "onnx",
     if fmt == "tflite":  # LiteRT: its own converter, quantizer and interpreter (the optional tflite extra)
         from .tflite import export_tflite
 
-        if int8 and labelled is None:
-            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
         suffix = ".int8.tflite" if int8 else ".tflite"
         output = output or Path(model_path).with_name(Path(model_path).name.removesuffix(".safetensors") + suffix)
         result = export_tflite(model, info, output, calibration=labelled.images if int8 else None,
                                parity_inputs=None if labelled is None else labelled.images[:64])
-    elif int8:
-        if labelled is None:
-            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
+    elif int8:  # ExportConfig has checked that --images is given
         if fmt != "onnx":
             raise ValueError(f"INT8 export writes ONNX or TFLite; drop --format {fmt}")
         output = output or default_output(model_path, "onnx").with_suffix(".int8.onnx")

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ModelInfo
+from ..config import EXPORT_FORMATS, ModelInfo
 from .runtimes import Runner, onnx_runner
 
-FORMATS = ("onnx", "torchscript", "exported-program")
+FORMATS = tuple(f for f in EXPORT_FORMATS if f != "tflite")  # tflite has its own converter (export/tflite.py)
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 METADATA_KEY = "resnetkit"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"

@@ -1,6 +1,7 @@
 """Residual networks: the registry, blocks, families, weight files and summaries."""
 
-from .registry import build_model, create_model, default_config, default_preprocess, get_spec, list_models
+from .registry import (build_model, create_model, default_config, default_preprocess, get_spec, list_models,
+                       resolve_config)
 from .pretrained import WeightEntry, find_weights, identify_weights, list_weights, register_weights
 from .resnet import ArchSpec, ResNet
 from .summary import count_macs, count_params, summarize, summary_table

@@ -104,33 +104,35 @@ def get_spec(name: str) -> ArchSpec:
         raise ValueError(f"unknown model {name!r}{hint}; see `resnetkit models` for the list") from None
 
 
+def resolve_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with every field left at None set to its architecture's default (variant, shortcut, width,
+    class count); a plain network given a shortcut is refused, naming its residual twin."""
+    spec = get_spec(config.arch)
+    if spec.plain and config.shortcut not in (None, "none"):
+        base = config.arch.replace("plain", "resnet")
+        raise ValueError(f"{config.arch} is a plain network without shortcuts; use create_model({base!r}, "
+                         f"shortcut={config.shortcut!r}) for the residual twin")
+    defaults = {"variant": spec.default_variant, "shortcut": spec.default_shortcut, "width": spec.default_width,
+                "num_classes": spec.num_classes}
+    return replace(config, **{k: v for k, v in defaults.items() if getattr(config, k) is None})
+
+
 def default_config(name: str, **options: object) -> ModelConfig:
     """The ``ModelConfig`` that ``create_model(name, **options)`` builds; an option given as None keeps the
     architecture's default."""
-    spec = get_spec(name)
     allowed = {f.name for f in fields(ModelConfig)} - {"arch"}
     unknown = sorted(set(options) - allowed)
     if unknown:
+        get_spec(name)  # an unknown name first
         raise TypeError(f"create_model({name!r}) got unknown option(s) {unknown}; options are {sorted(allowed)}")
-    options = {k: v for k, v in options.items() if v is not None}
-    if spec.plain and options.get("shortcut", "none") != "none":
-        base = name.replace("plain", "resnet")
-        raise ValueError(f"{name} is a plain network without shortcuts; use create_model({base!r}, "
-                         f"shortcut={options['shortcut']!r}) for the residual twin")
-    values: dict[str, object] = {
-        "variant": spec.default_variant,
-        "shortcut": spec.default_shortcut,
-        "width": spec.default_width,
-        "num_classes": spec.num_classes,
-    }
-    values.update(options)
-    return ModelConfig(arch=name, **values)  # type: ignore[arg-type]
+    return resolve_config(ModelConfig(arch=name, **{k: v for k, v in options.items() if v is not None}))  # type: ignore[arg-type]
 
 
 def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet:
     """Build the network a ``ModelConfig`` describes (as stored in a model file); ``max_blocks`` shortens every
     stage to that many blocks (a quick shape check of a file before the whole network is built)."""
     spec = get_spec(config.arch)  # an unknown name fails here, with the list of similar names
+    config = resolve_config(config)
     return _BUILDERS[config.arch](spec if max_blocks is None else spec.shortened(max_blocks), config)
 
 

@@ -12,6 +12,7 @@ presence marks a study run as finished.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import DataConfig, InMemoryLoader, load_data
+from ..data import InMemoryLoader, load_data
 from ..evaluate.metrics import evaluate_batches
 from ..models import count_params, create_model, load_model
 from ..train.checkpoint import load_checkpoint
@@ -83,19 +84,18 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
     """Measure a finished run (errors, Figure 7, gradient flow) and write ``analysis.json`` beside it."""
-    run_dir = Path(config.out_dir)
+    run_dir = Path(config.run.out_dir)
     model, info = load_model(run_dir / MODEL_FILE)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
-                                  image_size=config.image_size or None))
+    splits = load_data(dataclasses.replace(config.data, download=False))  # the run's own split
     mean, std = info.preprocess.mean, info.preprocess.std
     held_out = splits.val if splits.val is not None else splits.test
     probe = next(iter(InMemoryLoader(held_out.subset(torch.arange(min(PROBE_IMAGES, len(held_out)))),
                                      batch_size=PROBE_IMAGES, shuffle=False, mean=mean, std=std)))
     images, labels = probe
 
-    torch.manual_seed(config.seed)
-    initial = create_model(config.model, num_classes=model.num_classes)
+    torch.manual_seed(config.run.seed)
+    initial = create_model(config.model.arch, num_classes=model.num_classes)
 
     def error_on(dataset) -> float | None:
         if dataset is None:
@@ -106,7 +106,7 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
 
     last = history[-1]
     result = {
-        "name": run_dir.name, "family": family, "depth": depth, "seed": config.seed, "arch": config.model,
+        "name": run_dir.name, "family": family, "depth": depth, "seed": config.run.seed, "arch": config.model.arch,
         "params": count_params(model), "epochs": len(history),
         "iterations": int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]),
         "train_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in history), 1),

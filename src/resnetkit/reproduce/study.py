@@ -84,8 +84,8 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
 def _check_same_plan(path: Path, planned: TrainConfig) -> None:
     """A finished run counts only if it is the run planned now (same data, schedule, scale, seed)."""
     # A field added to TrainConfig after the run had its default then; a data path may be spelled another way.
-    done = {**TrainConfig().to_dict(), **json.loads(path.read_text())}
-    want = planned.to_dict()
+    done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
+    want = planned.to_flat()
     if Path(str(done["data"])).exists() and Path(want["data"]).exists() and \
             Path(str(done["data"])).resolve() == Path(want["data"]).resolve():
         done["data"] = want["data"]
@@ -104,13 +104,13 @@ def run_study(study: StudyConfig) -> Path:
     runs = plan_runs(study)
     for i, run in enumerate(runs, 1):
         config = train_config_for(study, run)
-        run_dir = Path(config.out_dir)
+        run_dir = Path(config.run.out_dir)
         if (run_dir / ANALYSIS_FILE).exists():
             _check_same_plan(run_dir / "config.json", config)
             log.info("[%d/%d] %s: finished earlier, skipped", i, len(runs), run.name)
             continue
         if not _finished(run_dir):
-            log.info("[%d/%d] %s: %s", i, len(runs), run.name, "resuming" if config.resume else "training")
+            log.info("[%d/%d] %s: %s", i, len(runs), run.name, "resuming" if config.run.resume else "training")
             run_training(config)
         analyse_run(config, run.family, run.depth)
         log.info("[%d/%d] %s: done", i, len(runs), run.name)

@@ -8,7 +8,6 @@ the data (``resolve_augment``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
-from ..data import (DIGITS, IMAGE_TAR, BatchAugment, DataConfig, ImageFileDataset, InMemoryLoader, build_file_loader,
+from ..data import (DIGITS, IMAGE_TAR, BatchAugment, ImageFileDataset, InMemoryLoader, build_file_loader,
                     eval_transform, first_image_size, load_data, paper_train_transform, random_resized_crop_transform,
                     resolve_source, stratified_split)
 from ..data.augment_extra import BatchPipeline, ExtraAugment, with_worker_transforms
@@ -31,9 +30,9 @@ def resolve_augment(config: TrainConfig) -> str:
     """What ``augment: auto`` stands for: ``pad-crop`` for the digits (never mirrored), ``pad-crop-flip`` for
     CIFAR and trees of small images (up to 64 pixels a side, judged by the first image: decoded into memory,
     augmented batch-wise), ``rrc`` for trees of larger photos (RandomResizedCrop in loader workers)."""
-    if config.augment != "auto":
-        return config.augment
-    source = resolve_source(config.data)
+    if config.augment.policy != "auto":
+        return config.augment.policy
+    source = resolve_source(config.data.source)
     if source.kind == DIGITS:
         return "pad-crop"
     size = first_image_size(source)
@@ -52,8 +51,8 @@ class TrainData:
 
 
 def _batch_augment(config: TrainConfig, mean: tuple[float, ...]) -> BatchAugment | BatchPipeline | None:
-    base = (None if config.augment == "none"
-            else BatchAugment(padding=0 if config.augment == "flip" else 4, flip=config.augment != "pad-crop"))
+    base = (None if config.augment.policy == "none"
+            else BatchAugment(padding=0 if config.augment.policy == "flip" else 4, flip=config.augment.policy != "pad-crop"))
     extra = ExtraAugment.from_config(config)
     if not extra.enabled:
         return base
@@ -61,67 +60,65 @@ def _batch_augment(config: TrainConfig, mean: tuple[float, ...]) -> BatchAugment
 
 
 def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
-    if config.batch_size % dist.world_size:
-        raise ValueError(f"batch_size={config.batch_size} must divide evenly over {dist.world_size} processes")
-    return config.batch_size // dist.world_size
+    if config.optim.batch_size % dist.world_size:
+        raise ValueError(f"batch_size={config.optim.batch_size} must divide evenly over {dist.world_size} processes")
+    return config.optim.batch_size // dist.world_size
 
 
 def _normalization(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The mean/std a fine-tuned model must keep (its pretrained weights expect them), or None: the data's own."""
-    if not config.mean and not config.std:
+    if not config.data.mean and not config.data.std:
         return None
-    if len(config.mean) != 3 or len(config.std) != 3 or min(config.std) <= 0:
-        raise ValueError(f"mean={config.mean} std={config.std}: give three values each (RGB, images in 0..1), "
+    if len(config.data.mean) != 3 or len(config.data.std) != 3 or min(config.data.std) <= 0:
+        raise ValueError(f"mean={config.data.mean} std={config.data.std}: give three values each (RGB, images in 0..1), "
                          "every std > 0, or neither to normalise with the data's own statistics")
-    return tuple(config.mean), tuple(config.std)
+    return tuple(config.data.mean), tuple(config.data.std)
 
 
 def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
     if not dist.is_main:
         dist.barrier()  # the main process downloads (and decodes into the cache) first, the others then read
     try:
-        splits = load_data(DataConfig(source=config.data, val_split=config.val_split, seed=config.seed,
-                                      image_size=config.image_size or None, download=True,
-                                      cifar100_labels=config.cifar100_labels))
+        splits = load_data(config.data)
     finally:
         if dist.is_main:
             dist.barrier()  # also on failure: the others then fail on their own, not at a timeout
     train = splits.train
     if splits.val is not None:
-        val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.seed})"
+        val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.run.seed})"
     elif splits.test is not None:
-        if config.schedule == "plateau":
+        if config.schedule.name == "plateau":
             raise ValueError("schedule='plateau' lowers the lr by the validation accuracy; without --val-split that "
-                             f"would be the test split of {config.data}, which must not steer training: add --val-split N")
+                             f"would be the test split of {config.data.source}, which must not steer training: add --val-split N")
         val, val_description = splits.test, f"the {len(splits.test)} test images"
     else:
         val, val_description = None, ""
     mean, std = _normalization(config) or train.mean_std()
     size = train.image_size[0]
     preprocess = Preprocess(input_size=size, resize_size=size, mean=mean, std=std)  # type: ignore[arg-type]
-    common = {"mean": mean, "std": std, "device": device, "channels_last": config.channels_last}
+    common = {"mean": mean, "std": std, "device": device, "channels_last": config.run.channels_last}
     train_loader = InMemoryLoader(train, batch_size=_check_batch(config, dist), shuffle=True, drop_last=True,
-                                  seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+                                  seed=config.run.seed, rank=dist.rank, world_size=dist.world_size,
                                   augment=_batch_augment(config, tuple(mean)), **common)
     val_loader = InMemoryLoader(val, batch_size=256, shuffle=False, **common) if val is not None else None
     return TrainData(train=train_loader, val=val_loader, num_classes=train.num_classes,
                      class_names=list(splits.class_names), preprocess=preprocess,
-                     description=f"{config.data} ({len(train)} training images)", val_description=val_description)
+                     description=f"{config.data.source} ({len(train)} training images)", val_description=val_description)
 
 
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
-    size = config.image_size or IMAGENET_PREPROCESS.input_size
+    size = config.data.image_size or IMAGENET_PREPROCESS.input_size
     mean_std = _normalization(config)
     preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224),
                             **({"mean": mean_std[0], "std": mean_std[1]} if mean_std else {}))
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
-                                      lighting=config.lighting)
-                if config.augment == "scale" else random_resized_crop_transform(preprocess, lighting=config.lighting))
-    source = resolve_source(config.data)
+                                      lighting=config.augment.lighting)
+                if config.augment.policy == "scale" else random_resized_crop_transform(preprocess, lighting=config.augment.lighting))
+    source = resolve_source(config.data.source)
     if not source.file_by_file:
         what = "a compressed tar: decompress it once (e.g. gunzip)" if source.kind == IMAGE_TAR else "not images"
-        raise ValueError(f"augment={config.augment!r} reads images one by one from a folder or an uncompressed tar; "
-                         f"{config.data} is {what}, or use a small-image augment ({', '.join(SMALL_IMAGE_AUGMENTS)})")
+        raise ValueError(f"augment={config.augment.policy!r} reads images one by one from a folder or an uncompressed tar; "
+                         f"{config.data.source} is {what}, or use a small-image augment ({', '.join(SMALL_IMAGE_AUGMENTS)})")
     extra = ExtraAugment.from_config(config)
     if extra.enabled:
         train_tf = with_worker_transforms(extra, train_tf, input_size=size)
@@ -130,36 +127,36 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     if "test" in source.splits:
         val = ImageFileDataset(source.path, split="test", transform=eval_transform(preprocess))
         val_description = f"the {len(val)} images of the validation folder"
-    if val is not None and not config.val_split and val.class_names != train.class_names:
+    if val is not None and not config.data.val_split and val.class_names != train.class_names:
         # Labels are indices into each split's own sorted folder names: different folders, wrong labels.
         only_val, only_train = sorted(set(val.class_names) - set(train.class_names)), \
             sorted(set(train.class_names) - set(val.class_names))
-        raise ValueError(f"{config.data}: the validation folder's classes differ from the training classes "
+        raise ValueError(f"{config.data.source}: the validation folder's classes differ from the training classes "
                          f"(only in validation: {only_val[:5]}, only in training: {only_train[:5]}); give both splits "
                          "the same class folders")
-    if config.val_split:
-        keep, held = stratified_split(torch.tensor(train.tree.labels), config.val_split, seed=config.seed)
+    if config.data.val_split:
+        keep, held = stratified_split(torch.tensor(train.tree.labels), config.data.val_split, seed=config.run.seed)
         held_out = ImageFileDataset(source.path, split="train", transform=eval_transform(preprocess))
         val, train = Subset(held_out, held.tolist()), Subset(train, keep.tolist())
-        val_description = f"{len(held)} held-out training images (stratified, seed {config.seed})"
-    train_loader = build_file_loader(train, batch_size=_check_batch(config, dist), num_workers=config.workers,
-                                     shuffle=True, drop_last=True, seed=config.seed, rank=dist.rank,
+        val_description = f"{len(held)} held-out training images (stratified, seed {config.run.seed})"
+    train_loader = build_file_loader(train, batch_size=_check_batch(config, dist), num_workers=config.run.workers,
+                                     shuffle=True, drop_last=True, seed=config.run.seed, rank=dist.rank,
                                      world_size=dist.world_size)
-    val_loader = (build_file_loader(val, batch_size=64, num_workers=config.workers, shuffle=False)
+    val_loader = (build_file_loader(val, batch_size=64, num_workers=config.run.workers, shuffle=False)
                   if val is not None else None)
     class_names = list(train.dataset.class_names if isinstance(train, Subset) else train.class_names)
     return TrainData(train=train_loader, val=val_loader, num_classes=len(class_names), class_names=class_names,
-                     preprocess=preprocess, description=f"{config.data} ({len(train)} training images)",
+                     preprocess=preprocess, description=f"{config.data.source} ({len(train)} training images)",
                      val_description=val_description)
 
 
 def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
-    config = dataclasses.replace(config, augment=resolve_augment(config))
-    if config.lighting and config.augment not in LARGE_IMAGE_AUGMENTS:
-        raise ValueError(f"lighting={config.lighting} (PCA colour noise) goes with the large-image augments "
-                         f"{LARGE_IMAGE_AUGMENTS}, not augment={config.augment!r}; drop --lighting or change --augment")
-    if config.augment in LARGE_IMAGE_AUGMENTS:
+    config = config.with_flat(augment=resolve_augment(config))
+    if config.augment.lighting and config.augment.policy not in LARGE_IMAGE_AUGMENTS:
+        raise ValueError(f"lighting={config.augment.lighting} (PCA colour noise) goes with the large-image augments "
+                         f"{LARGE_IMAGE_AUGMENTS}, not augment={config.augment.policy!r}; drop --lighting or change --augment")
+    if config.augment.policy in LARGE_IMAGE_AUGMENTS:
         return large_image_data(config, dist=dist)
-    if config.augment not in SMALL_IMAGE_AUGMENTS:
-        raise ValueError(f"augment={config.augment!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
+    if config.augment.policy not in SMALL_IMAGE_AUGMENTS:
+        raise ValueError(f"augment={config.augment.policy!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
     return small_image_data(config, dist=dist, device=device)

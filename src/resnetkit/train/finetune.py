@@ -15,7 +15,6 @@ in the fine-tuned model file.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -56,73 +55,73 @@ class FinetuneResult:
 
 
 def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
-    """Open the start model (``config.pretrained``, with ``config.model`` naming the architecture of a bare
+    """Open the start model (``config.finetune.pretrained``, with ``config.model.arch`` naming the architecture of a bare
     state dict), write it as ``start.safetensors`` and return the config that trains from it."""
-    if not config.pretrained:
+    if not config.finetune.pretrained:
         raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
                          "file, or ARCH --weights FILE), or --pretrained FILE")
-    path = resolve_weight_path(config.pretrained)
+    path = resolve_weight_path(config.finetune.pretrained)
     if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
         model, info = open_model(str(path))
     else:  # a torchvision / timm state dict: the architecture is the config's
-        model, info = open_model(config.model, weights=str(path), variant=config.variant or None,
-                                 shortcut=config.shortcut or None, width=config.width or None)
+        model, info = open_model(config.model.arch, weights=str(path), variant=config.model.variant,
+                                 shortcut=config.model.shortcut, width=config.model.width)
     start = save_model(model, out_dir / START_FILE, info=info)
     mc = info.model
-    return dataclasses.replace(
-        config, pretrained=str(start), model=mc.arch, variant=mc.variant, shortcut=mc.shortcut, width=mc.width,
+    return config.with_flat(
+        pretrained=str(start), model=mc.arch, variant=mc.variant, shortcut=mc.shortcut, width=mc.width,
         # The pretrained weights expect their own input statistics: keep them unless the user chose others.
-        mean=config.mean or tuple(info.preprocess.mean), std=config.std or tuple(info.preprocess.std))
+        mean=config.data.mean or tuple(info.preprocess.mean), std=config.data.std or tuple(info.preprocess.std))
 
 
 def describe_choices(config: TrainConfig) -> str:
     """One line for the report: what was frozen, for how long, at which learning rates."""
-    if config.freeze_backbone:
-        return (f"linear probe: only the new head trained for {config.epochs} epochs at lr {config.lr:g} "
+    if config.finetune.freeze_backbone:
+        return (f"linear probe: only the new head trained for {config.schedule.epochs} epochs at lr {config.optim.lr:g} "
                 "(body and BatchNorm statistics frozen)")
-    head = (f"head only for {config.freeze_epochs} epoch(s) at lr {config.lr:g} (body and BatchNorm frozen), then "
-            if config.freeze_epochs > 0 else "")
-    lrs = (f"discriminative lrs from {config.lr / config.lr_mult:g} (stem, first stage) to {config.lr:g} (head)"
-           if config.lr_mult != 1 else f"one lr {config.lr:g}")
-    bn = ", BatchNorm statistics frozen" if config.freeze_bn else ""
-    return f"{head}everything for {config.epochs} epochs with {lrs}, schedule {config.schedule}{bn}"
+    head = (f"head only for {config.finetune.freeze_epochs} epoch(s) at lr {config.optim.lr:g} (body and BatchNorm frozen), then "
+            if config.finetune.freeze_epochs > 0 else "")
+    lrs = (f"discriminative lrs from {config.optim.lr / config.finetune.lr_mult:g} (stem, first stage) to {config.optim.lr:g} (head)"
+           if config.finetune.lr_mult != 1 else f"one lr {config.optim.lr:g}")
+    bn = ", BatchNorm statistics frozen" if config.finetune.freeze_bn else ""
+    return f"{head}everything for {config.schedule.epochs} epochs with {lrs}, schedule {config.schedule.name}{bn}"
 
 
 def run_finetune(config: TrainConfig) -> FinetuneResult:
-    """Fine-tune ``config.pretrained`` on ``config.data``; the run's files are in ``config.out_dir``."""
+    """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in ``config.run.out_dir``."""
     started = time.perf_counter()
-    out_dir = Path(config.out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not config.resume:
+    out_dir = Path(config.run.out_dir)
+    if (out_dir / CHECKPOINT_NAME).exists() and not config.run.resume:
         raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
                          "choose another --out-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.freeze_epochs < 0:
-        raise ValueError(f"freeze_epochs={config.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
+    if config.finetune.freeze_epochs < 0:
+        raise ValueError(f"freeze_epochs={config.finetune.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
     start_file, origin_file = out_dir / START_FILE, out_dir / ORIGIN_FILE
-    if config.resume and start_file.exists():  # converted by the run being resumed: the same tensors
+    if config.run.resume and start_file.exists():  # converted by the run being resumed: the same tensors
         origin = json.loads(origin_file.read_text())["pretrained"] if origin_file.exists() else str(start_file)
-        config = prepare_start(dataclasses.replace(config, pretrained=str(start_file)), out_dir)
+        config = prepare_start(config.with_flat(pretrained=str(start_file)), out_dir)
     else:
-        origin = config.pretrained
+        origin = config.finetune.pretrained
         config = prepare_start(config, out_dir)
         origin_file.write_text(json.dumps({"pretrained": origin}, indent=2))
     report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
 
     head_stage = None
-    if config.freeze_backbone:
-        final_config = dataclasses.replace(config, freeze_bn=True, lr_mult=1.0)
+    if config.finetune.freeze_backbone:
+        final_config = config.with_flat(freeze_bn=True, lr_mult=1.0)
     else:
-        if config.freeze_epochs > 0:
+        if config.finetune.freeze_epochs > 0:
             head_dir = out_dir / HEAD_STAGE_DIR
-            head_config = dataclasses.replace(config, freeze_backbone=True, freeze_bn=True, lr_mult=1.0,
-                                              epochs=config.freeze_epochs, iterations=0, out_dir=str(head_dir))
-            if config.resume and (head_dir / MODEL_FILE).exists():
+            head_config = config.with_flat(freeze_backbone=True, freeze_bn=True, lr_mult=1.0,
+                                           epochs=config.finetune.freeze_epochs, iterations=0, out_dir=str(head_dir))
+            if config.run.resume and (head_dir / MODEL_FILE).exists():
                 log.info("head-only stage already finished in %s; continuing with the full fine-tune", head_dir)
             else:
                 head_stage = run_training(head_config)
                 if head_stage.top1 is not None:
                     report["top1_after_head_only_stage"] = round(head_stage.top1, 4)
-            config = dataclasses.replace(config, pretrained=str(head_dir / MODEL_FILE))
+            config = config.with_flat(pretrained=str(head_dir / MODEL_FILE))
         final_config = config
     final = run_training(final_config, report_extra=report)
     return FinetuneResult(final=final, head_stage=head_stage, wall_time_s=time.perf_counter() - started)

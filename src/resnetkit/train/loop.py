@@ -92,10 +92,10 @@ def _mix_transform(config: TrainConfig, num_classes: int):
     from torchvision.transforms import v2
 
     choices = []
-    if config.mixup_alpha > 0:
-        choices.append(v2.MixUp(alpha=config.mixup_alpha, num_classes=num_classes))
-    if config.cutmix_alpha > 0:
-        choices.append(v2.CutMix(alpha=config.cutmix_alpha, num_classes=num_classes))
+    if config.augment.mixup_alpha > 0:
+        choices.append(v2.MixUp(alpha=config.augment.mixup_alpha, num_classes=num_classes))
+    if config.augment.cutmix_alpha > 0:
+        choices.append(v2.CutMix(alpha=config.augment.cutmix_alpha, num_classes=num_classes))
     if not choices:
         return None
     return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
@@ -111,52 +111,52 @@ class Trainer:
         self.num_classes = num_classes
         self.class_names = class_names
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.out_dir = Path(config.out_dir)
-        self.amp_dtype = amp_dtype_for(config.amp, device)
+        self.out_dir = Path(config.run.out_dir)
+        self.amp_dtype = amp_dtype_for(config.run.amp, device)
 
         model = model.to(device)
-        if config.channels_last:
+        if config.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if config.sync_bn and device.type != "cuda":
+        if config.run.sync_bn and device.type != "cuda":
             raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); drop --sync-bn on CPU")
-        if self.dist.enabled and config.sync_bn:
+        if self.dist.enabled and config.run.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: saved, evaluated, averaged
         self.train_model: nn.Module = self.dist.wrap(model, device)
         self.ddp = self.train_model if isinstance(self.train_model, nn.parallel.DistributedDataParallel) else None
-        if config.compile:
+        if config.run.compile:
             self.train_model = torch.compile(self.train_model)
 
-        if config.accumulate < 1:
-            raise ValueError(f"accumulate={config.accumulate} must be >= 1")
-        if len(train_loader) < config.accumulate:
-            raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {config.batch_size} per epoch, "
-                             f"fewer than accumulate={config.accumulate}: use a smaller --batch-size or more images")
-        self.steps_per_epoch = len(train_loader) // config.accumulate
-        if config.iterations > 0:
-            self.total_steps = config.iterations
-            self.epochs = math.ceil(config.iterations / self.steps_per_epoch)
+        if config.optim.accumulate < 1:
+            raise ValueError(f"accumulate={config.optim.accumulate} must be >= 1")
+        if len(train_loader) < config.optim.accumulate:
+            raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {config.optim.batch_size} per epoch, "
+                             f"fewer than accumulate={config.optim.accumulate}: use a smaller --batch-size or more images")
+        self.steps_per_epoch = len(train_loader) // config.optim.accumulate
+        if config.schedule.iterations > 0:
+            self.total_steps = config.schedule.iterations
+            self.epochs = math.ceil(config.schedule.iterations / self.steps_per_epoch)
         else:
-            self.total_steps = config.epochs * self.steps_per_epoch
-            self.epochs = config.epochs
-        self.optimizer = optimizer_from_config(param_groups(model, config.weight_decay, config.decay_norm_and_bias,
-                                                            lr=config.lr, lr_mult=config.lr_mult), config)
-        spec = schedule_from_config(kind=config.schedule, milestones=tuple(config.milestones), gamma=config.gamma,
-                                    warmup=config.warmup, warmup_lr=config.warmup_lr, base_lr=config.lr,
+            self.total_steps = config.schedule.epochs * self.steps_per_epoch
+            self.epochs = config.schedule.epochs
+        self.optimizer = optimizer_from_config(param_groups(model, config.optim.weight_decay, config.optim.decay_norm_and_bias,
+                                                            lr=config.optim.lr, lr_mult=config.finetune.lr_mult), config)
+        spec = schedule_from_config(kind=config.schedule.name, milestones=tuple(config.schedule.milestones), gamma=config.schedule.gamma,
+                                    warmup=config.schedule.warmup, warmup_lr=config.schedule.warmup_lr, base_lr=config.optim.lr,
                                     total_steps=self.total_steps,
-                                    steps_per_unit=1 if config.iterations > 0 else self.steps_per_epoch,
-                                    decay_steps=config.decay_steps, decay_rate=config.decay_rate,
-                                    staircase=config.staircase)
-        if config.schedule == "plateau" and (val_loader is None or not config.eval_every):
+                                    steps_per_unit=1 if config.schedule.iterations > 0 else self.steps_per_epoch,
+                                    decay_steps=config.schedule.decay_steps, decay_rate=config.schedule.decay_rate,
+                                    staircase=config.schedule.staircase)
+        if config.schedule.name == "plateau" and (val_loader is None or not config.run.eval_every):
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
         self.lr_drops = 0  # "plateau": times the lr was multiplied by gamma so far (from the history)
         self.scheduler = build_scheduler(self.optimizer, spec, drops=lambda: self.lr_drops)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
         self.mix = _mix_transform(config, num_classes)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-                    if config.ema_decay > 0 else None)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
+                    if config.optim.ema_decay > 0 else None)
         self.step = 0
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -195,10 +195,10 @@ class Trainer:
 
     def _update_plateau(self) -> None:
         """Recount the "plateau" lr drops from the validation history (rank 0 evaluates; every rank follows)."""
-        if self.config.schedule != "plateau":
+        if self.config.schedule.name != "plateau":
             return
         seen = [row["val_top1"] for row in self.history if "val_top1" in row]
-        drops = self.dist.broadcast(plateau_drops(seen, patience=self.config.patience))
+        drops = self.dist.broadcast(plateau_drops(seen, patience=self.config.schedule.patience))
         if drops != self.lr_drops:  # from the next step on, not one step late
             self.lr_drops = drops
             for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
@@ -207,17 +207,17 @@ class Trainer:
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         """A resumed run must be the same run: only where it runs and how long may change."""
-        current = self.config.to_dict()
-        # A field added to TrainConfig after the checkpoint was written had its default value then.
-        saved = {**TrainConfig().to_dict(), **saved}
-        # "" / 0 for variant, shortcut and width mean "the architecture's default": compare the values meant.
+        current = self.config.to_flat()
+        # Flat (written before sections) or nested; a setting added later had its default value then.
+        saved = TrainConfig.from_dict(saved).to_flat()
+        # None for variant, shortcut and width means "the architecture's default": compare the values meant.
         try:
             defaults = default_config(current["model"])
         except ValueError:  # a model built outside the registry: compare the fields as written
             defaults = None
         for key in ("variant", "shortcut", "width") if defaults is not None else ():
             for config in (current, saved):
-                config[key] = config.get(key) or getattr(defaults, key)
+                config[key] = config[key] if config[key] is not None else getattr(defaults, key)
         changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]
                          and not (isinstance(current[k], tuple) and list(current[k]) == list(saved.get(k, []))))
         if changed:
@@ -233,7 +233,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
         self.train_model.train()
-        if cfg.freeze_bn:
+        if cfg.finetune.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -243,26 +243,26 @@ class Trainer:
         seen, first_step, started = 0, self.step, time.perf_counter()
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, non-finite count
         bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}",
-                       enabled=cfg.progress and self.dist.is_main)
+                       enabled=cfg.run.progress and self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(bar):
             if self.step >= self.total_steps:
                 break
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            if cfg.channels_last:
+            if cfg.run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
-            steps_now = (i + 1) % cfg.accumulate == 0
+            steps_now = (i + 1) % cfg.optim.accumulate == 0
             # Under DDP, a micro-batch that does not end an accumulation keeps its gradient local (no all-reduce).
             with contextlib.nullcontext() if steps_now or self.ddp is None else self.ddp.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
                     logits = self.train_model(images)
                     loss = self.criterion(logits, targets)
-                self.scaler.scale(loss / cfg.accumulate).backward()
+                self.scaler.scale(loss / cfg.optim.accumulate).backward()
             if steps_now:
                 self._optimizer_step()
             seen += labels.numel()
@@ -295,9 +295,9 @@ class Trainer:
         return loss_sum, correct
 
     def _optimizer_step(self) -> None:
-        if self.config.grad_clip > 0:
+        if self.config.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -314,19 +314,19 @@ class Trainer:
         if self.val_loader is None:
             return None
         return evaluate_batches(self.eval_model, self.val_loader, num_classes=self.num_classes, device=self.device,
-                                amp_dtype=self.amp_dtype, channels_last=self.config.channels_last, flip=flip)
+                                amp_dtype=self.amp_dtype, channels_last=self.config.run.channels_last, flip=flip)
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         cfg = self.config
-        if not (cfg.resume and self.resume()):
+        if not (cfg.run.resume and self.resume()):
             self.logger.rewrite([])  # a fresh run starts fresh logs, never appends to an older run's
         metrics = None
         for epoch in range(self.start_epoch, self.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr, **self.train_one_epoch(epoch)}
             last = epoch == self.epochs - 1 or self.step >= self.total_steps
-            if self.dist.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            if self.dist.is_main and (last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)):
                 metrics = self.evaluate()
                 if metrics is not None:
                     row.update(val_loss=metrics.loss, val_top1=metrics.top1, val_top5=metrics.top5)

@@ -43,6 +43,6 @@ def build_optimizer(groups: Iterable[dict[str, Any]], *, name: str, lr: float, m
 
 def optimizer_from_config(groups: Iterable[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
     """``build_optimizer`` with a ``TrainConfig``'s fields."""
-    return build_optimizer(groups, name=config.optimizer, lr=config.lr, momentum=config.momentum,
-                           nesterov=config.nesterov, betas=tuple(config.betas), eps=config.eps,
-                           rmsprop_alpha=config.rmsprop_alpha)
+    return build_optimizer(groups, name=config.optim.optimizer, lr=config.optim.lr, momentum=config.optim.momentum,
+                           nesterov=config.optim.nesterov, betas=tuple(config.optim.betas), eps=config.optim.eps,
+                           rmsprop_alpha=config.optim.rmsprop_alpha)

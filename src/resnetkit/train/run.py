@@ -21,7 +21,7 @@ from ..config import ModelInfo, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import write_report
 from ..infer.classes import read_class_names
-from ..models import create_model, load_state_dict_file, load_weights, save_model
+from ..models import build_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
@@ -41,18 +41,16 @@ class TrainResult:
 
 
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
-    model = create_model(config.model, num_classes=num_classes, variant=config.variant or None,
-                         shortcut=config.shortcut or None, width=config.width or None,
-                         zero_init_residual=config.zero_init_residual, drop_rate=config.drop_rate)
-    if config.pretrained:
-        state = load_state_dict_file(resolve_weight_path(config.pretrained))
+    model = build_model(dataclasses.replace(config.model, num_classes=num_classes))
+    if config.finetune.pretrained:
+        state = load_state_dict_file(resolve_weight_path(config.finetune.pretrained))
         file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0  # 0: a file without a head
         # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
         model.reset_classifier(file_classes)
-        load_weights(model, state, source=config.pretrained)
+        load_weights(model, state, source=config.finetune.pretrained)
         if file_classes != num_classes:
             model.reset_classifier(num_classes)
-    if config.freeze_backbone:
+    if config.finetune.freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("fc.")
     return model
@@ -74,15 +72,15 @@ FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmen
 def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = None) -> TrainResult:
     """Train as ``config`` says; ``report_extra`` adds lines to the report (the fine-tuning choices)."""
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    device = resolve_device(config.run.device)
     dist = DistInfo.from_env(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    torch.manual_seed(config.seed)
-    config = dataclasses.replace(config, augment=resolve_augment(config))  # "auto" -> what it picked, recorded
-    out_dir = Path(config.out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not config.resume:
+    torch.manual_seed(config.run.seed)
+    config = config.with_flat(augment=resolve_augment(config))  # "auto" -> what it picked, recorded
+    out_dir = Path(config.run.out_dir)
+    if (out_dir / CHECKPOINT_NAME).exists() and not config.run.resume:
         raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
                          "choose another --out-dir: a new run would overwrite its checkpoint")
     if dist.is_main:
@@ -90,8 +88,8 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     data: TrainData = build_train_data(config, dist=dist, device=device)
-    if config.classes:
-        data.class_names = class_names_for(config.classes, data.class_names)
+    if config.data.classes:
+        data.class_names = class_names_for(config.data.classes, data.class_names)
     model = build_model_for(config, data.num_classes)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names)
@@ -103,7 +101,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     model_path, report_paths, top1 = None, {}, None
     if dist.is_main:
         extra = {"evaluated_on": data.val_description, **(report_extra or {})}
-        if fit.final_metrics is not None and config.augment in FLIP_AUGMENTS:
+        if fit.final_metrics is not None and config.augment.policy in FLIP_AUGMENTS:
             # Trained on mirrored images too, so the mirror is a fair second view: the usual CIFAR figure.
             extra["top1_with_flip_tta"] = round(trainer.evaluate(flip=True).top1, 4)
         final = fit.model.to("cpu").to(memory_format=torch.contiguous_format)
@@ -112,7 +110,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
         model_path = save_model(final, out_dir / MODEL_FILE, info=info)
         if fit.final_metrics is not None:
             top1 = fit.final_metrics.top1
-            report_paths = write_report(out_dir, title=f"{config.model} on {data.description}",
+            report_paths = write_report(out_dir, title=f"{config.model.arch} on {data.description}",
                                         metrics=fit.final_metrics, class_names=data.class_names,
                                         config=config.to_dict(), history=fit.history,
                                         extra={**extra, "wall_time_s": round(time.perf_counter() - started, 1)})
