@@ -127,9 +127,10 @@ def test_fast_counts_equal_the_whole_networks_counts():
     from resnetkit.models import summarize
     from resnetkit.models.catalog import counts
 
-    # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE.
+    # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE;
+    # and a layout with a builder of its own (Keras Applications' ResNetV2).
     for name in ("resnet110", "plain110", "resnet50", "resnet164", "wide_resnet28_10", "resnext50_32x4d",
-                 "seresnet56"):
+                 "seresnet56", "keras_resnet50v2"):
         with torch.device("meta"):
             model = create_model(name)
         whole = summarize(model, input_size=model.spec.preprocess.input_size)

@@ -104,6 +104,12 @@ def get_spec(name: str) -> ArchSpec:
         raise ValueError(f"unknown model {name!r}{hint}; see `resnetkit models` for the list") from None
 
 
+def get_builder(name: str) -> type[ResNet]:
+    """The class that builds ``name``: ``ResNet``, or a subclass for a layout of its own (Keras' ResNetV2)."""
+    get_spec(name)  # an unknown name fails with the list of similar names
+    return _BUILDERS[name]
+
+
 def default_config(name: str, **options: object) -> ModelConfig:
     """The ``ModelConfig`` that ``create_model(name, **options)`` builds; an option given as None keeps the
     architecture's default."""
