@@ -128,9 +128,9 @@ def test_fast_counts_equal_the_whole_networks_counts():
     from resnetkit.models.catalog import counts
 
     # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE;
-    # and a layout with a builder of its own (Keras Applications' ResNetV2).
+    # and the layouts with builders of their own (Keras Applications' ResNetV2, Keras' CIFAR-10 example).
     for name in ("resnet110", "plain110", "resnet50", "resnet164", "wide_resnet28_10", "resnext50_32x4d",
-                 "seresnet56", "keras_resnet50v2"):
+                 "seresnet56", "keras_resnet50v2", "keras_cifar_resnet56v1", "keras_cifar_resnet56v2"):
         with torch.device("meta"):
             model = create_model(name)
         whole = summarize(model, input_size=model.spec.preprocess.input_size)

@@ -113,7 +113,8 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
     names = list_models(pattern)
     if not names:
         return f"no model matches {pattern!r}"
-    lines = [f"{'name':<18} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
+    width = max(18, *(len(name) for name in names))
+    lines = [f"{'name':<{width}} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
              f"{'MACs':>10} {'input':>6}"]
     cache = load_counts_cache()
     known = len(cache)
@@ -121,7 +122,7 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
         spec, config = get_spec(name), default_config(name)
         size = input_size or spec.preprocess.input_size
         params, macs = counts(name, input_size=size, cache=cache)
-        lines.append(f"{name:<18} {spec.family:<9} {spec.block:<11} {config.variant:<8} "
+        lines.append(f"{name:<{width}} {spec.family:<9} {spec.block:<11} {config.variant:<8} "
                      f"{config.shortcut:<9} {params:>12,} {format_count(macs):>10} {size:>6}")
     if len(cache) > known:
         save_counts_cache(cache)
