@@ -224,6 +224,18 @@ def test_open_model_by_name_must_agree_with_the_file(resnet20v1):
         open_model("keras_cifar_resnet32v1", weights=str(folder / "r20v1.h5"))
 
 
+def test_a_loaded_example_saves_as_a_resnetkit_model_file(resnet20v1, tmp_path):
+    from resnetkit import load_model, save_model
+
+    _, folder = resnet20v1
+    net, info = load_keras_model(folder / "r20v1.h5")
+    again, again_info = load_model(save_model(net, tmp_path / "r20v1.safetensors", info=info))
+    assert again.config.arch == "keras_cifar_resnet20v1" and again_info.preprocess == info.preprocess
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    with torch.no_grad():
+        assert torch.equal(again(x), net(x))
+
+
 def test_a_wrong_shape_is_refused_naming_the_file_and_the_layer(resnet20v1, tmp_path):
     import h5py
 
