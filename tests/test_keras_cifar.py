@@ -139,8 +139,14 @@ def _max_logit_difference(keras_model, net, images: torch.Tensor, label: str) ->
     return difference / max(1.0, largest)
 
 
+@pytest.fixture(autouse=True)
+def _keras_seed():
+    keras.utils.set_random_seed(0)  # the kernels' he_normal draw too, so the printed differences repeat
+
+
 @pytest.fixture(scope="module")
 def resnet20v1(tmp_path_factory):
+    keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("keras_cifar")
     model = resnet_v1(INPUT_SHAPE, 20, activation=None)
     _randomise(model, seed=0)
