@@ -1,7 +1,7 @@
 """Why ``resnetkit models`` took 13-20 s, and what it takes now: the two ways of counting, side by side.
 
 "whole": build every registered network on the meta device and count its FLOPs op by op (what the table
-did before); "shortened": count the network with at most two blocks per stage and add the repeated
+did before); "shortened": count the network with at most three blocks per stage and add the repeated
 block's counts (``resnetkit.models.catalog.counts``, no disk cache). Both give identical numbers (checked
 here for every model); only the time differs. Then the command itself, as a user runs it, in a fresh
 process: with an empty counts cache (a fresh install) and with the cache the first run wrote. The machine

@@ -20,7 +20,6 @@ head). Wall time is per run, on this machine, sharing its CPU with whatever else
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -95,11 +94,11 @@ def run_method(method: str, *, start: Path, data: Path, out: Path, seed: int, ep
     else:
         base = load_train_config("finetune", **common, pretrained=str(start), lr=lr)
         if method == "linear probe":
-            config = dataclasses.replace(base, freeze_backbone=True, freeze_epochs=0)
+            config = base.with_flat(freeze_backbone=True, freeze_epochs=0)
         elif method == "full, one lr":
-            config = dataclasses.replace(base, freeze_epochs=0, lr_mult=1.0)
+            config = base.with_flat(freeze_epochs=0, lr_mult=1.0)
         else:  # two-stage: the recipe's defaults; the head-only epoch counts towards the same budget
-            config = dataclasses.replace(base, epochs=epochs - base.freeze_epochs)
+            config = base.with_flat(epochs=epochs - base.finetune.freeze_epochs)
         result = run_finetune(config)
     assert result.top1 is not None
     return result.top1, time.perf_counter() - started

@@ -127,13 +127,30 @@ def test_fast_counts_equal_the_whole_networks_counts():
     from resnetkit.models import summarize
     from resnetkit.models.catalog import counts
 
-    # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE.
+    # One of every kind of stage: basic/bottleneck, post/pre-activation, plain, wide, grouped, SE;
+    # and the layouts with builders of their own (Keras Applications' ResNetV2, Keras' CIFAR-10 example).
     for name in ("resnet110", "plain110", "resnet50", "resnet164", "wide_resnet28_10", "resnext50_32x4d",
-                 "seresnet56"):
+                 "seresnet56", "keras_resnet50v2", "keras_cifar_resnet56v1", "keras_cifar_resnet56v2"):
         with torch.device("meta"):
             model = create_model(name)
         whole = summarize(model, input_size=model.spec.preprocess.input_size)
         assert counts(name) == (whole.params, whole.macs), name
+
+
+def test_the_shipped_counts_cover_every_registered_network_and_are_right():
+    """`resnetkit models` on a fresh install reads the counts the package ships instead of counting."""
+    from resnetkit.models import list_models
+    from resnetkit.models.catalog import SHIPPED_COUNTS, _read_counts, counts
+
+    shipped = _read_counts(SHIPPED_COUNTS)
+    before = dict(shipped)
+    for name in list_models():
+        counts(name, cache=shipped)
+    missing = sorted(set(shipped) - set(before))
+    assert not missing, "models/model-counts.json is out of date: run python -c \"from resnetkit.models.catalog " \
+                        "import write_shipped_counts; write_shipped_counts()\""
+    for name in ("resnet20", "resnet1202", "resnet50", "resnext101_64x4d", "keras_cifar_resnet164v2"):
+        assert counts(name, cache=before) == counts(name), name  # shipped == counted now
 
 
 def test_models_table_reuses_its_counts_from_the_cache_and_survives_a_damaged_one(tmp_path, monkeypatch, capsys):
@@ -142,6 +159,7 @@ def test_models_table_reuses_its_counts_from_the_cache_and_survives_a_damaged_on
     from resnetkit.models import catalog
 
     monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(catalog, "SHIPPED_COUNTS", tmp_path / "none.json")  # the user's cache alone
     first = catalog.models_table("resnet1*")
     assert (tmp_path / catalog.COUNTS_FILE).exists()
 

@@ -102,8 +102,12 @@ class ModelConfig:
                                "else 1)", type=float)
     zero_init_residual: bool = _opt(False, "start each residual branch's last BN (or conv) at zero")
     drop_rate: float = _opt(0.0, "dropout probability before the classifier")
+    head_hidden: int = _opt(0, "units of a hidden ReLU layer between the pooled features and the classifier (the "
+                            "seeds' Dense(256, relu) head); 0: none", metavar="UNITS")
 
     def __post_init__(self) -> None:
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden={self.head_hidden} must be >= 0 (0: no hidden layer in the head)")
         if self.variant is not None and self.variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
@@ -272,6 +276,8 @@ class OptimConfig:
     eps: float = _opt(1e-8, "Adam/AdamW/RMSprop denominator term (Keras' default is 1e-7)")
     rmsprop_alpha: float = _opt(0.99, "RMSprop's squared-gradient average (Keras' rho, 0.9 there); momentum applies too")
     label_smoothing: float = _opt(0.0, "label smoothing, as a probability mass in [0, 1)")
+    head_l2: float = _opt(0.0, "L2 penalty on the head's weights alone, as Keras' kernel_regularizer=l2(x): adds x * "
+                          "sum(w ** 2) of the classifier (and hidden head layer) to the loss; 0: off")
     ema_decay: float = _opt(0.0, "per-step decay of an exponential moving average of the weights, evaluated "
                             "instead; 0: off")
     grad_clip: float = _opt(0.0, "clip the global gradient L2 norm to this; 0: off")
@@ -291,6 +297,8 @@ class ScheduleConfig:
     milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: where lr is multiplied by gamma, as fractions "
                                          "of the run (<=1) or absolute epochs/iterations")
     gamma: float = _opt(0.1, "lr multiplier at each milestone (or plateau)")
+    milestone_gammas: tuple[float, ...] = _opt((), "step schedule: one lr multiplier per milestone instead of "
+                                               "--gamma, applied in turn (the Keras CIFAR example: 0.1 0.1 0.1 0.5)")
     patience: int = _opt(5, "'plateau': evaluations without a 0.1-point top-1 gain before lr drops")
     warmup: float = _opt(0.0, "linear warm-up length, in epochs (iterations when --iterations is set)")
     warmup_lr: float = _opt(0.0, "constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 "

@@ -1,21 +1,25 @@
 """The registry as a table (name, family, block, parameters, MACs), and the pretrained catalog as a table.
 
 Counting a 1,000-layer network op by op takes seconds, and ``resnetkit models`` lists several. Every block
-after a stage's first is the same shape, so the counts are taken (with ``torch.utils.flop_counter``, on
-the ``meta`` device: no memory) on the network with at most two blocks per stage, and each stage's second
-block is counted again for the blocks it stands for. The result is exact; tests compare it with the
-whole network's count.
+between a stage's first and its last is the same shape (the last differs in Keras' ResNetV2 layout, where
+it carries the stride), so the counts are taken (with ``torch.utils.flop_counter``, on the ``meta``
+device: no memory) on the network with at most three blocks per stage, and each stage's second block is
+counted again for the blocks it stands for. The result is exact; tests compare it with the whole
+network's count.
 
 Even so, the first count in a process starts PyTorch's meta-device machinery (about a second), so the
-counts are also kept in ``$RESNETKIT_CACHE/model-counts.json``, keyed by everything they depend on
-(the shortened architecture, its options, the input size, the PyTorch version and the block code): a changed family is
-simply counted again.
+counts are kept, keyed by everything they depend on (the shortened architecture, its options, the input
+size and the block code): the package ships them for every registered network at its own input size
+(``models/model-counts.json``, written by ``write_shipped_counts``; a test fails when it is out of date),
+and other sizes or options are added to ``$RESNETKIT_CACHE/model-counts.json``. A changed family is simply
+counted again.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -26,12 +30,14 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, cache_dir
-from .registry import default_config, get_spec, list_models
+from .registry import default_config, get_builder, get_spec, list_models
 from .resnet import ArchSpec, ResNet
 from .summary import count_params, format_count
 
 
 COUNTS_FILE = "model-counts.json"
+SHIPPED_COUNTS = Path(__file__).with_name(COUNTS_FILE)
+SHORT_BLOCKS = 3  # first, middle, last: every distinct block shape of a stage
 Counts = tuple[int, int, tuple[tuple[int, int], ...]]
 
 
@@ -43,35 +49,59 @@ def counts(name: str, *, input_size: int | None = None, cache: dict[str, Any] | 
     """
     spec, config = get_spec(name), default_config(name, **options)
     size = input_size or spec.preprocess.input_size
-    # Depths of one family share their shortened network (resnet32 ... resnet1202 all shorten to 2-2-2).
-    short, anonymous = spec.shortened(2), replace(config, arch="")
-    key = hashlib.sha256(repr((short, anonymous, size, torch.__version__, _code_version())).encode()).hexdigest()[:32]
+    # Depths of one family share their shortened network (resnet44 ... resnet1202 all shorten to 3-3-3).
+    # The builder is part of the key: a Keras layout can share its spec with one of ours (keras_cifar_resnet20v1).
+    short, anonymous, builder = spec.shortened(SHORT_BLOCKS), replace(config, arch=""), get_builder(name)
+    key = _counts_key(short, anonymous, builder, size)
     if cache is not None and key in cache:
         params, macs, repeated = cache[key]
     else:
-        params, macs, repeated = _shortened_counts(short, anonymous, size)
+        params, macs, repeated = _shortened_counts(builder, short, anonymous, size)
         if cache is not None:
             cache[key] = [params, macs, repeated]
     for blocks, (block_params, block_macs) in zip(spec.layers, repeated):
-        extra = max(0, blocks - 2)  # the stage's second block stands for every block after it
+        extra = max(0, blocks - SHORT_BLOCKS)  # the stage's second block stands for every middle block
         params, macs = params + extra * block_params, macs + extra * block_macs
     return params, macs
 
 
+def _counts_key(short: ArchSpec, anonymous: ModelConfig, builder: type[ResNet], size: int) -> str:
+    """Everything a count depends on; not the depth (stages are shortened), not the PyTorch version."""
+    return hashlib.sha256(repr((short, anonymous, builder.__qualname__, size,
+                                _code_version(builder))).encode()).hexdigest()[:32]
+
+
 @functools.cache
-def _code_version() -> str:
+def _code_version(builder: type[ResNet] = ResNet) -> str:
     """A digest of the code that builds networks, so an edited block is counted again, not read from the cache."""
     from . import blocks, resnet
 
-    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (blocks, resnet))).hexdigest()[:16]
+    files = {Path(m.__file__) for m in (blocks, resnet)} | {Path(inspect.getfile(builder))}
+    return hashlib.sha256(b"".join(f.read_bytes() for f in sorted(files))).hexdigest()[:16]
 
 
-def load_counts_cache() -> dict[str, Any]:
+def _read_counts(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((cache_dir() / COUNTS_FILE).read_text())
+        data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):  # none yet, unreadable or damaged: count again
         return {}
+
+
+def load_counts_cache() -> dict[str, Any]:
+    """The user's cache of counts over the ones the package ships."""
+    return {**_read_counts(SHIPPED_COUNTS), **_read_counts(cache_dir() / COUNTS_FILE)}
+
+
+def write_shipped_counts(path: Path = SHIPPED_COUNTS) -> int:
+    """Count every registered network at its own input size, from scratch, into the package's file; returns how
+    many distinct counts it holds. Run after changing a family: ``python -c "from resnetkit.models.catalog import
+    write_shipped_counts; write_shipped_counts()"``."""
+    shipped: dict[str, Any] = {}
+    for name in list_models():
+        counts(name, cache=shipped)
+    path.write_text(json.dumps(shipped, sort_keys=True) + "\n")
+    return len(shipped)
 
 
 def save_counts_cache(cache: dict[str, Any]) -> None:
@@ -87,12 +117,12 @@ def save_counts_cache(cache: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _shortened_counts(spec: ArchSpec, config: ModelConfig, size: int) -> Counts:
+def _shortened_counts(builder: type[ResNet], spec: ArchSpec, config: ModelConfig, size: int) -> Counts:
     """(parameters, MACs, (parameters, MACs) of each stage's second block) of a shortened network."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = ResNet(spec, config)
+        model = builder(spec, config)
         x = torch.zeros(1, config.in_chans, size, size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(x)
@@ -107,18 +137,20 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
     names = list_models(pattern)
     if not names:
         return f"no model matches {pattern!r}"
-    lines = [f"{'name':<18} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
+    width = max(18, *(len(name) for name in names))
+    lines = [f"{'name':<{width}} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
              f"{'MACs':>10} {'input':>6}"]
+    shipped = _read_counts(SHIPPED_COUNTS)
     cache = load_counts_cache()
     known = len(cache)
     for name in names:
         spec, config = get_spec(name), default_config(name)
         size = input_size or spec.preprocess.input_size
         params, macs = counts(name, input_size=size, cache=cache)
-        lines.append(f"{name:<18} {spec.family:<9} {spec.block:<11} {config.variant:<8} "
+        lines.append(f"{name:<{width}} {spec.family:<9} {spec.block:<11} {config.variant:<8} "
                      f"{config.shortcut:<9} {params:>12,} {format_count(macs):>10} {size:>6}")
     if len(cache) > known:
-        save_counts_cache(cache)
+        save_counts_cache({k: v for k, v in cache.items() if k not in shipped})
     return "\n".join(lines)
 
 

@@ -11,6 +11,12 @@ epsilon (1.001e-5) folds into the running variance. Its ``caffe`` preprocessing 
 a ``Preprocess`` in resnetkit's convention (RGB in 0..1, mean/std) with the first convolution's input
 channels reversed, so the network takes RGB. ResNetV2 (``preprocess_input`` mode ``tf``: x*2 - 1) is
 ``keras_resnet50v2`` etc. (models/keras_v2.py), normalised with mean = std = 0.5.
+
+The networks of Keras' CIFAR-10 example (``cifar10_resnet.py``, models/keras_cifar.py) leave their layers
+unnamed, so Keras numbers them per kind (``conv2d``, ``conv2d_1`` ...) in the order the example creates
+them. Those numbers give the order (a ``.weights.h5`` lists its layers alphabetically), and the n-th
+convolution, BatchNorm and Dense fill resnetkit's n-th of each, whose modules are registered in the
+example's order; the shapes decide version and depth. An in-memory ``keras.Model`` loads the same way.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
-from ..config import ModelConfig, ModelInfo, Preprocess
-from .registry import create_model
+from ..config import CIFAR10_MEAN, ModelConfig, ModelInfo, Preprocess
+from .keras_cifar import KERAS_DEFAULT_BN_EPSILON
+from .registry import create_model, list_models
 from .resnet import ResNet
 from .weights import WeightFileError, load_weights
 
@@ -38,6 +47,10 @@ KERAS_V2_PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 BLOCKS_PER_STAGE = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 MAX_KERAS_ARCHIVE_WEIGHTS = 4 * 2**30
 BLOCK_LAYER = re.compile(r"^conv(\d)_block(\d+)_")
+# The example scales to 0..1 and subtracts the training set's mean image; the file does not hold that image,
+# so its per-channel mean (CIFAR-10's) stands in for it, with no division.
+KERAS_CIFAR_EXAMPLE_PREPROCESS = Preprocess(input_size=32, resize_size=32, mean=CIFAR10_MEAN, std=(1.0, 1.0, 1.0))
+AUTO_NAME_NUMBER = re.compile(r"_(\d+)$")
 
 
 def _need_h5py() -> Any:
@@ -103,10 +116,95 @@ def detect_arch(layers: dict[str, list[Any]], source: str) -> str:
             blocks[stage] = max(blocks.get(stage, 0), block)
     depth = BLOCKS_PER_STAGE.get(tuple(blocks.get(s, 0) for s in (2, 3, 4, 5)))
     if depth is None:
+        example = example_arch(layers, source) if not blocks else None
+        if example is not None:
+            return example
         raise WeightFileError(f"{source}: not a Keras Applications ResNet (layers conv2_block1_... to conv5_...; "
-                              f"found blocks per stage {blocks or 'none'}); resnetkit reads ResNet50/101/152 and "
-                              "ResNet50V2/101V2/152V2")
+                              f"found blocks per stage {blocks or 'none'}) nor a network of Keras' cifar10_resnet.py "
+                              "example; resnetkit reads ResNet50/101/152, ResNet50V2/101V2/152V2 and the example's "
+                              "resnet_v1 / resnet_v2")
     return f"keras_resnet{depth}v2" if "post_bn" in layers else f"resnet{depth}"
+
+
+def _creation_order(name: str) -> int:
+    match = AUTO_NAME_NUMBER.search(name)
+    return int(match.group(1)) if match else 0  # conv2d, conv2d_1, conv2d_2 ... (Keras 2: conv2d_1 first)
+
+
+def _example_layers(layers: dict[str, list[Any]]) -> dict[str, list[tuple[str, list[Any]]]]:
+    """The layers with weights, by kind (told by the arrays' ranks), each kind in the order the example made them."""
+    kinds: dict[str, list[tuple[str, list[Any]]]] = {"convolution": [], "BatchNormalization": [], "Dense": []}
+    ranks_to_kind = {(4, 1): "convolution", (1, 1, 1, 1): "BatchNormalization", (2, 1): "Dense"}
+    for name in sorted(layers, key=_creation_order):
+        kind = ranks_to_kind.get(tuple(len(a.shape) for a in layers[name]))
+        if kind is not None:
+            kinds[kind].append((name, layers[name]))
+    return kinds
+
+
+def example_arch(layers: dict[str, list[Any]], source: str) -> str | None:
+    """The resnetkit name for a network of Keras' CIFAR-10 example, or None when these layers are not one.
+
+    v1 has two 1x1 convolutions (its projection shortcuts) and two 3x3 per unit; v2 has one 3x3 per unit.
+    """
+    kinds = _example_layers(layers)
+    kernels = [tuple(arrays[0].shape) for _, arrays in kinds["convolution"]]
+    if not kernels or kernels[0][:2] != (3, 3) or kernels[0][3] != 16 or len(kinds["Dense"]) != 1:
+        return None
+    one_by_one = sum(k[:2] == (1, 1) for k in kernels)
+    three_by_three = len(kernels) - 1 - one_by_one  # without the stem
+    version, depth = (1, three_by_three + 2) if one_by_one == 2 else (2, 3 * three_by_three + 2)
+    name = f"keras_cifar_resnet{depth}v{version}"
+    known = list_models("keras_cifar_resnet*")
+    if name not in known:
+        raise WeightFileError(f"{source}: looks like a ResNet-{depth} v{version} of Keras' cifar10_resnet.py, which "
+                              f"resnetkit does not register; it registers {', '.join(known)}")
+    return name
+
+
+def example_state_dict(model: ResNet, layers: dict[str, list[Any]], *, source: str) -> dict[str, torch.Tensor]:
+    """A state dict for ``model`` (a ``keras_cifar_resnet*``) from the example's layers, matched by creation order."""
+    arch = model.config.arch
+    kinds = _example_layers(layers)
+    ours: dict[str, list[tuple[str, Any]]] = {kind: [] for kind in kinds}
+    for prefix, module in model.named_modules():
+        for module_type, kind in ((nn.Conv2d, "convolution"), (nn.BatchNorm2d, "BatchNormalization"),
+                                  (nn.Linear, "Dense")):
+            if isinstance(module, module_type):
+                ours[kind].append((prefix, module))
+    state: dict[str, torch.Tensor] = {}
+    for kind, keras_layers in kinds.items():
+        if len(keras_layers) != len(ours[kind]):
+            raise WeightFileError(f"{source}: {len(keras_layers)} {kind} layers with weights, but {arch} has "
+                                  f"{len(ours[kind])}; is the file for another network?")
+        for number, ((keras_name, arrays), (prefix, module)) in enumerate(zip(keras_layers, ours[kind]), 1):
+            where = f"{keras_name!r} ({kind} {number} of {len(keras_layers)}, for {prefix})"
+            if kind == "convolution":
+                out_ch, in_ch, kh, kw = module.weight.shape
+                kernel, bias = _read_arrays(arrays, where, [(kh, kw, in_ch, out_ch), (out_ch,)], source=source,
+                                            arch=arch)
+                state.update({f"{prefix}.weight": kernel.permute(3, 2, 0, 1).contiguous(), f"{prefix}.bias": bias})
+            elif kind == "BatchNormalization":
+                gamma, beta, mean, var = _read_arrays(arrays, where, [tuple(module.weight.shape)] * 4, source=source,
+                                                      arch=arch)
+                state.update({f"{prefix}.weight": gamma, f"{prefix}.bias": beta, f"{prefix}.running_mean": mean,
+                              f"{prefix}.running_var": var + (KERAS_DEFAULT_BN_EPSILON - module.eps),
+                              f"{prefix}.num_batches_tracked": torch.zeros((), dtype=torch.long)})
+            else:
+                out_f, in_f = module.weight.shape
+                kernel, bias = _read_arrays(arrays, where, [(in_f, out_f), (out_f,)], source=source, arch=arch)
+                state.update({f"{prefix}.weight": kernel.t().contiguous(), f"{prefix}.bias": bias})
+    return state
+
+
+def _read_arrays(arrays: list[Any], where: str, shapes: list[tuple[int, ...]], *, source: str,
+                 arch: str) -> list[torch.Tensor]:
+    """The arrays of one Keras layer as tensors, read only after their shapes are checked."""
+    found = [tuple(a.shape) for a in arrays]
+    if found != shapes:
+        raise WeightFileError(f"{source}: layer {where} holds arrays of shapes {found}, expected {shapes} for {arch}; "
+                              "is the file for another network?")
+    return [torch.from_numpy(np.asarray(a[()])).float() for a in arrays]
 
 
 def _key_map(model: ResNet, v2: bool) -> dict[str, tuple[str, str]]:
@@ -151,21 +249,17 @@ def keras_state_dict(model: ResNet, layers: dict[str, list[Any]], *, source: str
     state: dict[str, torch.Tensor] = {}
     conv_bias: dict[str, torch.Tensor] = {}
 
-    def fetch(keras_name: str, count: int, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    def fetch(keras_name: str, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
         arrays = layers.get(keras_name)
         if arrays is None:
             raise WeightFileError(f"{source}: layer {keras_name!r} is missing; is this a Keras {model.config.arch}?")
-        found = [tuple(a.shape) for a in arrays]
-        if len(arrays) != count or found != shapes:
-            raise WeightFileError(f"{source}: layer {keras_name!r} holds arrays of shapes {found}, expected {shapes} "
-                                  f"for {model.config.arch}; is the file for another network?")
-        return [torch.from_numpy(a[()]).float() for a in arrays]  # read only now, after the shape check
+        return _read_arrays(arrays, repr(keras_name), shapes, source=source, arch=model.config.arch)
 
     for prefix, (keras_name, kind) in _key_map(model, v2).items():
         if kind == "conv":
             out_ch, in_ch, kh, kw = own[f"{prefix}.weight"].shape
             has_bias = f"{prefix}.bias" in own or not v2  # v1: every conv has a bias, folded into its BN below
-            arrays = fetch(keras_name, 2 if has_bias else 1, [(kh, kw, in_ch, out_ch), (out_ch,)][: 1 + has_bias])
+            arrays = fetch(keras_name, [(kh, kw, in_ch, out_ch), (out_ch,)][: 1 + has_bias])
             weight = arrays[0].permute(3, 2, 0, 1)
             if prefix == "conv1" and not v2:
                 weight = weight.flip(1)  # caffe feeds BGR; our input is RGB
@@ -176,41 +270,59 @@ def keras_state_dict(model: ResNet, layers: dict[str, list[Any]], *, source: str
                 conv_bias[_v1_bn_after(prefix)] = arrays[1]
         elif kind == "bn":
             channels = own[f"{prefix}.weight"].shape[0]
-            gamma, beta, mean, var = fetch(keras_name, 4, [(channels,)] * 4)
+            gamma, beta, mean, var = fetch(keras_name, [(channels,)] * 4)
             state.update({f"{prefix}.weight": gamma, f"{prefix}.bias": beta, f"{prefix}.running_mean": mean,
                           f"{prefix}.running_var": var + (KERAS_BN_EPSILON - TORCH_BN_EPSILON),
                           f"{prefix}.num_batches_tracked": torch.zeros((), dtype=torch.long)})
         else:
             out_f, in_f = own["fc.weight"].shape
-            kernel, bias = fetch(keras_name, 2, [(in_f, out_f), (out_f,)])
+            kernel, bias = fetch(keras_name, [(in_f, out_f), (out_f,)])
             state.update({"fc.weight": kernel.t().contiguous(), "fc.bias": bias})
     for bn, bias in conv_bias.items():
         state[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - bias  # BN(conv + b) == BN'(conv), exactly
     return state
 
 
-def load_keras_model(path: str | os.PathLike[str], *, arch: str | None = None) -> tuple[ResNet, ModelInfo]:
-    """A resnetkit network with a Keras Applications ResNet's weights, and the preprocessing Keras uses.
+def load_keras_model(source: str | os.PathLike[str] | Any, *,
+                     arch: str | None = None) -> tuple[ResNet, ModelInfo]:
+    """A resnetkit network with a Keras ResNet's weights, and the preprocessing Keras uses.
 
-    ``arch`` is detected from the layer names; when given (``resnet50``, ``keras_resnet50v2``) it must agree.
-    A file saved with ``include_top=False`` gives a network without classifier (``num_classes=0``).
+    ``source`` is a weight file (``.weights.h5``, ``.h5``, ``.keras``) or an in-memory ``keras.Model``: a
+    Keras Applications ResNet or a network of Keras' CIFAR-10 example. ``arch`` is detected from the layers;
+    when given (``resnet50``, ``keras_resnet50v2``, ``keras_cifar_resnet20v1``) it must agree. A file saved
+    with ``include_top=False`` gives a network without classifier (``num_classes=0``).
     """
-    path = Path(path)
+    if hasattr(source, "layers") and hasattr(source, "get_weights"):  # a keras.Model, already in memory
+        layers = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+        return _convert(layers, f"Keras model {source.name!r}", arch=arch)
+    path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such weight file")
-    with _open_h5(path) as handle:
-        layers = read_keras_layers(handle)
-        found = detect_arch(layers, str(path))
-        if arch is not None and arch != found:
-            raise WeightFileError(f"{path}: holds a Keras {found} ({'ResNetV2' if 'v2' in found else 'ResNet v1'}), "
-                                  f"not {arch}; use {found}, or pass the file alone")
+    with _open_h5(path) as handle:  # arrays are read while converting, after their shapes are checked
+        return _convert(read_keras_layers(handle), str(path), arch=arch, file_name=path.name)
+
+
+def _convert(layers: dict[str, list[Any]], source: str, *, arch: str | None,
+             file_name: str | None = None) -> tuple[ResNet, ModelInfo]:
+    found = detect_arch(layers, source)
+    example = found.startswith("keras_cifar_")
+    if arch is not None and arch != found:
+        kind = "cifar10_resnet.py network" if example else "ResNetV2" if found.startswith("keras_") else "ResNet v1"
+        raise WeightFileError(f"{source}: holds a Keras {found} ({kind}), not {arch}; use {found}, or pass the "
+                              f"{'file' if file_name else 'model'} alone")
+    if example:
+        dense = _example_layers(layers)["Dense"][0][1]
+        model = create_model(found, num_classes=int(dense[1].shape[0]))
+        state, preprocess = example_state_dict(model, layers, source=source), KERAS_CIFAR_EXAMPLE_PREPROCESS
+    else:
         head = layers.get("predictions")
         num_classes = int(head[1].shape[0]) if head and len(head) == 2 else 0
         v2 = found.startswith("keras_")
         model = create_model(found, num_classes=num_classes, **({} if v2 else {"variant": "v1", "shortcut": "B"}))
-        state = keras_state_dict(model, layers, source=str(path))
-    load_weights(model, state, source=str(path))
+        state, preprocess = keras_state_dict(model, layers, source=source), (
+            KERAS_V2_PREPROCESS if v2 else KERAS_V1_PREPROCESS)
+    load_weights(model, state, source=source)
     config: ModelConfig = model.config
-    info = ModelInfo(model=config, preprocess=KERAS_V2_PREPROCESS if v2 else KERAS_V1_PREPROCESS,
-                     extra={"converted_from": f"Keras {path.name}"})
+    info = ModelInfo(model=config, preprocess=preprocess,
+                     extra={"converted_from": f"Keras {file_name or source}"})
     return model.eval(), info

@@ -90,8 +90,5 @@ class KerasResNetV2(ResNet):
             self.stage_names.append(name)
             self.feature_info.append({"module": name, "num_chs": in_ch, "reduction": reduction})
         self.norm: nn.Module = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True))
-        self.num_features = in_ch
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(config.drop_rate)
-        self.fc: nn.Module = nn.Linear(in_ch, config.num_classes) if config.num_classes else nn.Identity()
+        self._build_head(in_ch, config)
         self._init_weights(config.zero_init_residual)

@@ -12,11 +12,12 @@ from dataclasses import fields, replace
 
 from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
 from .features import features_only as features_only_model
+from .keras_cifar import V1_DEPTHS as KERAS_CIFAR_V1_DEPTHS, V2_DEPTHS as KERAS_CIFAR_V2_DEPTHS, KerasCifarResNet
 from .keras_v2 import KERAS_V2_LAYERS, KerasResNetV2
 from .resnet import CIFAR_STEM, IMAGENET_STEM, ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
-_BUILDERS: dict[str, type[ResNet]] = {}  # names built by a ResNet subclass of their own (Keras' ResNetV2)
+_BUILDERS: dict[str, type[ResNet]] = {}  # names built by a ResNet subclass of their own (the Keras layouts)
 
 # The two layouts every family builds on; a family entry replaces what differs (block, depths, groups ...).
 IMAGENET = ArchSpec("imagenet", "basic", (2, 2, 2, 2), stem=IMAGENET_STEM, stage_widths=(64, 128, 256, 512))
@@ -80,6 +81,18 @@ def _register_defaults() -> None:
     for depth, layers in KERAS_V2_LAYERS.items():
         register(f"keras_resnet{depth}v2", replace(IMAGENET, block="bottleneck", layers=layers, default_variant="v2"),
                  builder=KerasResNetV2)
+    # Keras' CIFAR-10 example (examples/cifar10_resnet.py, models/keras_cifar.py), named by true depth and the
+    # example's version: keras_cifar_resnet20v1 (6n+2, basic units), keras_cifar_resnet56v2 (9n+2, bottlenecks).
+    for depth in KERAS_CIFAR_V1_DEPTHS:
+        n = (depth - 2) // 6
+        register(f"keras_cifar_resnet{depth}v1", replace(CIFAR, layers=(n, n, n), default_shortcut="B"),
+                 builder=KerasCifarResNet)
+    for depth in KERAS_CIFAR_V2_DEPTHS:
+        n = (depth - 2) // 9
+        register(f"keras_cifar_resnet{depth}v2", replace(CIFAR, block="bottleneck", layers=(n, n, n),
+                                                         default_variant="v2", default_shortcut="B",
+                                                         stage_widths=(64, 128, 256)),
+                 builder=KerasCifarResNet)
 
 
 _register_defaults()
@@ -115,6 +128,12 @@ def resolve_config(config: ModelConfig) -> ModelConfig:
     defaults = {"variant": spec.default_variant, "shortcut": spec.default_shortcut, "width": spec.default_width,
                 "num_classes": spec.num_classes}
     return replace(config, **{k: v for k, v in defaults.items() if getattr(config, k) is None})
+
+
+def get_builder(name: str) -> type[ResNet]:
+    """The class that builds ``name``: ``ResNet``, or a subclass for a layout of its own (the Keras ones)."""
+    get_spec(name)  # an unknown name fails with the list of similar names
+    return _BUILDERS[name]
 
 
 def default_config(name: str, **options: object) -> ModelConfig:

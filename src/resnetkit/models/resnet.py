@@ -133,11 +133,20 @@ class ResNet(nn.Module):
             self.feature_info.append({"module": name, "num_chs": in_ch, "reduction": reduction})
 
         self.norm: nn.Module = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        self._build_head(in_ch, config)
+        self._init_weights(config.zero_init_residual)
+
+    def _build_head(self, in_ch: int, config: ModelConfig) -> None:
+        """Pooling, an optional hidden ReLU layer (``head_hidden``), dropout and the classifier ``fc``; every
+        layout (the Keras ones too) ends with this head."""
         self.num_features = in_ch
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        hidden = config.head_hidden
+        self.pre_logits: nn.Module = nn.Sequential(nn.Linear(in_ch, hidden), nn.ReLU(inplace=True)) if hidden \
+            else nn.Identity()
+        self.head_features = hidden or in_ch
         self.drop = nn.Dropout(config.drop_rate)
-        self.fc: nn.Module = nn.Linear(in_ch, config.num_classes) if config.num_classes else nn.Identity()
-        self._init_weights(config.zero_init_residual)
+        self.fc: nn.Module = nn.Linear(self.head_features, config.num_classes) if config.num_classes else nn.Identity()
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         if self.conv1.weight.is_meta:
@@ -184,8 +193,7 @@ class ResNet(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.drop(x)
+        x = self.drop(self.pre_logits(torch.flatten(self.avgpool(x), 1)))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,5 +201,5 @@ class ResNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes``-way classifier (0 removes it), for fine-tuning."""
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.fc = nn.Linear(self.head_features, num_classes) if num_classes else nn.Identity()
         self.config = ModelConfig.from_dict({**self.config.to_dict(), "num_classes": num_classes})

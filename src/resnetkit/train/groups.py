@@ -32,7 +32,7 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
         top = param_name.split(".", 1)[0]
         if top in stage_names[1:]:
             group = top
-        elif top in ("fc", "head", "classifier"):
+        elif top in ("fc", "pre_logits", "head", "classifier"):
             group = "head"
         elif top == "norm":  # the pre-activation nets' final BN belongs to the last stage
             group = last if last != first else names[0]

@@ -37,6 +37,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
 RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
                                "iterations", "channels_last", "compile"})
+HEAD_PREFIXES = ("fc.", "pre_logits.")  # the head's parameters (models/resnet.py ResNet._build_head)
 log = logging.getLogger(__name__)
 
 
@@ -146,7 +147,7 @@ class Trainer:
                                     total_steps=self.total_steps,
                                     steps_per_unit=1 if config.schedule.iterations > 0 else self.steps_per_epoch,
                                     decay_steps=config.schedule.decay_steps, decay_rate=config.schedule.decay_rate,
-                                    staircase=config.schedule.staircase)
+                                    staircase=config.schedule.staircase, gammas=config.schedule.milestone_gammas)
         if config.schedule.name == "plateau" and (val_loader is None or not config.run.eval_every):
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
@@ -154,6 +155,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, spec, drops=lambda: self.lr_drops)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
+        # Keras' kernel_regularizer=l2(x) on the head: x * sum(w ** 2) added to the loss (weights, not biases).
+        self.head_weights = [p for name, p in model.named_parameters() if p.ndim > 1 and p.requires_grad
+                             and name.startswith(HEAD_PREFIXES)] if config.optim.head_l2 > 0 else []
         self.mix = _mix_transform(config, num_classes)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
                     if config.optim.ema_decay > 0 else None)
@@ -262,6 +266,8 @@ class Trainer:
                                     enabled=self.amp_dtype is not None):
                     logits = self.train_model(images)
                     loss = self.criterion(logits, targets)
+                    if self.head_weights:
+                        loss = loss + self.config.optim.head_l2 * sum(w.float().pow(2).sum() for w in self.head_weights)
                 self.scaler.scale(loss / cfg.optim.accumulate).backward()
             if steps_now:
                 self._optimizer_step()

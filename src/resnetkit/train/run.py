@@ -25,7 +25,7 @@ from ..models import build_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, FitResult, Trainer
+from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
@@ -52,7 +52,7 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
             model.reset_classifier(num_classes)
     if config.finetune.freeze_backbone:
         for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("fc.")
+            param.requires_grad = name.startswith(HEAD_PREFIXES)  # the head: classifier and its hidden layer
     return model
 
 

@@ -28,6 +28,7 @@ class ScheduleSpec:
     total_steps: int
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    gammas: tuple[float, ...] = ()  # "step": one multiplier per milestone instead of gamma at each
     warmup_steps: int = 0
     warmup_factor: float = 0.0  # >0: constant warm-up at base_lr * factor (the paper's ResNet-110 trick)
     decay_steps: int = 0  # "exponential": the lr is multiplied by decay_rate every decay_steps iterations
@@ -44,7 +45,8 @@ def lr_factor(spec: ScheduleSpec, step: int) -> float:
     if spec.kind in ("constant", "plateau"):
         return 1.0
     if spec.kind == "step":
-        return spec.gamma ** sum(step >= m for m in spec.milestones)
+        passed = sum(step >= m for m in spec.milestones)
+        return math.prod(spec.gammas[:passed]) if spec.gammas else spec.gamma ** passed
     if spec.kind == "exponential":
         # Keras' ExponentialDecay: rate ** (step / decay_steps), counted from the end of the warm-up.
         exponent = (step - spec.warmup_steps) / spec.decay_steps
@@ -65,7 +67,8 @@ def lr_factor(spec: ScheduleSpec, step: int) -> float:
 
 def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: float, warmup: float,
                          warmup_lr: float, base_lr: float, total_steps: int, steps_per_unit: int,
-                         decay_steps: int = 0, decay_rate: float = 0.9, staircase: bool = False) -> ScheduleSpec:
+                         decay_steps: int = 0, decay_rate: float = 0.9, staircase: bool = False,
+                         gammas: tuple[float, ...] = ()) -> ScheduleSpec:
     """Turn recipe units (epochs, or iterations when ``steps_per_unit`` is 1) into iterations.
 
     Milestones <= 1 are fractions of the run; larger ones are absolute epochs (or iterations).
@@ -80,7 +83,10 @@ def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: flo
         if not 0.0 < decay_rate <= 1.0:
             raise ValueError(f"decay_rate={decay_rate} must be in (0, 1] (the lr is multiplied by it)")
     steps = tuple(round(m * total_steps) if m <= 1 else round(m * steps_per_unit) for m in milestones)
-    return ScheduleSpec(kind=kind, total_steps=total_steps, milestones=steps, gamma=gamma,
+    if gammas and (len(gammas) != len(steps) or list(steps) != sorted(steps)):
+        raise ValueError(f"milestone_gammas={tuple(gammas)} needs one multiplier per milestone, milestones in "
+                         f"increasing order (milestones={tuple(milestones)})")
+    return ScheduleSpec(kind=kind, total_steps=total_steps, milestones=steps, gamma=gamma, gammas=tuple(gammas),
                         warmup_steps=round(warmup * steps_per_unit),
                         warmup_factor=warmup_lr / base_lr if warmup_lr > 0 else 0.0,
                         decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase)
