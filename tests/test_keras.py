@@ -29,14 +29,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras o
 SIZE = 64  # these networks run at any size >= 32; small keeps the test fast
 
 
-def _randomise(model, seed: int = 0) -> None:
+def _randomise(model, seed: int = 0, *, offset_std: float = 0.1) -> None:
+    """Random biases and BatchNorm parameters and statistics, so a wrong mapping or epsilon cannot pass."""
     rng = np.random.default_rng(seed)
     for weight in model.weights:
         shape, name = tuple(weight.shape), weight.path
         if name.endswith(("moving_variance", "gamma")):
             value = rng.uniform(0.5, 1.5, shape)
         elif name.endswith(("bias", "beta", "moving_mean")):
-            value = rng.normal(0.0, 0.1, shape)
+            value = rng.normal(0.0, offset_std, shape)
         else:
             continue  # kernels keep Keras' own initialisation (random, scaled)
         weight.assign(value.astype("float32"))

@@ -28,6 +28,7 @@ from resnetkit.models import count_params  # noqa: E402
 from resnetkit.models.keras import load_keras_model  # noqa: E402
 from resnetkit.models.sources import open_model  # noqa: E402
 from resnetkit.models.weights import WeightFileError  # noqa: E402
+from test_keras import _randomise as randomise_keras_weights  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 INPUT_SHAPE = (32, 32, 3)
@@ -105,17 +106,7 @@ def resnet_v2(input_shape, depth, num_classes=10, activation="softmax"):
 # ---- helpers -------------------------------------------------------------------------------------------------
 
 def _randomise(model, seed: int) -> None:
-    """Random biases and BatchNorm parameters and statistics, so a wrong mapping or epsilon cannot pass."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        shape, name = tuple(weight.shape), weight.path
-        if name.endswith(("moving_variance", "gamma")):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("bias", "beta", "moving_mean")):
-            value = rng.normal(0.0, 0.2, shape)
-        else:
-            continue  # kernels keep their he_normal draw
-        weight.assign(value.astype("float32"))
+    randomise_keras_weights(model, seed, offset_std=0.2)
 
 
 def _keras_params(model) -> int:
