@@ -147,3 +147,23 @@ def test_timm_entries_use_timms_own_eval_preprocessing():
         assert entry.preprocess.interpolation == cfg.interpolation
         assert entry.preprocess.mean == cfg.mean and entry.preprocess.std == cfg.std
         assert entry.source.endswith(cfg.url.rsplit("/", 1)[-1])
+
+
+def test_a_trained_file_ships_in_fp16_and_gives_the_same_predictions(tmp_path, monkeypatch):
+    """ship_weights: half the bytes, the same class names and preprocessing, and top-1 unchanged."""
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    trained = save_model(model, tmp_path / "run" / "model.safetensors", class_names=CIFAR10)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    card = {"top1": 50.0, "recipe": "cifar10-fast", "command": "resnetkit train ..."}
+    path = catalog.ship_weights(trained, tag="cifar10", card=card, directory=folder)
+    assert path.name == "resnet20_cifar10.safetensors" and path.stat().st_size < 0.55 * trained.stat().st_size
+    monkeypatch.setattr(catalog, "WEIGHTS_DIR", folder)
+    shipped, info = load_model("resnet20_cifar10")
+    assert info.class_names == CIFAR10 and catalog.get_weights("resnet20_cifar10").card == card
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        assert next(shipped.parameters()).dtype == torch.float32
+        assert torch.equal(shipped(x).argmax(1), model(x).argmax(1))
+        assert torch.allclose(shipped(x), model(x), atol=1e-2, rtol=1e-2)

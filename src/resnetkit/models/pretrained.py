@@ -30,7 +30,7 @@ from ..config import ModelInfo, Preprocess
 from .registry import create_model, list_models
 from .resnet import ResNet
 from .weights import (WeightFileError, is_url, load_model_file, load_state_dict_file, load_weights,
-                      read_model_info, resolve_weight_path)
+                      read_model_info, resolve_weight_path, save_model)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -165,6 +165,21 @@ def _shipped_entries() -> list[WeightEntry]:
                                    Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None,
                                    data.get("classes", "")))
     return entries
+
+
+def ship_weights(model_file: str | os.PathLike[str], *, tag: str, card: dict[str, Any],
+                 directory: str | os.PathLike[str] | None = None, half: bool = True) -> Path:
+    """Add a trained model file to the shipped networks as ``<arch>_<tag>``: the tensors stored in fp16 when
+    ``half`` (half the bytes; the network is rebuilt in fp32 when loaded, so it computes as before), its class
+    names and preprocessing kept, and ``NAME.json`` beside it with the SHA-256 and the model ``card``
+    (top-1, recipe, epochs, wall time, machine, command). Returns the weight file's path."""
+    model, info = load_model_file(model_file)
+    folder = Path(directory) if directory is not None else WEIGHTS_DIR
+    name = f"{info.model.arch}_{tag}"
+    path = save_model(model.half() if half else model, folder / f"{name}.safetensors", info=info)
+    entry = {"arch": info.model.arch, "tag": tag, "sha256": file_sha256(path), "card": card}
+    (folder / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
+    return path
 
 
 def list_weights(*, available_only: bool = True) -> list[WeightEntry]:

@@ -1,0 +1,63 @@
+"""Ship a trained run as one of the package's pretrained networks (src/resnetkit/weights/<arch>_<tag>.*).
+
+Reads the run's model file, report and config; stores the weights in fp16 (``ship_weights``) and keeps them
+only if top-1 on the run's held-out images is unchanged, measured here on both files with ``resnetkit eval``'s
+own code; else stores them in fp32. Writes the model card: top-1 on the held-out images, recipe, epochs,
+wall time, machine and the command that reproduces the run.
+
+    PYTHONPATH=src python bench/ship_weights.py /work/study/full/resnet20-s0 --tag cifar10 \\
+        --data ../shared/datasets/cifar10-train-jpeg.tar --command "resnetkit reproduce cifar10 ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from resnetkit.config import EvalConfig, TrainConfig
+from resnetkit.evaluate.run import run_evaluation
+from resnetkit.models.pretrained import WEIGHTS_DIR, ship_weights
+
+
+def top1(model: str, data: str, config: TrainConfig, out: Path) -> float:
+    return run_evaluation(EvalConfig(model=model, data=data, val_split=config.data.val_split, seed=config.run.seed,
+                                     out_dir=str(out), device="cpu")).top1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a finished run folder (model.safetensors, report.json, config.json)")
+    parser.add_argument("--tag", default="cifar10", help="the weights' tag: NAME is <arch>_<tag>")
+    parser.add_argument("--data", required=True, help="the data the run trained on (its held-out split is measured)")
+    parser.add_argument("--command", required=True, help="the command that reproduces the run, for the card")
+    parser.add_argument("--machine", default=f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
+                        help="where the run trained, for the card")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args()
+
+    config = TrainConfig.from_dict(json.loads((args.run / "config.json").read_text()))
+    report = json.loads((args.run / "report.json").read_text())
+    model_file = str(args.run / "model.safetensors")
+    with tempfile.TemporaryDirectory() as scratch:
+        before = top1(model_file, args.data, config, Path(scratch) / "fp32")
+        card = {"top1": round(100 * before, 2),
+                "evaluated_on": f"{config.data.val_split} images held out of {Path(config.data.source).name} "
+                                f"(stratified, seed {config.run.seed}), single centre view",
+                "recipe": config.to_flat(), "epochs": len(report.get("history", [])),
+                "wall_time_s": report.get("wall_time_s"), "machine": args.machine, "command": args.command}
+        path = ship_weights(model_file, tag=args.tag, card=card, directory=args.out)
+        after = top1(str(path), args.data, config, Path(scratch) / "shipped")
+        if after != before:  # fp16 storage changed a prediction: ship the fp32 tensors instead
+            print(f"fp16 storage changes top-1 ({100 * before:.2f}% -> {100 * after:.2f}%): shipping fp32")
+            path = ship_weights(model_file, tag=args.tag, card=card, directory=args.out, half=False)
+    print(f"{path} ({path.stat().st_size / 1e6:.2f} MB): top-1 {100 * before:.2f}% on the held-out images, "
+          f"{'unchanged' if after == before else 'fp32 kept'}")
+
+
+if __name__ == "__main__":
+    main()
