@@ -54,7 +54,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: b
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else repr(default) if default == "" else default
         if isinstance(default, bool):
             shown = "on" if default else "off"
-        text = f.help if default is None else f"{f.help} (default: {shown}{', unless the recipe sets it' if recipe else ''})"
+        unless = ", unless the recipe sets it" if recipe else ""
+        text = f.help if default is None else f"{f.help} (default: {shown}{unless})"
         if f.positional:
             parser.add_argument(name, metavar=name.upper(), help=f.help)
             continue
@@ -304,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resnetkit.config.TrainConfig is a flag (--epochs 10 --lr 0.05 ...); recipes use the same names. "
                                    "Multi-process: torchrun --nproc-per-node N -m resnetkit.cli train ...")
     p.add_argument("--recipe", default=None,
-                   help="bundled recipe name (cifar10-paper, cifar10-fast, imagenet-paper, finetune, demo) or a YAML "
-                        "path (default: none, the flags' defaults)")
+                   help="bundled recipe name (cifar10-paper, cifar10-fast, keras-cifar10, imagenet-paper, finetune, "
+                        "demo) or a YAML path (default: none, the flags' defaults)")
     _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_train)
 
