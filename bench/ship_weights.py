@@ -49,7 +49,9 @@ def main() -> None:
                 "evaluated_on": f"{config.data.val_split} images held out of {Path(config.data.source).name} "
                                 f"(stratified, seed {config.run.seed}), single centre view",
                 "recipe": config.to_flat(), "epochs": len(report.get("history", [])),
-                "wall_time_s": report.get("wall_time_s"), "machine": args.machine, "command": args.command}
+                # Summed over the epochs: the report of a resumed run times only its last stretch.
+                "wall_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in report.get("history", [])), 1),
+                "machine": args.machine, "command": args.command}
         path = ship_weights(model_file, tag=args.tag, card=card, directory=args.out)
         after = top1(str(path), args.data, config, Path(scratch) / "shipped")
         if after != before:  # fp16 storage changed a prediction: ship the fp32 tensors instead
