@@ -16,7 +16,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from resnetkit import create_model, save_model
@@ -34,12 +33,7 @@ NAMES = [f"class{i}" for i in range(10)]
 KEY = "s3cret-key"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread for these tiny tensors
 
 
 @pytest.fixture(scope="module")

@@ -63,10 +63,11 @@ class ExtraAugment:
 
     @classmethod
     def from_config(cls, config: Any) -> ExtraAugment:
-        """The options of a ``TrainConfig`` (same field names)."""
-        return cls(rotation=config.augment.rotation, width_shift=config.augment.width_shift, height_shift=config.augment.height_shift,
-                   brightness=config.augment.brightness, contrast=config.augment.contrast, cutout=config.augment.cutout,
-                   random_erasing=config.augment.random_erasing, erasing_scale=tuple(config.augment.erasing_scale))  # type: ignore[arg-type]
+        """The options of a ``TrainConfig``'s augment section (same field names)."""
+        a = config.augment
+        return cls(rotation=a.rotation, width_shift=a.width_shift, height_shift=a.height_shift,
+                   brightness=a.brightness, contrast=a.contrast, cutout=a.cutout,
+                   random_erasing=a.random_erasing, erasing_scale=tuple(a.erasing_scale))  # type: ignore[arg-type]
 
 
 def _like(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

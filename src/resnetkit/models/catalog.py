@@ -45,7 +45,7 @@ def counts(name: str, *, input_size: int | None = None, cache: dict[str, Any] | 
            **options: object) -> tuple[int, int]:
     """Exact (parameters, MACs) of ``create_model(name, **options)`` at ``input_size``.
 
-    ``cache`` (from ``load_counts_cache``) is read and filled in; without it every count is computed.
+    ``cache`` (keys as ``models_table`` keeps them) is read and filled in; without it every count is computed.
     """
     spec, config = get_spec(name), default_config(name, **options)
     size = input_size or spec.preprocess.input_size
@@ -86,11 +86,6 @@ def _read_counts(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):  # none yet, unreadable or damaged: count again
         return {}
-
-
-def load_counts_cache() -> dict[str, Any]:
-    """The user's cache of counts over the ones the package ships."""
-    return {**_read_counts(SHIPPED_COUNTS), **_read_counts(cache_dir() / COUNTS_FILE)}
 
 
 def write_shipped_counts(path: Path = SHIPPED_COUNTS) -> int:
@@ -141,7 +136,7 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
     lines = [f"{'name':<{width}} {'family':<9} {'block':<11} {'variant':<8} {'shortcut':<9} {'params':>12} "
              f"{'MACs':>10} {'input':>6}"]
     shipped = _read_counts(SHIPPED_COUNTS)
-    cache = load_counts_cache()
+    cache = {**shipped, **_read_counts(cache_dir() / COUNTS_FILE)}  # the user's counts over the shipped ones
     known = len(cache)
     for name in names:
         spec, config = get_spec(name), default_config(name)

@@ -32,6 +32,7 @@ class Stem:
 
 IMAGENET_STEM = Stem(kernel_size=7, stride=2, max_pool=True)  # 224 -> 56 before the first stage
 CIFAR_STEM = Stem(kernel_size=3, stride=1, max_pool=False)  # 32x32 images keep their resolution
+HEAD_MODULES = ("pre_logits", "fc")  # the head's modules with parameters (ResNet._build_head), input to output
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -89,15 +90,20 @@ async def read_uploads(request: Request, options: ServeOptions) -> list[Upload]:
     return uploads
 
 
-async def _read_raw(request: Request, options: ServeOptions) -> bytes:
-    chunks, total = [], 0
+async def _capped_stream(request: Request, limit: int, message: str) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk, ended with a 413 ``message`` as soon as more than ``limit`` bytes came."""
+    total = 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > options.max_upload_bytes:
-            raise UploadError(413, f"body: larger than {_mib(options.max_upload_bytes)}, the limit per image "
-                                   "(--max-upload-mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if total > limit:
+            raise UploadError(413, message)
+        yield chunk
+
+
+async def _read_raw(request: Request, options: ServeOptions) -> bytes:
+    limit = options.max_upload_bytes
+    message = f"body: larger than {_mib(limit)}, the limit per image (--max-upload-mb)"
+    return b"".join([chunk async for chunk in _capped_stream(request, limit, message)])
 
 
 async def _read_multipart(request: Request, boundary: bytes, options: ServeOptions) -> tuple[list[Upload], list[str]]:
@@ -161,13 +167,10 @@ async def _read_multipart(request: Request, boundary: bytes, options: ServeOptio
         "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
         "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_end": on_end})
-    total = 0
+    limit = options.max_request_bytes
     try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > options.max_request_bytes:
-                raise UploadError(413, f"request body over the limit of {_mib(options.max_request_bytes)} "
-                                       "(--max-request-mb)")
+        async for chunk in _capped_stream(request, limit, f"request body over the limit of {_mib(limit)} "
+                                                          "(--max-request-mb)"):
             parser.write(chunk)
         parser.finalize()
     except UploadError:

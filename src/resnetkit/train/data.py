@@ -51,8 +51,8 @@ class TrainData:
 
 
 def _batch_augment(config: TrainConfig, mean: tuple[float, ...]) -> BatchAugment | BatchPipeline | None:
-    base = (None if config.augment.policy == "none"
-            else BatchAugment(padding=0 if config.augment.policy == "flip" else 4, flip=config.augment.policy != "pad-crop"))
+    policy = config.augment.policy
+    base = None if policy == "none" else BatchAugment(padding=0 if policy == "flip" else 4, flip=policy != "pad-crop")
     extra = ExtraAugment.from_config(config)
     if not extra.enabled:
         return base
@@ -67,12 +67,13 @@ def _check_batch(config: TrainConfig, dist: DistInfo) -> int:
 
 def _normalization(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The mean/std a fine-tuned model must keep (its pretrained weights expect them), or None: the data's own."""
-    if not config.data.mean and not config.data.std:
+    mean, std = config.data.mean, config.data.std
+    if not mean and not std:
         return None
-    if len(config.data.mean) != 3 or len(config.data.std) != 3 or min(config.data.std) <= 0:
-        raise ValueError(f"mean={config.data.mean} std={config.data.std}: give three values each (RGB, images in 0..1), "
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean={mean} std={std}: give three values each (RGB, images in 0..1), "
                          "every std > 0, or neither to normalise with the data's own statistics")
-    return tuple(config.data.mean), tuple(config.data.std)
+    return tuple(mean), tuple(std)
 
 
 def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
@@ -85,11 +86,13 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
             dist.barrier()  # also on failure: the others then fail on their own, not at a timeout
     train = splits.train
     if splits.val is not None:
-        val, val_description = splits.val, f"{len(splits.val)} held-out training images (stratified, seed {config.run.seed})"
+        val = splits.val
+        val_description = f"{len(val)} held-out training images (stratified, seed {config.data.seed})"
     elif splits.test is not None:
         if config.schedule.name == "plateau":
             raise ValueError("schedule='plateau' lowers the lr by the validation accuracy; without --val-split that "
-                             f"would be the test split of {config.data.source}, which must not steer training: add --val-split N")
+                             f"would be the test split of {config.data.source}, which must not steer training: add "
+                             "--val-split N")
         val, val_description = splits.test, f"the {len(splits.test)} test images"
     else:
         val, val_description = None, ""
@@ -103,7 +106,8 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
     val_loader = InMemoryLoader(val, batch_size=256, shuffle=False, **common) if val is not None else None
     return TrainData(train=train_loader, val=val_loader, num_classes=train.num_classes,
                      class_names=list(splits.class_names), preprocess=preprocess,
-                     description=f"{config.data.source} ({len(train)} training images)", val_description=val_description)
+                     description=f"{config.data.source} ({len(train)} training images)",
+                     val_description=val_description)
 
 
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
@@ -111,14 +115,16 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     mean_std = _normalization(config)
     preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224),
                             **({"mean": mean_std[0], "std": mean_std[1]} if mean_std else {}))
+    policy, lighting = config.augment.policy, config.augment.lighting
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),
-                                      lighting=config.augment.lighting)
-                if config.augment.policy == "scale" else random_resized_crop_transform(preprocess, lighting=config.augment.lighting))
+                                      lighting=lighting)
+                if policy == "scale" else random_resized_crop_transform(preprocess, lighting=lighting))
     source = resolve_source(config.data.source)
     if not source.file_by_file:
         what = "a compressed tar: decompress it once (e.g. gunzip)" if source.kind == IMAGE_TAR else "not images"
-        raise ValueError(f"augment={config.augment.policy!r} reads images one by one from a folder or an uncompressed tar; "
-                         f"{config.data.source} is {what}, or use a small-image augment ({', '.join(SMALL_IMAGE_AUGMENTS)})")
+        raise ValueError(f"augment={policy!r} reads images one by one from a folder or an uncompressed tar; "
+                         f"{config.data.source} is {what}, or use a small-image augment "
+                         f"({', '.join(SMALL_IMAGE_AUGMENTS)})")
     extra = ExtraAugment.from_config(config)
     if extra.enabled:
         train_tf = with_worker_transforms(extra, train_tf, input_size=size)
@@ -135,10 +141,10 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
                          f"(only in validation: {only_val[:5]}, only in training: {only_train[:5]}); give both splits "
                          "the same class folders")
     if config.data.val_split:
-        keep, held = stratified_split(torch.tensor(train.tree.labels), config.data.val_split, seed=config.run.seed)
+        keep, held = stratified_split(torch.tensor(train.tree.labels), config.data.val_split, seed=config.data.seed)
         held_out = ImageFileDataset(source.path, split="train", transform=eval_transform(preprocess))
         val, train = Subset(held_out, held.tolist()), Subset(train, keep.tolist())
-        val_description = f"{len(held)} held-out training images (stratified, seed {config.run.seed})"
+        val_description = f"{len(held)} held-out training images (stratified, seed {config.data.seed})"
     train_loader = build_file_loader(train, batch_size=_check_batch(config, dist), num_workers=config.run.workers,
                                      shuffle=True, drop_last=True, seed=config.run.seed, rank=dist.rank,
                                      world_size=dist.world_size)
@@ -152,11 +158,12 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
 
 def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
     config = config.with_flat(augment=resolve_augment(config))
-    if config.augment.lighting and config.augment.policy not in LARGE_IMAGE_AUGMENTS:
+    policy = config.augment.policy
+    if config.augment.lighting and policy not in LARGE_IMAGE_AUGMENTS:
         raise ValueError(f"lighting={config.augment.lighting} (PCA colour noise) goes with the large-image augments "
-                         f"{LARGE_IMAGE_AUGMENTS}, not augment={config.augment.policy!r}; drop --lighting or change --augment")
-    if config.augment.policy in LARGE_IMAGE_AUGMENTS:
+                         f"{LARGE_IMAGE_AUGMENTS}, not augment={policy!r}; drop --lighting or change --augment")
+    if policy in LARGE_IMAGE_AUGMENTS:
         return large_image_data(config, dist=dist)
-    if config.augment.policy not in SMALL_IMAGE_AUGMENTS:
-        raise ValueError(f"augment={config.augment.policy!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
+    if policy not in SMALL_IMAGE_AUGMENTS:
+        raise ValueError(f"augment={policy!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
     return small_image_data(config, dist=dist, device=device)

@@ -55,8 +55,8 @@ class FinetuneResult:
 
 
 def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
-    """Open the start model (``config.finetune.pretrained``, with ``config.model.arch`` naming the architecture of a bare
-    state dict), write it as ``start.safetensors`` and return the config that trains from it."""
+    """Open the start model (``config.finetune.pretrained``, with ``config.model.arch`` naming the architecture of a
+    bare state dict), write it as ``start.safetensors`` and return the config that trains from it."""
     if not config.finetune.pretrained:
         raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
                          "file, or ARCH --weights FILE), or --pretrained FILE")
@@ -76,19 +76,21 @@ def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
 
 def describe_choices(config: TrainConfig) -> str:
     """One line for the report: what was frozen, for how long, at which learning rates."""
-    if config.finetune.freeze_backbone:
-        return (f"linear probe: only the new head trained for {config.schedule.epochs} epochs at lr {config.optim.lr:g} "
+    tune, lr = config.finetune, config.optim.lr
+    if tune.freeze_backbone:
+        return (f"linear probe: only the new head trained for {config.schedule.epochs} epochs at lr {lr:g} "
                 "(body and BatchNorm statistics frozen)")
-    head = (f"head only for {config.finetune.freeze_epochs} epoch(s) at lr {config.optim.lr:g} (body and BatchNorm frozen), then "
-            if config.finetune.freeze_epochs > 0 else "")
-    lrs = (f"discriminative lrs from {config.optim.lr / config.finetune.lr_mult:g} (stem, first stage) to {config.optim.lr:g} (head)"
-           if config.finetune.lr_mult != 1 else f"one lr {config.optim.lr:g}")
-    bn = ", BatchNorm statistics frozen" if config.finetune.freeze_bn else ""
+    head = (f"head only for {tune.freeze_epochs} epoch(s) at lr {lr:g} (body and BatchNorm frozen), then "
+            if tune.freeze_epochs > 0 else "")
+    lrs = (f"discriminative lrs from {lr / tune.lr_mult:g} (stem, first stage) to {lr:g} (head)"
+           if tune.lr_mult != 1 else f"one lr {lr:g}")
+    bn = ", BatchNorm statistics frozen" if tune.freeze_bn else ""
     return f"{head}everything for {config.schedule.epochs} epochs with {lrs}, schedule {config.schedule.name}{bn}"
 
 
 def run_finetune(config: TrainConfig) -> FinetuneResult:
-    """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in ``config.run.out_dir``."""
+    """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in
+    ``config.run.out_dir``."""
     started = time.perf_counter()
     out_dir = Path(config.run.out_dir)
     if (out_dir / CHECKPOINT_NAME).exists() and not config.run.resume:

@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from ..models.resnet import HEAD_MODULES
+
 
 def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
     """``(name, parameters)`` per group, input to output: ``stem+layer1``, ``layer2`` ..., ``head``.
@@ -32,7 +34,7 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
         top = param_name.split(".", 1)[0]
         if top in stage_names[1:]:
             group = top
-        elif top in ("fc", "pre_logits", "head", "classifier"):
+        elif top in (*HEAD_MODULES, "head", "classifier"):
             group = "head"
         elif top == "norm":  # the pre-activation nets' final BN belongs to the last stage
             group = last if last != first else names[0]

@@ -10,6 +10,7 @@ same data as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -24,7 +25,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
-from ..models.registry import default_config
+from ..models.registry import resolve_config
+from ..models.resnet import HEAD_MODULES
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .groups import discriminative_param_groups
@@ -37,7 +39,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
 RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
                                "iterations", "channels_last", "compile"})
-HEAD_PREFIXES = ("fc.", "pre_logits.")  # the head's parameters (models/resnet.py ResNet._build_head)
+HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)  # parameter names of the head
 log = logging.getLogger(__name__)
 
 
@@ -102,6 +104,16 @@ def _mix_transform(config: TrainConfig, num_classes: int):
     return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
 
 
+def _settings_meant(config: TrainConfig) -> dict[str, Any]:
+    """The flag-named settings, with the model's None fields (variant, shortcut, width) as the architecture's
+    defaults they stand for; a model outside the registry is compared as written."""
+    try:
+        config = dataclasses.replace(config, model=resolve_config(config.model))
+    except ValueError:
+        pass
+    return config.to_flat()
+
+
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, train_loader: BatchLoader,
                  val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, *, num_classes: int,
@@ -128,26 +140,27 @@ class Trainer:
         if config.run.compile:
             self.train_model = torch.compile(self.train_model)
 
-        if config.optim.accumulate < 1:
-            raise ValueError(f"accumulate={config.optim.accumulate} must be >= 1")
-        if len(train_loader) < config.optim.accumulate:
-            raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {config.optim.batch_size} per epoch, "
-                             f"fewer than accumulate={config.optim.accumulate}: use a smaller --batch-size or more images")
-        self.steps_per_epoch = len(train_loader) // config.optim.accumulate
-        if config.schedule.iterations > 0:
-            self.total_steps = config.schedule.iterations
-            self.epochs = math.ceil(config.schedule.iterations / self.steps_per_epoch)
+        optim, sched = config.optim, config.schedule
+        if optim.accumulate < 1:
+            raise ValueError(f"accumulate={optim.accumulate} must be >= 1")
+        if len(train_loader) < optim.accumulate:
+            raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {optim.batch_size} per epoch, "
+                             f"fewer than accumulate={optim.accumulate}: use a smaller --batch-size or more images")
+        self.steps_per_epoch = len(train_loader) // optim.accumulate
+        if sched.iterations > 0:
+            self.total_steps = sched.iterations
+            self.epochs = math.ceil(sched.iterations / self.steps_per_epoch)
         else:
-            self.total_steps = config.schedule.epochs * self.steps_per_epoch
-            self.epochs = config.schedule.epochs
-        self.optimizer = optimizer_from_config(param_groups(model, config.optim.weight_decay, config.optim.decay_norm_and_bias,
-                                                            lr=config.optim.lr, lr_mult=config.finetune.lr_mult), config)
-        spec = schedule_from_config(kind=config.schedule.name, milestones=tuple(config.schedule.milestones), gamma=config.schedule.gamma,
-                                    warmup=config.schedule.warmup, warmup_lr=config.schedule.warmup_lr, base_lr=config.optim.lr,
+            self.total_steps = sched.epochs * self.steps_per_epoch
+            self.epochs = sched.epochs
+        self.optimizer = optimizer_from_config(param_groups(model, optim.weight_decay, optim.decay_norm_and_bias,
+                                                            lr=optim.lr, lr_mult=config.finetune.lr_mult), config)
+        spec = schedule_from_config(kind=sched.name, milestones=tuple(sched.milestones), gamma=sched.gamma,
+                                    warmup=sched.warmup, warmup_lr=sched.warmup_lr, base_lr=optim.lr,
                                     total_steps=self.total_steps,
-                                    steps_per_unit=1 if config.schedule.iterations > 0 else self.steps_per_epoch,
-                                    decay_steps=config.schedule.decay_steps, decay_rate=config.schedule.decay_rate,
-                                    staircase=config.schedule.staircase, gammas=config.schedule.milestone_gammas)
+                                    steps_per_unit=1 if sched.iterations > 0 else self.steps_per_epoch,
+                                    decay_steps=sched.decay_steps, decay_rate=sched.decay_rate,
+                                    staircase=sched.staircase, gammas=sched.milestone_gammas)
         if config.schedule.name == "plateau" and (val_loader is None or not config.run.eval_every):
             raise ValueError("schedule='plateau' lowers the lr when the validation top-1 stalls: it needs a validation "
                              "set (--val-split N, or a test/ or val/ split) and --eval-every >= 1")
@@ -211,19 +224,9 @@ class Trainer:
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         """A resumed run must be the same run: only where it runs and how long may change."""
-        current = self.config.to_flat()
         # Flat (written before sections) or nested; a setting added later had its default value then.
-        saved = TrainConfig.from_dict(saved).to_flat()
-        # None for variant, shortcut and width means "the architecture's default": compare the values meant.
-        try:
-            defaults = default_config(current["model"])
-        except ValueError:  # a model built outside the registry: compare the fields as written
-            defaults = None
-        for key in ("variant", "shortcut", "width") if defaults is not None else ():
-            for config in (current, saved):
-                config[key] = config[key] if config[key] is not None else getattr(defaults, key)
-        changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]
-                         and not (isinstance(current[k], tuple) and list(current[k]) == list(saved.get(k, []))))
+        current, saved = _settings_meant(self.config), _settings_meant(TrainConfig.from_dict(saved))
+        changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved[k] != current[k])
         if changed:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(f"{self.checkpoint_path} was written by a different configuration ({shown}); resume with "
