@@ -187,9 +187,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import run_study
 
     study = StudyConfig(data=args.data, out_dir=args.out, depths=tuple(args.depths), plain=args.plain,
-                        schedule=args.schedule, epochs_scale=args.epochs_scale, seeds=args.seeds,
-                        only=tuple(args.only or ()), val_split=args.val_split, device=args.device,
-                        progress=args.progress)
+                        schedule=args.schedule, epochs_scale=args.epochs_scale, epochs=args.epochs,
+                        amp=args.amp or "", seeds=args.seeds, only=tuple(args.only or ()), val_split=args.val_split,
+                        device=args.device, progress=args.progress)
     print(f"report: {run_study(study)}")
     return 0
 
@@ -271,7 +271,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import EvalConfig, ExportConfig, TrainConfig, config_flags
+    from .config import AMP_MODES, EvalConfig, ExportConfig, TrainConfig, config_flags
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: paper)")
     p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
                    help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
+    p.add_argument("--epochs", type=int, default=0, metavar="N",
+                   help="with --schedule fast: every run N epochs long, instead of 26 x F (default: 0, use F)")
+    p.add_argument("--amp", choices=list(AMP_MODES), default=None,
+                   help="mixed precision of every run; 'none' where bf16 is slower than fp32, as on CPUs "
+                        "without AMX (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
                    help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "

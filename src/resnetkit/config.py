@@ -19,6 +19,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 VARIANTS = ("v1", "v1.5", "v2")
+AMP_MODES = ("bf16", "fp16", "none")
 SHORTCUTS = ("A", "B", "C", "none")
 
 T = TypeVar("T")
@@ -537,6 +538,8 @@ class StudyConfig:
     plain: bool = False  # also train the plain twin (no shortcuts) of every depth
     schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
     epochs_scale: float = 1.0  # every schedule length and milestone times this
+    epochs: int = 0  # the fast schedule's length in epochs, instead of 26 x epochs_scale (0: use the scale)
+    amp: str = ""  # mixed precision of every run (none, bf16, fp16); "": the recipe's
     seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
     only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)
     val_split: int = 5000  # training images held out for validation, as the paper's 45k/5k split
@@ -550,6 +553,11 @@ class StudyConfig:
             raise ValueError(f"epochs_scale={self.epochs_scale} must be in (0, 10] (1.0 is the full schedule)")
         if self.seeds < 1:
             raise ValueError(f"seeds={self.seeds} must be >= 1")
+        if self.epochs < 0 or (self.epochs and self.schedule != "fast"):
+            raise ValueError(f"epochs={self.epochs}: a number of epochs sets the length of the fast schedule only; "
+                             "scale the paper's 64k iterations with epochs_scale (--epochs-scale) instead")
+        if self.amp not in ("", *AMP_MODES):
+            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
         if not self.depths:
             raise ValueError("depths is empty: give at least one depth, e.g. --depths 20 56")
 

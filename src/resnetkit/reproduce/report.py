@@ -154,12 +154,14 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
                                  ("grad_norm_trained", "gradient norm per conv layer after training", False)],
                                 "||dL/dW||", log=True),
     }
-    scale = f"{study.schedule} schedule x {study.epochs_scale:g}"
+    scale = f"{study.schedule} schedule, " + (f"{study.epochs} epochs" if study.epochs else f"x {study.epochs_scale:g}")
+    length = (f"{study.epochs} epochs per run" if study.epochs else f"every length x {study.epochs_scale:g}"
+              + (f" ({round(64000 * study.epochs_scale)} of the paper's 64,000 iterations)"
+                 if study.schedule == "paper" else ""))
     lines = [f"# CIFAR-10 study (He et al. 2015, section 4.2): {scale}", "",
              f"- data: `{study.data}`, {study.val_split} training images held out for validation",
-             f"- schedule: {study.schedule} (recipe `cifar10-{study.schedule}`), every length x {study.epochs_scale:g}"
-             + (f" ({round(64000 * study.epochs_scale)} of the paper's 64,000 iterations)"
-                if study.schedule == "paper" else ""),
+             f"- schedule: {study.schedule} (recipe `cifar10-{study.schedule}`), {length}"
+             + (f", precision {study.amp}" if study.amp else ""),
              f"- machine: {machine()}", f"- finished runs: {len(results)}", ""]
     lines += ["## Table 6, side by side", "",
               "Error in %. The paper's is CIFAR-10 *test* error on lossless images with the full schedule (best of "

@@ -65,7 +65,7 @@ def plan_runs(study: StudyConfig) -> list[StudyRun]:
 
 
 def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
-    """The recipe (paper or fast) with every length scaled by ``epochs_scale``; the rest is the recipe's."""
+    """The recipe (paper or fast) with every length scaled by ``epochs_scale`` (or the fast one ``epochs`` long)."""
     out_dir = Path(study.out_dir) / run.name
     overrides: dict[str, object] = dict(
         data=study.data, val_split=study.val_split, model=run.arch, seed=run.seed, out_dir=str(out_dir),
@@ -77,7 +77,9 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
         if run.depth >= DEEP_WARMUP_DEPTH:  # not scaled: it guards the first steps, whatever the length
             overrides.update(warmup=400, warmup_lr=0.01)
     else:
-        overrides.update(epochs=max(1, round(FAST_EPOCHS * study.epochs_scale)))
+        overrides.update(epochs=study.epochs or max(1, round(FAST_EPOCHS * study.epochs_scale)))
+    if study.amp:
+        overrides.update(amp=study.amp)
     return load_train_config(RECIPES[study.schedule], **overrides)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import TrainConfig
+from ..config import AMP_MODES, TrainConfig
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
@@ -73,7 +73,7 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
         return torch.float16
-    raise ValueError(f"amp={amp!r} is not one of 'bf16', 'fp16', 'none'")
+    raise ValueError(f"amp={amp!r} is not one of {AMP_MODES}")
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool, *, lr: float = 0.0,
