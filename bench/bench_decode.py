@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import tarfile
 import time
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
+from resnetkit.device import describe_machine
 from resnetkit.data import decode_rgb
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -87,7 +87,7 @@ def main() -> None:
                 decode(data)
             seconds[name].append(time.perf_counter() - start)
     print(f"{len(images)} images ({where}, {sum(map(len, images)) / len(images) / 1e3:.1f} kB each), {args.rounds} interleaved rounds, 1 thread; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{describe_machine()}, load average "
           + " ".join(f"{v:.1f}" for v in os.getloadavg()))
     print("| decoder | median s per round | best s per round | us per image (median) |")
     print("|---|---:|---:|---:|")

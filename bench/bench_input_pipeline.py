@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -35,6 +34,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from resnetkit.device import describe_machine
 from resnetkit import create_model
 from resnetkit.config import CIFAR10_MEAN, CIFAR10_STD
 from resnetkit.data import BatchAugment, InMemoryLoader, load_image_dataset, normalize
@@ -99,8 +99,7 @@ def main() -> int:
         print(f"skipped: {args.tar} is not present (pass --tar with a tar of train/<class>/<image>.jpg)")
         return 0
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
+    print(f"machine: {describe_machine()} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
           f"python {sys.version.split()[0]}")
     print(f"load average at start: {load_average()}")
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import onnxruntime as ort
 import torch
 import torchvision
 
+from resnetkit.device import describe_machine
 from resnetkit import create_model
 from resnetkit.export.bench import (RuntimeSpec, bench_table, benchmark, load_average,
                                     realistic_random_weights)
@@ -77,17 +76,13 @@ def optimized_op_counts(path: Path, workdir: Path) -> str:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    isa = [f for f in ("avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
     try:
         import openvino
 
         ov = openvino.__version__.split("-")[0]
     except ImportError:
         ov = "not installed"
-    return (f"{cpu}, {os.cpu_count()} cores ({', '.join(isa)}), Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {ort.__version__}, openvino {ov}; "
+    return (f"{describe_machine()}, onnxruntime {ort.__version__}, openvino {ov}; "
             f"{THREADS} threads for every runtime")
 
 

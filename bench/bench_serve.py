@@ -27,7 +27,6 @@ import argparse
 import http.client
 import io
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -280,10 +279,10 @@ def main() -> int:
 
     import onnxruntime
     import openvino
-    import torch
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}")
+    from resnetkit.device import describe_machine
+
+    print(f"{describe_machine()}, onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}")
     print(f"start: {uptime()}")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:

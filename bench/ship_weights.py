@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
-import torch
-
 from resnetkit.config import EvalConfig, TrainConfig
+from resnetkit.device import describe_machine
 from resnetkit.evaluate.run import run_evaluation
 from resnetkit.models.pretrained import WEIGHTS_DIR, ship_weights
 
 
 def top1(model: str, data: str, config: TrainConfig, out: Path) -> float:
-    return run_evaluation(EvalConfig(model=model, data=data, val_split=config.data.val_split, seed=config.run.seed,
+    return run_evaluation(EvalConfig(model=model, data=data, val_split=config.data.val_split, seed=config.data.seed,
                                      out_dir=str(out), device="cpu")).top1
 
 
@@ -35,8 +33,8 @@ def main() -> None:
     parser.add_argument("--tag", default="cifar10", help="the weights' tag: NAME is <arch>_<tag>")
     parser.add_argument("--data", required=True, help="the data the run trained on (its held-out split is measured)")
     parser.add_argument("--command", required=True, help="the command that reproduces the run, for the card")
-    parser.add_argument("--machine", default=f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
-                        help="where the run trained, for the card")
+    parser.add_argument("--machine", default=None,
+                        help="where the run trained, for the card (default: the machine its report names, else this one)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
 
@@ -47,11 +45,11 @@ def main() -> None:
         before = top1(model_file, args.data, config, Path(scratch) / "fp32")
         card = {"top1": round(100 * before, 2),
                 "evaluated_on": f"{config.data.val_split} images held out of {Path(config.data.source).name} "
-                                f"(stratified, seed {config.run.seed}), single centre view",
+                                f"(stratified, seed {config.data.seed}), single centre view",
                 "recipe": config.to_flat(), "epochs": len(report.get("history", [])),
                 # Summed over the epochs: the report of a resumed run times only its last stretch.
                 "wall_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in report.get("history", [])), 1),
-                "machine": args.machine, "command": args.command}
+                "machine": args.machine or report.get("machine") or describe_machine(), "command": args.command}
         path = ship_weights(model_file, tag=args.tag, card=card, directory=args.out)
         after = top1(str(path), args.data, config, Path(scratch) / "shipped")
         if after != before:  # fp16 storage changed a prediction: ship the fp32 tensors instead

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from resnetkit.cli import main
 from resnetkit.config import load_train_config
+from resnetkit.device import describe_machine
 from resnetkit.models import load_model
 
 
@@ -17,6 +19,7 @@ def test_demo_reaches_97_percent_and_writes_model_curves_and_report(tmp_path, ca
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["top1"] >= 0.97 and report["images"] == 360
     assert "top1_with_flip_tta" not in report  # digits are not trained mirrored: a mirror is no fair view
+    assert report["machine"] == describe_machine() and f"{os.cpu_count()} cores" in report["machine"]
     assert {"report.md", "model.safetensors", "metrics.csv", "curves.png", "confusion.png"} <= {
         p.name for p in tmp_path.iterdir()}
     model, info = load_model(tmp_path / "model.safetensors")

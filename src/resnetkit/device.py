@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import torch
+
+CPU_FEATURES = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")  # what changes bf16/int8 speed
 
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
@@ -14,3 +20,23 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but no CUDA device is available; use --device cpu")
     return device
+
+
+def describe_machine() -> str:
+    """One line naming what a measurement ran on: the GPU when there is one, else the CPU model, its cores and
+    the instruction sets that decide bf16/int8 speed (read from /proc/cpuinfo on Linux), with torch's version."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: the platform's own name
+        pass
+    isa = [f for f in CPU_FEATURES if f in flags]
+    return (f"{name}, {os.cpu_count()} cores" + (f" ({', '.join(isa)})" if isa else "")
+            + f", torch {torch.__version__}, Python {platform.python_version()}")

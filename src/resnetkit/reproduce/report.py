@@ -7,15 +7,12 @@ Reads every finished run's ``analysis.json`` under the study folder and writes `
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..config import StudyConfig
+from ..device import describe_machine
 from ..evaluate.report import pyplot_or_none
 from .analysis import ANALYSIS_FILE, write_text_atomic
 
@@ -79,12 +76,6 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"- Depth helps the residual nets (the deeper one has lower validation error): {shown}: "
                          f"{numbers}.")
     return lines
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({platform.platform()})"
 
 
 def _figure6(results: list[dict[str, Any]], path: Path) -> Path | None:
@@ -162,7 +153,7 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
              f"- data: `{study.data}`, {study.val_split} training images held out for validation",
              f"- schedule: {study.schedule} (recipe `cifar10-{study.schedule}`), {length}"
              + (f", precision {study.amp}" if study.amp else ""),
-             f"- machine: {machine()}", f"- finished runs: {len(results)}", ""]
+             f"- machine: {describe_machine()}", f"- finished runs: {len(results)}", ""]
     lines += ["## Table 6, side by side", "",
               "Error in %. The paper's is CIFAR-10 *test* error on lossless images with the full schedule (best of "
               "5 runs; ResNet-110 best of 5, mean 6.61); ours is on the held-out training images (and the test "
@@ -195,7 +186,7 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
               "validation error. Figure 7: responses after BN, before the addition and ReLU, on held-out images. "
               "Gradient flow: norm of the loss gradient at each convolution's weights for one batch of held-out "
               "images.", ""]
-    write_text_atomic(out_dir / "report.json", json.dumps({"study": study.to_dict(), "machine": machine(), "rows": rows,
+    write_text_atomic(out_dir / "report.json", json.dumps({"study": study.to_dict(), "machine": describe_machine(), "rows": rows,
                                                      "verdicts": verdicts(rows), "runs": results}, indent=1))
     report = out_dir / "report.md"
     write_text_atomic(report, "\n".join(lines))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ModelInfo, TrainConfig
-from ..device import resolve_device
+from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
 from ..infer.classes import read_class_names
 from ..models import build_model, load_state_dict_file, load_weights, save_model
@@ -100,7 +100,8 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
 
     model_path, report_paths, top1 = None, {}, None
     if dist.is_main:
-        extra = {"evaluated_on": data.val_description, **(report_extra or {})}
+        # The machine that finished the run (a resumed run may have started elsewhere: its history's epoch times).
+        extra = {"evaluated_on": data.val_description, "machine": describe_machine(), **(report_extra or {})}
         if fit.final_metrics is not None and config.augment.policy in FLIP_AUGMENTS:
             # Trained on mirrored images too, so the mirror is a fair second view: the usual CIFAR figure.
             extra["top1_with_flip_tta"] = round(trainer.evaluate(flip=True).top1, 4)
