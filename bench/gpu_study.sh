@@ -11,6 +11,9 @@
 set -uo pipefail
 budget=${1:-540}                       # stop the trainers after this many seconds; they resume next call
 scale=${SCALE:-1.0}                    # the paper's full schedule by default
+schedule=${SCHEDULE:-paper}            # or fast: the cifar10-fast recipe, EPOCHS long (the study the CPU resumes:
+epochs=${EPOCHS:-0}                    #   SCHEDULE=fast EPOCHS=80 AMP=none, its runs carried in .gpu/study)
+amp=${AMP:-}                           # empty: the recipe's precision
 val=${VAL:-5000}                       # held-out images, as the paper
 runs=${RUNS:-"resnet20 plain20 resnet32 plain32 resnet44 plain44 resnet56 plain56 resnet110"}
 study=.gpu/study
@@ -23,7 +26,8 @@ pids=()
 for run in $runs; do
   timeout --signal=INT "$budget" python3 -m resnetkit.cli reproduce cifar10 \
     --data .gpu/cifar10-train-jpeg.tar.gz --out "$study" --depths 20 32 44 56 110 --plain \
-    --epochs-scale "$scale" --val-split "$val" --only "$run" --no-progress >"$out/$run.log" 2>&1 &
+    --schedule "$schedule" --epochs-scale "$scale" --epochs "$epochs" ${amp:+--amp "$amp"} --val-split "$val" \
+    --only "$run" --no-progress >"$out/$run.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
@@ -31,7 +35,8 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 # The report from whatever finished, then the runs back in at most 8 files of at most 16 MiB.
 python3 -c "
 from pathlib import Path; from resnetkit.config import StudyConfig; from resnetkit.reproduce import write_study_report
-print(write_study_report(Path('$study'), StudyConfig(depths=(20, 32, 44, 56, 110), plain=True, epochs_scale=$scale, val_split=$val)))"
+print(write_study_report(Path('$study'), StudyConfig(depths=(20, 32, 44, 56, 110), plain=True, schedule='$schedule', epochs_scale=$scale,
+                    epochs=$epochs, amp='$amp', val_split=$val)))"
 tail -n 3 "$out"/*.log
 tar czf "$out/study-small.tar.gz" -C "$study" --exclude='tensorboard' report.md report.json study.json \
   $(cd "$study" && ls -d resnet20-* plain20-* resnet32-* plain32-* 2>/dev/null) 2>/dev/null
