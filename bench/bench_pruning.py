@@ -3,7 +3,7 @@ loop, and measure top-1 on the held-out images and latency, side by side with th
 
 For each method (``torch-pruning``: group-L2 through Torch-Pruning's dependency graph; ``l1``: filter L1
 norm) the script prints top-1 before pruning, right after, and after a fine-tune of ``--fine-tune-epochs``
-through ``resnetkit.train.Trainer`` with ``--recipe`` (lr overridable); saves the pruned model file and
+through the training loop with ``--recipe`` (lr overridable), as ``resnetkit prune`` does; saves the pruned model file and
 measures the reloaded file again (it must load as any resnetkit model). Then it times eager PyTorch and
 ONNX Runtime on the unpruned and each pruned model at each ``--batches`` size, interleaved round-robin
 so background load hits all alike, and prints the speed-up beside the MAC ratio.
@@ -24,33 +24,28 @@ from pathlib import Path
 import torch
 
 from resnetkit import load_model
-from resnetkit.config import load_train_config
+from resnetkit.config import ModelInfo, PruneConfig
 from resnetkit.data import DataConfig, load_data, normalize
 from resnetkit.export import export_model, onnx_runner, prune_model, save_pruned_model, torch_runner
 from resnetkit.export.bench import time_interleaved
 from resnetkit.export.evaluate import top1_accuracy
 from resnetkit.models import count_macs
-from resnetkit.train.data import build_train_data
-from resnetkit.train.distributed import DistInfo
-from resnetkit.train.loop import Trainer
+from resnetkit.train.prune import fine_tune, fine_tune_config
 
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def fine_tune(model: torch.nn.Module, args: argparse.Namespace, out_dir: Path) -> float:
-    """Train ``model`` in place on the training split (the held-out images excluded); returns seconds."""
-    config = load_train_config(args.recipe, data=args.data, val_split=args.val_split, seed=args.seed,
-                               out_dir=str(out_dir), eval_every=0, progress=False,
-                               **({"lr": args.lr} if args.lr else {}))
-    data = build_train_data(config, dist=DistInfo(), device=torch.device("cpu"))
-    steps = round(args.fine_tune_epochs * len(data.train))
-    config = config.with_flat(iterations=steps)
+def fine_tune_with_loop(model: torch.nn.Module, info: ModelInfo, args: argparse.Namespace, out_dir: Path,
+                        method: str) -> tuple[torch.nn.Module, float]:
+    """``model`` trained by the training loop as ``resnetkit prune`` does (held-out images excluded), and seconds."""
+    config = PruneConfig(model=str(args.model), data=args.data, method=method, fine_tune_epochs=args.fine_tune_epochs,
+                         recipe=args.recipe, lr=args.lr, val_split=args.val_split, seed=args.seed,
+                         out_dir=str(out_dir), device="cpu", progress=False)
     started = time.perf_counter()
-    Trainer(model, config, data.train, None, num_classes=data.num_classes, device=torch.device("cpu")).fit()
-    model.to(memory_format=torch.contiguous_format).eval()
-    return time.perf_counter() - started
+    tuned = fine_tune(model, fine_tune_config(config, info), epochs=args.fine_tune_epochs, class_names=info.class_names)
+    return tuned, time.perf_counter() - started
 
 
 def main() -> int:
@@ -90,7 +85,9 @@ def main() -> int:
     for method in args.methods.split(","):
         pruned, report = prune_model(model, target_ratio=args.target, eval_data=(images, labels), input_size=size,
                                      method=method)
-        seconds = fine_tune(pruned, args, args.out / f"fine-tune-{method}") if args.fine_tune_epochs > 0 else 0.0
+        seconds = 0.0
+        if args.fine_tune_epochs > 0:
+            pruned, seconds = fine_tune_with_loop(pruned, info, args, args.out / method, method)
         top1_tuned = top1_accuracy(pruned, images, labels, batch_size=256)
         path = args.out / f"pruned-{method}.safetensors"
         save_pruned_model(pruned, path, info)

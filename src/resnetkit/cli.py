@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   resnetkit train --recipe cifar10-fast --data cifar10 --out-dir runs/r20
   resnetkit eval runs/r20/model.safetensors cifar10  top-1/top-5 and a report
   resnetkit export runs/r20/model.safetensors --format onnx
+  resnetkit prune runs/r20/model.safetensors cifar10 --ratio 0.5 --fine-tune-epochs 2
   resnetkit reproduce cifar10 --plain --epochs-scale 0.1
 
 Run `resnetkit COMMAND --help` for a command's options; put --debug before COMMAND to see an error's traceback."""
@@ -205,6 +206,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .config import PruneConfig
+    from .train.prune import run_pruning
+
+    config = _config_from_args(PruneConfig, args)
+    result = run_pruning(config)
+    print(f"{result.report.summary()}\nmodel: {result.model_path}; report: {config.out_dir}/report.md")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer import format_predictions, load_predictor, predict_inputs
 
@@ -271,7 +282,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import AMP_MODES, EvalConfig, ExportConfig, TrainConfig, config_flags
+    from .config import AMP_MODES, EvalConfig, ExportConfig, PruneConfig, TrainConfig, config_flags
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -491,6 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch")
     _add_config_flags(p, config_flags(ExportConfig))
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("prune", help="prune a trained ResNet to a MAC target and fine-tune it; top-1 before and after",
+                       description="Remove channels inside the residual blocks until the MACs are at most --ratio of "
+                                   "the model's, fine-tune the result with the training loop (--recipe, for "
+                                   "--fine-tune-epochs), and measure top-1 before pruning, right after and after the "
+                                   "fine-tune on the images the model's training held out. Writes a resnetkit model "
+                                   "file that loads everywhere.")
+    _add_config_flags(p, config_flags(PruneConfig))
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("bench", help="latency, throughput and peak memory per runtime, as a table")
     p.add_argument("model", help="a registered name (random weights) or a resnetkit .safetensors file")

@@ -473,6 +473,45 @@ class ExportConfig:
         return dataclasses.asdict(self)
 
 
+PRUNE_METHODS = ("torch-pruning", "l1")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """``resnetkit prune``: a trained model to a MAC target, fine-tuned by the training loop, measured before/after."""
+
+    model: str = _opt("", _MODEL_HELP, positional=True)
+    data: str = _opt("", "the data the model trained on: the fine-tune uses its training split, top-1 is measured "
+                     "on the images its training held out (--val-split) or on its test split", positional=True)
+    ratio: float = _opt(0.5, "keep at most this fraction of the model's MACs", metavar="F")
+    method: str = _opt("torch-pruning", "torch-pruning: channel groups ranked by L2 norm through Torch-Pruning's "
+                       "dependency graph; l1: each filter by its L1 norm (Li et al. 2017)", choices=PRUNE_METHODS)
+    fine_tune_epochs: float = _opt(1.0, "epochs of fine-tune after pruning (fractions allowed); 0: none",
+                                   metavar="EPOCHS")
+    recipe: str = _opt("cifar10-fast", "the fine-tune's training settings (its lr schedule over the fine-tune's "
+                       "length); a recipe name or YAML file", metavar="RECIPE")
+    lr: float = _opt(0.0, "the fine-tune's peak lr; 0: the recipe's", metavar="LR")
+    val_split: int = _opt(5000, "the N images the model's training held out (--val-split of `resnetkit train`): "
+                          "left out of the fine-tune and measured; 0: train on all, measure DATA's test split",
+                          metavar="N")
+    seed: int = _opt(0, "the training run's seed (it fixes which images were held out)", metavar="SEED")
+    out_dir: str = _opt("runs/prune", "folder for the pruned model.safetensors, report.md and the evaluations",
+                        metavar="DIR")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    progress: bool = _opt(True, "progress bars")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio < 1:
+            raise ValueError(f"ratio={self.ratio} must be between 0 and 1 (the fraction of MACs to keep)")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"method={self.method!r} is not one of {PRUNE_METHODS}")
+        if self.fine_tune_epochs < 0:
+            raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 MIB = 1024 * 1024
 SERVE_RUNTIMES = ("auto", "torch", "onnx", "openvino-int8")
 API_KEY_ENV = "RESNETKIT_API_KEY"

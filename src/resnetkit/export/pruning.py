@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ModelInfo
+from ..config import PRUNE_METHODS, ModelInfo
 from ..models import ResNet, count_macs, count_params
 from ..models.widths import PRUNED_KEY, inner_chains, inner_widths, shrink_chain
 
@@ -128,9 +128,6 @@ def fine_tune_on_tensors(model: nn.Module, images: torch.Tensor, labels: torch.T
             loss.backward()
             optimizer.step()
     return model.eval()
-
-
-PRUNE_METHODS = ("torch-pruning", "l1")
 
 
 def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResNet], object] | None = None,
