@@ -3,10 +3,10 @@ loop, and measure top-1 on the held-out images and latency, side by side with th
 
 For each method (``torch-pruning``: group-L2 through Torch-Pruning's dependency graph; ``l1``: filter L1
 norm) the script prints top-1 before pruning, right after, and after a fine-tune of ``--fine-tune-epochs``
-through the training loop with ``--recipe`` (lr overridable), as ``resnetkit prune`` does; saves the pruned model file and
-measures the reloaded file again (it must load as any resnetkit model). Then it times eager PyTorch and
-ONNX Runtime on the unpruned and each pruned model at each ``--batches`` size, interleaved round-robin
-so background load hits all alike, and prints the speed-up beside the MAC ratio.
+through the training loop with ``--recipe`` (lr overridable), as ``resnetkit prune`` does; saves the pruned
+model file and measures the reloaded file again (it must load as any resnetkit model). Then it times eager
+PyTorch and ONNX Runtime on the unpruned and each pruned model at each ``--batches`` size, interleaved
+round-robin so background load hits all alike, and prints the speed-up beside the MAC ratio.
 
     PYTHONPATH=src python bench/bench_pruning.py runs/cifar10-fast/model.safetensors \\
         --data ../shared/datasets/cifar10-train-jpeg.tar --val-split 5000 --fine-tune-epochs 6

@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the data the run trained on (its held-out split is measured)")
     parser.add_argument("--command", required=True, help="the command that reproduces the run, for the card")
     parser.add_argument("--machine", default=None,
-                        help="where the run trained, for the card (default: the machine its report names, else this one)")
+                        help="where the run trained, for the card (default: the machine its report names, "
+                             "else this one)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
 

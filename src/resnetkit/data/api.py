@@ -7,7 +7,6 @@ archive, or an image tree (folder or tar of ``<class>/<image>``). Every source e
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path

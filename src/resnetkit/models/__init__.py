@@ -11,6 +11,7 @@ from .weights import (WeightFileError, load_model, load_pretrained, load_state_d
 __all__ = [
     "ArchSpec", "ResNet", "WeightFileError", "build_model", "count_macs", "count_params", "create_model",
     "default_config", "default_preprocess", "get_spec", "list_models", "load_model", "load_pretrained",
-    "load_state_dict_file", "load_weights", "read_model_info", "save_model", "summarize", "summary_table",
+    "resolve_config", "load_state_dict_file", "load_weights", "read_model_info", "save_model", "summarize",
+    "summary_table",
     "WeightEntry", "find_weights", "identify_weights", "list_weights", "register_weights",
 ]

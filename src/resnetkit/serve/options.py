@@ -1,4 +1,4 @@
-"""What a server is allowed to do: ``ServeOptions`` (in config.py, with the other typed configs) and the API key.
+"""What a server is allowed to do: ``ServeOptions`` (in config/tasks.py, with the other typed configs) and the API key.
 """
 
 from __future__ import annotations

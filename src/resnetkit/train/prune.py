@@ -107,6 +107,7 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, tune_s
 
     measured = (f"the {config.val_split} images held out of {config.data} (seed {config.seed})" if config.val_split
                 else f"the test split of {config.data}")
+    ratio = report.macs_after / report.macs_before
     final = report.top1_fine_tuned if report.top1_fine_tuned is not None else report.top1_pruned
     lines = [f"# Pruned: {config.model}", "",
              f"- method {config.method}, target {config.ratio:g} of the MACs; fine-tune: {config.fine_tune_epochs:g} "
@@ -115,8 +116,8 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, tune_s
              f"- top-1 on {measured}, single centre view", f"- machine: {describe_machine()}", "",
              "| model | MACs | params | top-1 |", "|---|---:|---:|---:|",
              f"| unpruned | {report.macs_before / 1e6:.2f}M | {report.params_before:,} | {pct(report.top1_before)} |",
-             f"| pruned, before fine-tune | {report.macs_after / 1e6:.2f}M ({report.macs_after / report.macs_before:.3f})"
-             f" | {report.params_after:,} | {pct(report.top1_pruned)} |"]
+             f"| pruned, before fine-tune | {report.macs_after / 1e6:.2f}M ({ratio:.3f}) | {report.params_after:,} | "
+             f"{pct(report.top1_pruned)} |"]
     if report.top1_fine_tuned is not None:
         lines.append(f"| pruned + fine-tune | {report.macs_after / 1e6:.2f}M | {report.params_after:,} | "
                      f"{pct(report.top1_fine_tuned)} |")

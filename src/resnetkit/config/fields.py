@@ -1,0 +1,73 @@
+"""How a config dataclass is filled in: from JSON (``from_dict``) and from command-line flags (``_opt``,
+``config_flags``); where resnetkit keeps its cache."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], *, what: str) -> T:
+    """Build dataclass ``cls`` from ``data``, naming unknown keys instead of failing on them late."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}; known fields are {sorted(known)}")
+    values = dict(data)
+    for f in fields(cls):  # type: ignore[arg-type]
+        # JSON has no tuples: turn lists back into the tuples the dataclass declares.
+        if isinstance(values.get(f.name), list) and "tuple" in str(f.type):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def _opt(default: Any, help: str, *, flag: str = "", type: type | None = None, choices: tuple[str, ...] = (),
+         positional: bool = False, metavar: str = "") -> Any:
+    """A field a user sets from the command line: its help text (units, meaning) lives beside its default, and
+    the CLI builds its ``--flag`` from both. ``flag`` renames the flag (``TrainConfig.model.arch`` is
+    ``--model``); ``type`` is the flag's type where the default (None) does not tell it (for a tuple: of its
+    items); ``positional``: an argument without ``--`` (the model of ``resnetkit eval MODEL DATA``); ``metavar``:
+    the unit shown in the help (PIXELS, IMAGES)."""
+    metadata: dict[str, Any] = {"help": help, "flag": flag, "type": type, "choices": choices, "positional": positional,
+                                "metavar": metavar}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line setting: ``--name`` (or a positional ``name``) sets ``field`` (of ``section``)."""
+
+    name: str
+    section: str
+    field: str
+    default: Any
+    help: str
+    type: type
+    choices: tuple[str, ...] = ()
+    positional: bool = False
+    many: bool = False  # a tuple field: the flag takes one or more values
+    metavar: str = ""
+
+
+def config_flags(cls: type, *, section: str = "") -> dict[str, Flag]:
+    """The command-line settings of a config dataclass: its fields that carry help (``_opt``), by flag name."""
+    found: dict[str, Flag] = {}
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue  # set by the program (num_classes from the data), not by the user
+        meta = f.metadata
+        kind = meta["type"] or (float if isinstance(f.default, tuple) else type(f.default))
+        name = meta["flag"] or f.name
+        found[name] = Flag(name, section, f.name, f.default, meta["help"], kind, meta["choices"], meta["positional"],
+                           many="tuple" in str(f.type), metavar=meta["metavar"] or kind.__name__.upper())
+    return found
+
+
+def cache_dir() -> Path:
+    """Where resnetkit keeps downloads and derived data between runs: ``$RESNETKIT_CACHE``, or
+    ``~/.cache/resnetkit``."""
+    return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()

@@ -1,0 +1,127 @@
+"""The architecture (``ModelConfig``), the preprocessing stored with the weights, and what a model file carries."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fields import _from_dict, _opt
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+VARIANTS = ("v1", "v1.5", "v2")
+SHORTCUTS = ("A", "B", "C", "none")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a network's architecture.
+
+    ``arch`` is a registry name (``resnet50``, ``resnet20``, ``plain34`` ...); the other fields are the
+    options ``create_model`` accepts. A field left at None takes the architecture's default (resnet20: v1,
+    shortcut A, 10 classes; resnet50: v1.5, shortcut B, 1000 classes); ``models.resolve_config`` fills them
+    in, and every built network and model file carries the resolved config. Two equal resolved configs
+    always build identical architectures.
+    """
+
+    arch: str = _opt("resnet20", "architecture name (see `resnetkit models`)", flag="model")
+    num_classes: int | None = None
+    in_chans: int = 3
+    variant: str | None = _opt(None, "'v1' (paper), 'v1.5' (torchvision), 'v2' (pre-activation); default: the "
+                               "architecture's", type=str)
+    shortcut: str | None = _opt(None, "'A' zero-pad, 'B' projection when the shape changes, 'C' projection always, "
+                                "'none'; default: the architecture's", type=str)
+    width: float | None = _opt(None, "channel width multiplier; default: the architecture's (10 for wide_resnet28_10, "
+                               "else 1)", type=float)
+    zero_init_residual: bool = _opt(False, "start each residual branch's last BN (or conv) at zero")
+    drop_rate: float = _opt(0.0, "dropout probability before the classifier")
+    head_hidden: int = _opt(0, "units of a hidden ReLU layer between the pooled features and the classifier (the "
+                            "seeds' Dense(256, relu) head); 0: none", metavar="UNITS")
+
+    def __post_init__(self) -> None:
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden={self.head_hidden} must be >= 0 (0: no hidden layer in the head)")
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
+        if self.shortcut is not None and self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"shortcut={self.shortcut!r} is not one of {SHORTCUTS} "
+                "(A: identity with zero-padded channels, B: projection when the shape changes, "
+                "C: projection on every block, none: a plain network)"
+            )
+        if self.num_classes is not None and self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes} must be >= 0 (0 removes the classifier)")
+        if self.in_chans < 1:
+            raise ValueError(f"in_chans={self.in_chans} must be >= 1")
+        if self.width is not None and self.width <= 0:
+            raise ValueError(f"width={self.width} must be > 0")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate={self.drop_rate} must be in [0, 1)")
+
+    @property
+    def resolved(self) -> bool:
+        """True when no field is left to the architecture's default (as in a built network or a model file)."""
+        return None not in (self.num_classes, self.variant, self.shortcut, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data, what="model config")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input: resize the shorter side, centre-crop, normalise.
+
+    Stored with the weights so inference can never drift from training.
+    """
+
+    input_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        return _from_dict(cls, data, what="preprocess")
+
+
+IMAGENET_PREPROCESS = Preprocess()
+CIFAR_PREPROCESS = Preprocess(input_size=32, resize_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+
+
+@dataclass
+class ModelInfo:
+    """What a model file carries besides the tensors: the architecture, labels and preprocessing."""
+
+    model: ModelConfig
+    class_names: list[str] = field(default_factory=list)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "class_names": list(self.class_names),
+            "preprocess": self.preprocess.to_dict(),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(
+            model=ModelConfig.from_dict(data["model"]),
+            class_names=list(data.get("class_names", [])),
+            preprocess=Preprocess.from_dict(data.get("preprocess", {})),
+            extra=dict(data.get("extra", {})),
+        )

@@ -1,0 +1,206 @@
+"""The other commands' settings: eval, export, prune, serve and the paper's study."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .fields import _from_dict, _opt
+from .train import AMP_MODES
+
+PROTOCOLS = ("center", "flip", "10crop", "multiscale")
+EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
+_MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet56_cifar10; see " \
+              "`resnetkit models --pretrained`)"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``resnetkit eval``: one model on one labelled dataset with one protocol, and a report."""
+
+    model: str = _opt("", _MODEL_HELP, positional=True)
+    data: str = _opt("", "image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...", positional=True)
+    protocol: str = _opt("center", "views per image: center crop, + its mirror, the 10 crops, or several scales",
+                         choices=PROTOCOLS)
+    scales: tuple[int, ...] | None = _opt(None, "multiscale: shorter-side sizes; default: the paper's 224..640, "
+                                          "scaled to the model", type=int, metavar="PIXELS")
+    batch_size: int = _opt(64, "images per forward pass", metavar="IMAGES")
+    out_dir: str = _opt("runs/eval", "folder for report.md and its figures")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    workers: int = _opt(2, "image-decoding worker processes")
+    val_split: int = _opt(0, "measure the N images `resnetkit train --val-split N` held out of DATA's training "
+                          "split; 0: DATA's test split", metavar="N")
+    seed: int = _opt(0, "with --val-split: the training run's seed")
+    cifar100_labels: str = _opt("fine", "CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained",
+                                choices=("fine", "coarse"))
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r} is not one of {PROTOCOLS}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``resnetkit export``: one model to one artifact, checked against PyTorch, optionally INT8 and a report."""
+
+    model: str = _opt("", _MODEL_HELP, positional=True)
+    format: str = _opt("onnx", "artifact format; tflite: LiteRT flatbuffer, batch 1, needs the 'tflite' extra",
+                       choices=EXPORT_FORMATS)
+    output: str | None = _opt(None, "artifact path; PATH.json is written too; default: beside MODEL, or MODEL.onnx "
+                              "in the current folder for a pretrained name", type=str, metavar="PATH")
+    images: str | None = _opt(None, "labelled folder root/<class>/<image>: parity inputs, INT8 calibration, the "
+                              "--report set; default: none, random inputs", type=str, metavar="FOLDER")
+    limit: int = _opt(256, "use at most this many images from --images", metavar="IMAGES")
+    int8: bool = _opt(False, "INT8 static quantization (ONNX or TFLite, calibrated on --images)")
+    report: str = _opt("", "also print size/speed/top-1 of these comma-separated variants on --images, e.g. "
+                       "torch,torch-bf16,onnx,onnx-int8; '': none", metavar="VARIANTS")
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError(f"format={self.format!r} is not one of {EXPORT_FORMATS}")
+        if self.int8 and self.images is None:
+            raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRUNE_METHODS = ("torch-pruning", "l1")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """``resnetkit prune``: a trained model to a MAC target, fine-tuned by the training loop, measured before/after."""
+
+    model: str = _opt("", _MODEL_HELP, positional=True)
+    data: str = _opt("", "the data the model trained on: the fine-tune uses its training split, top-1 is measured "
+                     "on the images its training held out (--val-split) or on its test split", positional=True)
+    ratio: float = _opt(0.5, "keep at most this fraction of the model's MACs", metavar="F")
+    method: str = _opt("torch-pruning", "torch-pruning: channel groups ranked by L2 norm through Torch-Pruning's "
+                       "dependency graph; l1: each filter by its L1 norm (Li et al. 2017)", choices=PRUNE_METHODS)
+    fine_tune_epochs: float = _opt(1.0, "epochs of fine-tune after pruning (fractions allowed); 0: none",
+                                   metavar="EPOCHS")
+    recipe: str = _opt("cifar10-fast", "the fine-tune's training settings (its lr schedule over the fine-tune's "
+                       "length); a recipe name or YAML file", metavar="RECIPE")
+    lr: float = _opt(0.0, "the fine-tune's peak lr; 0: the recipe's", metavar="LR")
+    val_split: int = _opt(5000, "the N images the model's training held out (--val-split of `resnetkit train`): "
+                          "left out of the fine-tune and measured; 0: train on all, measure DATA's test split",
+                          metavar="N")
+    seed: int = _opt(0, "the training run's seed (it fixes which images were held out)", metavar="SEED")
+    out_dir: str = _opt("runs/prune", "folder for the pruned model.safetensors, report.md and the evaluations",
+                        metavar="DIR")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    progress: bool = _opt(True, "progress bars")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio < 1:
+            raise ValueError(f"ratio={self.ratio} must be between 0 and 1 (the fraction of MACs to keep)")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"method={self.method!r} is not one of {PRUNE_METHODS}")
+        if self.fine_tune_epochs < 0:
+            raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+MIB = 1024 * 1024
+SERVE_RUNTIMES = ("auto", "torch", "onnx", "openvino-int8")
+API_KEY_ENV = "RESNETKIT_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``resnetkit serve``: limits and batching for ``create_app``; every field is a flag of the command."""
+
+    top_k: int = 5  # the default top-k for requests that do not ask
+    # auto: openvino-int8 when an INT8 ONNX file is given or sits beside the model file (as
+    # `resnetkit export --int8` writes it) and OpenVINO is installed, else onnx, else torch.
+    runtime: str = "auto"
+    onnx_file: str | None = None  # an exported (fp32 or INT8) ONNX file of the model for onnx / openvino-int8
+    # Dynamic batching: the worker takes what is queued, up to max_batch images, waiting at most
+    # max_wait_ms after the first for more to arrive. max_batch=1 turns batching off.
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256  # images waiting for the model; beyond it requests get 503 + Retry-After
+    preprocess_threads: int = 2  # decoding and resizing, off the event loop
+    max_upload_bytes: int = 20 * MIB  # one image
+    max_request_bytes: int = 32 * MIB  # one request body, all its images together
+    max_files: int = 64  # images in one request
+    max_pixels: int = 50_000_000  # width x height of one image, read from its header before decoding
+    # None: no authentication (the server binds to 127.0.0.1 by default). Kept out of repr and logs.
+    api_key: str | None = field(default=None, repr=False)
+    graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
+
+    def __post_init__(self) -> None:
+        if self.runtime not in SERVE_RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(SERVE_RUNTIMES)}")
+        for name in ("top_k", "max_batch", "max_queue", "preprocess_threads", "max_upload_bytes",
+                     "max_request_bytes", "max_files", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={self.max_wait_ms} must be >= 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError(f"the API key is empty; unset {API_KEY_ENV} or give a real key")
+
+    def with_overrides(self, **overrides: Any) -> ServeOptions:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown serve option(s) {unknown}; choose from {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+
+STUDY_SCHEDULES = ("paper", "fast")
+
+
+@dataclass
+class StudyConfig:
+    """The paper's CIFAR-10 study (section 4.2): which networks, on which data, with which schedule.
+
+    Each (family, depth, seed) is one training run under ``out_dir``; ``epochs_scale`` shrinks every
+    schedule in proportion (1.0 is the paper's 64k iterations) so the study fits a CPU.
+    """
+
+    data: str = "cifar10"  # anything ``resnetkit train --data`` takes
+    out_dir: str = "runs/reproduce-cifar10"
+    depths: tuple[int, ...] = (20, 32, 44, 56, 110)
+    plain: bool = False  # also train the plain twin (no shortcuts) of every depth
+    schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
+    epochs_scale: float = 1.0  # every schedule length and milestone times this
+    epochs: int = 0  # the fast schedule's length in epochs, instead of 26 x epochs_scale (0: use the scale)
+    amp: str = ""  # mixed precision of every run (none, bf16, fp16); "": the recipe's
+    seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
+    only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)
+    val_split: int = 5000  # training images held out for validation, as the paper's 45k/5k split
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule not in STUDY_SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not one of {STUDY_SCHEDULES}")
+        if not 0 < self.epochs_scale <= 10:
+            raise ValueError(f"epochs_scale={self.epochs_scale} must be in (0, 10] (1.0 is the full schedule)")
+        if self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds} must be >= 1")
+        if self.epochs < 0 or (self.epochs and self.schedule != "fast"):
+            raise ValueError(f"epochs={self.epochs}: a number of epochs sets the length of the fast schedule only; "
+                             "scale the paper's 64k iterations with epochs_scale (--epochs-scale) instead")
+        if self.amp not in ("", *AMP_MODES):
+            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
+        if not self.depths:
+            raise ValueError("depths is empty: give at least one depth, e.g. --depths 20 56")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        return _from_dict(cls, data, what="study config")

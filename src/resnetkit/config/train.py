@@ -1,0 +1,267 @@
+"""One training run in sections (data, model, augment, optim, schedule, finetune, run), and the recipes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .fields import Flag, _from_dict, _opt, config_flags
+from .model import ModelConfig
+
+AMP_MODES = ("bf16", "fp16", "none")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, which split of it, and how it is read; ``data.load_data(DataConfig(...))`` loads it.
+
+    - ``source``: ``"digits"``, ``"cifar10"``, ``"cifar100"``, or a path to a CIFAR folder/archive or
+      an image folder/tar (``<class>/<image>``, optionally under ``train/`` and ``test/`` or ``val/``).
+    - ``root``: where named CIFAR datasets live (default ``$RESNETKIT_DATA`` or ``~/.cache/resnetkit/datasets``).
+    - ``val_split``: training images held out as a validation set (stratified by class, seeded by ``seed``).
+    - ``image_size``: square size of the in-memory images; None keeps the source's size (digits: 16).
+    - ``download``: fetch a named CIFAR dataset when it is not under ``root``.
+    - ``cache``: reuse decoded image trees from ``$RESNETKIT_CACHE`` (default ``~/.cache/resnetkit``).
+    - ``workers``: decoding threads for image trees (default: CPU count, at most 8).
+    - ``cifar100_labels``: ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses).
+    - ``classes``: a class-name file (one per line, or a JSON list) naming the classes in label order.
+    - ``mean`` / ``std``: the normalisation a model trained on this data uses; empty: the training
+      split's own per-channel statistics (a fine-tune keeps its pretrained model's instead).
+    """
+
+    source: str = _opt("digits", "a folder of class folders, a tar of one, 'cifar10', 'cifar100', 'digits', or a "
+                       "CIFAR archive", flag="data")
+    root: str | None = None
+    val_split: int = _opt(0, "images held out of the training split for validation (stratified, seeded); 0: none")
+    seed: int = 0
+    image_size: int | None = _opt(None, "image size in pixels; default: the dataset's own (32 for CIFAR)", type=int)
+    download: bool = False
+    cache: bool = True
+    workers: int | None = None
+    cifar100_labels: str = _opt("fine", "CIFAR-100: 'fine' (100 classes) or 'coarse' (20 superclasses)")
+    classes: str = _opt("", "class-name file (one per line, or a JSON list) naming the data's classes in label "
+                        "order; '': the folder names")
+    mean: tuple[float, ...] = _opt((), "per-channel input mean in [0, 1] (as the pretrained model was trained); (): "
+                                   "the data's own statistics")
+    std: tuple[float, ...] = _opt((), "per-channel input std in [0, 1]; (): the data's own statistics")
+
+    def __post_init__(self) -> None:
+        if self.val_split < 0:
+            raise ValueError(f"val_split={self.val_split} must be >= 0 (a number of images, e.g. 5000)")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size={self.image_size} must be a positive number of pixels or None")
+        if self.cifar100_labels not in ("fine", "coarse"):
+            raise ValueError(f"cifar100_labels={self.cifar100_labels!r} must be 'fine' or 'coarse'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        return _from_dict(cls, data, what="data config")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation: a base policy, further augmentations on top (0 is off), batch mixing.
+    Small images are augmented batch-wise on uint8 tensors, large ones in the loader workers."""
+
+    policy: str = _opt("auto", "'pad-crop-flip' (paper CIFAR), 'pad-crop', 'flip', 'none' (small images, batch-wise); "
+                       "'scale' (paper ImageNet), 'rrc' (RandomResizedCrop) (large images, loader workers); 'auto': "
+                       "pad-crop for digits, pad-crop-flip up to 64 px, rrc for larger photos", flag="augment")
+    lighting: float = _opt(0.0, "large images: std of AlexNet's PCA colour noise (0.1 in the paper's ImageNet recipe)")
+    rotation: float = _opt(0.0, "degrees: rotation angle uniform in [-rotation, rotation]; 0: off")
+    width_shift: float = _opt(0.0, "fraction of the width (Keras' width_shift_range), border pixels replicated; 0: off")
+    height_shift: float = _opt(0.0, "fraction of the height (Keras' height_shift_range); 0: off")
+    brightness: float = _opt(0.0, "brightness factor uniform in [1 - x, 1 + x]; 0: off")
+    contrast: float = _opt(0.0, "contrast factor uniform in [1 - x, 1 + x]; 0: off")
+    cutout: int = _opt(0, "side in pixels of one square hole per image (16 for CIFAR-10 in DeVries & Taylor); 0: off")
+    random_erasing: float = _opt(0.0, "probability per image of erasing a random rectangle (Zhong et al.); 0: off")
+    erasing_scale: tuple[float, ...] = _opt((0.02, 0.33), "random erasing's area range, as fractions of the image")
+    mixup_alpha: float = _opt(0.0, "mixup Beta(alpha, alpha) parameter; 0: off")
+    cutmix_alpha: float = _opt(0.0, "CutMix Beta(alpha, alpha) parameter; 0: off")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer, the loss's regularisers and the step: what one update does."""
+
+    optimizer: str = _opt("sgd", "'sgd', 'adam', 'adamw' or 'rmsprop' (torch.optim's; every schedule works with each)")
+    batch_size: int = _opt(128, "images per optimizer step")
+    lr: float = _opt(0.1, "learning rate at --batch-size (not rescaled per 256 images)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(1e-4, "L2 weight decay per step")
+    decay_norm_and_bias: bool = _opt(True, "also decay BN parameters and biases")
+    betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam/AdamW moment decays")
+    eps: float = _opt(1e-8, "Adam/AdamW/RMSprop denominator term (Keras' default is 1e-7)")
+    rmsprop_alpha: float = _opt(0.99, "RMSprop's squared-gradient average (Keras' rho, 0.9 there); momentum "
+                                "applies too")
+    label_smoothing: float = _opt(0.0, "label smoothing, as a probability mass in [0, 1)")
+    head_l2: float = _opt(0.0, "L2 penalty on the head's weights alone, as Keras' kernel_regularizer=l2(x): adds x * "
+                          "sum(w ** 2) of the classifier (and hidden head layer) to the loss; 0: off")
+    ema_decay: float = _opt(0.0, "per-step decay of an exponential moving average of the weights, evaluated "
+                            "instead; 0: off")
+    grad_clip: float = _opt(0.0, "clip the global gradient L2 norm to this; 0: off")
+    accumulate: int = _opt(1, "micro-batches of gradient accumulated per optimizer step")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How long training runs and how the learning rate moves. Lengths are in epochs unless ``iterations`` is
+    set (the paper's CIFAR recipe counts iterations: 64k at batch 128, lr /10 at 32k and 48k)."""
+
+    epochs: int = _opt(30, "training length in epochs (ignored when --iterations is set)")
+    iterations: int = _opt(0, "training length in iterations (optimizer steps) instead of epochs; 0: use --epochs")
+    name: str = _opt("step", "'step' (milestones), 'cosine', 'onecycle', 'constant', 'plateau' (lr x gamma when "
+                     "validation top-1 stalls), 'exponential' (decay_rate ** (iteration / decay_steps))",
+                     flag="schedule")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: where lr is multiplied by gamma, as fractions "
+                                         "of the run (<=1) or absolute epochs/iterations")
+    gamma: float = _opt(0.1, "lr multiplier at each milestone (or plateau)")
+    milestone_gammas: tuple[float, ...] = _opt((), "step schedule: one lr multiplier per milestone instead of "
+                                               "--gamma, applied in turn (the Keras CIFAR example: 0.1 0.1 0.1 0.5)")
+    patience: int = _opt(5, "'plateau': evaluations without a 0.1-point top-1 gain before lr drops")
+    warmup: float = _opt(0.0, "linear warm-up length, in epochs (iterations when --iterations is set)")
+    warmup_lr: float = _opt(0.0, "constant warm-up at this lr instead of linear (ResNet-110: 0.01 for 400 "
+                            "iterations); 0: linear")
+    decay_steps: int = _opt(0, "'exponential': lr x decay_rate every decay_steps iterations (Keras' ExponentialDecay)")
+    decay_rate: float = _opt(0.9, "'exponential': the lr multiplier per decay_steps")
+    staircase: bool = _opt(False, "'exponential': drop in whole steps, not continuously")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Starting from trained weights (`resnetkit finetune`, train/finetune.py): a head-only stage with the body
+    and its BatchNorm frozen, then everything with discriminative learning rates."""
+
+    pretrained: str = _opt("", "weights to start from: a file, a URL or a pretrained name; the head is reset if the "
+                           "class count differs; '': random init")
+    freeze_backbone: bool = _opt(False, "train the classifier only (feature extraction)")
+    freeze_bn: bool = _opt(False, "keep BatchNorm on its running statistics (small-batch fine-tuning)")
+    freeze_epochs: int = _opt(0, "with --pretrained: epochs of a head-only first stage (body and BN frozen); 0: none")
+    lr_mult: float = _opt(1.0, "discriminative lrs: they rise geometrically from lr/lr_mult (stem, first stage) to lr "
+                          "(head); 1: one lr")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the run executes: precision, device, seed, output, evaluation cadence."""
+
+    amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'")
+    channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")
+    compile: bool = _opt(False, "torch.compile the model (slower start, faster steps)")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    sync_bn: bool = _opt(False, "SyncBatchNorm under multi-process (DDP) training")
+    seed: int = _opt(0, "random seed for initialisation, data order and the validation split")
+    workers: int = _opt(2, "loader processes for large images (small images are augmented in-process)")
+    out_dir: str = _opt("runs/train", "folder for the checkpoint, model file, logs and report")
+    resume: bool = _opt(False, "continue from OUT_DIR's last checkpoint")
+    eval_every: int = _opt(1, "evaluate on the validation split every N epochs; 0: only at the end")
+    progress: bool = _opt(True, "progress bars")
+
+
+_LEGACY_UNSET = {"variant": "", "shortcut": "", "width": 0.0, "image_size": 0}  # flat configs before sections
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run, fully, in sections: data, model, augment, optim, schedule, finetune, run.
+
+    Recipes (YAML) and the command line name each setting by its flag (``lr``, ``model``, ``augment``),
+    flat; ``TrainConfig.from_flat`` puts them in their sections, ``with_flat`` overrides some, ``to_dict``
+    writes the nested form every run records. ``data.seed`` (the validation split) follows ``run.seed``.
+    """
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(download=True))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def flags(cls) -> dict[str, Flag]:
+        """Every setting a recipe or the command line may give, by flag name (``--batch-size`` is ``batch_size``)."""
+        found: dict[str, Flag] = {}
+        for section in fields(cls):
+            found.update(config_flags(type(section.default_factory()), section=section.name))  # type: ignore[misc]
+        return found
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from flag-named settings (a recipe, the command line, a config written before sections);
+        an unknown name is refused with the list of known ones."""
+        return cls().with_flat(**values)
+
+    def with_flat(self, **values: Any) -> TrainConfig:
+        """This config with flag-named settings replaced (``config.with_flat(lr=0.05, model="resnet56")``)."""
+        flags = self.flags()
+        unknown = sorted(set(values) - set(flags))
+        if unknown:
+            raise ValueError(f"unknown train config field(s) {unknown}; known fields are {sorted(flags)}")
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            flag = flags[name]
+            if name in _LEGACY_UNSET and value == _LEGACY_UNSET[name]:
+                value = None  # the old "use the default" sentinels ("" / 0) are None now
+            if isinstance(value, list):
+                value = tuple(value)
+            changes.setdefault(flag.section, {})[flag.field] = value
+        if "seed" in values:  # the validation split follows the run's seed
+            changes.setdefault("data", {})["seed"] = values["seed"]
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **fields_)
+                                            for section, fields_ in changes.items()})
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every flag-named setting and its value (the inverse of ``from_flat``)."""
+        return {name: getattr(getattr(self, flag.section), flag.field) for name, flag in self.flags().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From ``to_dict``'s nested form, or the flat form of recipes and of runs recorded before sections."""
+        sections = {f.name: f for f in fields(cls)}
+        if not all(isinstance(v, dict) and k in sections for k, v in data.items()):
+            return cls.from_flat(data)
+        values = {name: _from_dict(type(section.default_factory()), data[name],  # type: ignore[misc]
+                                   what=f"train config {name}")
+                  for name, section in sections.items() if name in data}
+        return cls(**values)
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe by name (``cifar10-paper``) from the bundled recipes, or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"recipe file {path} does not exist")
+        return path
+    bundled = Path(__file__).parent.parent / "recipes" / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        names = sorted(p.stem for p in bundled.parent.glob("*.yaml"))
+        raise ValueError(f"unknown recipe {name_or_path!r}; bundled recipes are {names}, or pass a YAML file")
+    return bundled
+
+
+def load_train_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """A ``TrainConfig`` from a recipe, with ``overrides`` (any flag-named setting) applied on top."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if recipe:
+        path = recipe_path(recipe)
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"recipe {path} must be a mapping of TrainConfig settings (flags without --)")
+        values.update(loaded)
+    values.update(overrides)
+    try:
+        return TrainConfig.from_flat(values)
+    except ValueError as e:
+        raise ValueError(f"recipe {recipe or '(none)'}: {e}") from None
