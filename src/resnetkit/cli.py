@@ -189,8 +189,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     study = StudyConfig(data=args.data, out_dir=args.out, depths=tuple(args.depths), plain=args.plain,
                         schedule=args.schedule, epochs_scale=args.epochs_scale, epochs=args.epochs,
-                        amp=args.amp or "", seeds=args.seeds, only=tuple(args.only or ()), val_split=args.val_split,
-                        device=args.device, progress=args.progress)
+                        amp=args.amp or "", compile=args.compile, seeds=args.seeds, only=tuple(args.only or ()),
+                        val_split=args.val_split, device=args.device, progress=args.progress)
     print(f"report: {run_study(study)}")
     return 0
 
@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=list(AMP_MODES), default=None,
                    help="mixed precision of every run; 'none' where bf16 is slower than fp32, as on CPUs "
                         "without AMX (default: the recipe's)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every run's training step: faster steps after a slower start; needs a C++ "
+                        "compiler; may be switched on or off when a run resumes (default: off)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
                    help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "

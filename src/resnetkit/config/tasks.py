@@ -177,6 +177,7 @@ class StudyConfig:
     epochs_scale: float = 1.0  # every schedule length and milestone times this
     epochs: int = 0  # the fast schedule's length in epochs, instead of 26 x epochs_scale (0: use the scale)
     amp: str = ""  # mixed precision of every run (none, bf16, fp16); "": the recipe's
+    compile: bool = False  # torch.compile every run's training step (faster steps, a slower start; needs a compiler)
     seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
     only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)
     val_split: int = 5000  # training images held out for validation, as the paper's 45k/5k split

@@ -69,7 +69,8 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
     out_dir = Path(study.out_dir) / run.name
     overrides: dict[str, object] = dict(
         data=study.data, val_split=study.val_split, model=run.arch, seed=run.seed, out_dir=str(out_dir),
-        device=study.device, progress=study.progress, eval_every=1,  # Figure 6 needs the error after every epoch
+        device=study.device, progress=study.progress, compile=study.compile,
+        eval_every=1,  # Figure 6 needs the error after every epoch
         resume=(out_dir / CHECKPOINT_NAME).exists())
     if study.schedule == "paper":
         overrides.update(iterations=max(1, round(PAPER_ITERATIONS * study.epochs_scale)),
