@@ -99,8 +99,7 @@ def main() -> int:
         print(f"skipped: {args.tar} is not present (pass --tar with a tar of train/<class>/<image>.jpg)")
         return 0
 
-    print(f"machine: {describe_machine()} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
-          f"python {sys.version.split()[0]}")
+    print(f"machine: {describe_machine()}, torchvision {torchvision.__version__}; {torch.get_num_threads()} threads")
     print(f"load average at start: {load_average()}")
 
     started = time.perf_counter()

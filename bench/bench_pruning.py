@@ -25,12 +25,13 @@ import torch
 
 from resnetkit import load_model
 from resnetkit.config import ModelInfo, PruneConfig
+from resnetkit.device import describe_machine
 from resnetkit.data import DataConfig, load_data, normalize
 from resnetkit.export import export_model, onnx_runner, prune_model, save_pruned_model, torch_runner
 from resnetkit.export.bench import time_interleaved
 from resnetkit.export.evaluate import top1_accuracy
 from resnetkit.models import count_macs
-from resnetkit.train.prune import fine_tune, fine_tune_config
+from resnetkit.train.prune import fine_tune, fine_tune_config, fine_tune_data
 
 
 def load_average() -> str:
@@ -40,11 +41,13 @@ def load_average() -> str:
 def fine_tune_with_loop(model: torch.nn.Module, info: ModelInfo, args: argparse.Namespace, out_dir: Path,
                         method: str) -> tuple[torch.nn.Module, float]:
     """``model`` trained by the training loop as ``resnetkit prune`` does (held-out images excluded), and seconds."""
-    config = PruneConfig(model=str(args.model), data=args.data, method=method, fine_tune_epochs=args.fine_tune_epochs,
-                         recipe=args.recipe, lr=args.lr, val_split=args.val_split, seed=args.seed,
-                         out_dir=str(out_dir), device="cpu", progress=False)
+    config = PruneConfig(model=str(args.model), data=args.data, ratio=args.target, method=method,
+                         fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr,
+                         val_split=args.val_split, seed=args.seed, out_dir=str(out_dir), device="cpu", progress=False)
+    train = fine_tune_config(config, info)
+    data = fine_tune_data(train, info, num_classes=model.num_classes)
     started = time.perf_counter()
-    tuned = fine_tune(model, fine_tune_config(config, info), epochs=args.fine_tune_epochs, class_names=info.class_names)
+    tuned = fine_tune(model, train, data, epochs=args.fine_tune_epochs)
     return tuned, time.perf_counter() - started
 
 
@@ -66,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    print(f"load average at start: {load_average()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{describe_machine()}, {torch.get_num_threads()} threads; load average at start: {load_average()}")
     model, info = load_model(args.model)
     size = info.preprocess.input_size
     val = load_data(DataConfig(source=args.data, val_split=args.val_split, seed=args.seed)).val

@@ -24,8 +24,9 @@ def digits_model(tmp_path_factory):
 def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_model, tmp_path, capsys):
     model_file, trained_top1 = digits_model
     out = tmp_path / "pruned"
+    # No --val-split: the model file records that its training held nothing out, so the test split is measured.
     assert main(["prune", str(model_file), "digits", "--ratio", "0.5", "--recipe", "demo", "--fine-tune-epochs", "2",
-                 "--lr", "0.05", "--val-split", "0", "--out-dir", str(out), "--no-progress"]) == 0
+                 "--lr", "0.05", "--out-dir", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     # Measured by eval's own code on the digits' test split: the same figure training reported.
     assert report["top1_before"] == pytest.approx(trained_top1, abs=0.003)
@@ -41,6 +42,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     assert main(["eval", str(out / "model.safetensors"), "digits", "--out-dir", str(tmp_path / "eval")]) == 0
     assert f"top-1 {100 * report['top1_fine_tuned']:.2f}%" in capsys.readouterr().out
     assert "pruned + fine-tune" in (out / "report.md").read_text()
+    assert "the test split of digits" in (out / "report.md").read_text()
 
     # A second run into the same folder would overwrite the pruned model: refused, with what to do.
     assert main(["prune", str(model_file), "digits", "--val-split", "0", "--out-dir", str(out),
@@ -48,16 +50,22 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     assert "already holds a pruned model" in capsys.readouterr().err
 
 
-def test_prune_refuses_bad_settings_and_data_of_other_classes(digits_model, tmp_path, capsys):
+def test_prune_refuses_what_cannot_work_before_measuring_anything(digits_model, tmp_path, capsys):
     model_file, _ = digits_model
     assert main(["prune", str(model_file), "digits", "--ratio", "1.5", "--out-dir", str(tmp_path / "a")]) == 2
     assert "ratio=1.5" in capsys.readouterr().err
+    # A schedule in the recipe's own epochs cannot be stretched over a short fine-tune.
+    assert main(["prune", str(model_file), "digits", "--recipe", "keras-cifar10", "--out-dir", str(tmp_path / "k"),
+                 "--no-progress"]) == 2
+    assert "milestones [80, 120, 160, 180]" in capsys.readouterr().err
+    # Data with some of the model's classes: eval alone would accept it, the fine-tune would train other labels.
     other = tmp_path / "other"
-    for name in ("cat", "dog"):  # a folder dataset whose classes the model does not know
+    for name in ("0", "1"):
         (other / "train" / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (16, 16), (40 * i, 90, 200)).save(other / "train" / name / f"{i}.png")
-    assert main(["prune", str(model_file), str(other), "--out-dir", str(tmp_path / "b"), "--val-split", "2",
+    assert main(["prune", str(model_file), str(other), "--out-dir", str(tmp_path / "b"), "--val-split", "0",
                  "--no-progress"]) == 2
-    assert "classes the model" in capsys.readouterr().err
-    assert not (tmp_path / "b" / "model.safetensors").exists()
+    assert "the model was trained on" in capsys.readouterr().err
+    for folder in ("a", "k", "b"):  # refused before the first evaluation: nothing written
+        assert not (tmp_path / folder).exists()

@@ -46,6 +46,8 @@ def test_paper_schedule_scales_iterations_and_milestones_and_warms_up_the_deep_n
 def test_study_options_that_cannot_apply_are_refused():
     with pytest.raises(ValueError, match="fast schedule only"):
         StudyConfig(schedule="paper", epochs=80)
+    with pytest.raises(ValueError, match="give one length"):
+        StudyConfig(schedule="fast", epochs=80, epochs_scale=0.5)
     with pytest.raises(ValueError, match="amp='fp32'"):
         StudyConfig(schedule="fast", amp="fp32")
 

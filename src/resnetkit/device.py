@@ -22,11 +22,10 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     return device
 
 
-def describe_machine() -> str:
-    """One line naming what a measurement ran on: the GPU when there is one, else the CPU model, its cores and
-    the instruction sets that decide bf16/int8 speed (read from /proc/cpuinfo on Linux), with torch's version."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+def describe_machine(device: torch.device | str | None = None) -> str:
+    """One line naming what a measurement ran on: the CPU model, its cores and the instruction sets that decide
+    bf16/int8 speed (from /proc/cpuinfo on Linux), torch's and Python's versions; and the GPU first when the
+    work ran on ``device`` of type CUDA (a CPU measurement on a machine with a GPU names only the CPU)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -38,5 +37,9 @@ def describe_machine() -> str:
     except OSError:  # not Linux: the platform's own name
         pass
     isa = [f for f in CPU_FEATURES if f in flags]
-    return (f"{name}, {os.cpu_count()} cores" + (f" ({', '.join(isa)})" if isa else "")
-            + f", torch {torch.__version__}, Python {platform.python_version()}")
+    cpu = (f"{name}, {os.cpu_count()} cores" + (f" ({', '.join(isa)})" if isa else "")
+           + f", torch {torch.__version__}, Python {platform.python_version()}")
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}) on {cpu}"
+    return cpu

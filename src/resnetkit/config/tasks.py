@@ -86,13 +86,16 @@ class PruneConfig:
                        "dependency graph; l1: each filter by its L1 norm (Li et al. 2017)", choices=PRUNE_METHODS)
     fine_tune_epochs: float = _opt(1.0, "epochs of fine-tune after pruning (fractions allowed); 0: none",
                                    metavar="EPOCHS")
-    recipe: str = _opt("cifar10-fast", "the fine-tune's training settings (its lr schedule over the fine-tune's "
-                       "length); a recipe name or YAML file", metavar="RECIPE")
+    recipe: str = _opt("cifar10-fast", "the fine-tune's training settings, a recipe name or YAML file; its schedule "
+                       "must be set as fractions of the run's length (one-cycle, cosine, step at fractions) so it "
+                       "stretches over --fine-tune-epochs; every layer trains at one lr (no freeze stage)",
+                       metavar="RECIPE")
     lr: float = _opt(0.0, "the fine-tune's peak lr; 0: the recipe's", metavar="LR")
-    val_split: int = _opt(5000, "the N images the model's training held out (--val-split of `resnetkit train`): "
-                          "left out of the fine-tune and measured; 0: train on all, measure DATA's test split",
-                          metavar="N")
-    seed: int = _opt(0, "the training run's seed (it fixes which images were held out)", metavar="SEED")
+    val_split: int | None = _opt(None, "the N images the model's training held out: left out of the fine-tune and "
+                                 "measured; 0: train on all, measure DATA's test split; default: what the model "
+                                 "file records (resnetkit train writes it), else 0", type=int, metavar="N")
+    seed: int | None = _opt(None, "the seed of that held-out split; default: the model file's, else 0", type=int,
+                            metavar="SEED")
     out_dir: str = _opt("runs/prune", "folder for the pruned model.safetensors, report.md and the evaluations",
                         metavar="DIR")
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
@@ -191,6 +194,9 @@ class StudyConfig:
             raise ValueError(f"epochs_scale={self.epochs_scale} must be in (0, 10] (1.0 is the full schedule)")
         if self.seeds < 1:
             raise ValueError(f"seeds={self.seeds} must be >= 1")
+        if self.epochs and self.epochs_scale != 1.0:
+            raise ValueError(f"epochs={self.epochs} and epochs_scale={self.epochs_scale}: give one length, "
+                             "--epochs N or --epochs-scale F")
         if self.epochs < 0 or (self.epochs and self.schedule != "fast"):
             raise ValueError(f"epochs={self.epochs}: a number of epochs sets the length of the fast schedule only; "
                              "scale the paper's 64k iterations with epochs_scale (--epochs-scale) instead")

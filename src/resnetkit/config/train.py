@@ -150,7 +150,7 @@ class FinetuneConfig:
 class RunConfig:
     """Where and how the run executes: precision, device, seed, output, evaluation cadence."""
 
-    amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'")
+    amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'", choices=AMP_MODES)
     channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")
     compile: bool = _opt(False, "torch.compile the model (slower start, faster steps)")
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
@@ -161,6 +161,10 @@ class RunConfig:
     resume: bool = _opt(False, "continue from OUT_DIR's last checkpoint")
     eval_every: int = _opt(1, "evaluate on the validation split every N epochs; 0: only at the end")
     progress: bool = _opt(True, "progress bars")
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:  # a recipe's typo fails here, not after the data has loaded
+            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES}")
 
 
 _LEGACY_UNSET = {"variant": "", "shortcut": "", "width": 0.0, "image_size": 0}  # flat configs before sections

@@ -25,7 +25,7 @@ from ..models.widths import inner_chains
 IMPORTANCE_NORMS = {"l2": 2, "l1": 1}
 
 
-def _require_torch_pruning():  # noqa: ANN202 - the module
+def require_torch_pruning():  # noqa: ANN202 - the module
     try:
         import torch_pruning
     except ImportError:
@@ -36,7 +36,7 @@ def _require_torch_pruning():  # noqa: ANN202 - the module
 
 def prune_with_ratio(model: ResNet, pruning_ratio: float, *, input_size: int, importance: str = "l2") -> ResNet:
     """A copy of ``model`` with ``pruning_ratio`` of every block's inner channels removed, ranked by group norm."""
-    tp = _require_torch_pruning()
+    tp = require_torch_pruning()
     if importance not in IMPORTANCE_NORMS:
         raise ValueError(f"importance={importance!r} is not one of {sorted(IMPORTANCE_NORMS)}")
     if not 0.0 <= pruning_ratio < 1.0:

@@ -82,6 +82,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _trained_on(run_dir: Path) -> str | None:
+    """The machine the run's own report names (where it finished training), if it names one."""
+    try:
+        return json.loads((run_dir / "report.json").read_text()).get("machine")
+    except (OSError, ValueError):
+        return None
+
+
 def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
     """Measure a finished run (errors, Figure 7, gradient flow) and write ``analysis.json`` beside it."""
     run_dir = Path(config.run.out_dir)
@@ -110,6 +118,7 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
         "params": count_params(model), "epochs": len(history),
         "iterations": int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]),
         "train_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in history), 1),
+        "machine": _trained_on(run_dir),
         "train_error": 1 - last["train_acc"],
         "val_error": error_on(splits.val),
         "test_error": error_on(splits.test),

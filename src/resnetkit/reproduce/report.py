@@ -131,6 +131,15 @@ def _per_layer(results: list[dict[str, Any]], path: Path, panels: list[tuple[str
     return path
 
 
+def _machines(results: list[dict[str, Any]]) -> list[str]:
+    """Where the runs trained (a study may move between a CPU and a GPU machine), and where this report was made."""
+    where: dict[str, list[str]] = {}
+    for r in results:
+        where.setdefault(r.get("machine") or "not recorded", []).append(r["name"])
+    return ([f"- trained on: {machine} ({', '.join(names)})" for machine, names in where.items()]
+            + [f"- report written on: {describe_machine()}"])
+
+
 def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
     """Write ``report.md``, ``report.json`` and the figures from every finished run; returns report.md."""
     results = load_results(out_dir)
@@ -153,7 +162,7 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
              f"- data: `{study.data}`, {study.val_split} training images held out for validation",
              f"- schedule: {study.schedule} (recipe `cifar10-{study.schedule}`), {length}"
              + (f", precision {study.amp}" if study.amp else ""),
-             f"- machine: {describe_machine()}", f"- finished runs: {len(results)}", ""]
+             *_machines(results), f"- finished runs: {len(results)}", ""]
     lines += ["## Table 6, side by side", "",
               "Error in %. The paper's is CIFAR-10 *test* error on lossless images with the full schedule (best of "
               "5 runs; ResNet-110 best of 5, mean 6.61); ours is on the held-out training images (and the test "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..models.registry import CIFAR_BASIC_DEPTHS
-from ..train.loop import CHECKPOINT_NAME
+from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE
 from ..train.run import MODEL_FILE, run_training
 from .analysis import ANALYSIS_FILE, analyse_run
 from .report import write_study_report
@@ -29,8 +29,9 @@ PAPER_MILESTONES = (32000, 48000)
 FAST_EPOCHS = 26  # the cifar10-fast recipe's length
 DEEP_WARMUP_DEPTH = 110  # the paper warms ResNet-110 up at lr 0.01 for ~400 iterations
 RECIPES = {"paper": "cifar10-paper", "fast": "cifar10-fast"}
-# Differences between a finished run's config.json and today's plan that do not change what it measured.
-IGNORED_FIELDS = {"resume", "progress", "device", "workers", "out_dir", "eval_every", "channels_last", "compile"}
+# Differences between a finished run's config.json and today's plan that do not change what it measured: what
+# a resumed run may change, except its length.
+IGNORED_FIELDS = RESUME_MAY_CHANGE - {"epochs", "iterations"}
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from ..config import EvalConfig, ModelInfo, PruneConfig, TrainConfig, load_train
 from ..device import describe_machine, resolve_device
 from ..evaluate.run import run_evaluation
 from ..export.pruning import PruneReport, prune_model, save_pruned_model
+from ..export.pruning_tp import require_torch_pruning
 from ..models import ResNet, load_model
-from .data import build_train_data
+from .data import TrainData, build_train_data
 from .distributed import DistInfo
 from .loop import Trainer
 from .run import MODEL_FILE
@@ -38,34 +39,69 @@ class PruneResult:
     fine_tune_s: float
 
 
+def held_out_split(config: PruneConfig, info: ModelInfo) -> tuple[int, int]:
+    """(val_split, seed): as given, else as the model file records them (``resnetkit train`` writes both), else 0."""
+    val_split = config.val_split if config.val_split is not None else int(info.extra.get("val_split", 0))
+    seed = config.seed if config.seed is not None else int(info.extra.get("split_seed", 0))
+    return val_split, seed
+
+
 def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
-    """The recipe's settings on the model's own data split and preprocessing, without evaluation."""
+    """The recipe's settings on the model's own data split and preprocessing, every layer at one lr, no evaluation.
+
+    The fine-tune is given in epochs (fractions allowed) and runs as a number of iterations, so the recipe's
+    schedule must be set as fractions of the run's length to stretch over it; one set in its own epochs or
+    iterations (the paper's step at 32k, Keras' at epoch 80) is refused rather than silently misplaced.
+    """
+    val_split, seed = held_out_split(config, info)
     pre = info.preprocess
     overrides: dict[str, object] = dict(
-        data=config.data, val_split=config.val_split, seed=config.seed, model=info.model.arch,
-        image_size=pre.input_size, mean=tuple(pre.mean), std=tuple(pre.std),
+        data=config.data, val_split=val_split, seed=seed, model=info.model.arch,
+        image_size=pre.input_size, mean=tuple(pre.mean), std=tuple(pre.std), freeze_epochs=0, lr_mult=1.0,
         out_dir=str(Path(config.out_dir) / "fine-tune"), eval_every=0, device=config.device, progress=config.progress)
     if config.lr:
         overrides["lr"] = config.lr
-    return load_train_config(config.recipe, **overrides)
+    train = load_train_config(config.recipe, **overrides)
+    schedule = train.schedule
+    fixed = ([f"schedule {schedule.name!r} (it needs a validation score every epoch)"] if schedule.name == "plateau"
+             else [])
+    if schedule.name == "step" and any(m > 1 for m in schedule.milestones):
+        fixed.append(f"milestones {list(schedule.milestones)} (in the recipe's own epochs or iterations)")
+    if schedule.warmup:
+        fixed.append(f"warmup {schedule.warmup} (in the recipe's own epochs or iterations)")
+    if fixed:
+        raise ValueError(f"recipe {config.recipe}: {'; '.join(fixed)} cannot be stretched over a fine-tune of "
+                         f"{config.fine_tune_epochs:g} epochs; use a recipe whose schedule is one-cycle, cosine or "
+                         "step at fractions of the run (cifar10-fast, finetune), or a YAML file of your own")
+    return train
 
 
-def fine_tune(model: nn.Module, config: TrainConfig, *, epochs: float, class_names: list[str]) -> nn.Module:
-    """Train ``model`` for ``epochs`` of ``config``'s training split (fractions allowed); returns the trained
-    weights (the EMA average when the recipe keeps one), on the CPU, in eval mode."""
-    device = resolve_device(config.run.device)
-    data = build_train_data(config, dist=DistInfo(), device=device)
-    if class_names and list(data.class_names) != list(class_names):
-        raise ValueError(f"{config.data.source} has classes {data.class_names[:10]}, the model was trained on "
-                         f"{class_names[:10]}: fine-tune it on the data it was trained on")
-    steps = max(1, round(epochs * len(data.train)))
+def fine_tune_data(config: TrainConfig, info: ModelInfo, *, num_classes: int) -> TrainData:
+    """The fine-tune's training data, refused unless its classes are the model's, in the model's order."""
+    data = build_train_data(config, dist=DistInfo(), device=resolve_device(config.run.device))
+    if info.class_names and list(data.class_names) != list(info.class_names):
+        raise ValueError(f"{config.data.source} has the classes {data.class_names[:10]}, the model was trained on "
+                         f"{info.class_names[:10]} (in that order): fine-tune it on the data it was trained on")
+    if data.num_classes != num_classes:
+        raise ValueError(f"{config.data.source} has {data.num_classes} classes, the model {num_classes}: fine-tune "
+                         "it on the data it was trained on")
+    return data
+
+
+def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs: float) -> nn.Module:
+    """Train ``model`` for ``epochs`` of ``data``'s training split (fractions allowed); returns the trained weights
+    (the EMA average when the recipe keeps one), on the CPU, in eval mode."""
+    steps = max(1, round(epochs * len(data.train) / config.optim.accumulate))  # optimizer steps
     fit = Trainer(model, config.with_flat(iterations=steps), data.train, None, num_classes=data.num_classes,
-                  device=device).fit()
+                  device=resolve_device(config.run.device)).fit()
     return fit.model.to("cpu", memory_format=torch.contiguous_format).eval()
 
 
 def run_pruning(config: PruneConfig) -> PruneResult:
-    """What ``resnetkit prune`` does: prune, fine-tune, save, and write report.md/report.json to ``out_dir``."""
+    """What ``resnetkit prune`` does: prune, fine-tune, save, and write report.md/report.json to ``out_dir``.
+
+    Everything that can be refused is checked before the first evaluation: the model, the recipe, the data's
+    classes and the pruning library."""
     out = Path(config.out_dir)
     if (out / MODEL_FILE).exists():
         raise ValueError(f"{out} already holds a pruned model ({MODEL_FILE}); choose another --out-dir so it is "
@@ -74,11 +110,18 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     if not isinstance(model, ResNet):
         raise ValueError(f"{config.model}: pruning works on resnetkit ResNets; this file holds a "
                          f"{type(model).__name__}")
+    if config.method == "torch-pruning":
+        require_torch_pruning()
+    val_split, seed = held_out_split(config, info)
+    tune_config = tune_data = None
+    if config.fine_tune_epochs > 0:
+        tune_config = fine_tune_config(config, info)
+        tune_data = fine_tune_data(tune_config, info, num_classes=model.num_classes)
     out.mkdir(parents=True, exist_ok=True)
 
     def top1(path: str | Path, name: str) -> float:
-        return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=config.val_split,
-                                         seed=config.seed, out_dir=str(out / name), device=config.device)).top1
+        return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=val_split, seed=seed,
+                                         out_dir=str(out / name), device=config.device)).top1
 
     started = time.perf_counter()
     before = top1(config.model, "eval-unpruned")
@@ -88,24 +131,25 @@ def run_pruning(config: PruneConfig) -> PruneResult:
         save_pruned_model(pruned, Path(scratch) / MODEL_FILE, info)
         right_after = top1(Path(scratch) / MODEL_FILE, "eval-pruned")
     tune_started = time.perf_counter()
-    if config.fine_tune_epochs > 0:
-        pruned = fine_tune(pruned, fine_tune_config(config, info), epochs=config.fine_tune_epochs,
-                           class_names=info.class_names)
+    if tune_config is not None and tune_data is not None:
+        pruned = fine_tune(pruned, tune_config, tune_data, epochs=config.fine_tune_epochs)
     tune_s = time.perf_counter() - tune_started
     path = out / MODEL_FILE
     save_pruned_model(pruned, path, info)
-    after = top1(path, "eval-fine-tuned") if config.fine_tune_epochs > 0 else right_after
-    report = dataclasses.replace(report, top1_before=before, top1_pruned=right_after,
-                                 top1_fine_tuned=after if config.fine_tune_epochs > 0 else None)
-    _write_report(out, config, report, tune_s=tune_s, wall_s=time.perf_counter() - started)
+    after = top1(path, "eval-fine-tuned") if tune_config is not None else None
+    report = dataclasses.replace(report, top1_before=before, top1_pruned=right_after, top1_fine_tuned=after)
+    _write_report(out, config, report, held_out=(val_split, seed), tune_s=tune_s,
+                  wall_s=time.perf_counter() - started)
     return PruneResult(model_path=path, report=report, fine_tune_s=tune_s)
 
 
-def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, tune_s: float, wall_s: float) -> None:
+def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_out: tuple[int, int], tune_s: float,
+                  wall_s: float) -> None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    measured = (f"the {config.val_split} images held out of {config.data} (seed {config.seed})" if config.val_split
+    val_split, seed = held_out
+    measured = (f"the {val_split} images held out of {config.data} (seed {seed})" if val_split
                 else f"the test split of {config.data}")
     ratio = report.macs_after / report.macs_before
     final = report.top1_fine_tuned if report.top1_fine_tuned is not None else report.top1_pruned
@@ -113,7 +157,7 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, tune_s
              f"- method {config.method}, target {config.ratio:g} of the MACs; fine-tune: {config.fine_tune_epochs:g} "
              f"epochs of recipe `{config.recipe}`" + (f" at peak lr {config.lr:g}" if config.lr else "")
              + f" ({tune_s:.0f} s); {wall_s:.0f} s in all",
-             f"- top-1 on {measured}, single centre view", f"- machine: {describe_machine()}", "",
+             f"- top-1 on {measured}, single centre view", f"- machine: {describe_machine(resolve_device(config.device))}", "",
              "| model | MACs | params | top-1 |", "|---|---:|---:|---:|",
              f"| unpruned | {report.macs_before / 1e6:.2f}M | {report.params_before:,} | {pct(report.top1_before)} |",
              f"| pruned, before fine-tune | {report.macs_after / 1e6:.2f}M ({ratio:.3f}) | {report.params_after:,} | "
@@ -128,4 +172,4 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, tune_s
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({"config": config.to_dict(), **dataclasses.asdict(report),
                                                  "fine_tune_s": round(tune_s, 1), "wall_time_s": round(wall_s, 1),
-                                                 "machine": describe_machine()}, indent=2))
+                                                 "machine": describe_machine(resolve_device(config.device))}, indent=2))

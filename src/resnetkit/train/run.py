@@ -101,13 +101,15 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     model_path, report_paths, top1 = None, {}, None
     if dist.is_main:
         # The machine that finished the run (a resumed run may have started elsewhere: its history's epoch times).
-        extra = {"evaluated_on": data.val_description, "machine": describe_machine(), **(report_extra or {})}
+        extra = {"evaluated_on": data.val_description, "machine": describe_machine(device), **(report_extra or {})}
         if fit.final_metrics is not None and config.augment.policy in FLIP_AUGMENTS:
             # Trained on mirrored images too, so the mirror is a fair second view: the usual CIFAR figure.
             extra["top1_with_flip_tta"] = round(trainer.evaluate(flip=True).top1, 4)
         final = fit.model.to("cpu").to(memory_format=torch.contiguous_format)
+        # The held-out split travels with the weights, so pruning or evaluating later measures the same images.
         info = ModelInfo(model=final.config, class_names=data.class_names, preprocess=data.preprocess,
-                         extra={"trained_on": data.description, "epochs": len(fit.history)})
+                         extra={"trained_on": data.description, "epochs": len(fit.history),
+                                "val_split": config.data.val_split, "split_seed": config.data.seed})
         model_path = save_model(final, out_dir / MODEL_FILE, info=info)
         if fit.final_metrics is not None:
             top1 = fit.final_metrics.top1
