@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from ..config import cache_dir
+from ..files import atomic_path
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
@@ -75,21 +75,11 @@ def cache_path(source: str | os.PathLike[str], options: dict[str, Any]) -> Path:
 
 def save_cached(path: Path, dataset: InMemoryImageDataset) -> None:
     """Write atomically: a reader sees the old file, no file, or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CACHE_FORMAT, "images": dataset.images.contiguous(), "labels": dataset.labels,
                "class_names": list(dataset.class_names), "source": dataset.source,
                "skipped": [list(item) for item in dataset.skipped], "dropped": [list(d) for d in dataset.dropped]}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is as readable as the data it came from
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_cached(path: Path) -> InMemoryImageDataset | None:

@@ -21,8 +21,6 @@ import functools
 import hashlib
 import inspect
 import json
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, cache_dir
+from ..files import write_text_atomic
 from .registry import default_config, get_builder, get_spec, list_models
 from .resnet import ArchSpec, ResNet
 from .summary import count_params, format_count
@@ -102,11 +101,7 @@ def write_shipped_counts(path: Path = SHIPPED_COUNTS) -> int:
 def save_counts_cache(cache: dict[str, Any]) -> None:
     path = cache_dir() / COUNTS_FILE
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(cache, f)
-        os.replace(tmp, path)  # atomic: two commands at once never leave half a file
+        write_text_atomic(path, json.dumps(cache))  # two commands at once never leave half a file
     except OSError:  # a read-only home: the table is still right, only the next one is slower
         pass
 
@@ -153,7 +148,8 @@ def pretrained_table(pattern: str = "*") -> str:
     """Every available catalog entry: name, architecture, accuracy from its card, preprocessing, where it lives."""
     import fnmatch
 
-    from .pretrained import list_weights
+    from .pretrained import WEIGHTS_DIR, list_weights
+    from .weights import read_model_info
 
     entries = [e for e in list_weights() if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.arch, pattern)]
     if not entries:
@@ -162,7 +158,8 @@ def pretrained_table(pattern: str = "*") -> str:
              f"{'interp':<8} source"]
     for e in entries:
         top1 = e.card.get("top1")
-        p = e.preprocess
+        # A shipped file carries its own preprocessing: read from its header (no tensors loaded).
+        p = e.preprocess or (read_model_info(WEIGHTS_DIR / e.source).preprocess if e.shipped else None)
         size, resize, interp = (p.input_size, p.resize_size, p.interpolation) if p else ("file", "file", "file")
         lines.append(f"{e.name:<32} {e.arch:<18} {(f'{top1:.2f}' if top1 is not None else '-'):>8} "
                      f"{str(e.card.get('evaluated_on', '-'))[:40]:<40} {size:>5} {resize:>6} {interp:<8} "

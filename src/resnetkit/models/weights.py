@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..config import ModelConfig, ModelInfo
 from ..config import cache_dir as default_cache_dir
+from ..files import atomic_path
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
 from .widths import PRUNED_KEY, set_inner_widths
@@ -52,15 +52,8 @@ def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list
     meta = {METADATA_KEY: json.dumps({"format_version": FORMAT_VERSION, **info.to_dict()})}
     # safetensors refuses shared or non-contiguous storage; clone each tensor into its own block.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

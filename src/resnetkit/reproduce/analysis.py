@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import InMemoryLoader, load_data
 from ..evaluate.metrics import evaluate_batches
+from ..files import write_text_atomic
 from ..models import count_params, create_model, load_model
 from ..train.checkpoint import load_checkpoint
 from ..train.loop import CHECKPOINT_NAME
@@ -72,14 +71,6 @@ def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     nn.functional.cross_entropy(probe(images), labels).backward()
     return [float(m.weight.grad.norm()) for m in probe.modules()
             if isinstance(m, nn.Conv2d) and m.weight.grad is not None]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename over it: processes sharing a study never read half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _trained_on(run_dir: Path) -> str | None:

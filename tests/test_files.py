@@ -1,0 +1,35 @@
+"""Atomic writes: a reader or a killed writer never sees half a file, and files get the usual permissions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from resnetkit import create_model, save_model
+from resnetkit.files import atomic_path, write_text_atomic
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
+    path = write_text_atomic(tmp_path / "report.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed half-way")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+
+
+def test_model_files_and_checkpoints_are_readable_as_plain_files_are(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        model = save_model(create_model("resnet20"), tmp_path / "model.safetensors")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(umask)
+    # mkstemp alone would leave 0600: a model file another user (a server) cannot read.
+    assert model.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    from resnetkit.train.checkpoint import load_checkpoint, save_checkpoint
+    state = {"step": 3, "weights": torch.ones(2)}
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
