@@ -42,7 +42,7 @@ def fine_tune_with_loop(model: torch.nn.Module, info: ModelInfo, args: argparse.
                         method: str) -> tuple[torch.nn.Module, float]:
     """``model`` trained by the training loop as ``resnetkit prune`` does (held-out images excluded), and seconds."""
     config = PruneConfig(model=str(args.model), data=args.data, ratio=args.target, method=method,
-                         fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr,
+                         fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr, amp=args.amp,
                          val_split=args.val_split, seed=args.seed, out_dir=str(out_dir), device="cpu", progress=False)
     train = fine_tune_config(config, info)
     data = fine_tune_data(train, info, num_classes=model.num_classes)
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--recipe", default="cifar10-fast", help="fine-tune recipe")
     parser.add_argument("--lr", type=float, default=0.0, help="fine-tune peak lr (0: the recipe's)")
     parser.add_argument("--fine-tune-epochs", type=float, default=1.0)
+    parser.add_argument("--amp", default="", help="fine-tune precision (bf16, none); '': the recipe's")
     parser.add_argument("--batches", default="1,256")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)

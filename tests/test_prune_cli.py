@@ -11,6 +11,7 @@ pytest.importorskip("torch_pruning")
 
 from resnetkit.cli import main  # noqa: E402
 from resnetkit.models import count_macs, load_model  # noqa: E402
+from resnetkit.train.checkpoint import load_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     out = tmp_path / "pruned"
     # No --val-split: the model file records that its training held nothing out, so the test split is measured.
     assert main(["prune", str(model_file), "digits", "--ratio", "0.5", "--recipe", "demo", "--fine-tune-epochs", "2",
-                 "--lr", "0.05", "--out-dir", str(out), "--no-progress"]) == 0
+                 "--lr", "0.05", "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     # Measured by eval's own code on the digits' test split: the same figure training reported.
     assert report["top1_before"] == pytest.approx(trained_top1, abs=0.003)
@@ -43,6 +44,8 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     assert f"top-1 {100 * report['top1_fine_tuned']:.2f}%" in capsys.readouterr().out
     assert "pruned + fine-tune" in (out / "report.md").read_text()
     assert "the test split of digits" in (out / "report.md").read_text()
+    tuned = load_checkpoint(out / "fine-tune" / "checkpoint.pt")["config"]  # the recipe's run, with what was given
+    assert (tuned["run"]["amp"], tuned["optim"]["lr"], tuned["finetune"]["freeze_epochs"]) == ("none", 0.05, 0)
 
     # A second run into the same folder would overwrite the pruned model: refused, with what to do.
     assert main(["prune", str(model_file), "digits", "--val-split", "0", "--out-dir", str(out),

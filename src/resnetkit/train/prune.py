@@ -61,6 +61,8 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
         out_dir=str(Path(config.out_dir) / "fine-tune"), eval_every=0, device=config.device, progress=config.progress)
     if config.lr:
         overrides["lr"] = config.lr
+    if config.amp:
+        overrides["amp"] = config.amp
     train = load_train_config(config.recipe, **overrides)
     schedule = train.schedule
     fixed = ([f"schedule {schedule.name!r} (it needs a validation score every epoch)"] if schedule.name == "plateau"
