@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--recipe", default="cifar10-fast", help="fine-tune recipe")
     parser.add_argument("--lr", type=float, default=0.0, help="fine-tune peak lr (0: the recipe's)")
     parser.add_argument("--fine-tune-epochs", type=float, default=1.0)
-    parser.add_argument("--amp", default="", help="fine-tune precision (bf16, none); '': the recipe's")
+    parser.add_argument("--amp", default="", help="fine-tune precision (bf16, fp16, none); '': the recipe's")
     parser.add_argument("--batches", default="1,256")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)

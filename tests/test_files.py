@@ -9,6 +9,7 @@ import torch
 
 from resnetkit import create_model, save_model
 from resnetkit.files import atomic_path, write_text_atomic
+from resnetkit.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
@@ -19,17 +20,17 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
 
 
-def test_model_files_and_checkpoints_are_readable_as_plain_files_are(tmp_path):
-    umask = os.umask(0o022)
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_model_files_and_checkpoints_get_the_permissions_of_plain_files(tmp_path, umask):
+    before = os.umask(umask)
     try:
         model = save_model(create_model("resnet20"), tmp_path / "model.safetensors")
+        checkpoint = save_checkpoint({"step": 3, "weights": torch.ones(2)}, tmp_path / "checkpoint.pt")
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
     finally:
-        os.umask(umask)
+        os.umask(before)
     # mkstemp alone would leave 0600: a model file another user (a server) cannot read.
-    assert model.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
-    from resnetkit.train.checkpoint import load_checkpoint, save_checkpoint
-    state = {"step": 3, "weights": torch.ones(2)}
-    save_checkpoint(state, tmp_path / "checkpoint.pt")
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert plain.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert model.stat().st_mode & 0o777 == checkpoint.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert load_checkpoint(checkpoint)["step"] == 3

@@ -72,6 +72,15 @@ def test_missing_or_damaged_shipped_file_is_not_offered_or_refused(shipped):
         create_model("resnet19", pretrained="cifar10")
 
 
+def test_a_damaged_shipped_file_is_marked_and_hides_nothing_else(shipped, capsys):
+    _, path = shipped
+    path.write_bytes(b"\xff" * 64)  # not a safetensors header
+    assert main(["models", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "DAMAGED" in next(row for row in out.splitlines() if row.startswith("resnet20_cifar10"))
+    assert any(row.startswith("resnet50_imagenet1k_v2") for row in out.splitlines())
+
+
 def test_models_pretrained_lists_the_card_accuracy(shipped, capsys):
     assert main(["models", "--pretrained"]) == 0
     out = capsys.readouterr().out

@@ -4,30 +4,42 @@ checkpoints, caches and reports."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+def _create_beside(path: Path) -> Path:
+    """A new, empty file in ``path``'s folder, created with mode 0666 so the process's umask applies, as it
+    does to a plain ``open()`` (``tempfile.mkstemp`` would make it 0600, unreadable to other users)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary file beside ``path`` to write; when the block ends it is synced to disk and renamed over
-    ``path`` (an atomic replace), or removed if the block raised. The file gets the permissions a plain
-    ``open()`` would give it (the umask's), not the 0600 of ``mkstemp``."""
+    ``path`` (an atomic replace), or removed if the block raised, leaving any earlier ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_beside(path)
+    mode = tmp.stat().st_mode & 0o777  # what the umask made of 0666
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that recreated the file (safetensors makes it 0600)
+            try:
+                os.chmod(tmp, mode)
+            except OSError:  # a file system without modes: the file is still whole
+                pass
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -78,8 +78,8 @@ def save_cached(path: Path, dataset: InMemoryImageDataset) -> None:
     payload = {"format": CACHE_FORMAT, "images": dataset.images.contiguous(), "labels": dataset.labels,
                "class_names": list(dataset.class_names), "source": dataset.source,
                "skipped": [list(item) for item in dataset.skipped], "dropped": [list(d) for d in dataset.dropped]}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: a full disk raises OSError
+        torch.save(payload, file)
 
 
 def load_cached(path: Path) -> InMemoryImageDataset | None:

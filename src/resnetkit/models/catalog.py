@@ -149,7 +149,7 @@ def pretrained_table(pattern: str = "*") -> str:
     import fnmatch
 
     from .pretrained import WEIGHTS_DIR, list_weights
-    from .weights import read_model_info
+    from .weights import WeightFileError, read_model_info
 
     entries = [e for e in list_weights() if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.arch, pattern)]
     if not entries:
@@ -159,9 +159,14 @@ def pretrained_table(pattern: str = "*") -> str:
     for e in entries:
         top1 = e.card.get("top1")
         # A shipped file carries its own preprocessing: read from its header (no tensors loaded).
-        p = e.preprocess or (read_model_info(WEIGHTS_DIR / e.source).preprocess if e.shipped else None)
+        p, damaged = e.preprocess, False
+        if p is None and e.shipped:
+            try:
+                p = read_model_info(WEIGHTS_DIR / e.source).preprocess
+            except (WeightFileError, OSError, ValueError):  # listed as damaged; loading it says why
+                damaged = True
         size, resize, interp = (p.input_size, p.resize_size, p.interpolation) if p else ("file", "file", "file")
         lines.append(f"{e.name:<32} {e.arch:<18} {(f'{top1:.2f}' if top1 is not None else '-'):>8} "
                      f"{str(e.card.get('evaluated_on', '-'))[:40]:<40} {size:>5} {resize:>6} {interp:<8} "
-                     f"{'shipped' if e.shipped else 'download: ' + e.source}")
+                     f"{('shipped, DAMAGED' if damaged else 'shipped') if e.shipped else 'download: ' + e.source}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..config import ModelInfo, Preprocess
+from ..files import write_text_atomic
 from .registry import create_model, list_models
 from .resnet import ResNet
 from .weights import (WeightFileError, is_url, load_model_file, load_state_dict_file, load_weights,
@@ -178,7 +179,7 @@ def ship_weights(model_file: str | os.PathLike[str], *, tag: str, card: dict[str
     name = f"{info.model.arch}_{tag}"
     path = save_model(model.half() if half else model, folder / f"{name}.safetensors", info=info)
     entry = {"arch": info.model.arch, "tag": tag, "sha256": file_sha256(path), "card": card}
-    (folder / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
+    write_text_atomic(folder / f"{name}.json", json.dumps(entry, indent=2) + "\n")
     return path
 
 

@@ -38,8 +38,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: a full disk raises OSError
+        torch.save(state, file)
     return path
 
 

@@ -24,6 +24,7 @@ from ..device import describe_machine, resolve_device
 from ..evaluate.run import run_evaluation
 from ..export.pruning import PruneReport, prune_model, save_pruned_model
 from ..export.pruning_tp import require_torch_pruning
+from ..files import write_text_atomic
 from ..models import ResNet, load_model
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
@@ -141,12 +142,12 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     after = top1(path, "eval-fine-tuned") if tune_config is not None else None
     report = dataclasses.replace(report, top1_before=before, top1_pruned=right_after, top1_fine_tuned=after)
     _write_report(out, config, report, held_out=(val_split, seed), tune_s=tune_s,
-                  wall_s=time.perf_counter() - started)
+                  amp=tune_config.run.amp if tune_config is not None else "-", wall_s=time.perf_counter() - started)
     return PruneResult(model_path=path, report=report, fine_tune_s=tune_s)
 
 
 def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_out: tuple[int, int], tune_s: float,
-                  wall_s: float) -> None:
+                  amp: str, wall_s: float) -> None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -154,12 +155,13 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_o
     measured = (f"the {val_split} images held out of {config.data} (seed {seed})" if val_split
                 else f"the test split of {config.data}")
     ratio = report.macs_after / report.macs_before
+    machine = describe_machine(resolve_device(config.device))
     final = report.top1_fine_tuned if report.top1_fine_tuned is not None else report.top1_pruned
     lines = [f"# Pruned: {config.model}", "",
              f"- method {config.method}, target {config.ratio:g} of the MACs; fine-tune: {config.fine_tune_epochs:g} "
              f"epochs of recipe `{config.recipe}`" + (f" at peak lr {config.lr:g}" if config.lr else "")
-             + f" ({tune_s:.0f} s); {wall_s:.0f} s in all",
-             f"- top-1 on {measured}, single centre view", f"- machine: {describe_machine(resolve_device(config.device))}", "",
+             + f", precision {amp} ({tune_s:.0f} s); {wall_s:.0f} s in all",
+             f"- top-1 on {measured}, single centre view", f"- machine: {machine}", "",
              "| model | MACs | params | top-1 |", "|---|---:|---:|---:|",
              f"| unpruned | {report.macs_before / 1e6:.2f}M | {report.params_before:,} | {pct(report.top1_before)} |",
              f"| pruned, before fine-tune | {report.macs_after / 1e6:.2f}M ({ratio:.3f}) | {report.params_after:,} | "
@@ -171,7 +173,7 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_o
               f"{report.macs_before / report.macs_after:.2f}x fewer MACs. Fewer MACs are not proportionally faster: "
               f"measure the speed with `resnetkit export {out / MODEL_FILE} --images FOLDER --report torch,onnx` "
               "beside the unpruned model, or bench/bench_pruning.py.", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    (out / "report.json").write_text(json.dumps({"config": config.to_dict(), **dataclasses.asdict(report),
-                                                 "fine_tune_s": round(tune_s, 1), "wall_time_s": round(wall_s, 1),
-                                                 "machine": describe_machine(resolve_device(config.device))}, indent=2))
+    write_text_atomic(out / "report.md", "\n".join(lines))
+    write_text_atomic(out / "report.json", json.dumps({"config": config.to_dict(), **dataclasses.asdict(report),
+                                                       "fine_tune_amp": amp, "fine_tune_s": round(tune_s, 1),
+                                                       "wall_time_s": round(wall_s, 1), "machine": machine}, indent=2))
