@@ -15,6 +15,7 @@ round-robin so background load hits all alike, and prints the speed-up beside th
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -39,15 +40,15 @@ def load_average() -> str:
 
 
 def fine_tune_with_loop(model: torch.nn.Module, info: ModelInfo, args: argparse.Namespace, out_dir: Path,
-                        method: str) -> tuple[torch.nn.Module, float]:
+                        method: str, teacher: torch.nn.Module) -> tuple[torch.nn.Module, float]:
     """``model`` trained by the training loop as ``resnetkit prune`` does (held-out images excluded), and seconds."""
     config = PruneConfig(model=str(args.model), data=args.data, ratio=args.target, method=method,
-                         fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr, amp=args.amp,
+                         fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr, amp=args.amp, distill=args.distill,
                          val_split=args.val_split, seed=args.seed, out_dir=str(out_dir), device="cpu", progress=False)
     train = fine_tune_config(config, info)
     data = fine_tune_data(train, info, num_classes=model.num_classes)
     started = time.perf_counter()
-    tuned = fine_tune(model, train, data, epochs=args.fine_tune_epochs)
+    tuned = fine_tune(model, train, data, epochs=args.fine_tune_epochs, teacher=teacher if args.distill else None)
     return tuned, time.perf_counter() - started
 
 
@@ -62,6 +63,8 @@ def main() -> int:
     parser.add_argument("--recipe", default="cifar10-fast", help="fine-tune recipe")
     parser.add_argument("--lr", type=float, default=0.0, help="fine-tune peak lr (0: the recipe's)")
     parser.add_argument("--fine-tune-epochs", type=float, default=1.0)
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="the unpruned model teaches the fine-tune with this weight (0: labels alone)")
     parser.add_argument("--amp", default="", help="fine-tune precision (bf16, fp16, none); '': the recipe's")
     parser.add_argument("--batches", default="1,256")
     parser.add_argument("--threads", type=int, default=2)
@@ -91,7 +94,8 @@ def main() -> int:
                                      method=method)
         seconds = 0.0
         if args.fine_tune_epochs > 0:
-            pruned, seconds = fine_tune_with_loop(pruned, info, args, args.out / method, method)
+            pruned, seconds = fine_tune_with_loop(pruned, info, args, args.out / method, method,
+                                                  teacher=copy.deepcopy(model))
         top1_tuned = top1_accuracy(pruned, images, labels, batch_size=256)
         path = args.out / f"pruned-{method}.safetensors"
         save_pruned_model(pruned, path, info)

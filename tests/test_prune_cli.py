@@ -27,7 +27,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     out = tmp_path / "pruned"
     # No --val-split: the model file records that its training held nothing out, so the test split is measured.
     assert main(["prune", str(model_file), "digits", "--ratio", "0.5", "--recipe", "demo", "--fine-tune-epochs", "2",
-                 "--lr", "0.05", "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
+                 "--lr", "0.05", "--amp", "none", "--distill", "0.5", "--out-dir", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     # Measured by eval's own code on the digits' test split: the same figure training reported.
     assert report["top1_before"] == pytest.approx(trained_top1, abs=0.003)
@@ -46,6 +46,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     assert "the test split of digits" in (out / "report.md").read_text()
     tuned = load_checkpoint(out / "fine-tune" / "checkpoint.pt")["config"]  # the recipe's run, with what was given
     assert (tuned["run"]["amp"], tuned["optim"]["lr"], tuned["finetune"]["freeze_epochs"]) == ("none", 0.05, 0)
+    assert (tuned["optim"]["teacher"], tuned["optim"]["distill_alpha"]) == (str(model_file), 0.5)  # it taught
 
     # A second run into the same folder would overwrite the pruned model: refused, with what to do.
     assert main(["prune", str(model_file), "digits", "--val-split", "0", "--out-dir", str(out),

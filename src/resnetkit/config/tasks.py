@@ -91,6 +91,8 @@ class PruneConfig:
                        "stretches over --fine-tune-epochs; every layer trains at one lr (no freeze stage)",
                        metavar="RECIPE")
     lr: float = _opt(0.0, "the fine-tune's peak lr; 0: the recipe's", metavar="LR")
+    distill: float = _opt(0.0, "knowledge distillation in the fine-tune: the weight of the unpruned model's softened "
+                          "outputs in the loss (temperature 4); 0: the labels alone", metavar="ALPHA")
     amp: str = _opt("", "the fine-tune's mixed precision (bf16, fp16, none); '': the recipe's. 'none' where bf16 is "
                     "slower than fp32, as on CPUs without AMX", metavar="PRECISION")
     val_split: int | None = _opt(None, "the N images the model's training held out: left out of the fine-tune and "
@@ -110,6 +112,8 @@ class PruneConfig:
             raise ValueError(f"method={self.method!r} is not one of {PRUNE_METHODS}")
         if self.fine_tune_epochs < 0:
             raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs} must be >= 0")
+        if not 0 <= self.distill <= 1:
+            raise ValueError(f"distill={self.distill} must be in [0, 1] (the teacher's weight in the loss)")
         if self.amp not in ("", *AMP_MODES):
             raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
 

@@ -106,6 +106,12 @@ class OptimConfig:
                             "instead; 0: off")
     grad_clip: float = _opt(0.0, "clip the global gradient L2 norm to this; 0: off")
     accumulate: int = _opt(1, "micro-batches of gradient accumulated per optimizer step")
+    teacher: str = _opt("", "knowledge distillation: a model file or pretrained name (same classes) whose softened "
+                        "outputs the network also learns from; '': none", metavar="MODEL")
+    distill_alpha: float = _opt(0.5, "with --teacher: the weight of the teacher's soft targets in the loss (the "
+                                "labels' loss gets 1 - alpha)", metavar="ALPHA")
+    distill_temperature: float = _opt(4.0, "with --teacher: the softmax temperature of both networks' outputs",
+                                      metavar="T")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distill import distillation_loss
 from .distributed import DistInfo
 from .groups import discriminative_param_groups
 from .logging import MetricsLogger, progress
@@ -117,7 +118,8 @@ def _settings_meant(config: TrainConfig) -> dict[str, Any]:
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, train_loader: BatchLoader,
                  val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, *, num_classes: int,
-                 device: torch.device, dist: DistInfo | None = None, class_names: list[str] | None = None) -> None:
+                 device: torch.device, dist: DistInfo | None = None, class_names: list[str] | None = None,
+                 teacher: nn.Module | None = None) -> None:
         self.config = config
         self.device = device
         self.dist = dist or DistInfo()
@@ -135,6 +137,14 @@ class Trainer:
         if self.dist.enabled and config.run.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: saved, evaluated, averaged
+        self.teacher = None  # knowledge distillation: frozen, in eval mode, on the same device and layout
+        if teacher is not None:
+            if not 0 <= config.optim.distill_alpha <= 1 or config.optim.distill_temperature <= 0:
+                raise ValueError(f"distill_alpha={config.optim.distill_alpha} must be in [0, 1] and "
+                                 f"distill_temperature={config.optim.distill_temperature} > 0")
+            self.teacher = teacher.to(device).eval().requires_grad_(False)
+            if config.run.channels_last:
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
         self.train_model: nn.Module = self.dist.wrap(model, device)
         self.ddp = self.train_model if isinstance(self.train_model, nn.parallel.DistributedDataParallel) else None
         if config.run.compile:
@@ -269,6 +279,11 @@ class Trainer:
                                     enabled=self.amp_dtype is not None):
                     logits = self.train_model(images)
                     loss = self.criterion(logits, targets)
+                    if self.teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = self.teacher(images)
+                        loss = distillation_loss(loss, logits, teacher_logits, alpha=cfg.optim.distill_alpha,
+                                                 temperature=cfg.optim.distill_temperature)
                     if self.head_weights:
                         loss = loss + self.config.optim.head_l2 * sum(w.float().pow(2).sum() for w in self.head_weights)
                 self.scaler.scale(loss / cfg.optim.accumulate).backward()

@@ -64,6 +64,8 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
         overrides["lr"] = config.lr
     if config.amp:
         overrides["amp"] = config.amp
+    if config.distill:  # the unpruned model teaches; named here so the fine-tune's config records it
+        overrides.update(teacher=config.model, distill_alpha=config.distill)
     train = load_train_config(config.recipe, **overrides)
     schedule = train.schedule
     fixed = ([f"schedule {schedule.name!r} (it needs a validation score every epoch)"] if schedule.name == "plateau"
@@ -91,12 +93,14 @@ def fine_tune_data(config: TrainConfig, info: ModelInfo, *, num_classes: int) ->
     return data
 
 
-def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs: float) -> nn.Module:
-    """Train ``model`` for ``epochs`` of ``data``'s training split (fractions allowed); returns the trained weights
-    (the EMA average when the recipe keeps one), on the CPU, in eval mode."""
+def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs: float,
+              teacher: nn.Module | None = None) -> nn.Module:
+    """Train ``model`` for ``epochs`` of ``data``'s training split (fractions allowed), learning also from
+    ``teacher``'s outputs when given; returns the trained weights (the EMA average when the recipe keeps one), on
+    the CPU, in eval mode."""
     steps = max(1, round(epochs * len(data.train) / config.optim.accumulate))  # optimizer steps
     fit = Trainer(model, config.with_flat(iterations=steps), data.train, None, num_classes=data.num_classes,
-                  device=resolve_device(config.run.device)).fit()
+                  device=resolve_device(config.run.device), teacher=teacher).fit()
     return fit.model.to("cpu", memory_format=torch.contiguous_format).eval()
 
 
@@ -135,7 +139,8 @@ def run_pruning(config: PruneConfig) -> PruneResult:
         right_after = top1(Path(scratch) / MODEL_FILE, "eval-pruned")
     tune_started = time.perf_counter()
     if tune_config is not None and tune_data is not None:
-        pruned = fine_tune(pruned, tune_config, tune_data, epochs=config.fine_tune_epochs)
+        pruned = fine_tune(pruned, tune_config, tune_data, epochs=config.fine_tune_epochs,
+                           teacher=model if config.distill else None)
     tune_s = time.perf_counter() - tune_started
     path = out / MODEL_FILE
     save_pruned_model(pruned, path, info)
@@ -160,6 +165,7 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_o
     lines = [f"# Pruned: {config.model}", "",
              f"- method {config.method}, target {config.ratio:g} of the MACs; fine-tune: {config.fine_tune_epochs:g} "
              f"epochs of recipe `{config.recipe}`" + (f" at peak lr {config.lr:g}" if config.lr else "")
+             + (f", distilled from the unpruned model (alpha {config.distill:g})" if config.distill else "")
              + f", precision {amp} ({tune_s:.0f} s); {wall_s:.0f} s in all",
              f"- top-1 on {measured}, single centre view", f"- machine: {machine}", "",
              "| model | MACs | params | top-1 |", "|---|---:|---:|---:|",

@@ -21,7 +21,7 @@ from ..config import ModelInfo, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
 from ..infer.classes import read_class_names
-from ..models import build_model, load_state_dict_file, load_weights, save_model
+from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
@@ -66,6 +66,14 @@ def class_names_for(path: str, data_names: list[str]) -> list[str]:
     return names
 
 
+def check_teacher(info: ModelInfo, source: str, class_names: list[str], *, num_classes: int) -> None:
+    """A teacher must predict the student's classes, in the same order: its outputs are the student's targets."""
+    names = info.class_names or [str(i) for i in range(num_classes)]
+    if len(names) != len(class_names) or (info.class_names and list(info.class_names) != list(class_names)):
+        raise ValueError(f"teacher {source} predicts the classes {names[:10]}, the data has {class_names[:10]}: a "
+                         "teacher must have been trained on the same classes, in the same order")
+
+
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
 
 
@@ -87,12 +95,15 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
+    teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data
     data: TrainData = build_train_data(config, dist=dist, device=device)
     if config.data.classes:
         data.class_names = class_names_for(config.data.classes, data.class_names)
+    if teacher is not None:
+        check_teacher(teacher[1], config.optim.teacher, data.class_names, num_classes=teacher[0].num_classes)
     model = build_model_for(config, data.num_classes)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
-                      class_names=data.class_names)
+                      class_names=data.class_names, teacher=teacher[0] if teacher is not None else None)
     try:
         fit = trainer.fit()
     finally:
