@@ -44,3 +44,12 @@ def test_a_teacher_of_other_classes_is_refused_before_training(tmp_path, capsys)
                  "--no-progress"]) == 2
     assert "same classes" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    # Same classes, but made for other inputs (32-pixel CIFAR statistics, not the 16-pixel digits): refused.
+    digits_names = [str(d) for d in range(10)]
+    other_inputs = save_model(create_model("resnet20"), tmp_path / "imagenet.safetensors",
+                                     class_names=digits_names)
+    assert main(["train", "--recipe", "demo", "--teacher", str(other_inputs), "--out-dir",
+                 str(tmp_path / "run2"), "--no-progress"]) == 2
+    assert "--mean/--std" in capsys.readouterr().err
+    assert main(["train", "--recipe", "demo", "--distill-alpha", "2", "--out-dir", str(tmp_path / "run3")]) == 2
+    assert "distill_alpha=2.0" in capsys.readouterr().err

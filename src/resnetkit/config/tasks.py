@@ -114,6 +114,8 @@ class PruneConfig:
             raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs} must be >= 0")
         if not 0 <= self.distill <= 1:
             raise ValueError(f"distill={self.distill} must be in [0, 1] (the teacher's weight in the loss)")
+        if self.distill and not self.fine_tune_epochs:
+            raise ValueError("distill needs a fine-tune (--fine-tune-epochs > 0): the unpruned model teaches it")
         if self.amp not in ("", *AMP_MODES):
             raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
 

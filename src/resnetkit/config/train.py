@@ -113,6 +113,11 @@ class OptimConfig:
     distill_temperature: float = _opt(4.0, "with --teacher: the softmax temperature of both networks' outputs",
                                       metavar="T")
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_alpha={self.distill_alpha} must be in [0, 1] and "
+                             f"distill_temperature={self.distill_temperature} > 0")
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:

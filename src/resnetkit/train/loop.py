@@ -138,10 +138,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: saved, evaluated, averaged
         self.teacher = None  # knowledge distillation: frozen, in eval mode, on the same device and layout
-        if teacher is not None:
-            if not 0 <= config.optim.distill_alpha <= 1 or config.optim.distill_temperature <= 0:
-                raise ValueError(f"distill_alpha={config.optim.distill_alpha} must be in [0, 1] and "
-                                 f"distill_temperature={config.optim.distill_temperature} > 0")
+        if teacher is not None:  # (alpha and temperature are checked by OptimConfig)
             self.teacher = teacher.to(device).eval().requires_grad_(False)
             if config.run.channels_last:
                 self.teacher = self.teacher.to(memory_format=torch.channels_last)

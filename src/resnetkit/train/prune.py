@@ -64,8 +64,12 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
         overrides["lr"] = config.lr
     if config.amp:
         overrides["amp"] = config.amp
-    if config.distill:  # the unpruned model teaches; named here so the fine-tune's config records it
-        overrides.update(teacher=config.model, distill_alpha=config.distill)
+    # The unpruned model teaches (named so the fine-tune's config records it), at the temperature --distill's help
+    # states; without --distill no teacher, whatever the recipe says.
+    if config.distill:
+        overrides.update(teacher=config.model, distill_alpha=config.distill, distill_temperature=4.0)
+    else:
+        overrides.update(teacher="")
     train = load_train_config(config.recipe, **overrides)
     schedule = train.schedule
     fixed = ([f"schedule {schedule.name!r} (it needs a validation score every epoch)"] if schedule.name == "plateau"

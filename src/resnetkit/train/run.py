@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ModelInfo, TrainConfig
+from ..config import ModelInfo, Preprocess, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
 from ..infer.classes import read_class_names
@@ -66,12 +66,22 @@ def class_names_for(path: str, data_names: list[str]) -> list[str]:
     return names
 
 
-def check_teacher(info: ModelInfo, source: str, class_names: list[str], *, num_classes: int) -> None:
-    """A teacher must predict the student's classes, in the same order: its outputs are the student's targets."""
+def check_teacher(info: ModelInfo, source: str, class_names: list[str], preprocess: Preprocess, *,
+                  num_classes: int) -> None:
+    """A teacher must predict the student's classes, in the same order (its outputs are the student's targets), and
+    expect the inputs the student gets (it sees the student's normalised batches)."""
     names = info.class_names or [str(i) for i in range(num_classes)]
     if len(names) != len(class_names) or (info.class_names and list(info.class_names) != list(class_names)):
         raise ValueError(f"teacher {source} predicts the classes {names[:10]}, the data has {class_names[:10]}: a "
-                         "teacher must have been trained on the same classes, in the same order")
+                         "teacher must have been trained on the same classes, in the same order (give the data's "
+                         "class names in the teacher's order with --classes FILE when only the names differ)")
+    theirs = info.preprocess
+    if theirs.input_size != preprocess.input_size or any(
+            abs(a - b) > 1e-4 for a, b in zip((*theirs.mean, *theirs.std), (*preprocess.mean, *preprocess.std))):
+        raise ValueError(f"teacher {source} expects {theirs.input_size}-pixel inputs normalised with mean "
+                         f"{list(theirs.mean)} std {list(theirs.std)}; this run feeds {preprocess.input_size}-pixel "
+                         f"inputs with mean {list(preprocess.mean)} std {list(preprocess.std)}: give the teacher's "
+                         "--mean/--std (and --image-size), or a teacher trained on this data")
 
 
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
@@ -100,7 +110,8 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     if config.data.classes:
         data.class_names = class_names_for(config.data.classes, data.class_names)
     if teacher is not None:
-        check_teacher(teacher[1], config.optim.teacher, data.class_names, num_classes=teacher[0].num_classes)
+        check_teacher(teacher[1], config.optim.teacher, data.class_names, data.preprocess,
+                      num_classes=teacher[0].num_classes)
     model = build_model_for(config, data.num_classes)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names, teacher=teacher[0] if teacher is not None else None)
