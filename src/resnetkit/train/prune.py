@@ -29,7 +29,7 @@ from ..models import ResNet, load_model
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
 from .loop import Trainer
-from .run import MODEL_FILE
+from .run import MODEL_FILE, check_same_classes
 
 
 
@@ -88,12 +88,9 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
 def fine_tune_data(config: TrainConfig, info: ModelInfo, *, num_classes: int) -> TrainData:
     """The fine-tune's training data, refused unless its classes are the model's, in the model's order."""
     data = build_train_data(config, dist=DistInfo(), device=resolve_device(config.run.device))
-    if info.class_names and list(data.class_names) != list(info.class_names):
-        raise ValueError(f"{config.data.source} has the classes {data.class_names[:10]}, the model was trained on "
-                         f"{info.class_names[:10]} (in that order): fine-tune it on the data it was trained on")
-    if data.num_classes != num_classes:
-        raise ValueError(f"{config.data.source} has {data.num_classes} classes, the model {num_classes}: fine-tune "
-                         "it on the data it was trained on")
+    check_same_classes(info, data.class_names, num_classes=num_classes, model="the model", data=config.data.source,
+                       fix="the model was trained on other classes or in another order; fine-tune it on the data it "
+                           "was trained on")
     return data
 
 

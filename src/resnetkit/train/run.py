@@ -66,15 +66,22 @@ def class_names_for(path: str, data_names: list[str]) -> list[str]:
     return names
 
 
+def check_same_classes(info: ModelInfo, class_names: list[str], *, num_classes: int, model: str, data: str,
+                       fix: str) -> None:
+    """A model whose outputs a run uses as they are (a teacher's targets, a pruned network's fine-tune) must predict
+    the data's classes in the data's order; ``fix`` says what to do otherwise."""
+    names = info.class_names or [str(i) for i in range(num_classes)]
+    if len(names) != len(class_names) or (info.class_names and list(info.class_names) != list(class_names)):
+        raise ValueError(f"{model} predicts the classes {names[:10]}, {data} has {class_names[:10]}: {fix}")
+
+
 def check_teacher(info: ModelInfo, source: str, class_names: list[str], preprocess: Preprocess, *,
                   num_classes: int) -> None:
     """A teacher must predict the student's classes, in the same order (its outputs are the student's targets), and
     expect the inputs the student gets (it sees the student's normalised batches)."""
-    names = info.class_names or [str(i) for i in range(num_classes)]
-    if len(names) != len(class_names) or (info.class_names and list(info.class_names) != list(class_names)):
-        raise ValueError(f"teacher {source} predicts the classes {names[:10]}, the data has {class_names[:10]}: a "
-                         "teacher must have been trained on the same classes, in the same order (give the data's "
-                         "class names in the teacher's order with --classes FILE when only the names differ)")
+    check_same_classes(info, class_names, num_classes=num_classes, model=f"teacher {source}", data="the data",
+                       fix="a teacher must have been trained on the same classes, in the same order (give the data's "
+                           "class names in the teacher's order with --classes FILE when only the names differ)")
     theirs = info.preprocess
     if theirs.input_size != preprocess.input_size or any(
             abs(a - b) > 1e-4 for a, b in zip((*theirs.mean, *theirs.std), (*preprocess.mean, *preprocess.std))):
