@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,20 @@ def _from_dict(cls: type[T], data: dict[str, Any], *, what: str) -> T:
         if isinstance(values.get(f.name), list) and "tuple" in str(f.type):
             values[f.name] = tuple(values[f.name])
     return cls(**values)
+
+
+class JsonConfig:
+    """``to_dict`` / ``from_dict`` for a config dataclass: plain JSON both ways, unknown keys named on the way in.
+    ``_what`` names the config in that error ("unknown model config field(s) ...")."""
+
+    _what = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        return _from_dict(cls, data, what=cls._what)  # type: ignore[attr-defined]
 
 
 def _opt(default: Any, help: str, *, flag: str = "", type: type | None = None, choices: tuple[str, ...] = (),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fields import _from_dict, _opt
+from .fields import JsonConfig, _opt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -18,7 +17,7 @@ SHORTCUTS = ("A", "B", "C", "none")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything that fixes a network's architecture.
 
     ``arch`` is a registry name (``resnet50``, ``resnet20``, ``plain34`` ...); the other fields are the
@@ -27,6 +26,8 @@ class ModelConfig:
     in, and every built network and model file carries the resolved config. Two equal resolved configs
     always build identical architectures.
     """
+
+    _what = "model config"
 
     arch: str = _opt("resnet20", "architecture name (see `resnetkit models`)", flag="model")
     num_classes: int | None = None
@@ -67,33 +68,21 @@ class ModelConfig:
         """True when no field is left to the architecture's default (as in a built network or a model file)."""
         return None not in (self.num_classes, self.variant, self.shortcut, self.width)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data, what="model config")
-
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocess(JsonConfig):
     """How an image becomes the model's input: resize the shorter side, centre-crop, normalise.
 
     Stored with the weights so inference can never drift from training.
     """
+
+    _what = "preprocess"
 
     input_size: int = 224
     resize_size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        return _from_dict(cls, data, what="preprocess")
 
 
 IMAGENET_PREPROCESS = Preprocess()

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .fields import _from_dict, _opt
-from .train import AMP_MODES
+from .fields import JsonConfig, _opt
+from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
@@ -16,7 +16,7 @@ _MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained nam
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(JsonConfig):
     """``resnetkit eval``: one model on one labelled dataset with one protocol, and a report."""
 
     model: str = _opt("", _MODEL_HELP, positional=True)
@@ -41,12 +41,9 @@ class EvalConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(JsonConfig):
     """``resnetkit export``: one model to one artifact, checked against PyTorch, optionally INT8 and a report."""
 
     model: str = _opt("", _MODEL_HELP, positional=True)
@@ -67,15 +64,12 @@ class ExportConfig:
         if self.int8 and self.images is None:
             raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 PRUNE_METHODS = ("torch-pruning", "l1")
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(JsonConfig):
     """``resnetkit prune``: a trained model to a MAC target, fine-tuned by the training loop, measured before/after."""
 
     model: str = _opt("", _MODEL_HELP, positional=True)
@@ -116,11 +110,7 @@ class PruneConfig:
             raise ValueError(f"distill={self.distill} must be in [0, 1] (the teacher's weight in the loss)")
         if self.distill and not self.fine_tune_epochs:
             raise ValueError("distill needs a fine-tune (--fine-tune-epochs > 0): the unpruned model teaches it")
-        if self.amp not in ("", *AMP_MODES):
-            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        check_amp(self.amp, recipe_default=True)
 
 
 MIB = 1024 * 1024
@@ -175,12 +165,14 @@ STUDY_SCHEDULES = ("paper", "fast")
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(JsonConfig):
     """The paper's CIFAR-10 study (section 4.2): which networks, on which data, with which schedule.
 
     Each (family, depth, seed) is one training run under ``out_dir``; ``epochs_scale`` shrinks every
     schedule in proportion (1.0 is the paper's 64k iterations) so the study fits a CPU.
     """
+
+    _what = "study config"
 
     data: str = "cifar10"  # anything ``resnetkit train --data`` takes
     out_dir: str = "runs/reproduce-cifar10"
@@ -210,14 +202,6 @@ class StudyConfig:
         if self.epochs < 0 or (self.epochs and self.schedule != "fast"):
             raise ValueError(f"epochs={self.epochs}: a number of epochs sets the length of the fast schedule only; "
                              "scale the paper's 64k iterations with epochs_scale (--epochs-scale) instead")
-        if self.amp not in ("", *AMP_MODES):
-            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES} (or empty for the recipe's)")
+        check_amp(self.amp, recipe_default=True)
         if not self.depths:
             raise ValueError("depths is empty: give at least one depth, e.g. --depths 20 56")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
-        return _from_dict(cls, data, what="study config")

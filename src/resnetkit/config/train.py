@@ -7,14 +7,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .fields import Flag, _from_dict, _opt, config_flags
+from .fields import Flag, JsonConfig, _from_dict, _opt, config_flags
 from .model import ModelConfig
 
 AMP_MODES = ("bf16", "fp16", "none")
 
 
+def check_amp(amp: str, *, recipe_default: bool = False) -> None:
+    """``amp`` must name a precision; with ``recipe_default`` it may also be "" (a run takes its recipe's)."""
+    if amp not in (("", *AMP_MODES) if recipe_default else AMP_MODES):
+        raise ValueError(f"amp={amp!r} is not one of {AMP_MODES}" + (" (or empty for the recipe's)" if recipe_default
+                                                                         else ""))
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(JsonConfig):
     """Which data, which split of it, and how it is read; ``data.load_data(DataConfig(...))`` loads it.
 
     - ``source``: ``"digits"``, ``"cifar10"``, ``"cifar100"``, or a path to a CIFAR folder/archive or
@@ -30,6 +37,8 @@ class DataConfig:
     - ``mean`` / ``std``: the normalisation a model trained on this data uses; empty: the training
       split's own per-channel statistics (a fine-tune keeps its pretrained model's instead).
     """
+
+    _what = "data config"
 
     source: str = _opt("digits", "a folder of class folders, a tar of one, 'cifar10', 'cifar100', 'digits', or a "
                        "CIFAR archive", flag="data")
@@ -54,13 +63,6 @@ class DataConfig:
             raise ValueError(f"image_size={self.image_size} must be a positive number of pixels or None")
         if self.cifar100_labels not in ("fine", "coarse"):
             raise ValueError(f"cifar100_labels={self.cifar100_labels!r} must be 'fine' or 'coarse'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        return _from_dict(cls, data, what="data config")
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,7 @@ class RunConfig:
     progress: bool = _opt(True, "progress bars")
 
     def __post_init__(self) -> None:
-        if self.amp not in AMP_MODES:  # a recipe's typo fails here, not after the data has loaded
-            raise ValueError(f"amp={self.amp!r} is not one of {AMP_MODES}")
+        check_amp(self.amp)  # a recipe's typo fails here, not after the data has loaded
 
 
 _LEGACY_UNSET = {"variant": "", "shortcut": "", "width": 0.0, "image_size": 0}  # flat configs before sections
