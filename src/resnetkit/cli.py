@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify images with a model, print top-k, optionally annotate / Grad-CAM",
                        description="Classify images. MODEL is a resnetkit model file (path or URL), a pretrained name "
-                                   "(resnet56_cifar10, resnet50_imagenet1k_v2; `resnetkit models --pretrained`), or an "
+                                   "(resnet20_cifar10, resnet50_imagenet1k_v2; `resnetkit models --pretrained`), or an "
                                    "architecture name with --pretrained TAG or --weights FILE. Weights the catalog "
                                    "knows (same SHA-256) bring their own preprocessing and class names; for others, "
                                    "set the preprocessing with --resize-size, --input-size, --interpolation, --mean, "
@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision / timm / resnetkit weights (or a pretrained name) for MODEL given as an "
                         "architecture name (default: none)")
     p.add_argument("--pretrained", metavar="TAG", default=None,
-                   help="with an architecture name: its pretrained weights TAG, e.g. resnet56 --pretrained cifar10 "
+                   help="with an architecture name: its pretrained weights TAG, e.g. resnet20 --pretrained cifar10 "
                         "(default: none)")
     p.add_argument("--classes", metavar="FILE", default=None,
                    help="class names: one per line, or a JSON list (default: the model's own, else indices)")

@@ -11,7 +11,7 @@ from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
-_MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet56_cifar10; see " \
+_MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet20_cifar10; see " \
               "`resnetkit models --pretrained`)"
 
 

@@ -228,8 +228,8 @@ class Predictor:
 def load_predictor(model: str, *, weights: str | None = None, class_names: str | None = None,
                    device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, pretrained: str | None = None,
                    preprocess: dict[str, Any] | None = None) -> Predictor:
-    """A predictor from a resnetkit ``.safetensors`` file (path or URL), a pretrained name (``resnet56_cifar10``,
-    or ``model="resnet56", pretrained="cifar10"``), or a registered name plus ``weights``.
+    """A predictor from a resnetkit ``.safetensors`` file (path or URL), a pretrained name (``resnet20_cifar10``,
+    or ``model="resnet20", pretrained="cifar10"``), or a registered name plus ``weights``.
 
     ``preprocess`` overrides fields of the preprocessing (``{"resize_size": 232}``) for weights trained
     differently from what the file or catalog says. What ``resnetkit predict`` and ``resnetkit serve`` take.

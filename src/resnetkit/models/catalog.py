@@ -166,7 +166,10 @@ def pretrained_table(pattern: str = "*") -> str:
             except (WeightFileError, OSError, ValueError):  # listed as damaged; loading it says why
                 damaged = True
         size, resize, interp = (p.input_size, p.resize_size, p.interpolation) if p else ("file", "file", "file")
+        evaluated_on = str(e.card.get("evaluated_on", "-"))
+        if len(evaluated_on) > 40:  # cut visibly: the whole text is in the card
+            evaluated_on = evaluated_on[:37] + "..."
         lines.append(f"{e.name:<32} {e.arch:<18} {(f'{top1:.2f}' if top1 is not None else '-'):>8} "
-                     f"{str(e.card.get('evaluated_on', '-'))[:40]:<40} {size:>5} {resize:>6} {interp:<8} "
+                     f"{evaluated_on:<40} {size:>5} {resize:>6} {interp:<8} "
                      f"{('shipped, DAMAGED' if damaged else 'shipped') if e.shipped else 'download: ' + e.source}")
     return "\n".join(lines)

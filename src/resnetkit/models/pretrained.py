@@ -1,10 +1,10 @@
 """Named weights: one catalog of trained networks, each with its source, digest, preprocessing and card.
 
-A name is ``<arch>_<tag>``: ``resnet56_cifar10`` (a file shipped in ``resnetkit/weights/``),
+A name is ``<arch>_<tag>``: ``resnet20_cifar10`` (a file shipped in ``resnetkit/weights/``),
 ``resnet50_imagenet1k_v2`` (torchvision's, derived from torchvision's own weight enums so URL, digest,
 resize size and accuracy are never copied), ``seresnet50_a1_in1k`` (timm's). ``load_model`` takes a
 name wherever it takes a file, so ``predict``, ``eval``, ``export`` and ``serve`` accept it too, and
-``create_model("resnet56", pretrained="cifar10")`` returns the trained network.
+``create_model("resnet20", pretrained="cifar10")`` returns the trained network.
 
 A shipped network is two files in ``resnetkit/weights/``: ``NAME.safetensors`` (a ``save_model`` file,
 which carries its own class names and preprocessing) and ``NAME.json``, its entry:

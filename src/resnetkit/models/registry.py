@@ -163,14 +163,14 @@ def create_model(name: str, *, pretrained: str | None = None, features_only: boo
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
     ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
     ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``); a catalog
-    name such as ``resnet56_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
+    name such as ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
     given: it replaces the head for fine-tuning. ``features_only=True`` returns a backbone giving the maps
     ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
     ``feature_info`` (see ``models/features.py``).
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
-    >>> model = create_model("resnet56", pretrained="cifar10")
+    >>> model = create_model("resnet20", pretrained="cifar10")
     >>> backbone = create_model("resnet50", features_only=True, out_indices=(2, 3, 4))  # stride 8, 16, 32 maps
     """
     model = _create(name, pretrained=pretrained, **options)

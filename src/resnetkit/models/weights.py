@@ -82,7 +82,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 def load_model(source: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
                ) -> tuple[ResNet, ModelInfo]:
     """The model a user names, in eval mode, with its info: a resnetkit ``.safetensors`` file, its URL, or a
-    catalog name (``resnet56_cifar10``, ``resnet50_imagenet1k_v2``; see ``resnetkit models --pretrained``).
+    catalog name (``resnet20_cifar10``, ``resnet50_imagenet1k_v2``; see ``resnetkit models --pretrained``).
 
     This is the one resolver behind every command that takes a model: predict, eval, export and serve.
     """
