@@ -159,10 +159,11 @@ def _train_finetune(config: Any) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .infer.features import extract_features, write_features
+    from .infer.features import check_features_out, extract_features, write_features
     from .infer.predictor import Predictor
     from .models.sources import open_model
 
+    check_features_out(args.out)  # before any image is read
     model, info = open_model(args.model, weights=args.weights)
     predictor = Predictor(model, info, device=args.device)
     features = extract_features(predictor, args.data, stage=args.stage, pool=args.stage is None or args.pool,

@@ -15,9 +15,8 @@ from typing import Any
 from ..config import DataConfig
 from .cache import cache_dir
 from .cifar import locate_cifar, read_cifar
-from .decode import load_tree_in_memory
+from .decode import decode_read, load_tree_in_memory
 from .digits import load_digits_dataset
-from .image import decode_rgb
 from .memory import InMemoryImageDataset, split_holdout
 from .preprocess import fit_to_size
 from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
@@ -89,7 +88,7 @@ def first_image_size(source: str | DataSource) -> tuple[int, int] | None:
     tree = index_tree(source.path, split="train") if source.is_image_tree else None
     for _, data in tree.iter_bytes() if tree is not None else ():
         try:
-            return tuple(decode_rgb(data).shape[1:])  # type: ignore[return-value]
+            return tuple(decode_read(data).shape[1:])  # type: ignore[return-value]
         except ValueError:
             continue
     return None

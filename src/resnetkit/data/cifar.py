@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import pickle
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .memory import InMemoryImageDataset
+from .tree import open_tar
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def detect_format(path: Path) -> CifarFormat | None:
             return fmt
     if str(path).endswith((".tar.gz", ".tgz", ".tar")):
         # Renamed official archives start with their folder; reading one header is enough to tell.
-        with tarfile.open(path, "r:*") as archive:
+        with open_tar(path) as archive:
             first = archive.next()
         top = first.name.removeprefix("./").split("/", 1)[0] if first is not None else ""
         return next((fmt for fmt in FORMATS if fmt.folder == top), None)
@@ -116,7 +116,7 @@ def _read_files(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
     if path.is_dir():
         return {name: (path / name).read_bytes() for name in wanted if (path / name).exists()}
     found: dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as archive:
+    with open_tar(path) as archive:
         for member in archive:
             name = Path(member.name).name
             if member.isfile() and name in wanted:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .cache import cache_path, load_cached, save_cached
-from .image import decode_rgb
+from .image import ImageLoadError, decode_rgb
 from .memory import InMemoryImageDataset
 from .preprocess import fit_to_size
 from .tree import ImageTree, index_tree, report_skipped
@@ -27,6 +27,13 @@ __all__ = ["decode_rgb", "decode_tree", "fit_to_size", "load_tree_in_memory"]
 
 logger = logging.getLogger(__name__)
 CHUNK = 512
+
+
+def decode_read(data: bytes | ImageLoadError) -> torch.Tensor:
+    """``decode_rgb`` of what ``ImageTree.iter_bytes`` yields: bytes, or the error that kept them from being read."""
+    if isinstance(data, ImageLoadError):
+        raise data
+    return decode_rgb(data)
 
 
 def default_workers() -> int:
@@ -47,12 +54,13 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     failures: dict[int, str] = {}
     resized: Counter[tuple[int, int]] = Counter()
 
-    def decode_chunk(chunk: list[tuple[int, bytes]]) -> tuple[dict[int, str], Counter[tuple[int, int]]]:
+    def decode_chunk(chunk: list[tuple[int, bytes | ImageLoadError]]
+                     ) -> tuple[dict[int, str], Counter[tuple[int, int]]]:
         chunk_failures: dict[int, str] = {}
         chunk_resized: Counter[tuple[int, int]] = Counter()
         for index, data in chunk:
             try:
-                pixels = decode_rgb(data)
+                pixels = decode_read(data)
             except ValueError as error:
                 chunk_failures[index] = str(error)
                 continue
@@ -64,13 +72,13 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
         return chunk_failures, chunk_resized
 
     stream = tree.iter_bytes()
-    pending: list[tuple[int, bytes]] = []
+    pending: list[tuple[int, bytes | ImageLoadError]] = []
     if target is None:
         # Fix the size from the first decodable image, in the order the tree is read.
         for index, data in stream:
             pending.append((index, data))
             try:
-                target = tuple(decode_rgb(data).shape[1:])  # type: ignore[assignment]
+                target = tuple(decode_read(data).shape[1:])  # type: ignore[assignment]
                 break
             except ValueError:
                 continue

@@ -19,7 +19,9 @@ any file torchvision cannot read, by PIL. Both feed the same conversion below, s
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import warnings
 
 import numpy as np
@@ -37,6 +39,11 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 BACKGROUND = 255  # transparent pixels show as white
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# No image worth classifying is this large (a 100-megapixel 16-bit TIFF is about 600 MB uncompressed, far
+# less as PNG or JPEG); a bigger "image" is a mistake, and reading it whole would cost its size in memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+NOT_AN_IMAGE = "not an image file PIL can read (unknown format or corrupt header)"
+BAND_PIXELS = 1 << 18  # pixels per band of rows in ``to_rgb8``: about 5 MB of temporaries for RGBA
 
 
 class ImageLoadError(ValueError):
@@ -62,7 +69,7 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
     except Image.DecompressionBombError as error:
         raise _bomb(name, str(error).rstrip(".")) from None
     except UnidentifiedImageError:
-        raise _fail(name, "not an image file PIL can read (unknown format or corrupt header)") from None
+        raise _fail(name, NOT_AN_IMAGE) from None
     except Exception as error:  # noqa: BLE001 - PIL raises many types for damaged headers
         raise _fail(name, f"damaged image data ({type(error).__name__}: {error})") from None
     with header:
@@ -81,6 +88,47 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
             detail = f"; torchvision: {torchvision_error}" if torchvision_error else ""
             raise _fail(name, f"damaged image data ({type(error).__name__}: {error}{detail})") from None
         return pil_to_rgb(header, name=name)
+
+
+def read_image_file(path: str | os.PathLike[str], *, name: str | None = None, max_bytes: int | None = None) -> bytes:
+    """The bytes of an image file for ``decode_rgb``, refusing before reading it whole what cannot be an image:
+    not a regular file, empty, over ``max_bytes`` (default ``MAX_FILE_BYTES``), or a header of no format PIL knows.
+
+    Raises ``ImageLoadError`` naming ``name`` (when given) and saying why.
+    """
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _fail(name, "not a regular file; give an image file")
+            if info.st_size == 0:
+                raise _fail(name, "empty file (0 bytes)")
+            check_file_size(info.st_size, name=name, max_bytes=max_bytes)
+            _check_header(handle, name)
+            handle.seek(0)
+            return handle.read(info.st_size)  # not more than was checked, even from a file growing meanwhile
+    except OSError as error:
+        raise _fail(name, f"cannot be read ({error.strerror or error})") from None
+
+
+def check_file_size(size: int, *, name: str | None = None, max_bytes: int | None = None) -> None:
+    """Refuse an image file or tar member over ``max_bytes`` (default ``MAX_FILE_BYTES``) before it is read."""
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if size > max_bytes:
+        raise _fail(name, f"{size / 2**20:,.1f} MiB is more than the {max_bytes / 2**20:,.0f} MiB allowed for one "
+                          "image file; check it is the image you meant, or shrink it")
+
+
+def _check_header(handle: io.BufferedReader, name: str | None) -> None:
+    """Refuse a file PIL does not recognise from its first bytes, without reading the rest."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(handle)  # reads the header only; not closed, as that would close ``handle`` too
+    except UnidentifiedImageError:
+        raise _fail(name, NOT_AN_IMAGE) from None
+    except Exception:  # noqa: BLE001 - bombs, damaged headers ...: decode_rgb says what is wrong
+        pass
 
 
 def _bomb(name: str | None, detail: str) -> ImageLoadError:
@@ -141,22 +189,38 @@ def to_rgb8(pixels: torch.Tensor) -> torch.Tensor:
     """
     if pixels.dim() == 4:
         pixels = pixels[0]
-    if pixels.dtype == torch.uint16:
-        # round(v / 257) in integers: (v * 255 + 32767) // 65535; int64 so v * 255 cannot overflow.
-        pixels = ((pixels.to(torch.int64) * 255 + 32767) // 65535).to(torch.uint8)
-    elif pixels.dtype != torch.uint8:
+    if pixels.dtype not in (torch.uint8, torch.uint16):
         raise ValueError(f"pixels of dtype {pixels.dtype}; expected uint8 or uint16")
-    channels = pixels.shape[0]
-    if channels in (2, 4):
-        color, alpha = pixels[:-1].to(torch.int32), pixels[-1:].to(torch.int32)
-        # color * a + white * (1 - a), rounded: (c*a + 255*(255-a) + 127) // 255.
-        pixels = ((color * alpha + BACKGROUND * (255 - alpha) + 127) // 255).to(torch.uint8)
-        channels -= 1
-    if channels == 1:
-        return pixels.expand(3, -1, -1).contiguous()
-    if channels != 3:
+    channels, height, width = pixels.shape
+    if channels not in (1, 2, 3, 4):
         raise ValueError(f"an image with {channels} channels; expected 1 to 4")
-    return pixels  # torchvision's (3, H, W) is a view of HWC memory: left so, whoever stores it copies once
+    if pixels.dtype == torch.uint8 and channels == 3:
+        return pixels  # torchvision's (3, H, W) is a view of HWC memory: left so, whoever stores it copies once
+    if pixels.dtype != torch.uint8 or channels in (2, 4):
+        # Integer arithmetic needs wider temporaries (4 bytes a sample); doing it a band of rows at a time keeps
+        # them small, so a large 16-bit RGBA image costs its 8-bit result and no more.
+        out = torch.empty((3 if channels >= 3 else 1, height, width), dtype=torch.uint8)
+        rows = max(1, BAND_PIXELS // max(1, width))
+        for top in range(0, height, rows):
+            out[:, top:top + rows] = _band_to_rgb8(pixels[:, top:top + rows])
+        pixels = out
+    if pixels.shape[0] == 1:
+        return pixels.expand(3, -1, -1).contiguous()
+    return pixels
+
+
+def _band_to_rgb8(pixels: torch.Tensor) -> torch.Tensor:
+    """The arithmetic of ``to_rgb8`` on a few rows, in place: 16 -> 8 bits, then alpha composited on white."""
+    values = pixels.to(torch.int32)  # uint16 * 255 + 32767 < 2**31
+    if pixels.dtype == torch.uint16:
+        # round(v / 257) in integers: (v * 255 + 32767) // 65535.
+        values.mul_(255).add_(32767).floor_divide_(65535)
+    if values.shape[0] in (2, 4):
+        color, alpha = values[:-1], values[-1:]
+        # color * a + white * (1 - a), rounded: (c*a + 255*(255-a) + 127) // 255.
+        white = (255 - alpha).mul_(BACKGROUND).add_(127)
+        values = color.mul_(alpha).add_(white).floor_divide_(255)
+    return values.to(torch.uint8)
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:

@@ -12,12 +12,17 @@ Nothing is extracted to disk: folder images are read by path and tar members by 
 from __future__ import annotations
 
 import logging
+import lzma
 import os
 import tarfile
 import warnings
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from .image import ImageLoadError, check_file_size, read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,40 +60,56 @@ class ImageTree:
         return len(self.paths)
 
     def read_bytes(self, index: int) -> bytes:
-        """The encoded bytes of sample ``index`` (random access; tars must be uncompressed)."""
+        """The encoded bytes of sample ``index`` (random access; tars must be uncompressed).
+
+        Raises ``ImageLoadError`` for a file that cannot be an image (too large, empty, unknown header).
+        """
         if not self.is_tar:
-            return Path(self.paths[index]).read_bytes()
+            return read_image_file(self.paths[index])
         if not self.spans:
             raise ValueError(f"{self.source} is a compressed tar: random access would decompress it again for every "
                              "image; decompress it once (e.g. `gunzip` to a .tar) or load it in memory")
         offset, size = self.spans[index]
+        check_file_size(size)
         with open(self.source, "rb") as handle:
             handle.seek(offset)
             return handle.read(size)
 
-    def iter_bytes(self) -> Iterator[tuple[int, bytes]]:
-        """``(index, bytes)`` for every sample, in one sequential pass over the folder or archive."""
+    def iter_bytes(self) -> Iterator[tuple[int, bytes | ImageLoadError]]:
+        """``(index, bytes)`` for every sample, in one sequential pass over the folder or archive; for a file
+        that cannot be read or cannot be an image (too large ...), ``(index, the ImageLoadError saying why)``."""
         if not self.is_tar:
             for index, path in enumerate(self.paths):
                 try:
-                    yield index, Path(path).read_bytes()
-                except OSError as error:
-                    yield index, f"unreadable: {error}".encode()  # the decoder reports it with the path
+                    yield index, read_image_file(path)
+                except ImageLoadError as error:
+                    yield index, error
             return
         if self.spans:
             with open(self.source, "rb") as handle:
                 for index in sorted(range(len(self.spans)), key=lambda i: self.spans[i][0]):
                     offset, size = self.spans[index]
+                    try:
+                        check_file_size(size)
+                    except ImageLoadError as error:
+                        yield index, error
+                        continue
                     handle.seek(offset)
                     yield index, handle.read(size)
             return
         position = {name: i for i, name in enumerate(self.paths)}
-        with tarfile.open(self.source, "r:*") as archive:
+        with open_tar(self.source) as archive:
             for member in archive:
                 index = position.get(member.name)
-                if index is not None:
-                    handle = archive.extractfile(member)
-                    yield index, handle.read() if handle is not None else b""
+                if index is None:
+                    continue
+                try:
+                    check_file_size(member.size)
+                except ImageLoadError as error:
+                    yield index, error
+                    continue
+                handle = archive.extractfile(member)
+                yield index, handle.read() if handle is not None else b""
 
 
 def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None]:
@@ -104,13 +125,28 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
     if not is_tar_path(source):
         raise ValueError(f"{source} is neither a folder nor a tar archive ({', '.join(TAR_SUFFIXES)})")
     found, spans = [], []
-    with tarfile.open(source, "r:*") as archive:
+    with open_tar(source) as archive:
         for member in archive:
             if member.isfile():
                 found.append((member.name[2:] if member.name.startswith("./") else member.name, member.name))
                 spans.append((member.offset_data, member.size))
     # Byte offsets index the file itself only when the tar is not compressed.
     return found, None if is_compressed(source) else spans
+
+
+@contextmanager
+def open_tar(path: str | os.PathLike[str]) -> Iterator[tarfile.TarFile]:
+    """``tarfile.open(path)`` for reading (any compression), with errors that name the file: a damaged or
+    truncated archive, or one that is not a tar at all, raises ``ValueError`` instead of tarfile's bare message."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            yield archive
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")  # tarfile's first line
+        raise ValueError(f"{path}: not a readable tar archive ({detail}); check the file is a whole "
+                         f".tar / .tar.gz / .tar.bz2 / .tar.xz (e.g. `tar -tf {path}`)") from None
 
 
 def is_compressed(path: Path) -> bool:
@@ -136,10 +172,12 @@ def _choose_split(relative: list[str], split: str) -> str | None:
     return "" if split == "train" else None
 
 
-def tree_splits(source: str | os.PathLike[str]) -> tuple[str, ...]:
-    """Which of ``("train", "test")`` ``index_tree`` finds in a tree (a tree without split folders is all "train")."""
+def tree_splits(source: str | os.PathLike[str], *, all_names: bool = False) -> tuple[str, ...]:
+    """Which of ``("train", "test")`` ``index_tree`` finds in a tree (a tree without split folders is all "train");
+    ``all_names`` asks about every split name ``index_tree`` takes (``"val"`` too)."""
     relative = [rel for rel, _ in _list_files(Path(source))[0]]
-    return tuple(split for split in ("train", "test") if _choose_split(relative, split) is not None)
+    names = tuple(SPLIT_FOLDERS) if all_names else ("train", "test")
+    return tuple(split for split in names if _choose_split(relative, split) is not None)
 
 
 def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> ImageTree | None:

@@ -3,6 +3,7 @@ images and Grad-CAM overlays on request: what ``resnetkit predict`` runs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import urllib.parse
@@ -13,7 +14,10 @@ from tqdm import tqdm
 from .annotate import draw_label, label_text
 from .cam import overlay
 from .images import expand_inputs, is_url
-from .predictor import Prediction, Predictor
+from .outputs import prepare_output_dir
+from .predictor import Prediction, Predictor, check_batch_size
+
+log = logging.getLogger(__name__)
 
 
 def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, batch_size: int | None = None,
@@ -25,12 +29,13 @@ def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, b
     overlay for the predicted class (or ``cam_class``). ``progress`` shows a bar on stderr (default:
     when stderr is a terminal and there is more than one batch).
     """
+    check_batch_size(batch_size)
     sources = expand_inputs(inputs)
     if not sources:
         raise ValueError(f"no images found in {' '.join(inputs)}")
     cam_target = None if cam_class is None else predictor.class_index(cam_class)  # fail before any work
-    size = batch_size or predictor.batch_size
-    writer = _OutputNames()
+    output_names = plan_outputs(sources, annotate_dir=annotate_dir, cam_dir=cam_dir)  # likewise
+    size = predictor.batch_size if batch_size is None else batch_size
     if progress is None:
         progress = len(sources) > size and sys.stderr.isatty()
     keep = annotate_dir is not None or cam_dir is not None
@@ -42,28 +47,61 @@ def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, b
             batch.append(prediction)
             bar.update(1)
             if len(batch) == size:
-                _write_outputs(predictor, batch, writer, annotate_dir, cam_dir, cam_target)
+                _write_outputs(predictor, batch, output_names, annotate_dir, cam_dir, cam_target)
                 batch = []
-        _write_outputs(predictor, batch, writer, annotate_dir, cam_dir, cam_target)
+        _write_outputs(predictor, batch, output_names, annotate_dir, cam_dir, cam_target)
     return results
 
 
-def _write_outputs(predictor: Predictor, batch: list[Prediction], writer: _OutputNames,
+def plan_outputs(sources: list[str], *, annotate_dir: str | os.PathLike[str] | None,
+                 cam_dir: str | os.PathLike[str] | None) -> dict[str, str]:
+    """The output file name of each source, once the output folders are created and it is clear that no output
+    replaces an input image or another output; otherwise ``ValueError`` naming the flag."""
+    folders = [(flag, Path(folder)) for flag, folder in (("--annotate", annotate_dir), ("--cam", cam_dir))
+               if folder is not None]
+    if not folders:
+        return {}
+    if len(folders) == 2 and folders[0][1].resolve() == folders[1][1].resolve():
+        raise ValueError(f"--annotate and --cam both name {folders[0][1]}: each would write <image>.png there and "
+                         "the Grad-CAM overlays would replace the annotated copies; give two different folders")
+    writer = _OutputNames()
+    names = {source: writer.name_for(source) for source in sources}
+    files = [source for source in sources if not is_url(source)]
+    inputs = {os.path.realpath(source) for source in files}
+    # Outputs beside the inputs could replace images of the user's that are not inputs of this run, too.
+    input_folders = {os.path.realpath(os.path.dirname(source) or "."): source for source in files}
+    for flag, folder in folders:
+        if os.path.realpath(folder) in input_folders:
+            raise ValueError(f"{flag} {folder}: this folder holds input images (e.g. "
+                             f"{input_folders[os.path.realpath(folder)]}), which the outputs could replace; "
+                             "give a separate output folder")
+        for source, name in names.items():
+            if os.path.realpath(folder / name) in inputs:  # e.g. through a link
+                raise ValueError(f"{flag} {folder}: writing the output for {source} would replace the input image "
+                                 f"{folder / name}; give a separate output folder")
+    for flag, folder in folders:
+        prepare_output_dir(folder, flag=flag)
+    if writer.renamed:
+        source, name = writer.renamed[0]
+        log.warning("%d input(s) share a file name with another input; their outputs are numbered, e.g. %s -> %s",
+                    len(writer.renamed), source, name)
+    return names
+
+
+def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[str, str],
                    annotate_dir: str | os.PathLike[str] | None, cam_dir: str | os.PathLike[str] | None,
                    cam_target: int | None) -> None:
     usable = [p for p in batch if p.ok and p.image is not None]
     if not usable:
         return
-    names = [writer.name_for(p.source) for p in usable]
+    outputs = [names[p.source] for p in usable]
     if annotate_dir is not None:
-        Path(annotate_dir).mkdir(parents=True, exist_ok=True)
-        for prediction, name in zip(usable, names):
+        for prediction, name in zip(usable, outputs):
             draw_label(prediction.image, label_text(prediction.label, prediction.probability)).save(
                 Path(annotate_dir) / name)
     if cam_dir is not None:
-        Path(cam_dir).mkdir(parents=True, exist_ok=True)
         cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable])
-        for prediction, cam, name in zip(usable, cams, names):
+        for prediction, cam, name in zip(usable, cams, outputs):
             # Blend at full resolution; the label names the class the map explains.
             blended = overlay(prediction.image, cam.heatmap)
             draw_label(blended, f"Grad-CAM: {label_text(cam.label, cam.probability)}").save(Path(cam_dir) / name)
@@ -76,6 +114,7 @@ class _OutputNames:
 
     def __init__(self) -> None:
         self.used: set[str] = set()
+        self.renamed: list[tuple[str, str]] = []  # (source, name) given a number
 
     def name_for(self, source: str) -> str:
         path = urllib.parse.urlparse(source).path if is_url(source) else source
@@ -84,5 +123,7 @@ class _OutputNames:
         while name in self.used:
             n += 1
             name = f"{stem}-{n}.png"
+        if n > 1:
+            self.renamed.append((source, name))
         self.used.add(name)
         return name

@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 
+EXPECTED = ("give a UTF-8 text file with one class name per line, a JSON list of names, or a JSON object of "
+            "index -> name")
+MAX_BYTES = 64 * 1024 * 1024  # ImageNet-21k's 21,843 names take under 1 MB
+
+
 def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     """Class names in index order.
 
@@ -14,9 +19,18 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     object mapping indices to names or to ``[id, name]`` pairs (the ``imagenet_class_index.json`` layout).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such class-name file")
-    text = path.read_text(encoding="utf-8-sig")
+    if not path.is_file():
+        raise ValueError(f"{path}: {'a folder' if path.is_dir() else 'not a regular file'}, not a class-name file; "
+                         f"{EXPECTED}")
+    if path.stat().st_size > MAX_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size / 2**20:,.1f} MiB is too large for a class-name file; "
+                         f"{EXPECTED}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a class-name file (not UTF-8 text: byte {error.start}); {EXPECTED}") from None
     if text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)

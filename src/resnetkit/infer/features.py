@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.tree import index_tree, is_tar_path
+from ..data.tree import index_tree, is_tar_path, tree_splits
 from .images import ImageLoadError, expand_inputs, load_image
+from .outputs import prepare_output_dir
 from .predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,15 @@ def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str
     if path.exists() and (path.is_dir() or is_tar_path(path)):
         try:
             tree = index_tree(path, split=split)
-        except ValueError:  # images not in class folders: unlabelled
+        except ValueError:  # a folder of images not in class folders: unlabelled
+            if path.is_file():  # a damaged tar, or one without class folders: nothing to fall back on
+                raise
             tree = None
+        else:
+            if tree is None:
+                splits = ", ".join(tree_splits(path, all_names=True)) or "none"
+                raise ValueError(f"--split {split}: {data} has no such split (it has: {splits}; a tree without "
+                                 "train/, val/ or test/ folders is all train)")
         if tree is not None and len(tree):
             names = [f"{data}:{p}" if tree.is_tar else p for p in tree.paths]
             sources = list(range(len(tree))) if tree.is_tar else list(tree.paths)
@@ -98,8 +106,8 @@ def extract_features(predictor: Predictor, data: str, *, stage: int | None = Non
         for batch in _batches(list(range(len(sources))), batch_size):
             tensors, ok = [], []
             for i in batch:
-                source = sources[i].read() if isinstance(sources[i], _TarMember) else sources[i]
                 try:
+                    source = sources[i].read() if isinstance(sources[i], _TarMember) else sources[i]
                     tensors.append(predictor.transform(load_image(source, name=names[i])))
                     ok.append(i)
                 except ImageLoadError as e:
@@ -138,12 +146,23 @@ def _memory_limit() -> float:
         return 8 * 2**30
 
 
-def write_features(features: FeatureSet, out: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``features`` as ``.safetensors`` or ``.npy`` (+ ``.json``); returns the path written."""
+def check_features_out(out: str | os.PathLike[str]) -> Path:
+    """Refuse an output path ``write_features`` could not write, before any image is read: a wrong extension,
+    a folder, or a folder that cannot be created or written (created here if missing). ``ValueError`` names it."""
     out = Path(out)
     if out.suffix not in FORMATS:
-        raise ValueError(f"{out}: the output must end in {' or '.join(FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"--out {out}: the output must end in {' or '.join(FORMATS)}")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give a file name ending in {' or '.join(FORMATS)}")
+    prepare_output_dir(out.parent, flag="the folder of --out")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"--out {out}: the file exists and is not writable; give another file name")
+    return out
+
+
+def write_features(features: FeatureSet, out: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``features`` as ``.safetensors`` or ``.npy`` (+ ``.json``); returns the path written."""
+    out = check_features_out(out)
     meta = {**features.metadata(), **(extra or {})}
     if out.suffix == ".npy":
         np.save(out, features.features)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, to_pil
+from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, read_image_file, to_pil
 from ..data.tree import IMAGE_EXTENSIONS
 
 __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_inputs", "is_url", "load_image",
@@ -77,9 +77,7 @@ def load_pixels(source: ImageInput, *, name: str | None = None) -> torch.Tensor:
             raise ImageLoadError(f"{name}: no such file")
         if path.is_dir():
             raise ImageLoadError(f"{name}: is a folder; pass the images inside it (the CLI expands folders)")
-        if path.stat().st_size == 0:
-            raise ImageLoadError(f"{name}: empty file (0 bytes)")
-        return decode_rgb(path.read_bytes(), name=name)
+        return decode_rgb(read_image_file(path, name=name), name=name)
     raise ImageLoadError(f"{name}: a {type(source).__name__} is not an image; pass a path, URL, bytes, "
                          "PIL image, HWC numpy array or CHW tensor")
 
@@ -97,6 +95,8 @@ def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
     if array.dtype == np.uint8:
         pixels = array
     elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageLoadError(f"{name}: pixels include NaN or infinity; pass finite values (floats in 0..1)")
         pixels = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     elif array.dtype == np.bool_:
         pixels = array.astype(np.uint8) * 255

@@ -165,11 +165,12 @@ class Predictor:
         """Like ``predict``, yielding as each batch finishes; ``keep_images`` sets ``Prediction.image``."""
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be >= 1")
+        check_batch_size(batch_size)
         items = _as_list(images)
         if names is not None and len(names) != len(items):
             raise ValueError(f"{len(names)} names for {len(items)} images")
         labels = names or [describe(item, i) for i, item in enumerate(items)]
-        size = batch_size or self.batch_size
+        size = self.batch_size if batch_size is None else batch_size
         for start in range(0, len(items), size):
             yield from self._predict_batch(items[start:start + size], labels[start:start + size], top_k, keep_images)
 
@@ -258,6 +259,12 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
         predictor = Predictor(predictor.model, with_preprocess(predictor.info, preprocess), device=predictor.device,
                               batch_size=batch_size)
     return predictor
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Refuse a batch size below 1 (None means the predictor's default)."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} (--batch-size): give the number of images per batch, 1 or more")
 
 
 def _as_list(images: Any) -> list[Any]:

@@ -1,0 +1,87 @@
+"""The decoder's and the tree reader's defences: memory-lean 16-bit RGBA, a size limit read before the file,
+and damaged tars named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit.data import image as image_module
+from resnetkit.data import index_tree, load_tree_in_memory
+from resnetkit.data.image import MAX_FILE_BYTES, ImageLoadError, to_rgb8
+from resnetkit.infer.images import load_pixels
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
+
+
+def test_16_bit_rgba_converted_in_bands_matches_the_formula(monkeypatch):
+    monkeypatch.setattr(image_module, "BAND_PIXELS", 7)  # many bands, the last one partial
+    values = np.random.default_rng(0).integers(0, 65536, (4, 13, 11), dtype=np.uint16)
+    values[3, 0, :4] = (0, 65535, 128, 32896)
+    expected8 = (values.astype(np.int64) * 255 + 32767) // 65535
+    color, alpha = expected8[:3], expected8[3:]
+    expected = (color * alpha + 255 * (255 - alpha) + 127) // 255
+    assert np.array_equal(to_rgb8(torch.from_numpy(values)).numpy(), expected)
+    gray_alpha = torch.from_numpy(values[2:])
+    assert np.array_equal(to_rgb8(gray_alpha).numpy(), np.repeat(expected[2:3], 3, axis=0))
+
+
+def test_16_bit_rgba_costs_a_few_bytes_a_pixel():
+    """Before: int64 temporaries made a 16-bit RGBA image cost ~69 bytes a pixel on top of its pixels."""
+    script = """
+import resource, torch
+from resnetkit.data.image import to_rgb8
+pixels = torch.full((4, 2000, 2000), 40000, dtype=torch.uint16)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rgb = to_rgb8(pixels)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / pixels[0].numel())
+"""
+    extra = float(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout)
+    assert extra < 8, f"{extra:.1f} bytes a pixel"  # the 8-bit RGB result takes 3
+
+
+def test_a_file_over_the_size_limit_is_refused_by_its_size_without_being_read(tmp_path):
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk, but reading it would take 256 MiB
+    with pytest.raises(ImageLoadError, match=r"huge\.jpg: 256\.0 MiB is more than the 256 MiB allowed"):
+        load_pixels(huge)
+
+
+def test_a_tree_reports_an_oversized_file_and_keeps_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_module, "MAX_FILE_BYTES", 10_000)
+    for name, size in (("small.png", 8), ("big.png", 200)):
+        (tmp_path / "tree" / "cat").mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "tree" / "cat" / name)
+    with pytest.warns(UserWarning, match=r"big\.png: .*MiB is more than the"):
+        dataset = load_tree_in_memory(tmp_path / "tree", cache=False)
+    assert len(dataset) == 1
+
+
+@pytest.mark.parametrize("damage", ["not a tar", "truncated"])
+def test_a_damaged_tar_is_named(tmp_path, damage):
+    import tarfile
+
+    archive = tmp_path / "data.tar.gz"
+    if damage == "not a tar":
+        archive.write_bytes(np.random.default_rng(0).bytes(3000))
+    else:
+        (tmp_path / "cat").mkdir()
+        for i in range(3):
+            (tmp_path / "cat" / f"{i}.png").write_bytes(np.random.default_rng(i).bytes(50_000))
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(tmp_path / "cat", arcname="cat")
+        archive.write_bytes(archive.read_bytes()[:60_000])
+    with pytest.raises(ValueError, match=r"data\.tar\.gz: not a readable tar archive"):
+        index_tree(archive)

@@ -1,0 +1,141 @@
+"""Bad input to predict and features is refused up front, by name, and never costs the user a file."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit import create_model, save_model
+from resnetkit.cli import main
+from resnetkit.infer import Predictor, read_class_names
+from resnetkit.infer.features import check_features_out, extract_features
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "resnet20.safetensors"
+    save_model(create_model("resnet20").eval(), path, class_names=[f"class{i}" for i in range(10)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model_file) -> Predictor:
+    return Predictor.from_file(model_file, device="cpu")
+
+
+def _save(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    return path.read_bytes()
+
+
+def test_annotating_into_the_folder_of_the_inputs_is_refused_and_the_images_kept(model_file, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    png, jpg = _save(photos / "photo.png", 0), _save(photos / "photo.jpg", 1)
+    # The folder itself, and one image of it whose output (photo.png) would replace its neighbour.
+    for inputs in ([str(photos)], [str(photos / "photo.jpg")]):
+        assert main(["predict", str(model_file), *inputs, "--annotate", str(photos)]) == 2
+        out, err = capsys.readouterr()
+        assert "--annotate" in err and str(photos) in err and "separate output folder" in err
+        assert out == ""  # refused before predicting
+    assert (photos / "photo.png").read_bytes() == png and (photos / "photo.jpg").read_bytes() == jpg
+    assert sorted(p.name for p in photos.iterdir()) == ["photo.jpg", "photo.png"]
+
+
+def test_an_output_that_links_to_an_input_is_refused(model_file, tmp_path, capsys):
+    original = _save(tmp_path / "in" / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photo.png").symlink_to(tmp_path / "in" / "photo.png")
+    assert main(["predict", str(model_file), str(tmp_path / "in" / "photo.png"), "--cam", str(tmp_path / "out")]) == 2
+    assert "--cam" in capsys.readouterr().err
+    assert (tmp_path / "in" / "photo.png").read_bytes() == original
+
+
+def test_annotate_and_cam_in_one_folder_is_refused(model_file, tmp_path, capsys):
+    _save(tmp_path / "in" / "a.png")
+    code = main(["predict", str(model_file), str(tmp_path / "in"), "--annotate", str(tmp_path / "out"),
+                 "--cam", str(tmp_path / "out") + "/"])
+    assert code == 2
+    assert "--annotate and --cam both name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_sharing_a_name_get_their_own_outputs_and_a_warning(model_file, tmp_path, caplog):
+    _save(tmp_path / "a" / "x.png", 0)
+    _save(tmp_path / "b" / "x.png", 1)
+    with caplog.at_level(logging.WARNING, logger="resnetkit"):
+        assert main(["predict", str(model_file), str(tmp_path / "a"), str(tmp_path / "b"),
+                     "--annotate", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2.png", "x.png"]
+    assert "x-2.png" in caplog.text and str(tmp_path / "b" / "x.png") in caplog.text
+
+
+@pytest.mark.parametrize("flag", ["--annotate", "--cam"])
+def test_an_output_folder_that_is_a_file_or_cannot_be_made_is_refused_before_predicting(model_file, tmp_path,
+                                                                                        capsys, flag):
+    _save(tmp_path / "in" / "a.png")
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"keep me")
+    for folder, why in ((taken, "exists and is not a folder"), (taken / "sub", "cannot create this folder")):
+        assert main(["predict", str(model_file), str(tmp_path / "in"), flag, str(folder)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and f"{flag} {folder}: {why}" in err
+    assert taken.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_a_batch_size_below_one_is_refused(predictor, model_file, tmp_path, capsys, size):
+    image = tmp_path / "a.png"
+    _save(image)
+    with pytest.raises(ValueError, match=f"batch_size={size}"):
+        predictor.predict([str(image)], batch_size=size)
+    assert main(["predict", str(model_file), str(image), "--batch-size", str(size)]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_pixels_are_refused_not_read_as_black(predictor, bad):
+    image = torch.rand(3, 32, 32)
+    image[0, 3, 4] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # before: numpy's "invalid value encountered in cast"
+        (result,) = predictor.predict([image])
+    assert not result.ok and "NaN or infinity" in result.error and "<tensor #0>" in result.error
+
+
+def test_class_name_file_that_is_binary_or_a_folder_is_named(tmp_path):
+    binary = tmp_path / "ok.jpg"
+    _save(binary)
+    with pytest.raises(ValueError, match=r"ok\.jpg: not a class-name file \(not UTF-8 text.*one class name per line"):
+        read_class_names(binary)
+    with pytest.raises(ValueError, match="a folder, not a class-name file"):
+        read_class_names(tmp_path)
+
+
+def test_features_refuses_an_unknown_split_naming_the_ones_there(predictor, tmp_path):
+    for split in ("train", "val"):
+        _save(tmp_path / "tree" / split / "cat" / "1.png")
+    with pytest.raises(ValueError, match=r"--split nosuch: .*tree has no such split \(it has: train, val, test"):
+        extract_features(predictor, str(tmp_path / "tree"), split="nosuch")
+    assert len(extract_features(predictor, str(tmp_path / "tree"), split="val").files) == 1
+
+
+def test_features_output_is_checked_before_any_image_is_read(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"--out .*f3\.txt: the output must end in \.npy or \.safetensors"):
+        check_features_out(tmp_path / "f3.txt")
+    with pytest.raises(ValueError, match="folder of --out .*file: exists and is not a folder"):
+        check_features_out(tmp_path / "file" / "f.npy")
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        check_features_out(tmp_path / "dir.npy")
+    assert check_features_out(tmp_path / "new" / "f.npy") == tmp_path / "new" / "f.npy"
+    assert (tmp_path / "new").is_dir()
