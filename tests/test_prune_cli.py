@@ -73,3 +73,28 @@ def test_prune_refuses_what_cannot_work_before_measuring_anything(digits_model, 
     assert "the model was trained on" in capsys.readouterr().err
     for folder in ("a", "k", "b"):  # refused before the first evaluation: nothing written
         assert not (tmp_path / folder).exists()
+
+
+def test_prune_refuses_bad_fine_tune_lengths_too_few_images_and_a_used_folder_before_any_work(digits_model, tmp_path,
+                                                                                              capsys):
+    model_file, _ = digits_model
+    for epochs in ("nan", "inf", "-1"):  # nan trained nothing, inf failed after the pruning
+        assert main(["prune", str(model_file), "digits", f"--fine-tune-epochs={epochs}",
+                     "--out-dir", str(tmp_path / "e")]) == 2
+        assert f"fine_tune_epochs={float(epochs)}" in capsys.readouterr().err
+    # Fewer images than one of the recipe's batches: prune has no --batch-size, so the message names the recipe.
+    few = tmp_path / "few"
+    for name in map(str, range(10)):
+        (few / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (20 * int(name), 90, 200)).save(few / name / "0.png")
+    assert main(["prune", str(model_file), str(few), "--recipe", "demo", "--val-split", "0", "--no-progress",
+                 "--out-dir", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe demo takes batches of 64 images" in err and "--batch-size" not in err
+    # A killed earlier prune's fine-tune run counts as the folder's results, as a model file does.
+    (tmp_path / "used" / "fine-tune").mkdir(parents=True)
+    (tmp_path / "used" / "fine-tune" / "checkpoint.pt").write_bytes(b"earlier")
+    assert main(["prune", str(model_file), "digits", "--out-dir", str(tmp_path / "used")]) == 2
+    assert "already holds a pruned model's files (fine-tune/checkpoint.pt)" in capsys.readouterr().err
+    for folder in ("e", "f"):  # refused before the first evaluation: nothing written
+        assert not (tmp_path / folder).exists()

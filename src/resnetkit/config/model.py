@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,40 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 VARIANTS = ("v1", "v1.5", "v2")
 SHORTCUTS = ("A", "B", "C", "none")
+# The largest image side resnetkit resizes to, in pixels: far beyond any real model's input (ImageNet models take
+# 224-640), small enough that a typo (--input-size 20000) or a crafted model file (input_size 100000: a 30 GB
+# tensor) is refused at once instead of running for minutes or exhausting memory.
+MAX_IMAGE_SIDE = 8192
+MAX_CLASSES = 1_000_000   # ImageNet-21k has 21,843; the largest classification heads in use have a few 100,000
+MAX_IN_CHANS = 1024       # hyperspectral images have a few hundred bands
+MAX_WIDTH = 64.0          # channel multiplier; wide_resnet28_10 is 10
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_image_side(name: str, value: Any) -> None:
+    """``value`` must be a whole number of pixels in [1, MAX_IMAGE_SIDE]; the error names ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_IMAGE_SIDE:
+        raise ValueError(f"{name}={value!r} must be a whole number of pixels from 1 to {MAX_IMAGE_SIDE}")
+
+
+def check_mean_std(mean: Any, std: Any) -> None:
+    """Normalisation values: finite numbers, as many means as stds, every std > 0 (else every input is NaN)."""
+    def numbers_in(values: Any) -> bool:
+        return isinstance(values, (tuple, list)) and len(values) > 0 and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+    if not numbers_in(mean) or not numbers_in(std) or len(mean) != len(std) or min(std) <= 0:
+        raise ValueError(f"mean={_shown(mean)} std={_shown(std)}: give a finite mean and a std > 0 for each channel "
+                         "(RGB, on the 0-1 scale, e.g. mean 0.485 0.456 0.406 std 0.229 0.224 0.225)")
+
+
+def _shown(values: Any) -> str:
+    if not isinstance(values, (tuple, list)):
+        return repr(values)
+    return "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else repr(v) for v in values) + "]"
 
 
 @dataclass(frozen=True)
@@ -44,8 +80,6 @@ class ModelConfig(JsonConfig):
                             "seeds' Dense(256, relu) head); 0: none", metavar="UNITS")
 
     def __post_init__(self) -> None:
-        if self.head_hidden < 0:
-            raise ValueError(f"head_hidden={self.head_hidden} must be >= 0 (0: no hidden layer in the head)")
         if self.variant is not None and self.variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
@@ -54,14 +88,22 @@ class ModelConfig(JsonConfig):
                 "(A: identity with zero-padded channels, B: projection when the shape changes, "
                 "C: projection on every block, none: a plain network)"
             )
-        if self.num_classes is not None and self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes} must be >= 0 (0 removes the classifier)")
-        if self.in_chans < 1:
-            raise ValueError(f"in_chans={self.in_chans} must be >= 1")
-        if self.width is not None and self.width <= 0:
-            raise ValueError(f"width={self.width} must be > 0")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate={self.drop_rate} must be in [0, 1)")
+        if not isinstance(self.arch, str):
+            raise ValueError(f"model name {self.arch!r} must be a string such as 'resnet50' (see `resnetkit models`)")
+        # Upper bounds: far past any real network, so that a typo or a crafted model file is refused at once
+        # instead of trying to allocate terabytes.
+        if self.num_classes is not None and not _whole(self.num_classes, 0, MAX_CLASSES):
+            raise ValueError(f"num_classes={self.num_classes!r} must be a whole number from 0 to {MAX_CLASSES:,} "
+                             "(0 removes the classifier)")
+        if not _whole(self.in_chans, 1, MAX_IN_CHANS):
+            raise ValueError(f"in_chans={self.in_chans!r} must be a whole number from 1 to {MAX_IN_CHANS}")
+        if not _whole(self.head_hidden, 0, MAX_CLASSES):
+            raise ValueError(f"head_hidden={self.head_hidden!r} must be a whole number from 0 to {MAX_CLASSES:,}")
+        if self.width is not None and not (isinstance(self.width, numbers.Real) and 0 < self.width <= MAX_WIDTH):
+            raise ValueError(f"width={self.width!r} must be a number > 0 and <= {MAX_WIDTH} (a channel multiplier: "
+                             "1 is the paper's network, 10 wide_resnet28_10's)")
+        if not (isinstance(self.drop_rate, numbers.Real) and 0.0 <= self.drop_rate < 1.0):
+            raise ValueError(f"drop_rate={self.drop_rate!r} must be in [0, 1)")
 
     @property
     def resolved(self) -> bool:
@@ -83,6 +125,12 @@ class Preprocess(JsonConfig):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        # A model file's metadata comes through here too: a crafted or damaged one is refused before any work.
+        check_image_side("input_size", self.input_size)
+        check_image_side("resize_size", self.resize_size)
+        check_mean_std(self.mean, self.std)
 
 
 IMAGENET_PREPROCESS = Preprocess()

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .fields import JsonConfig, _opt
-from .train import check_amp
+from .model import check_image_side
+from .train import check_amp, check_count, check_finite
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
@@ -38,8 +39,14 @@ class EvalConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r} is not one of {PROTOCOLS}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        check_count("batch_size", self.batch_size, minimum=1, meaning="images per forward pass")
+        check_count("workers", self.workers, minimum=0, meaning="image-decoding processes; 0: in the main process")
+        if self.scales is not None:
+            if not self.scales:
+                raise ValueError("scales is empty: give one or more shorter-side sizes in pixels, or None for the "
+                                 "default ones")
+            for scale in self.scales:
+                check_image_side("scales", scale)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class ExportConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
             raise ValueError(f"format={self.format!r} is not one of {EXPORT_FORMATS}")
+        check_count("limit", self.limit, minimum=1, meaning="images taken from --images")
         if self.int8 and self.images is None:
             raise ValueError("--int8 needs --images FOLDER (root/<class>/<image>) to calibrate on")
 
@@ -104,8 +112,8 @@ class PruneConfig(JsonConfig):
             raise ValueError(f"ratio={self.ratio} must be between 0 and 1 (the fraction of MACs to keep)")
         if self.method not in PRUNE_METHODS:
             raise ValueError(f"method={self.method!r} is not one of {PRUNE_METHODS}")
-        if self.fine_tune_epochs < 0:
-            raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs} must be >= 0")
+        check_finite("fine_tune_epochs", self.fine_tune_epochs)  # nan/inf: checked here, not after the pruning
+        check_finite("lr", self.lr)
         if not 0 <= self.distill <= 1:
             raise ValueError(f"distill={self.distill} must be in [0, 1] (the teacher's weight in the loss)")
         if self.distill and not self.fine_tune_epochs:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .fields import Flag, JsonConfig, _from_dict, _opt, config_flags
-from .model import ModelConfig
+from .model import MAX_IMAGE_SIDE, ModelConfig, check_mean_std
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -18,6 +20,19 @@ def check_amp(amp: str, *, recipe_default: bool = False) -> None:
     if amp not in (("", *AMP_MODES) if recipe_default else AMP_MODES):
         raise ValueError(f"amp={amp!r} is not one of {AMP_MODES}" + (" (or empty for the recipe's)" if recipe_default
                                                                          else ""))
+
+
+def check_count(name: str, value: Any, *, minimum: int, meaning: str = "") -> None:
+    """``value`` must be a whole number >= ``minimum`` (a batch size, a number of epochs or workers); NaN, infinity
+    and fractions are refused too. The error names ``name``, the value and, with ``meaning``, what it counts."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}" + (f" ({meaning})" if meaning else ""))
+
+
+def check_finite(name: str, value: Any, *, minimum: float = 0.0) -> None:
+    """``value`` must be a finite number >= ``minimum`` (a learning rate, a length in epochs)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a finite number >= {minimum:g}")
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,14 @@ class DataConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.val_split < 0:
             raise ValueError(f"val_split={self.val_split} must be >= 0 (a number of images, e.g. 5000)")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size={self.image_size} must be a positive number of pixels or None")
+        if self.image_size is not None and (not isinstance(self.image_size, numbers.Integral)
+                                            or not 1 <= self.image_size <= MAX_IMAGE_SIDE):
+            raise ValueError(f"image_size={self.image_size!r} must be a whole number of pixels from 1 to "
+                             f"{MAX_IMAGE_SIDE}, or None for the data's own size")
+        if self.workers is not None:
+            check_count("workers", self.workers, minimum=0, meaning="decoding threads")
+        if self.mean or self.std:  # (): the data's own statistics
+            check_mean_std(self.mean, self.std)
         if self.cifar100_labels not in ("fine", "coarse"):
             raise ValueError(f"cifar100_labels={self.cifar100_labels!r} must be 'fine' or 'coarse'")
 
@@ -116,9 +137,12 @@ class OptimConfig:
                                       metavar="T")
 
     def __post_init__(self) -> None:
-        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+        check_count("batch_size", self.batch_size, minimum=1, meaning="images per optimizer step")
+        check_count("accumulate", self.accumulate, minimum=1, meaning="micro-batches per optimizer step")
+        check_finite("lr", self.lr)
+        if not 0 <= self.distill_alpha <= 1 or not 0 < self.distill_temperature < math.inf:
             raise ValueError(f"distill_alpha={self.distill_alpha} must be in [0, 1] and "
-                             f"distill_temperature={self.distill_temperature} > 0")
+                             f"distill_temperature={self.distill_temperature} a finite number > 0")
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,11 @@ class ScheduleConfig:
     decay_steps: int = _opt(0, "'exponential': lr x decay_rate every decay_steps iterations (Keras' ExponentialDecay)")
     decay_rate: float = _opt(0.9, "'exponential': the lr multiplier per decay_steps")
     staircase: bool = _opt(False, "'exponential': drop in whole steps, not continuously")
+
+    def __post_init__(self) -> None:
+        # A run of 0 epochs would replace a model file with an untrained network; 0 iterations means "use epochs".
+        check_count("epochs", self.epochs, minimum=1, meaning="the training length; or set iterations")
+        check_count("iterations", self.iterations, minimum=0, meaning="optimizer steps; 0: the length is epochs")
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_amp(self.amp)  # a recipe's typo fails here, not after the data has loaded
+        check_count("workers", self.workers, minimum=0, meaning="loader processes; 0: load in the main process")
+        check_count("eval_every", self.eval_every, minimum=0, meaning="epochs between evaluations; 0: at the end")
 
 
 _LEGACY_UNSET = {"variant": "", "shortcut": "", "width": 0.0, "image_size": 0}  # flat configs before sections
@@ -265,17 +296,34 @@ def recipe_path(name_or_path: str) -> Path:
     return bundled
 
 
-def load_train_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """A ``TrainConfig`` from a recipe, with ``overrides`` (any flag-named setting) applied on top."""
+def read_recipe(path: Path) -> dict[str, Any]:
+    """A recipe file's settings; a file that is not a YAML mapping is refused with its name and what is wrong."""
     import yaml
 
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"recipe {path} is not a text file; give a YAML file of settings (lr: 0.1, epochs: 30 ...) "
+                         "or a bundled recipe name") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)  # a parser error; a reader error (a control character) has none
+        where = (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None
+                 else f" at character {e.position}" if isinstance(e, yaml.reader.ReaderError) else "")
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or type(e).__name__
+        raise ValueError(f"recipe {path} is not valid YAML ({problem}{where}); fix the file, or use a bundled recipe "
+                         "by name (demo, cifar10-fast, cifar10-paper ...)") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"recipe {path} holds a {type(loaded).__name__}, not a mapping of settings: write one "
+                         "setting per line, named as the flags without -- (lr: 0.1, epochs: 30, batch_size: 128)")
+    return {str(key): value for key, value in loaded.items()}
+
+
+def load_train_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """A ``TrainConfig`` from a recipe, with ``overrides`` (any flag-named setting) applied on top."""
     values: dict[str, Any] = {}
     if recipe:
         path = recipe_path(recipe)
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"recipe {path} must be a mapping of TrainConfig settings (flags without --)")
-        values.update(loaded)
+        values.update(read_recipe(path))
     values.update(overrides)
     try:
         return TrainConfig.from_flat(values)

@@ -43,9 +43,34 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     return path
 
 
+# What ``Trainer.state_dict`` writes and ``Trainer.resume`` reads back.
+CHECKPOINT_KEYS = frozenset({"epoch", "step", "config", "history", "model", "optimizer", "scheduler", "scaler", "ema",
+                             "rng"})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is not one resnetkit wrote (damaged, truncated, or another program's)."""
+
+
+def _not_a_checkpoint(path: str | os.PathLike[str]) -> CheckpointError:
+    return CheckpointError(f"{path} is not a resnetkit checkpoint (damaged, or written by something else): move it "
+                           "away or delete it to start this run over, or train into another --out-dir")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` wrote; anything else is refused without running any code it holds."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); delete it to start "
-                           "afresh, or point --out-dir at another run") from e
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's text is not repeated: it may suggest weights_only=False (running the file's code)
+        raise _not_a_checkpoint(path) from e
+    if not isinstance(state, dict):
+        raise _not_a_checkpoint(path)
+    return state
+
+
+def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training run's checkpoint, with everything ``Trainer.resume`` reads (a bare state dict is refused)."""
+    state = load_checkpoint(path)
+    if not CHECKPOINT_KEYS <= state.keys() or not isinstance(state["config"], dict):
+        raise _not_a_checkpoint(path)
+    return state

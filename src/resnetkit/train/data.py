@@ -97,6 +97,9 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
     else:
         val, val_description = None, ""
     mean, std = _normalization(config) or train.mean_std()
+    if min(std) <= 0:  # the data's own statistics: a channel with one value everywhere cannot be normalised
+        raise ValueError(f"the training images of {config.data.source} have a channel with the same value everywhere "
+                         "(std 0): give the normalisation with --mean R G B --std R G B")
     size = train.image_size[0]
     preprocess = Preprocess(input_size=size, resize_size=size, mean=mean, std=std)  # type: ignore[arg-type]
     common = {"mean": mean, "std": std, "device": device, "channels_last": config.run.channels_last}

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..files import prepare_output_dir
 from ..models import save_model
 from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.weights import resolve_weight_path
-from .loop import CHECKPOINT_NAME
-from .run import MODEL_FILE, TrainResult, run_training
+from .run import MODEL_FILE, TrainResult, check_out_dir, run_training
 
 log = logging.getLogger(__name__)
 START_FILE = "start.safetensors"  # the start model, converted once
@@ -93,10 +93,8 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     ``config.run.out_dir``."""
     started = time.perf_counter()
     out_dir = Path(config.run.out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not config.run.resume:
-        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
-                         "choose another --out-dir")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, resume=config.run.resume)  # before start.safetensors is written
+    prepare_output_dir(out_dir, flag="--out-dir")
     if config.finetune.freeze_epochs < 0:
         raise ValueError(f"freeze_epochs={config.finetune.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
     start_file, origin_file = out_dir / START_FILE, out_dir / ORIGIN_FILE

@@ -27,7 +27,7 @@ from ..config import AMP_MODES, TrainConfig
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distill import distillation_loss
 from .distributed import DistInfo
 from .groups import discriminative_param_groups
@@ -115,6 +115,23 @@ def _settings_meant(config: TrainConfig) -> dict[str, Any]:
     return config.to_flat()
 
 
+def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -> dict[str, tuple[Any, Any]]:
+    """A resumed run must be the same run as the one that wrote the checkpoint at ``path`` (its config ``saved``):
+    only where it runs and how long may change. Returns the lengths that changed, {name: (was, now)}."""
+    # Flat (written before sections) or nested; a setting added later had its default value then.
+    try:
+        current, saved = _settings_meant(config), _settings_meant(TrainConfig.from_dict(saved))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path} records a configuration this resnetkit cannot read ({e}); start a new run in another "
+                         "--out-dir") from e
+    changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved[k] != current[k])
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(f"{path} was written by a different configuration ({shown}); resume with the same settings, "
+                         "or start a new run in another --out-dir")
+    return {key: (saved.get(key), current[key]) for key in ("epochs", "iterations") if saved.get(key) != current[key]}
+
+
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, train_loader: BatchLoader,
                  val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, *, num_classes: int,
@@ -148,8 +165,6 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
 
         optim, sched = config.optim, config.schedule
-        if optim.accumulate < 1:
-            raise ValueError(f"accumulate={optim.accumulate} must be >= 1")
         if len(train_loader) < optim.accumulate:
             raise ValueError(f"the training data gives {len(train_loader)} batch(es) of {optim.batch_size} per epoch, "
                              f"fewer than accumulate={optim.accumulate}: use a smaller --batch-size or more images")
@@ -203,7 +218,7 @@ class Trainer:
         """Load the last checkpoint in ``out_dir``, if any; True when the run continues from it."""
         if not self.checkpoint_path.exists():
             return False
-        state = load_checkpoint(self.checkpoint_path)
+        state = load_training_checkpoint(self.checkpoint_path)
         self._check_resumable(state["config"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -230,18 +245,9 @@ class Trainer:
                 group["lr"] = base * fn(self.scheduler.last_epoch)
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
-        """A resumed run must be the same run: only where it runs and how long may change."""
-        # Flat (written before sections) or nested; a setting added later had its default value then.
-        current, saved = _settings_meant(self.config), _settings_meant(TrainConfig.from_dict(saved))
-        changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved[k] != current[k])
-        if changed:
-            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(f"{self.checkpoint_path} was written by a different configuration ({shown}); resume with "
-                             "the same settings, or start a new run in another --out-dir")
-        for key in ("epochs", "iterations"):
-            if saved.get(key) != current[key]:
-                log.warning("resuming with %s=%s (was %s): the learning-rate schedule is stretched to the new length",
-                            key, current[key], saved.get(key))
+        for key, (was, now) in check_resumable(self.config, saved, path=self.checkpoint_path).items():
+            log.warning("resuming with %s=%s (was %s): the learning-rate schedule is stretched to the new length",
+                        key, now, was)
 
     # -- one epoch ---------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:

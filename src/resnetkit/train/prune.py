@@ -24,13 +24,14 @@ from ..device import describe_machine, resolve_device
 from ..evaluate.run import run_evaluation
 from ..export.pruning import PruneReport, prune_model, save_pruned_model
 from ..export.pruning_tp import require_torch_pruning
-from ..files import write_text_atomic
+from ..files import prepare_output_dir, write_text_atomic
 from ..models import ResNet, load_model
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
-from .loop import Trainer
+from .loop import CHECKPOINT_NAME, Trainer
 from .run import MODEL_FILE, check_same_classes
 
+FINE_TUNE_DIR = "fine-tune"  # the fine-tune's training run, inside --out-dir
 
 
 @dataclass
@@ -59,7 +60,7 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
     overrides: dict[str, object] = dict(
         data=config.data, val_split=val_split, seed=seed, model=info.model.arch,
         image_size=pre.input_size, mean=tuple(pre.mean), std=tuple(pre.std), freeze_epochs=0, lr_mult=1.0,
-        out_dir=str(Path(config.out_dir) / "fine-tune"), eval_every=0, device=config.device, progress=config.progress)
+        out_dir=str(Path(config.out_dir) / FINE_TUNE_DIR), eval_every=0, device=config.device, progress=config.progress)
     if config.lr:
         overrides["lr"] = config.lr
     if config.amp:
@@ -85,12 +86,19 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
     return train
 
 
-def fine_tune_data(config: TrainConfig, info: ModelInfo, *, num_classes: int) -> TrainData:
-    """The fine-tune's training data, refused unless its classes are the model's, in the model's order."""
+def fine_tune_data(config: TrainConfig, info: ModelInfo, *, num_classes: int, recipe: str) -> TrainData:
+    """The fine-tune's training data, refused unless its classes are the model's, in the model's order, and it
+    gives at least one optimizer step's batches of ``recipe``'s batch size."""
     data = build_train_data(config, dist=DistInfo(), device=resolve_device(config.run.device))
     check_same_classes(info, data.class_names, num_classes=num_classes, model="the model", data=config.data.source,
                        fix="the model was trained on other classes or in another order; fine-tune it on the data it "
                            "was trained on")
+    optim = config.optim
+    if len(data.train) < optim.accumulate:  # (prune has no --batch-size: the recipe sets it)
+        raise ValueError(f"the fine-tune's recipe {recipe} takes batches of {optim.batch_size} images"
+                         + (f" (accumulate {optim.accumulate})" if optim.accumulate > 1 else "")
+                         + f", more than the training split of {data.description} gives: give --recipe a YAML file "
+                         "with a smaller batch_size, or more training images, or --fine-tune-epochs 0")
     return data
 
 
@@ -111,9 +119,12 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     Everything that can be refused is checked before the first evaluation: the model, the recipe, the data's
     classes and the pruning library."""
     out = Path(config.out_dir)
-    if (out / MODEL_FILE).exists():
-        raise ValueError(f"{out} already holds a pruned model ({MODEL_FILE}); choose another --out-dir so it is "
-                         "not overwritten")
+    # As train's rule (check_out_dir), with no resume: the fine-tune's own run (fine-tune/) counts too.
+    found = [name for name in (MODEL_FILE, "report.json", "report.md", f"{FINE_TUNE_DIR}/{CHECKPOINT_NAME}")
+             if (out / name).exists()]
+    if found:
+        raise ValueError(f"{out} already holds a pruned model's files ({', '.join(found)}); choose another --out-dir "
+                         "so they are not overwritten, or move them away to prune there again")
     model, info = load_model(config.model)
     if not isinstance(model, ResNet):
         raise ValueError(f"{config.model}: pruning works on resnetkit ResNets; this file holds a "
@@ -124,8 +135,8 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     tune_config = tune_data = None
     if config.fine_tune_epochs > 0:
         tune_config = fine_tune_config(config, info)
-        tune_data = fine_tune_data(tune_config, info, num_classes=model.num_classes)
-    out.mkdir(parents=True, exist_ok=True)
+        tune_data = fine_tune_data(tune_config, info, num_classes=model.num_classes, recipe=config.recipe)
+    prepare_output_dir(out, flag="--out-dir")
 
     def top1(path: str | Path, name: str) -> float:
         return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=val_split, seed=seed,

@@ -20,15 +20,36 @@ from torch import nn
 from ..config import ModelInfo, Preprocess, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
+from ..files import prepare_output_dir
 from ..infer.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import resolve_weight_path
+from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer
+from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer, check_resumable
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
+# What a run leaves that a new run in the same folder would overwrite. (config.json, the metrics logs and
+# tensorboard/ are written from the first step on, so a run killed before its first checkpoint can simply start again.)
+RESULT_FILES = (CHECKPOINT_NAME, MODEL_FILE, "report.json", "report.md")
+
+
+def check_out_dir(out_dir: Path, *, resume: bool) -> None:
+    """A run never overwrites an earlier run's results: a folder holding them is refused unless the run resumes
+    from its checkpoint."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder; choose another --out-dir")
+    found = [name for name in RESULT_FILES if (out_dir / name).exists()]
+    if not found or (resume and CHECKPOINT_NAME in found):
+        return
+    if CHECKPOINT_NAME in found:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, or "
+                         "choose another --out-dir: a new run would overwrite it")
+    why = f"there is no {CHECKPOINT_NAME} to resume from" if resume else "a new run would overwrite them"
+    raise ValueError(f"{out_dir} already holds a run's results ({', '.join(found)}); {why}: choose another --out-dir, "
+                     "or move them away to train there again")
 
 
 @dataclass
@@ -105,11 +126,13 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     torch.manual_seed(config.run.seed)
     config = config.with_flat(augment=resolve_augment(config))  # "auto" -> what it picked, recorded
     out_dir = Path(config.run.out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not config.run.resume:
-        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or "
-                         "choose another --out-dir: a new run would overwrite its checkpoint")
+    check_out_dir(out_dir, resume=config.run.resume)
+    if config.run.resume and (out_dir / CHECKPOINT_NAME).exists():
+        # A different run is refused before config.json is rewritten with its settings (the Trainer checks again).
+        saved = load_training_checkpoint(out_dir / CHECKPOINT_NAME)["config"]
+        check_resumable(config, saved, path=out_dir / CHECKPOINT_NAME)
     if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(out_dir, flag="--out-dir")
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data

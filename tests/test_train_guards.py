@@ -1,0 +1,85 @@
+"""Bad input to `resnetkit train`: a clear one-line error that names the file or value, and nothing lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnetkit.cli import main
+from resnetkit.config import load_train_config
+from resnetkit.train.checkpoint import CheckpointError, load_training_checkpoint
+
+QUICK = ["train", "--recipe", "demo", "--iterations", "2", "--no-progress"]
+
+
+def test_a_finished_run_without_a_checkpoint_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"the earlier run's model")
+    (run / "config.json").write_text("{}")
+    for resume in ([], ["--resume"]):  # --resume has no checkpoint to continue: a fresh run would overwrite too
+        assert main(QUICK + ["--out-dir", str(run), *resume]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} already holds a run's results (model.safetensors)" in err and "another --out-dir" in err
+    assert (run / "model.safetensors").read_bytes() == b"the earlier run's model"
+    assert (run / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("flags, shown", [(["--epochs", "0"], "epochs=0"), (["--epochs", "-3"], "epochs=-3"),
+                                          (["--iterations", "-1"], "iterations=-1"),
+                                          (["--batch-size", "0"], "batch_size=0"), (["--workers", "-1"], "workers=-1")])
+def test_nonsense_lengths_and_sizes_are_refused_before_anything_is_written(tmp_path, capsys, flags, shown):
+    assert main(["train", "--recipe", "demo", "--out-dir", str(tmp_path / "run"), "--no-progress", *flags]) == 2
+    assert shown in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path, capsys):
+    assert main(QUICK + ["--out-dir", str(tmp_path)]) == 0
+    before = (tmp_path / "config.json").read_text()
+    capsys.readouterr()
+    assert main(QUICK + ["--out-dir", str(tmp_path), "--resume", "--lr", "0.5"]) == 2
+    assert "lr: 0.1 -> 0.5" in capsys.readouterr().err
+    assert (tmp_path / "config.json").read_text() == before
+    assert json.loads(before)["optim"]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("kind", ["text", "pickle", "state dict"])
+def test_a_checkpoint_resnetkit_did_not_write_is_refused_without_torchs_advice(tmp_path, capsys, kind):
+    checkpoint = tmp_path / "checkpoint.pt"
+    if kind == "text":
+        checkpoint.write_text("not a checkpoint\n")
+    elif kind == "pickle":  # would run os.system on an unsafe load
+        import os
+
+        class Evil:
+            def __reduce__(self):
+                return os.system, ("echo pwned",)
+
+        torch.save({"x": Evil()}, checkpoint)
+    else:
+        torch.save(torch.nn.Linear(2, 2).state_dict(), checkpoint)
+    assert main(QUICK + ["--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoint} is not a resnetkit checkpoint" in err and "another --out-dir" in err
+    assert "weights_only" not in err and "\x1b" not in err and "Error:" not in err
+    with pytest.raises(CheckpointError):
+        load_training_checkpoint(checkpoint)
+    assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("text, expected", [("optim: [\n", r"bad\.yaml is not valid YAML \(.* at line 2, column 1\)"),
+                                            ("- lr\n- 0.1\n", r"bad\.yaml holds a list, not a mapping of settings")])
+def test_a_malformed_recipe_names_the_file(tmp_path, capsys, resnet20_file, text, expected):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ValueError, match=expected):
+        load_train_config(str(recipe))
+    for command in (["train", "--recipe", str(recipe), "--out-dir", str(tmp_path / "run")],
+                    ["prune", str(resnet20_file), "digits", "--method", "l1", "--recipe", str(recipe),
+                     "--out-dir", str(tmp_path / "p")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert str(recipe) in err and "--debug" not in err
