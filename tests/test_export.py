@@ -118,3 +118,14 @@ def test_failed_parity_removes_the_artifact(model_file, tmp_path, monkeypatch):
     with pytest.raises(ParityError, match="was removed"):
         export_model(model_file, fmt="onnx", output=tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "bad.onnx.json").exists()
+
+
+def test_cli_export_never_overwrites_a_file_of_another_kind(model_file, tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 a photo")
+    assert main(["export", str(model_file), "--format", "onnx", "--output", str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "onnx files end in .onnx" in err
+    assert photo.read_bytes() == b"\xff\xd8 a photo"
+    assert main(["export", str(model_file), "--format", "torchscript", "--output", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -197,3 +197,61 @@ def test_crafted_metadata_claiming_a_huge_network_fails_fast_before_allocating(t
     assert main(["predict", str(crafted), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "refused before building the network" in err and "Traceback" not in err
+
+
+def _rewrite(tmp_path: Path, name: str, *, metadata: str | None = None, edit=None,
+             tensors=None) -> Path:
+    """A copy of an honest ResNet-20 file with its metadata text, its metadata dict (``edit``) or its tensors
+    changed: what a damaged or crafted file looks like."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    honest = save_model(create_model("resnet20"), tmp_path / "honest.safetensors", class_names=list("abcdefghij"))
+    text = safe_open(str(honest), "pt").metadata()["resnetkit"]
+    if edit is not None:
+        data = json.loads(text)
+        edit(data)
+        text = json.dumps(data)
+    state = load_file(str(honest))
+    if tensors is not None:
+        state = {k: tensors(k, v) for k, v in state.items()}
+    path = tmp_path / f"{name}.safetensors"
+    save_file(state, str(path), metadata={"resnetkit": text if metadata is None else metadata})
+    return path
+
+
+@pytest.mark.parametrize("name, make, words", [
+    ("not-json", dict(metadata="{'model': 1"), "not valid JSON"),
+    ("a-list", dict(metadata="[1, 2]"), "a JSON list, not an object"),
+    ("model-as-text", dict(edit=lambda d: d.update(model="resnet20")), "does not describe a usable model"),
+    ("unknown-arch", dict(edit=lambda d: d["model"].update(arch="resnet_nonexistent")), "cannot be built"),
+    ("three-names", dict(edit=lambda d: d.update(class_names=["a", "b", "c"])), "3 class names for a 10-class"),
+    ("nan", dict(tensors=lambda k, v: v.fill_(float("nan")) if v.is_floating_point() else v), "NaN or infinite"),
+    ("integers", dict(tensors=lambda k, v: v.to(torch.int32)), "integers where the network has real numbers"),
+])
+def test_damaged_or_crafted_model_files_are_named_with_what_is_wrong(tmp_path, capsys, name, make, words):
+    from resnetkit.cli import main
+
+    path = _rewrite(tmp_path, name, **make)
+    with pytest.raises(WeightFileError) as failure:
+        load_model(path)
+    assert str(path) in str(failure.value) and words in str(failure.value)
+    image = tmp_path / "x.png"
+    torchvision.io.write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(image))
+    assert main(["predict", str(path), str(image)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and "Traceback" not in err and "--debug" not in err
+
+
+def test_a_pth_checkpoint_given_as_the_model_says_to_name_its_architecture(tmp_path):
+    path = tmp_path / "resnet20.pth"
+    torch.save(create_model("resnet20").state_dict(), path)
+    with pytest.raises(WeightFileError, match=r"not a resnetkit model file.*--weights"):
+        load_model(path)
+    model = create_model("resnet20")
+    load_pretrained(model, str(path))  # the way the message gives works
+
+
+def test_save_model_to_a_folder_is_refused_with_a_file_name(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give save_model.. a file name"):
+        save_model(create_model("resnet20"), tmp_path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -40,8 +41,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model, default_preprocess, summarize, summary_table
 
+    import torch
+
     size = args.input_size or default_preprocess(args.name).input_size
-    model = create_model(args.name, variant=args.variant, shortcut=args.shortcut)
+    with torch.device("meta"):  # shapes and counts only: no memory for weights or activations, at any input size
+        model = create_model(args.name, variant=args.variant, shortcut=args.shortcut)
     print(f"{args.name} (variant {model.config.variant}, shortcut {model.config.shortcut}) at {size}x{size}")
     print(summary_table(summarize(model, input_size=size)))
     return 0
@@ -295,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--pretrained) the trained weights this install can use, with their accuracy.")
     p.add_argument("pattern", nargs="?", default="*",
                    help="shell-style name filter, e.g. 'resnet*' (default: '*', all)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="square image side for MACs (default: the model's own, 224 for ImageNet models, 32 for CIFAR)")
     p.add_argument("--pretrained", action="store_true",
                    help="list the pretrained weights (name, accuracy, preprocessing) instead (default: off)")
@@ -303,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="stage-by-stage table of one network: output shapes, parameters, MACs")
     p.add_argument("name", help="architecture name (see `resnetkit models`)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="square image side (default: the model's own, 224 or 32)")
     p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None,
                    help="v1: the paper, v1.5: torchvision, v2: pre-activation (default: the architecture's)")
@@ -428,9 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     p.add_argument("--classes", metavar="FILE", default=None,
                    help="class names: one per line, or a JSON list (default: the model's own, else indices)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="override: side of the square centre crop the model sees (default: the model's own)")
-    p.add_argument("--resize-size", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--resize-size", type=_pixels, default=None, metavar="PIXELS",
                    help="override: shorter side is resized to this before the crop (default: the model's own)")
     p.add_argument("--interpolation", choices=["nearest", "bilinear", "bicubic"], default=None,
                    help="override: resize interpolation (default: the model's own)")
@@ -522,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="torch,torch-bf16,onnx,onnx-int8",
                    help="comma-separated: torch, torch-bf16, torch-fp16, onnx, onnx-int8, onnx-int8-default, "
                         "openvino, openvino-bf16, openvino-int8 (default: torch,torch-bf16,onnx,onnx-int8)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="square image side (default: the model's own input size)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads per runtime (default: 2)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of 5 calls at batch 1 (default: 10)")
@@ -539,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="resnetkit: %(message)s")
+    warnings.showwarning = _warning_line(args.command)
     logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
     try:
         return args.func(args)
@@ -547,6 +552,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _pixels(text: str) -> int:
+    """An image side given on the command line: a whole number of pixels within the one cap (config)."""
+    from .config import MAX_IMAGE_SIDE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
+    if not 1 <= value <= MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} must be from 1 to {MAX_IMAGE_SIDE} pixels")
+    return value
+
+
+def _warning_line(command: str) -> Callable[..., None]:
+    """Warnings as the CLI's other messages: ``resnetkit COMMAND: warning: ...``, without Python's file, line and
+    source text (the message itself names the file or value it is about)."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        print(f"resnetkit {command}: warning: {kind}{message}", file=sys.stderr if file is None else file)
+
+    return show
 
 
 def _one_line(error: BaseException) -> str:

@@ -16,9 +16,18 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     that is not there is a clear error rather than a crash deep inside the first ``.to()``."""
     if name in (None, "", "auto"):
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={name!r} (--device) is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but no CUDA device is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device.type not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        raise ValueError(f"device={name!r} (--device): resnetkit runs on cpu or cuda (or mps, xpu); use auto, cpu, "
+                         "cuda or cuda:N")
     return device
 
 

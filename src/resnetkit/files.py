@@ -1,5 +1,5 @@
 """Writing files so that a reader, or a run killed half-way, never sees half a file: one rule for model files,
-checkpoints, caches and reports."""
+checkpoints, caches and reports; and output folders checked before the work whose results they will hold."""
 
 from __future__ import annotations
 
@@ -50,3 +50,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def prepare_output_dir(folder: str | os.PathLike[str], *, flag: str) -> Path:
+    """``folder``, created if missing; ``ValueError`` naming ``flag`` when it is a file or cannot be created."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder; give a folder for the output files "
+                         "(it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {path}: cannot create this folder ({error.strerror or error}); give a folder "
+                         "you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: the folder is not writable; give a folder you can write to")
+    return path

@@ -225,11 +225,12 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
 
 
 def report_skipped(skipped: list[tuple[str, str]], *, source: str, what: str = "file(s)", limit: int = 10) -> None:
-    """Warn once, listing up to ``limit`` skipped paths with the reason; the full list goes to the log."""
+    """Warn once, listing up to ``limit`` skipped paths with the reason; the rest go to the log (each path is
+    reported once)."""
     if not skipped:
         return
     shown = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:limit])
-    more = f"\n  ... and {len(skipped) - limit} more (see the log)" if len(skipped) > limit else ""
-    for path, reason in skipped:
+    more = f"\n  ... and {len(skipped) - limit} more (each in the log)" if len(skipped) > limit else ""
+    for path, reason in skipped[limit:]:
         logger.warning("skipped %s: %s", path, reason)
     warnings.warn(f"{source}: skipped {len(skipped)} {what}:\n{shown}{more}", stacklevel=3)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config import EvalConfig
 from ..device import resolve_device
+from ..files import prepare_output_dir
 from ..models import load_model
 from .metrics import ClassificationMetrics
 from .protocols import evaluate_samples
@@ -69,6 +70,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     from ..data import ImageFileDataset
 
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
+    prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
     model, info = load_model(model_path)
     dataset, class_names, split = _open_dataset(data, val_split=config.val_split, seed=config.seed,
                                                 cifar100_labels=config.cifar100_labels)

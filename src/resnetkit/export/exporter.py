@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..config import ExportConfig, ModelInfo
+from ..files import prepare_output_dir
 from ..models import ResNet, load_model
 from .formats import FORMATS, artifact_runner, default_output, write_artifact
 from .parity import ParityError, ParityReport, check_parity
@@ -98,6 +99,24 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
+# The file name ending each format's artifact must have: an --output naming another kind of file (a typo, or the
+# model file itself) is refused rather than overwritten.
+ENDINGS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2", "tflite": ".tflite"}
+
+
+def check_output(output: str | os.PathLike[str], fmt: str) -> Path:
+    """Refuse, before any work, an ``--output`` that is not a file name for ``fmt`` or cannot be written."""
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"--output {path}: is a folder; give a file name ending in {ENDINGS[fmt]}")
+    if path.suffix != ENDINGS[fmt]:
+        raise ValueError(f"--output {path}: {fmt} files end in {ENDINGS[fmt]} (an existing file of another kind "
+                         "is never overwritten); give a name such as "
+                         f"{path.with_name(path.stem + ENDINGS[fmt])}")
+    prepare_output_dir(path.parent, flag="the folder of --output")
+    return path
+
+
 def export_from_file(config: ExportConfig) -> str:
     """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
     from .data import load_image_folder
@@ -105,6 +124,8 @@ def export_from_file(config: ExportConfig) -> str:
 
     model_path, fmt, output, images, int8 = config.model, config.format, config.output, config.images, config.int8
     limit, report = config.limit, [v for v in config.report.split(",") if v] or None
+    if output is not None:
+        check_output(output, "onnx" if int8 and fmt != "tflite" else fmt)
 
     model, info = load_model(model_path)
     labelled = None

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..files import prepare_output_dir
 from .annotate import draw_label, label_text
 from .cam import overlay
 from .images import expand_inputs, is_url
-from .outputs import prepare_output_dir
 from .predictor import Prediction, Predictor, check_batch_size
 
 log = logging.getLogger(__name__)

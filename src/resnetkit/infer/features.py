@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from ..data.tree import index_tree, is_tar_path, tree_splits
+from ..files import prepare_output_dir
 from .images import ImageLoadError, expand_inputs, load_image
-from .outputs import prepare_output_dir
 from .predictor import Predictor
 
 log = logging.getLogger(__name__)

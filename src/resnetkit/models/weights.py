@@ -41,6 +41,8 @@ def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list
     The file is written beside ``path`` and renamed over it, so a crash never leaves half a file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give save_model() a file name such as {path / 'model.safetensors'}")
     if info is None:
         info = ModelInfo(model=model.config, class_names=list(class_names or []),
                          preprocess=default_preprocess(model.config.arch))
@@ -72,11 +74,22 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if METADATA_KEY not in meta:
         raise WeightFileError(f"{path}: a safetensors file without resnetkit metadata; load its tensors into a "
                               "model you build yourself with load_state_dict_file(), or re-save it with save_model()")
-    data = json.loads(meta[METADATA_KEY])
+    try:
+        data = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise WeightFileError(f"{path}: its resnetkit metadata is not valid JSON ({e}); the file is damaged or was "
+                              "not written by save_model(): re-download or re-save it") from e
+    if not isinstance(data, dict):
+        raise WeightFileError(f"{path}: its resnetkit metadata is a JSON {type(data).__name__}, not an object; the "
+                              "file was not written by save_model(): re-download or re-save it")
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise WeightFileError(f"{path}: model file format {version}, this resnetkit reads {FORMAT_VERSION}")
-    return ModelInfo.from_dict(data)
+    try:
+        return ModelInfo.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # a field of the wrong type or value
+        raise WeightFileError(f"{path}: its resnetkit metadata does not describe a usable model ({e}); the file "
+                              "is damaged or was not written by save_model(): re-download or re-save it") from e
 
 
 def load_model(source: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
@@ -107,15 +120,23 @@ def load_model_file(path: str | os.PathLike[str], *, map_location: str | torch.d
     so a crafted file claiming a huge network fails at once instead of exhausting memory.
     """
     path = Path(path)
+    _refuse_pickle(path)
     info = read_model_info(path)
     shapes = header_shapes(path)
     # First two blocks per stage (milliseconds even for 1,000 layers), then the whole network, both on meta.
     for max_blocks in (2, None):
-        with torch.device("meta"):
-            model = build_model(info.model, max_blocks=max_blocks)
-            if info.extra.get(PRUNED_KEY):
-                set_inner_widths(model, info.extra[PRUNED_KEY])  # a pruned file: rebuild the narrower blocks first
+        try:
+            with torch.device("meta"):
+                model = build_model(info.model, max_blocks=max_blocks)
+                if info.extra.get(PRUNED_KEY):
+                    set_inner_widths(model, info.extra[PRUNED_KEY])  # a pruned file: rebuild the narrower blocks
+        except (ValueError, TypeError, KeyError, RuntimeError) as e:  # unknown arch, impossible sizes ...
+            raise WeightFileError(f"{path}: its metadata describes a network that cannot be built ({e}); the file "
+                                  "is damaged or was not written by save_model(): use a file you trust") from e
         _check_header_shapes(model, shapes, path=path, config=info.model, subset=max_blocks is not None)
+    if info.class_names and len(info.class_names) != model.num_classes:
+        raise WeightFileError(f"{path}: its metadata lists {len(info.class_names)} class names for a "
+                              f"{model.num_classes}-class network; the file is damaged: re-download or re-save it")
     model = model.to_empty(device="cpu")
     load_weights(model, load_state_dict_file(path), source=str(path))
     return model.to(map_location).eval(), info
@@ -154,6 +175,20 @@ def _check_header_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], *
         f"{path}: refused before building the network: its metadata describes {config.arch} (width {config.width}) "
         f"but the file's {len(shapes):,} tensors do not fit it: " + ", ".join(details)
         + ". The file is damaged or was not written by save_model(); use a file you trust")
+
+
+def _refuse_pickle(path: Path) -> None:
+    """A ``.pth`` checkpoint given where a model file is expected: say how to use it instead."""
+    _check_exists(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
+        raise WeightFileError(
+            f"{path}: a PyTorch checkpoint (.pth), not a resnetkit model file, so it does not say which network it "
+            f"holds: give the architecture and this file as its weights (`resnetkit predict ARCH --weights {path} "
+            "...`; in Python create_model(ARCH), then resnetkit.models.load_pretrained(model, path)), or convert it "
+            "once with "
+            "save_model()")
 
 
 def _check_exists(path: Path) -> None:
@@ -237,9 +272,26 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
         if isinstance(config, ModelConfig):
             problems.append(f"check the architecture options: the model is {config.arch} variant={config.variant} "
                             f"shortcut={config.shortcut} width={config.width}")
+    if not problems:
+        problems = _bad_values(own, state_dict)
     if problems:
         raise WeightFileError(f"{source}: cannot load into the model: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)
+
+
+def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Tensors that would load without an error but make a useless model: integers where the model has floats
+    (they would be cast, to zeros for a crafted file), NaN or infinity (every prediction would be NaN)."""
+    wrong_type = [f"{k}: {state_dict[k].dtype}" for k, v in own.items()
+                  if v.is_floating_point() and not state_dict[k].is_floating_point()]
+    if wrong_type:
+        return [f"{len(wrong_type)} tensor(s) hold integers where the network has real numbers (first: "
+                f"{wrong_type[:3]}); the file is damaged or holds something else: use a file you trust"]
+    not_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        return [f"{len(not_finite)} tensor(s) hold NaN or infinite values (first: {not_finite[:3]}); the weights "
+                "come from a run that diverged or the file is damaged: use an earlier checkpoint or retrain"]
+    return []
 
 
 def is_url(text: str) -> bool:
