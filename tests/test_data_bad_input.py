@@ -13,7 +13,7 @@ from PIL import Image
 
 from resnetkit.data import image as image_module
 from resnetkit.data import index_tree, load_tree_in_memory
-from resnetkit.data.image import MAX_FILE_BYTES, ImageLoadError, to_rgb8
+from resnetkit.data.image import ImageLoadError, max_file_bytes, to_rgb8
 from resnetkit.infer.images import load_pixels
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -53,18 +53,35 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / pix
 def test_a_file_over_the_size_limit_is_refused_by_its_size_without_being_read(tmp_path):
     huge = tmp_path / "huge.jpg"
     with open(huge, "wb") as f:
-        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk, but reading it would take 256 MiB
-    with pytest.raises(ImageLoadError, match=r"huge\.jpg: 256\.0 MiB is more than the 256 MiB allowed"):
+        f.truncate(max_file_bytes() + 1)  # sparse: no disk, but reading it would take 700 MiB
+    with pytest.raises(ImageLoadError, match=r"huge\.jpg: 683\.7 MiB is more than an image within PIL's limit of "
+                                             r"89,478,485 pixels can take .*raise PIL.Image.MAX_IMAGE_PIXELS"):
         load_pixels(huge)
 
 
+def test_the_size_limit_follows_pils_pixel_limit(monkeypatch):
+    monkeypatch.setattr(image_module.Image, "MAX_IMAGE_PIXELS", 1000)
+    assert max_file_bytes() == 8000 + 2**20
+    monkeypatch.setattr(image_module.Image, "MAX_IMAGE_PIXELS", None)
+    assert max_file_bytes() is None
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    import os
+
+    pipe = tmp_path / "photo.jpg"
+    os.mkfifo(pipe)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_pixels(pipe)
+
+
 def test_a_tree_reports_an_oversized_file_and_keeps_the_rest(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_module, "MAX_FILE_BYTES", 10_000)
+    monkeypatch.setattr(image_module, "max_file_bytes", lambda: 10_000)
     for name, size in (("small.png", 8), ("big.png", 200)):
         (tmp_path / "tree" / "cat").mkdir(parents=True, exist_ok=True)
         pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / "tree" / "cat" / name)
-    with pytest.warns(UserWarning, match=r"big\.png: .*MiB is more than the"):
+    with pytest.warns(UserWarning, match=r"big\.png: .*MiB is more than an image within PIL's limit"):
         dataset = load_tree_in_memory(tmp_path / "tree", cache=False)
     assert len(dataset) == 1
 

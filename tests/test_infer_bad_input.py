@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
@@ -68,14 +67,15 @@ def test_annotate_and_cam_in_one_folder_is_refused(model_file, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_inputs_sharing_a_name_get_their_own_outputs_and_a_warning(model_file, tmp_path, caplog):
+def test_inputs_sharing_a_name_get_their_own_outputs_and_a_warning(model_file, tmp_path, capsys):
     _save(tmp_path / "a" / "x.png", 0)
     _save(tmp_path / "b" / "x.png", 1)
-    with caplog.at_level(logging.WARNING, logger="resnetkit"):
-        assert main(["predict", str(model_file), str(tmp_path / "a"), str(tmp_path / "b"),
-                     "--annotate", str(tmp_path / "out")]) == 0
+    assert main(["predict", str(model_file), str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--annotate", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2.png", "x.png"]
-    assert "x-2.png" in caplog.text and str(tmp_path / "b" / "x.png") in caplog.text
+    err = capsys.readouterr().err
+    assert "resnetkit predict: warning: 1 input(s) share a file name" in err
+    assert "x-2.png" in err and str(tmp_path / "b" / "x.png") in err
 
 
 @pytest.mark.parametrize("flag", ["--annotate", "--cam"])

@@ -51,7 +51,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     # A second run into the same folder would overwrite the pruned model: refused, with what to do.
     assert main(["prune", str(model_file), "digits", "--val-split", "0", "--out-dir", str(out),
                  "--fine-tune-epochs", "0"]) == 2
-    assert "already holds a pruned model" in capsys.readouterr().err
+    assert "already holds a run's results (model.safetensors" in capsys.readouterr().err
 
 
 def test_prune_refuses_what_cannot_work_before_measuring_anything(digits_model, tmp_path, capsys):
@@ -95,6 +95,6 @@ def test_prune_refuses_bad_fine_tune_lengths_too_few_images_and_a_used_folder_be
     (tmp_path / "used" / "fine-tune").mkdir(parents=True)
     (tmp_path / "used" / "fine-tune" / "checkpoint.pt").write_bytes(b"earlier")
     assert main(["prune", str(model_file), "digits", "--out-dir", str(tmp_path / "used")]) == 2
-    assert "already holds a pruned model's files (fine-tune/checkpoint.pt)" in capsys.readouterr().err
+    assert "already holds a run's results (fine-tune/checkpoint.pt)" in capsys.readouterr().err
     for folder in ("e", "f"):  # refused before the first evaluation: nothing written
         assert not (tmp_path / folder).exists()

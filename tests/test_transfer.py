@@ -117,7 +117,7 @@ def test_finetune_refuses_bad_start_models_in_one_line(tmp_path, capsys):
     state = tmp_path / "tv.pth"
     torch.save(create_model("resnet18").state_dict(), state)
     assert main(["finetune", str(state), "digits", "--out-dir", str(tmp_path / "a")]) == 2
-    assert "name it: ARCH --weights" in capsys.readouterr().err
+    assert "a bare state dict, not a resnetkit model file" in capsys.readouterr().err
     assert main(["finetune", "resnet18", "digits", "--out-dir", str(tmp_path / "b")]) == 2
     assert "give its weights with --weights" in capsys.readouterr().err
     assert main(["finetune", str(tmp_path / "missing.safetensors"), "digits", "--out-dir", str(tmp_path / "c")]) == 2

@@ -141,7 +141,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
 
 def test_safetensors_without_our_metadata_says_what_to_do(tmp_path):
     save_file(create_model("resnet20").state_dict(), tmp_path / "plain.safetensors")
-    with pytest.raises(WeightFileError, match="without resnetkit metadata"):
+    with pytest.raises(WeightFileError, match="a bare state dict, not a resnetkit model file.*ARCH --weights"):
         load_model(tmp_path / "plain.safetensors")
     model = create_model("resnet20")
     load_pretrained(model, str(tmp_path / "plain.safetensors"))  # the tensors themselves still load
@@ -255,3 +255,17 @@ def test_a_pth_checkpoint_given_as_the_model_says_to_name_its_architecture(tmp_p
 def test_save_model_to_a_folder_is_refused_with_a_file_name(tmp_path):
     with pytest.raises(ValueError, match="is a folder; give save_model.. a file name"):
         save_model(create_model("resnet20"), tmp_path)
+
+
+def test_a_model_file_whose_header_length_starts_with_a_pickle_byte_loads(tmp_path):
+    """A safetensors file begins with its header length: when its low byte is 0x80 (a pickle's first byte) the
+    file is still read as what it is."""
+    model = create_model("resnet20")
+    for pad in range(0, 600, 8):
+        path = save_model(model, tmp_path / "m.safetensors", class_names=[f"c{i}" for i in range(9)] + ["x" * pad])
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    loaded, info = load_model(path)
+    assert info.class_names[-1] == "x" * pad

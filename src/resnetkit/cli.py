@@ -543,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="resnetkit: %(message)s")
-    warnings.showwarning = _warning_line(args.command)
     logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
+    shown_before, warnings.showwarning = warnings.showwarning, _warning_line(args.command)
     try:
         return args.func(args)
     except Exception as e:  # every error ends in one line; --debug shows where it came from (Ctrl-C is not caught)
@@ -552,18 +552,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown_before  # main() called from Python leaves warnings as it found them
 
 
 def _pixels(text: str) -> int:
-    """An image side given on the command line: a whole number of pixels within the one cap (config)."""
-    from .config import MAX_IMAGE_SIDE
+    """An image side given on the command line, refused at parse time by the configs' own rule."""
+    from .config.model import check_image_side
 
     try:
         value = int(text)
+        check_image_side("it", value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
-    if not 1 <= value <= MAX_IMAGE_SIDE:
-        raise argparse.ArgumentTypeError(f"{value} must be from 1 to {MAX_IMAGE_SIDE} pixels")
+        from .config import MAX_IMAGE_SIDE
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIDE}") from None
     return value
 
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,3 +88,18 @@ def cache_dir() -> Path:
     """Where resnetkit keeps downloads and derived data between runs: ``$RESNETKIT_CACHE``, or
     ``~/.cache/resnetkit``."""
     return Path(os.environ.get("RESNETKIT_CACHE") or Path.home() / ".cache" / "resnetkit").expanduser()
+
+
+def check_count(name: str, value: Any, *, minimum: int, maximum: int | None = None, meaning: str = "") -> None:
+    """``value`` must be a whole number in [minimum, maximum] (a batch size, a number of epochs, classes or pixels);
+    NaN, infinity, fractions and booleans are refused too. The error names ``name``, the value and what it counts."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
+        raise ValueError(f"{name}={value!r} must be a whole number {bounds}" + (f" ({meaning})" if meaning else ""))
+
+
+def check_finite(name: str, value: Any, *, minimum: float = 0.0) -> None:
+    """``value`` must be a finite number >= ``minimum`` (a learning rate, a length in epochs)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a finite number >= {minimum:g}")

@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fields import JsonConfig, _opt
+from .fields import JsonConfig, _opt, check_count
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,14 +25,9 @@ MAX_IN_CHANS = 1024       # hyperspectral images have a few hundred bands
 MAX_WIDTH = 64.0          # channel multiplier; wide_resnet28_10 is 10
 
 
-def _whole(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
-
-
 def check_image_side(name: str, value: Any) -> None:
     """``value`` must be a whole number of pixels in [1, MAX_IMAGE_SIDE]; the error names ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_IMAGE_SIDE:
-        raise ValueError(f"{name}={value!r} must be a whole number of pixels from 1 to {MAX_IMAGE_SIDE}")
+    check_count(name, value, minimum=1, maximum=MAX_IMAGE_SIDE, meaning="pixels")
 
 
 def check_mean_std(mean: Any, std: Any) -> None:
@@ -92,13 +87,12 @@ class ModelConfig(JsonConfig):
             raise ValueError(f"model name {self.arch!r} must be a string such as 'resnet50' (see `resnetkit models`)")
         # Upper bounds: far past any real network, so that a typo or a crafted model file is refused at once
         # instead of trying to allocate terabytes.
-        if self.num_classes is not None and not _whole(self.num_classes, 0, MAX_CLASSES):
-            raise ValueError(f"num_classes={self.num_classes!r} must be a whole number from 0 to {MAX_CLASSES:,} "
-                             "(0 removes the classifier)")
-        if not _whole(self.in_chans, 1, MAX_IN_CHANS):
-            raise ValueError(f"in_chans={self.in_chans!r} must be a whole number from 1 to {MAX_IN_CHANS}")
-        if not _whole(self.head_hidden, 0, MAX_CLASSES):
-            raise ValueError(f"head_hidden={self.head_hidden!r} must be a whole number from 0 to {MAX_CLASSES:,}")
+        if self.num_classes is not None:
+            check_count("num_classes", self.num_classes, minimum=0, maximum=MAX_CLASSES,
+                        meaning="0 removes the classifier")
+        check_count("in_chans", self.in_chans, minimum=1, maximum=MAX_IN_CHANS, meaning="input channels")
+        check_count("head_hidden", self.head_hidden, minimum=0, maximum=MAX_CLASSES,
+                    meaning="units of the head's hidden layer; 0: none")
         if self.width is not None and not (isinstance(self.width, numbers.Real) and 0 < self.width <= MAX_WIDTH):
             raise ValueError(f"width={self.width!r} must be a number > 0 and <= {MAX_WIDTH} (a channel multiplier: "
                              "1 is the paper's network, 10 wide_resnet28_10's)")

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .fields import JsonConfig, _opt
+from .fields import JsonConfig, _opt, check_count, check_finite
 from .model import check_image_side
-from .train import check_amp, check_count, check_finite
+from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")

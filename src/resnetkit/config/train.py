@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .fields import Flag, JsonConfig, _from_dict, _opt, config_flags
-from .model import MAX_IMAGE_SIDE, ModelConfig, check_mean_std
+from .fields import Flag, JsonConfig, _from_dict, _opt, check_count, check_finite, config_flags
+from .model import ModelConfig, check_image_side, check_mean_std
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -20,19 +19,6 @@ def check_amp(amp: str, *, recipe_default: bool = False) -> None:
     if amp not in (("", *AMP_MODES) if recipe_default else AMP_MODES):
         raise ValueError(f"amp={amp!r} is not one of {AMP_MODES}" + (" (or empty for the recipe's)" if recipe_default
                                                                          else ""))
-
-
-def check_count(name: str, value: Any, *, minimum: int, meaning: str = "") -> None:
-    """``value`` must be a whole number >= ``minimum`` (a batch size, a number of epochs or workers); NaN, infinity
-    and fractions are refused too. The error names ``name``, the value and, with ``meaning``, what it counts."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}" + (f" ({meaning})" if meaning else ""))
-
-
-def check_finite(name: str, value: Any, *, minimum: float = 0.0) -> None:
-    """``value`` must be a finite number >= ``minimum`` (a learning rate, a length in epochs)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be a finite number >= {minimum:g}")
 
 
 @dataclass(frozen=True)
@@ -74,10 +60,8 @@ class DataConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.val_split < 0:
             raise ValueError(f"val_split={self.val_split} must be >= 0 (a number of images, e.g. 5000)")
-        if self.image_size is not None and (not isinstance(self.image_size, numbers.Integral)
-                                            or not 1 <= self.image_size <= MAX_IMAGE_SIDE):
-            raise ValueError(f"image_size={self.image_size!r} must be a whole number of pixels from 1 to "
-                             f"{MAX_IMAGE_SIDE}, or None for the data's own size")
+        if self.image_size is not None:  # None: the data's own size
+            check_image_side("image_size", self.image_size)
         if self.workers is not None:
             check_count("workers", self.workers, minimum=0, meaning="decoding threads")
         if self.mean or self.std:  # (): the data's own statistics
@@ -170,8 +154,9 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         # A run of 0 epochs would replace a model file with an untrained network; 0 iterations means "use epochs".
-        check_count("epochs", self.epochs, minimum=1, meaning="the training length; or set iterations")
         check_count("iterations", self.iterations, minimum=0, meaning="optimizer steps; 0: the length is epochs")
+        if not self.iterations:  # the length is in epochs (with iterations set, epochs is not used)
+            check_count("epochs", self.epochs, minimum=1, meaning="the training length; or set iterations")
 
 
 @dataclass(frozen=True)

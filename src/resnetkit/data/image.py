@@ -39,9 +39,6 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 BACKGROUND = 255  # transparent pixels show as white
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-# No image worth classifying is this large (a 100-megapixel 16-bit TIFF is about 600 MB uncompressed, far
-# less as PNG or JPEG); a bigger "image" is a mistake, and reading it whole would cost its size in memory.
-MAX_FILE_BYTES = 256 * 1024 * 1024
 NOT_AN_IMAGE = "not an image file PIL can read (unknown format or corrupt header)"
 BAND_PIXELS = 1 << 18  # pixels per band of rows in ``to_rgb8``: about 5 MB of temporaries for RGBA
 
@@ -90,45 +87,41 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
         return pil_to_rgb(header, name=name)
 
 
-def read_image_file(path: str | os.PathLike[str], *, name: str | None = None, max_bytes: int | None = None) -> bytes:
-    """The bytes of an image file for ``decode_rgb``, refusing before reading it whole what cannot be an image:
-    not a regular file, empty, over ``max_bytes`` (default ``MAX_FILE_BYTES``), or a header of no format PIL knows.
+def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
+    """The bytes of an image file for ``decode_rgb``, refusing before reading it what cannot be an image: not a
+    regular file (a folder, a device, a pipe that would block), empty, or larger than ``max_file_bytes()``.
 
-    Raises ``ImageLoadError`` naming ``name`` (when given) and saying why.
+    Raises ``ImageLoadError`` naming ``name`` (when given) and saying why; what the bytes hold is for
+    ``decode_rgb`` to say.
     """
     try:
+        info = os.stat(path)  # before open(): opening a named pipe would wait for a writer
+        if not stat.S_ISREG(info.st_mode):
+            raise _fail(name, "not a regular file; give an image file")
+        if info.st_size == 0:
+            raise _fail(name, "empty file (0 bytes)")
+        check_file_size(info.st_size, name=name)
         with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise _fail(name, "not a regular file; give an image file")
-            if info.st_size == 0:
-                raise _fail(name, "empty file (0 bytes)")
-            check_file_size(info.st_size, name=name, max_bytes=max_bytes)
-            _check_header(handle, name)
-            handle.seek(0)
             return handle.read(info.st_size)  # not more than was checked, even from a file growing meanwhile
     except OSError as error:
         raise _fail(name, f"cannot be read ({error.strerror or error})") from None
 
 
-def check_file_size(size: int, *, name: str | None = None, max_bytes: int | None = None) -> None:
-    """Refuse an image file or tar member over ``max_bytes`` (default ``MAX_FILE_BYTES``) before it is read."""
-    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
-    if size > max_bytes:
-        raise _fail(name, f"{size / 2**20:,.1f} MiB is more than the {max_bytes / 2**20:,.0f} MiB allowed for one "
-                          "image file; check it is the image you meant, or shrink it")
+def max_file_bytes() -> int | None:
+    """The largest image file read: what an uncompressed image at PIL's pixel limit could take (8 bytes a pixel,
+    16-bit RGBA, plus 1 MiB of headers), so one setting, ``PIL.Image.MAX_IMAGE_PIXELS``, bounds both the file and
+    the decoded image; None when that limit is switched off."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else int(limit) * 8 + 2**20
 
 
-def _check_header(handle: io.BufferedReader, name: str | None) -> None:
-    """Refuse a file PIL does not recognise from its first bytes, without reading the rest."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(handle)  # reads the header only; not closed, as that would close ``handle`` too
-    except UnidentifiedImageError:
-        raise _fail(name, NOT_AN_IMAGE) from None
-    except Exception:  # noqa: BLE001 - bombs, damaged headers ...: decode_rgb says what is wrong
-        pass
+def check_file_size(size: int, *, name: str | None = None) -> None:
+    """Refuse an image file or tar member over ``max_file_bytes()`` before it is read."""
+    limit = max_file_bytes()
+    if limit is not None and size > limit:
+        raise _fail(name, f"{size / 2**20:,.1f} MiB is more than an image within PIL's limit of "
+                          f"{Image.MAX_IMAGE_PIXELS:,} pixels can take ({limit / 2**20:,.0f} MiB); check it is the image "
+                          "you meant; if you trust this file, raise PIL.Image.MAX_IMAGE_PIXELS")
 
 
 def _bomb(name: str | None, detail: str) -> ImageLoadError:

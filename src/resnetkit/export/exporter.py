@@ -12,7 +12,7 @@ import torch
 from ..config import ExportConfig, ModelInfo
 from ..files import prepare_output_dir
 from ..models import ResNet, load_model
-from .formats import FORMATS, artifact_runner, default_output, write_artifact
+from .formats import FORMATS, SUFFIXES, artifact_runner, default_output, write_artifact
 from .parity import ParityError, ParityReport, check_parity
 
 PARITY_SAMPLES = 14  # two batches of 7 and fourteen of 1: enough to catch layout bugs, quick on a CPU
@@ -99,20 +99,15 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
-# The file name ending each format's artifact must have: an --output naming another kind of file (a typo, or the
-# model file itself) is refused rather than overwritten.
-ENDINGS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2", "tflite": ".tflite"}
-
-
 def check_output(output: str | os.PathLike[str], fmt: str) -> Path:
-    """Refuse, before any work, an ``--output`` that is not a file name for ``fmt`` or cannot be written."""
-    path = Path(output)
+    """Refuse, before any work, an ``--output`` that is not a file name for ``fmt`` (a typo, or another kind of file
+    such as the model file itself, is refused rather than overwritten) or that cannot be written."""
+    path, ending = Path(output), "." + SUFFIXES[fmt].rsplit(".", 1)[-1]  # .torchscript.pt -> .pt
     if path.is_dir():
-        raise ValueError(f"--output {path}: is a folder; give a file name ending in {ENDINGS[fmt]}")
-    if path.suffix != ENDINGS[fmt]:
-        raise ValueError(f"--output {path}: {fmt} files end in {ENDINGS[fmt]} (an existing file of another kind "
-                         "is never overwritten); give a name such as "
-                         f"{path.with_name(path.stem + ENDINGS[fmt])}")
+        raise ValueError(f"--output {path}: is a folder; give a file name ending in {ending}")
+    if path.suffix.lower() != ending:
+        raise ValueError(f"--output {path}: {fmt} files end in {ending} (an existing file of another kind is never "
+                         f"overwritten); give a name such as {path.with_name(path.stem + ending)}")
     prepare_output_dir(path.parent, flag="the folder of --output")
     return path
 
@@ -122,30 +117,30 @@ def export_from_file(config: ExportConfig) -> str:
     from .data import load_image_folder
     from .evaluate import compare_variants
 
-    model_path, fmt, output, images, int8 = config.model, config.format, config.output, config.images, config.int8
+    model_path, fmt, images, int8 = config.model, config.format, config.images, config.int8
     limit, report = config.limit, [v for v in config.report.split(",") if v] or None
-    if output is not None:
-        check_output(output, "onnx" if int8 and fmt != "tflite" else fmt)
+    if int8 and fmt not in ("onnx", "tflite"):  # ExportConfig has checked that --images is given
+        raise ValueError(f"INT8 export writes ONNX or TFLite; drop --format {fmt}")
+    output = config.output
+    if output is None:
+        output = default_output(model_path, fmt)
+        output = output.with_suffix(".int8" + output.suffix) if int8 else output
+    output = check_output(output, fmt)
 
     model, info = load_model(model_path)
     labelled = None
     if images is not None:
         labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)
+    parity_inputs = None if labelled is None else labelled.images[:64]
     if fmt == "tflite":  # LiteRT: its own converter, quantizer and interpreter (the optional tflite extra)
         from .tflite import export_tflite
 
-        suffix = ".int8.tflite" if int8 else ".tflite"
-        output = output or Path(model_path).with_name(Path(model_path).name.removesuffix(".safetensors") + suffix)
         result = export_tflite(model, info, output, calibration=labelled.images if int8 else None,
-                               parity_inputs=None if labelled is None else labelled.images[:64])
-    elif int8:  # ExportConfig has checked that --images is given
-        if fmt != "onnx":
-            raise ValueError(f"INT8 export writes ONNX or TFLite; drop --format {fmt}")
-        output = output or default_output(model_path, "onnx").with_suffix(".int8.onnx")
+                               parity_inputs=parity_inputs)
+    elif int8:
         result = export_int8(model, labelled.images, output=output, info=info)
     else:
-        result = export_model(model, fmt=fmt, output=output or default_output(model_path, fmt), info=info,
-                              parity_inputs=None if labelled is None else labelled.images[:64])
+        result = export_model(model, fmt=fmt, output=output, info=info, parity_inputs=parity_inputs)
     lines = [result.summary()]
     if report:
         if labelled is None:

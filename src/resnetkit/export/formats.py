@@ -20,7 +20,7 @@ from ..config import EXPORT_FORMATS, ModelInfo
 from .runtimes import Runner, onnx_runner
 
 FORMATS = tuple(f for f in EXPORT_FORMATS if f != "tflite")  # tflite has its own converter (export/tflite.py)
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "tflite": ".tflite"}
 METADATA_KEY = "resnetkit"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Opset 17 runs on every onnxruntime since 1.13 and on OpenVINO; nothing in a ResNet needs newer.

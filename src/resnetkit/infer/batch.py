@@ -3,10 +3,10 @@ images and Grad-CAM overlays on request: what ``resnetkit predict`` runs."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import urllib.parse
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,8 +16,6 @@ from .annotate import draw_label, label_text
 from .cam import overlay
 from .images import expand_inputs, is_url
 from .predictor import Prediction, Predictor, check_batch_size
-
-log = logging.getLogger(__name__)
 
 
 def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, batch_size: int | None = None,
@@ -83,8 +81,8 @@ def plan_outputs(sources: list[str], *, annotate_dir: str | os.PathLike[str] | N
         prepare_output_dir(folder, flag=flag)
     if writer.renamed:
         source, name = writer.renamed[0]
-        log.warning("%d input(s) share a file name with another input; their outputs are numbered, e.g. %s -> %s",
-                    len(writer.renamed), source, name)
+        warnings.warn(f"{len(writer.renamed)} input(s) share a file name with another input; their outputs are "
+                      f"numbered, e.g. {source} -> {name}", stacklevel=2)
     return names
 
 

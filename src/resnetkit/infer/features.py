@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir
 from .images import ImageLoadError, expand_inputs, load_image
-from .predictor import Predictor
+from .predictor import Predictor, check_batch_size
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".safetensors")
@@ -95,8 +95,7 @@ def extract_features(predictor: Predictor, data: str, *, stage: int | None = Non
     stages = len(model.stage_names)
     if stage is not None and not 1 <= stage <= stages:
         raise ValueError(f"stage={stage}: {model.config.arch} has stages 1..{stages}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    check_batch_size(batch_size)
     sources, names, labels, class_names = list_images(data, split=split)
     if progress is None:
         progress = sys.stderr.isatty() and len(sources) > batch_size

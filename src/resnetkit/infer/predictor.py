@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..config import ModelInfo, Preprocess
+from ..config.fields import check_count
 from ..device import resolve_device
 from ..models import create_model, list_models, load_model, load_state_dict_file, load_weights
 from ..models.pretrained import find_weights, get_weights, identify_weights, load_entry, with_preprocess
@@ -82,8 +83,7 @@ class Predictor:
             raise ValueError(f"the model takes {info.model.in_chans}-channel input; Predictor feeds RGB images")
         if info.class_names and len(info.class_names) != model.num_classes:
             raise ValueError(f"{len(info.class_names)} class names for a {model.num_classes}-class model")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        check_batch_size(batch_size)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
@@ -262,9 +262,9 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
 
 
 def check_batch_size(batch_size: int | None) -> None:
-    """Refuse a batch size below 1 (None means the predictor's default)."""
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} (--batch-size): give the number of images per batch, 1 or more")
+    """Refuse a batch size that is not a whole number >= 1 (None means the predictor's default)."""
+    if batch_size is not None:
+        check_count("batch_size", batch_size, minimum=1, meaning="--batch-size: the number of images per batch")
 
 
 def _as_list(images: Any) -> list[Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import ModelInfo
 from .registry import create_model, default_preprocess, list_models
 from .resnet import ResNet
-from .weights import (WeightFileError, load_model, load_state_dict_file, load_weights, read_model_info,
+from .weights import (check_self_describing, has_resnetkit_metadata, load_model, load_state_dict_file, load_weights,
                       resolve_weight_path)
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -48,21 +48,10 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
         from .keras import load_keras_model
 
         return load_keras_model(path)
-    check_self_describing(path, shown=model)
+    check_self_describing(path, shown=model)  # load_model checks too; here the message shows the name as given
     return load_model(path)
 
 
-def check_self_describing(path: Path, *, shown: str) -> None:
-    """Refuse a bare state dict (``.pth``, a timm ``.safetensors``) given without an architecture name."""
-    if Path(path).suffix in (".pth", ".pt", ".bin", ".ckpt") or (
-            Path(path).suffix == ".safetensors" and path.exists() and not has_resnetkit_info(path)):
-        raise WeightFileError(f"{shown}: a bare state dict does not say which architecture it is for; name it: "
-                              f"ARCH --weights {shown} (e.g. resnet50 --weights {shown})")
-
-
 def has_resnetkit_info(path: Path) -> bool:
-    try:
-        read_model_info(path)
-    except WeightFileError:
-        return False
-    return True
+    """A resnetkit model file (its metadata's faults are reported when it is loaded, not hidden here)."""
+    return has_resnetkit_metadata(Path(path))

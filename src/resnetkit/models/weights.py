@@ -120,7 +120,7 @@ def load_model_file(path: str | os.PathLike[str], *, map_location: str | torch.d
     so a crafted file claiming a huge network fails at once instead of exhausting memory.
     """
     path = Path(path)
-    _refuse_pickle(path)
+    check_self_describing(path)
     info = read_model_info(path)
     shapes = header_shapes(path)
     # First two blocks per stage (milliseconds even for 1,000 layers), then the whole network, both on meta.
@@ -177,18 +177,43 @@ def _check_header_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], *
         + ". The file is damaged or was not written by save_model(); use a file you trust")
 
 
-def _refuse_pickle(path: Path) -> None:
-    """A ``.pth`` checkpoint given where a model file is expected: say how to use it instead."""
-    _check_exists(path)
+def is_safetensors(path: Path) -> bool:
+    """True when the file's first bytes are a safetensors header: an 8-byte little-endian length (less than the
+    file) and then the JSON header's ``{``. Read positively, so that no header length is mistaken for a pickle."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def has_resnetkit_metadata(path: Path) -> bool:
+    """True for a safetensors file carrying resnetkit's metadata (valid or not: reading it says what is wrong)."""
+    from safetensors import safe_open
+
+    if not is_safetensors(path):
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def check_self_describing(path: Path, *, shown: str | None = None) -> None:
+    """Refuse a bare state dict given where a model file is expected: a PyTorch checkpoint (``.pth`` ...: a zip
+    archive or a pickle) or a safetensors file without resnetkit's metadata does not say which network it holds."""
+    path, shown = Path(path), shown or str(path)
+    _check_exists(path)
+    if has_resnetkit_metadata(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(2)
+    pickled = head == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+    if pickled or is_safetensors(path) or path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         raise WeightFileError(
-            f"{path}: a PyTorch checkpoint (.pth), not a resnetkit model file, so it does not say which network it "
-            f"holds: give the architecture and this file as its weights (`resnetkit predict ARCH --weights {path} "
-            "...`; in Python create_model(ARCH), then resnetkit.models.load_pretrained(model, path)), or convert it "
-            "once with "
-            "save_model()")
+            f"{shown}: a bare state dict, not a resnetkit model file, so it does not say which network it holds: "
+            f"give the architecture and this file as its weights (`ARCH --weights {shown}`, e.g. `resnetkit predict "
+            f"resnet50 --weights {shown} photo.jpg`; in Python create_model(ARCH), then "
+            "resnetkit.models.load_pretrained(model, path)), or convert it once with save_model()")
 
 
 def _check_exists(path: Path) -> None:
@@ -211,10 +236,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         head = f.read(9)
     if len(head) < 9:
         raise WeightFileError(f"{path}: only {path.stat().st_size} bytes; the file is truncated or empty")
-    # A safetensors file starts with an 8-byte little-endian header length, then the JSON header.
-    is_safetensors = path.suffix == ".safetensors" or (
-        head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size)
-    if is_safetensors:
+    if path.suffix == ".safetensors" or is_safetensors(path):
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -57,10 +57,13 @@ def _not_a_checkpoint(path: str | os.PathLike[str]) -> CheckpointError:
                            "away or delete it to start this run over, or train into another --out-dir")
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The dict ``save_checkpoint`` wrote; anything else is refused without running any code it holds."""
+def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` wrote; anything else is refused without running any code it holds. ``mmap``:
+    map the tensors rather than read them (to look at the config alone)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (OSError, MemoryError):  # the disk or the memory, not the file's content: said as it is
+        raise
     except Exception as e:  # torch's text is not repeated: it may suggest weights_only=False (running the file's code)
         raise _not_a_checkpoint(path) from e
     if not isinstance(state, dict):
@@ -68,9 +71,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_training_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
     """A training run's checkpoint, with everything ``Trainer.resume`` reads (a bare state dict is refused)."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, mmap=mmap)
     if not CHECKPOINT_KEYS <= state.keys() or not isinstance(state["config"], dict):
         raise _not_a_checkpoint(path)
     return state

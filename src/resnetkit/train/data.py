@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from ..config import IMAGENET_PREPROCESS, Preprocess, TrainConfig
+from ..config import IMAGENET_PREPROCESS, MAX_IMAGE_SIDE, Preprocess, TrainConfig
 from ..data import (DIGITS, IMAGE_TAR, BatchAugment, ImageFileDataset, InMemoryLoader, build_file_loader,
                     eval_transform, first_image_size, load_data, paper_train_transform, random_resized_crop_transform,
                     resolve_source, stratified_split)
@@ -116,7 +116,8 @@ def small_image_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
 def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
     size = config.data.image_size or IMAGENET_PREPROCESS.input_size
     mean_std = _normalization(config)
-    preprocess = Preprocess(input_size=size, resize_size=round(size * 256 / 224),
+    # The evaluation resize keeps ImageNet's 256/224, within the one cap on image sides (>= size, so it still crops).
+    preprocess = Preprocess(input_size=size, resize_size=min(round(size * 256 / 224), MAX_IMAGE_SIDE),
                             **({"mean": mean_std[0], "std": mean_std[1]} if mean_std else {}))
     policy, lighting = config.augment.policy, config.augment.lighting
     train_tf = (paper_train_transform(preprocess, min_size=round(size * 256 / 224), max_size=round(size * 480 / 224),

@@ -29,7 +29,7 @@ from ..models import ResNet, load_model
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
 from .loop import CHECKPOINT_NAME, Trainer
-from .run import MODEL_FILE, check_same_classes
+from .run import MODEL_FILE, check_out_dir, check_same_classes
 
 FINE_TUNE_DIR = "fine-tune"  # the fine-tune's training run, inside --out-dir
 
@@ -119,12 +119,7 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     Everything that can be refused is checked before the first evaluation: the model, the recipe, the data's
     classes and the pruning library."""
     out = Path(config.out_dir)
-    # As train's rule (check_out_dir), with no resume: the fine-tune's own run (fine-tune/) counts too.
-    found = [name for name in (MODEL_FILE, "report.json", "report.md", f"{FINE_TUNE_DIR}/{CHECKPOINT_NAME}")
-             if (out / name).exists()]
-    if found:
-        raise ValueError(f"{out} already holds a pruned model's files ({', '.join(found)}); choose another --out-dir "
-                         "so they are not overwritten, or move them away to prune there again")
+    check_out_dir(out, resume=False, also=(f"{FINE_TUNE_DIR}/{CHECKPOINT_NAME}",))  # prune has no --resume
     model, info = load_model(config.model)
     if not isinstance(model, ResNet):
         raise ValueError(f"{config.model}: pruning works on resnetkit ResNets; this file holds a "

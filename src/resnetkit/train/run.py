@@ -36,12 +36,12 @@ MODEL_FILE = "model.safetensors"
 RESULT_FILES = (CHECKPOINT_NAME, MODEL_FILE, "report.json", "report.md")
 
 
-def check_out_dir(out_dir: Path, *, resume: bool) -> None:
-    """A run never overwrites an earlier run's results: a folder holding them is refused unless the run resumes
-    from its checkpoint."""
+def check_out_dir(out_dir: Path, *, resume: bool, also: tuple[str, ...] = ()) -> None:
+    """A run never overwrites an earlier run's results (``RESULT_FILES`` and ``also``): a folder holding them is
+    refused unless the run resumes from its checkpoint."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir} is a file, not a folder; choose another --out-dir")
-    found = [name for name in RESULT_FILES if (out_dir / name).exists()]
+    found = [name for name in (*RESULT_FILES, *also) if (out_dir / name).exists()]
     if not found or (resume and CHECKPOINT_NAME in found):
         return
     if CHECKPOINT_NAME in found:
@@ -49,7 +49,7 @@ def check_out_dir(out_dir: Path, *, resume: bool) -> None:
                          "choose another --out-dir: a new run would overwrite it")
     why = f"there is no {CHECKPOINT_NAME} to resume from" if resume else "a new run would overwrite them"
     raise ValueError(f"{out_dir} already holds a run's results ({', '.join(found)}); {why}: choose another --out-dir, "
-                     "or move them away to train there again")
+                     "or move them away to use this folder again")
 
 
 @dataclass
@@ -129,7 +129,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     check_out_dir(out_dir, resume=config.run.resume)
     if config.run.resume and (out_dir / CHECKPOINT_NAME).exists():
         # A different run is refused before config.json is rewritten with its settings (the Trainer checks again).
-        saved = load_training_checkpoint(out_dir / CHECKPOINT_NAME)["config"]
+        saved = load_training_checkpoint(out_dir / CHECKPOINT_NAME, mmap=True)["config"]  # tensors not read
         check_resumable(config, saved, path=out_dir / CHECKPOINT_NAME)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
