@@ -4,8 +4,9 @@
       (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), DataLoader(num_workers=2,
       batch 128), fp32 ResNet-20 SGD step: the loop most users would write;
   (b) resnetkit: the tar decoded once into a cached in-memory uint8 tensor, batch augmentation
-      (pad 4 + random crop + flip as one gather), bf16 autocast, channels_last, ResNet-20 SGD step;
-  (c) bare: the same bf16 channels_last step on one fixed batch, no data at all (the upper bound);
+      (pad 4 + random crop + flip as one gather), bf16 autocast (``--amp none``: fp32), channels_last,
+      ResNet-20 SGD step;
+  (c) bare: the same step on one fixed batch, no data at all (the upper bound);
   (d) resnetkit with every further augmentation on as well: rotation 15 deg, width/height shift 0.1,
       brightness and contrast 0.2, cutout 16 px, random erasing p=0.5 (``BatchPipeline``, batch-wise).
 
@@ -13,7 +14,7 @@ The variants run interleaved, ``--rounds`` times ``--steps`` timed steps each af
 so load from other processes affects all four alike. Decoding/extraction time is reported separately
 and not counted in images/s (it is paid once; the cache makes later runs skip it).
 
-    PYTHONPATH=src python bench/bench_input_pipeline.py [--tar PATH] [--steps 10] [--warmup 3] [--rounds 8]
+    PYTHONPATH=src python bench/bench_input_pipeline.py [--tar PATH] [--steps 10] [--warmup 3] [--rounds 8] [--amp none]
 """
 
 from __future__ import annotations
@@ -94,7 +95,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant at the start of each round")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds")
     parser.add_argument("--first-warmup", type=int, default=10, help="untimed steps per variant before round 1")
+    parser.add_argument("--amp", choices=("bf16", "none"), default="bf16",
+                        help="resnetkit's precision in (b)-(d), as its --amp: bf16 (the recipes' default) or none "
+                             "(fp32, faster on CPUs whose bf16 is slow); (a) is always the fp32 loop users write")
     args = parser.parse_args()
+    bf16, precision = args.amp == "bf16", "bf16" if args.amp == "bf16" else "fp32"
     if not args.tar.exists():
         print(f"skipped: {args.tar} is not present (pass --tar with a tar of train/<class>/<image>.jpg)")
         return 0
@@ -129,12 +134,12 @@ def main() -> int:
     variants = {
         "(a) reference: ImageFolder + per-sample transforms + 2 workers, fp32":
             (lambda: iter(reference_loader), make_step(bf16=False, channels_last=False)),
-        "(b) resnetkit: in-memory uint8 + batch augment, bf16, channels_last":
-            (lambda: iter(ours_loader), make_step(bf16=True, channels_last=True)),
-        "(c) bare bf16 channels_last step on a fixed batch (upper bound)":
-            (lambda: iter(lambda: (fixed_images, fixed_labels), None), make_step(bf16=True, channels_last=True)),
+        f"(b) resnetkit: in-memory uint8 + batch augment, {precision}, channels_last":
+            (lambda: iter(ours_loader), make_step(bf16=bf16, channels_last=True)),
+        f"(c) bare {precision} channels_last step on a fixed batch (upper bound)":
+            (lambda: iter(lambda: (fixed_images, fixed_labels), None), make_step(bf16=bf16, channels_last=True)),
         "(d) resnetkit as (b) + rotation, shifts, brightness, contrast, cutout, random erasing":
-            (lambda: iter(all_on_loader), make_step(bf16=True, channels_last=True)),
+            (lambda: iter(all_on_loader), make_step(bf16=bf16, channels_last=True)),
     }
     for make_batches, step in variants.values():  # once: oneDNN kernel creation, allocator, page cache
         batches = endless(make_batches)
