@@ -129,7 +129,8 @@ def main() -> int:
                                                          fill=[255 * m for m in CIFAR10_MEAN]),
                                    mean=CIFAR10_MEAN, std=CIFAR10_STD, channels_last=True)
     # A batch drawn across the classes: the first 128 images are all of class 0, and a batch of one class drives the
-    # softmax to saturation within a few steps, whose denormal gradients then run 20-50x slower on x86.
+    # softmax to saturation within a few steps, and the step then ran at 12 images/s instead of 694 (most likely
+    # denormal gradients, slow on x86).
     fixed = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:BATCH]
     fixed_images = normalize(dataset.images[fixed], CIFAR10_MEAN, CIFAR10_STD, channels_last=True)
     fixed_labels = dataset.labels[fixed]
