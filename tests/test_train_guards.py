@@ -83,3 +83,15 @@ def test_a_malformed_recipe_names_the_file(tmp_path, capsys, resnet20_file, text
         assert main(command) == 2
         err = capsys.readouterr().err
         assert str(recipe) in err and "--debug" not in err
+
+
+def test_demo_run_again_writes_beside_the_first_run(tmp_path, monkeypatch, capsys):
+    """The README's demo command, run twice, keeps the first run and writes the second to runs/demo-2."""
+    from resnetkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for expected in ("runs/demo", "runs/demo-2"):
+        assert main(["demo", "--iterations", "2", "--no-progress"]) == 0
+        assert f"writing {expected}/" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "demo" / "model.safetensors").exists()
+    assert (tmp_path / "runs" / "demo-2" / "model.safetensors").exists()

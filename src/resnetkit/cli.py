@@ -182,7 +182,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_train_config
 
-    config = load_train_config("demo", **_overrides(args, exclude=()))
+    overrides = _overrides(args, exclude=())
+    if "out_dir" not in overrides and not overrides.get("resume"):  # run again: a new folder beside the first one
+        from pathlib import Path
+
+        from .train.run import unused_out_dir
+
+        overrides["out_dir"] = str(unused_out_dir(Path(load_train_config("demo").run.out_dir)))
+    config = load_train_config("demo", **overrides)
     print(f"training {config.model.arch} on the bundled digits ({config.schedule.epochs} epochs); writing "
           f"{config.run.out_dir}/")
     return _train(config)

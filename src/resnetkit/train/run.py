@@ -52,6 +52,16 @@ def check_out_dir(out_dir: Path, *, resume: bool, also: tuple[str, ...] = ()) ->
                      "or move them away to use this folder again")
 
 
+def unused_out_dir(out_dir: Path) -> Path:
+    """``out_dir``, or when it holds a run's results the first of ``out_dir-2``, ``out_dir-3`` ... that does not:
+    where a command with a default folder (``resnetkit demo``) writes when it is run again."""
+    candidate, n = Path(out_dir), 1
+    while any((candidate / name).exists() for name in RESULT_FILES):
+        n += 1
+        candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{n}")
+    return candidate
+
+
 @dataclass
 class TrainResult:
     fit: FitResult
