@@ -36,8 +36,30 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_console_script_entry_point_runs():
+    import importlib.metadata
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    import resnetkit.cli
+
+    # The installed metadata declares the `resnetkit` console script, and it resolves to cli.main.
+    [entry] = importlib.metadata.entry_points(group="console_scripts", name="resnetkit")
+    assert entry.value == "resnetkit.cli:main"
+    assert entry.load() is resnetkit.cli.main
+
     result = subprocess.run([sys.executable, "-m", "resnetkit.cli", "models", "plain2*"],
                             capture_output=True, text=True, check=True)
+    assert "plain20" in result.stdout
+
+    # The generated launcher itself (the venv's, else one on PATH) runs and prints the table.
+    beside = Path(sys.executable).parent / "resnetkit"
+    script = str(beside) if beside.exists() else shutil.which("resnetkit")
+    if script is None:
+        pytest.skip("no `resnetkit` launcher installed beside this interpreter or on PATH")
+    result = subprocess.run([script, "models", "plain2*"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
     assert "plain20" in result.stdout
 
 

@@ -101,9 +101,19 @@ def test_distributed_shards_are_disjoint_and_equal_sized(drop_last):
         assert all(len(s) == 1 for s in shards)  # 13 per rank -> one full batch of 8
     else:
         assert set(everything.tolist()) == set(range(53)) and len(everything) == 56
-    # Different ranks draw different augmentations.
-    aug = [InMemoryLoader(data, batch_size=8, rank=r, world_size=2, augment=BatchAugment()) for r in range(2)]
-    assert aug[0].indices(0).tolist() != aug[1].indices(0).tolist()
+    # Different ranks draw different augmentations: with every sample the same image, only the augmentation
+    # can tell two ranks' batches apart; the same rank and seed reproduce theirs exactly.
+    same = InMemoryImageDataset(data.images[:1].expand(32, -1, -1, -1).clone(), torch.zeros(32), ["c0"])
+    def augmented(rank: int) -> torch.Tensor:
+        loader = InMemoryLoader(same, batch_size=16, seed=1, rank=rank, world_size=2, augment=BatchAugment())
+        return torch.cat([images for images, _ in loader])
+
+    batches = [augmented(r) for r in range(2)]
+    assert all(b.shape == (16, 3, 8, 8) for b in batches)
+    assert not torch.equal(batches[0], same.images[:16])  # the augmentation did run
+    assert not torch.equal(batches[0], batches[1])
+    assert sum(torch.equal(a, b) for a, b in zip(*batches)) < 8  # most samples differ, not just one
+    assert torch.equal(augmented(0), batches[0]) and torch.equal(augmented(1), batches[1])
 
 
 def test_stratified_split_is_exact_seeded_and_proportional():

@@ -144,6 +144,12 @@ def test_mixed_sizes_are_resized_to_the_first_images_size(tmp_path):
         _image(i, size).save(tmp_path / "tree" / "a" / f"{i}.png")
     data = load_tree_in_memory(tmp_path / "tree", cache=False)
     assert data.images.shape == (3, 3, 10, 10)
+    as_chw = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
+    assert torch.equal(data.images[0], as_chw(_image(0, (10, 10))))  # the first size: kept as it is
+    assert torch.equal(data.images[2], as_chw(_image(2, (10, 10))))
+    # 20x30 (H x W): the shorter side to 10 with PIL's bilinear (10x15), then the centre 10x10.
+    resized = as_chw(_image(1, (20, 30)).resize((15, 10), Image.Resampling.BILINEAR))
+    assert torch.equal(data.images[1], resized[:, :, 2:12])
 
 
 def test_decoded_tree_is_cached_by_content_and_a_corrupt_cache_is_rebuilt(tmp_path):
@@ -200,7 +206,15 @@ def test_large_image_transforms_follow_the_paper_and_preprocess():
     for transform in (paper_train_transform(), random_resized_crop_transform(), eval_transform()):
         assert transform(image).shape == (3, 224, 224)
     evaluated = eval_transform(IMAGENET_PREPROCESS)(image)
-    assert abs(float(evaluated.mean())) < 3  # normalised
+    # The classic torchvision pipeline on a PIL image: shorter side to 256 (PIL bilinear), centre crop 224,
+    # to [0, 1], ImageNet mean and std.
+    from torchvision import transforms
+    classic = transforms.Compose([transforms.Resize(256, interpolation=transforms.InterpolationMode.BILINEAR),
+                                  transforms.CenterCrop(224), transforms.ToTensor(),
+                                  transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    expected = classic(Image.fromarray(image.permute(1, 2, 0).numpy()))
+    assert expected.shape == (3, 224, 224)
+    torch.testing.assert_close(evaluated, expected)
     with pytest.raises(ValueError, match="min_size"):
         paper_train_transform(min_size=100)
     # Section 3.4: the shorter side is resized to a length drawn from [256, 480].

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from resnetkit.config import Preprocess
@@ -36,6 +38,14 @@ def test_views_of_each_protocol():
     crops = eval_views(image, PRE, protocol="10crop")
     assert len(crops) == 10 and all(c.shape == (3, 32, 32) for c in crops)
     assert torch.equal(crops[5], crops[1].flip(-1))  # the mirror's top-left corner is the top-right one, mirrored
+    # Where the crops come from, computed with PIL: the shorter side to resize_size (48x60 -> 36x45), then
+    # the corners (top-left, top-right, bottom-left, bottom-right) and the centre of 32x32.
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((45, 36), Image.Resampling.BILINEAR)
+    resized = torch.from_numpy(np.array(pil)).permute(2, 0, 1)
+    corners = [resized[:, :32, :32], resized[:, :32, -32:], resized[:, -32:, :32], resized[:, -32:, -32:],
+               resized[:, 2:34, 6:38]]
+    for crop, expected in zip(crops[:5], corners):
+        assert torch.equal(crop, expected)
     views = eval_views(image, PRE, protocol="multiscale", scales=(32, 64))
     assert [min(v.shape[-2:]) for v in views] == [32, 32, 64, 64]
 

@@ -7,6 +7,7 @@ import functools
 import http.server
 import io
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -165,11 +166,15 @@ def test_urls_over_http_and_file_scheme(predictor, photo, http_root):
     assert f"{http_root}/missing.png: download failed" in results[3].error and "404" in results[3].error
 
 
-def test_model_file_from_a_url(model_file, tmp_path, monkeypatch, photo):
+def test_model_file_from_a_url(model_file, tmp_path, monkeypatch, photo, http_root):
     monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
-    predictor = Predictor.from_file(model_file.as_uri(), device="cpu")
-    assert predictor.class_names == NAMES
-    assert predictor.predict(photo)[0].ok
+    shutil.copy(model_file, tmp_path / "served.safetensors")  # http_root serves tmp_path
+    expected = Predictor.from_file(model_file, device="cpu").predict(photo)[0]
+    for url in (model_file.as_uri(), f"{http_root}/served.safetensors"):
+        predictor = Predictor.from_file(url, device="cpu")
+        assert predictor.class_names == NAMES
+        got = predictor.predict(photo)[0]
+        assert got.ok and got.indices == expected.indices and got.probabilities == expected.probabilities
 
 
 def test_output_formats(predictor, photo, tmp_path):

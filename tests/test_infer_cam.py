@@ -97,11 +97,28 @@ def test_different_classes_give_different_maps_and_default_is_the_prediction(pat
 
 
 def test_grad_cam_works_with_frozen_weights():
-    model = create_model("resnet20").eval()
-    model.requires_grad_(False)
-    maps, logits = cam_module.grad_cam(model, torch.rand(2, 3, 32, 32))
+    torch.manual_seed(0)
+    trainable = create_model("resnet20").eval()
+    frozen = create_model("resnet20").eval()
+    frozen.load_state_dict(trainable.state_dict())
+    frozen.requires_grad_(False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maps, logits = cam_module.grad_cam(frozen, x)
     assert maps.shape == (2, 8, 8) and logits.shape == (2, 10)
-    assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    assert float(maps.min()) >= 0.0
+    assert maps.flatten(1).amax(1).tolist() == pytest.approx([1.0, 1.0])  # a real map per image, not all zeros
+    assert all(p.grad is None for p in frozen.parameters())
+    # The same maps as with the weights trainable: freezing changes nothing but what gets gradients.
+    expected_maps, expected_logits = cam_module.grad_cam(trainable, x)
+    torch.testing.assert_close(maps, expected_maps)
+    torch.testing.assert_close(logits, expected_logits)
+    # And Grad-CAM's definition, image by image: channel weights = mean gradient of the top logit, relu, peak 1.
+    for image, cam in zip(x, maps):
+        features = trainable.forward_features(image[None])
+        top = trainable.forward_head(features)[0].max()
+        (gradient,) = torch.autograd.grad(top, features)
+        raw = torch.relu((gradient.mean(dim=(2, 3), keepdim=True) * features).sum(1)[0]).detach()
+        torch.testing.assert_close(cam, raw / raw.max())
 
 
 def test_built_in_jet_matches_matplotlib(monkeypatch):

@@ -90,10 +90,16 @@ def test_annotate_and_cam_write_one_labelled_image_per_input(model_file, images,
 
 
 def test_cam_class_by_name_and_bad_name(model_file, images, tmp_path, capsys):
-    assert main(["predict", str(model_file), str(images / "c.png"), "--cam", str(tmp_path / "cam"),
-                 "--cam-class", "ship"]) == 0
-    assert (tmp_path / "cam" / "c.png").exists()
-    capsys.readouterr()
+    def cam(folder, *cam_class):
+        assert main(["predict", str(model_file), str(images / "c.png"), "--cam", str(tmp_path / folder),
+                     "--format", "json", *cam_class]) == 0
+        top = json.loads(capsys.readouterr().out)[0]["labels"][0]
+        return top, np.asarray(Image.open(tmp_path / folder / "c.png"))
+
+    top, default = cam("default")  # the top-1 class's map
+    other = next(name for name in NAMES if name != top)
+    assert np.array_equal(cam("top", "--cam-class", top)[1], default)  # naming the top-1 class changes nothing
+    assert not np.array_equal(cam("other", "--cam-class", other)[1], default)  # another class, another map
     assert main(["predict", str(model_file), str(images / "c.png"), "--cam", str(tmp_path / "cam"),
                  "--cam-class", "unicorn"]) == 2
     assert "unknown class 'unicorn'" in capsys.readouterr().err

@@ -144,11 +144,36 @@ def test_arrays_tensors_pil_and_bytes(predictor, tmp_path):
 
 
 def test_batches_of_arrays_and_wrong_shapes(predictor):
-    batch = torch.rand(3, 3, 20, 20)
-    assert len(predictor.predict(batch)) == 3  # NCHW is a batch
-    assert len(predictor.predict(np.zeros((2, 20, 20, 3), np.uint8))) == 2  # so is NHWC
+    def same_as_alone(results, images, kind):
+        assert [r.source for r in results] == [f"<{kind} #{i}>" for i in range(len(images))]
+        for result, image in zip(results, images):
+            [alone] = predictor.predict(image, top_k=10)
+            assert result.ok and alone.ok, (result.error, alone.error)
+            assert result.indices == alone.indices
+            assert np.allclose(result.probabilities, alone.probabilities, atol=1e-6)
+
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.rand(3, 3, 20, 20, generator=generator)
+    batch[1] = 0.0  # three clearly different images, so a mixed-up order would show
+    batch[2] = 1.0
+    results = predictor.predict(batch, top_k=10)  # NCHW is a batch
+    assert len(results) == 3
+    same_as_alone(results, list(batch), "tensor")
+    assert not np.allclose(results[1].probabilities, results[2].probabilities, atol=1e-6)
+
+    arrays = np.random.default_rng(1).integers(0, 256, (2, 20, 20, 3), dtype=np.uint8)
+    arrays[1] = 255
+    results = predictor.predict(arrays, top_k=10)  # so is NHWC
+    assert len(results) == 2
+    same_as_alone(results, list(arrays), "array")
+
     [bad] = predictor.predict([np.zeros((20, 20, 7), np.uint8)])
-    assert "shape" in bad.error
+    assert not bad.ok and not bad.labels
+    assert bad.error == "<array #0>: an array of shape (20, 20, 7); expected HWC with 3 or 4 channels, or HW"
+    seven_channels = predictor.predict(torch.zeros(2, 7, 20, 20))  # a batch of CHW images with 7 channels
+    assert [r.ok for r in seven_channels] == [False, False]
+    for i, result in enumerate(seven_channels):
+        assert result.error.startswith(f"<tensor #{i}>: a tensor of shape (7, 20, 20); expected one image as CHW")
 
 
 def test_expand_inputs_walks_folders_and_globs_keeps_named_files(tmp_path):

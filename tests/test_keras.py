@@ -112,13 +112,22 @@ def test_keras_model_file_keeps_the_keras_preprocessing(resnet50_files, tmp_path
 
 
 def test_keras_headless_file_gives_a_network_without_classifier(tmp_path):
+    from keras.applications import resnet_v2
+
     model = keras.applications.ResNet50V2(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    _randomise(model, seed=2)
     model.save_weights(tmp_path / "notop.weights.h5")
-    net, _ = load_keras_model(tmp_path / "notop.weights.h5")
+    net, info = load_keras_model(tmp_path / "notop.weights.h5")
     assert net.num_classes == 0
-    expected = np.asarray(model(np.zeros((1, SIZE, SIZE, 3), "float32")).detach().cpu())  # NHWC feature map
+    images = torch.rand(2, 3, SIZE, SIZE)
+    expected = _keras_logits(model, resnet_v2, images)  # the NHWC feature map, each side with its preprocessing
+    assert expected.shape == (2, SIZE // 32, SIZE // 32, 2048)
+    assert np.abs(expected).max() > 0.1  # a real signal: a wrong mapping cannot match it by chance
+    mean = torch.tensor(info.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.preprocess.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        got = net.forward_features(torch.zeros(1, 3, SIZE, SIZE)).permute(0, 2, 3, 1).numpy()
+        got = net.forward_features((images - mean) / std).permute(0, 2, 3, 1).numpy()
+    assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))
 
 

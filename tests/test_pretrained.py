@@ -147,15 +147,18 @@ def test_url_entry_downloads_once_and_checks_its_digest(tmp_path, monkeypatch):
 
 def test_timm_entries_use_timms_own_eval_preprocessing():
     timm = pytest.importorskip("timm")
+    checked = []
     for entry in catalog.list_weights():
         if entry.card.get("source") != "timm":
             continue
+        checked.append(entry.name)
         cfg = timm.models.get_pretrained_cfg(f"{entry.arch}.{entry.tag}")
         assert entry.preprocess.input_size == cfg.input_size[-1]
         assert entry.preprocess.resize_size == math.floor(cfg.input_size[-1] / cfg.crop_pct)
         assert entry.preprocess.interpolation == cfg.interpolation
         assert entry.preprocess.mean == cfg.mean and entry.preprocess.std == cfg.std
         assert entry.source.endswith(cfg.url.rsplit("/", 1)[-1])
+    assert checked, "no catalog entry has card source 'timm': nothing was checked"
 
 
 def test_a_trained_file_ships_in_fp16_and_gives_the_same_predictions(tmp_path, monkeypatch):

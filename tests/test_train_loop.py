@@ -150,10 +150,19 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
 
 
 def test_options_mixup_ema_clip_accumulate_nesterov_bf16_run(tmp_path):
-    result = _trainer(tmp_path, epochs=1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.9, grad_clip=1.0,
-                      accumulate=2, nesterov=True, label_smoothing=0.1, decay_norm_and_bias=False, amp="bf16",
-                      channels_last=True, schedule="onecycle").fit()
+    trainer = _trainer(tmp_path, epochs=1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.9, grad_clip=1.0,
+                       accumulate=2, nesterov=True, label_smoothing=0.1, decay_norm_and_bias=False, amp="bf16",
+                       channels_last=True, schedule="onecycle")
+    result = trainer.fit()
     assert result.final_metrics is not None and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    assert trainer.step == len(trainer.train_loader) // 2 == 3  # 96 images, batches of 16, two per optimizer step
+    assert all(group["nesterov"] for group in trainer.optimizer.param_groups)
+    # The result is the EMA average, not the last weights (which it trails after 3 steps at decay 0.9).
+    assert result.model is trainer.ema.module
+    assert not torch.equal(result.model.conv1.weight, trainer.model.conv1.weight)
+    # Norm and bias parameters are kept out of weight decay.
+    decays = {p.ndim > 1: g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert decays[False] == 0 and decays[True] > 0
 
 
 def test_paper_cifar_schedule_in_iterations():

@@ -57,19 +57,54 @@ def test_adaptive_optimizers_learn(tmp_path, optimizer, lr):
     assert trainer.fit().final_metrics.top1 > 0.9
 
 
+# The lr multiplier at each of the 12 steps (2 epochs of 6 batches), written out from each schedule's definition:
+# a linear warm-up over half an epoch (3 steps: 1/3, 2/3, 1), then over the 9 steps that remain:
+# step: x0.1 at the milestones 0.5 and 0.75 of the run (steps 6 and 9); cosine: 0.5 * (1 + cos(pi * (s - 3) / 9));
+# onecycle: the warm-up is the way up, then linear down to 0 at step 12; exponential: x0.9 every 3 steps from the
+# end of the warm-up (staircase); constant and plateau (no evaluation yet): 1.
+WARMUP = [1 / 3, 2 / 3, 1.0]
+EXPECTED_FACTORS = {
+    "step": WARMUP + [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01],
+    "cosine": WARMUP + [1.0, 0.96984631, 0.88302222, 0.75, 0.58682409, 0.41317591, 0.25, 0.11697778, 0.03015369],
+    "onecycle": WARMUP + [1.0, 8 / 9, 7 / 9, 6 / 9, 5 / 9, 4 / 9, 3 / 9, 2 / 9, 1 / 9],
+    "constant": WARMUP + [1.0] * 9,
+    "plateau": WARMUP + [1.0] * 9,
+    "exponential": WARMUP + [1.0, 1.0, 1.0, 0.9, 0.9, 0.9, 0.81, 0.81, 0.81],
+}
+
+
+def test_expected_lr_table_covers_every_schedule():
+    assert set(EXPECTED_FACTORS) == set(SCHEDULES) and {len(v) for v in EXPECTED_FACTORS.values()} == {12}
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_drives_every_optimizer_lr(tmp_path, optimizer, schedule):
     trainer = _trainer(tmp_path, optimizer=optimizer, schedule=schedule, epochs=2, lr=1e-3, momentum=0.0,
-                       warmup=0.5, **({"decay_steps": 3} if schedule == "exponential" else {}))
+                       warmup=0.5, **({"decay_steps": 3, "staircase": True} if schedule == "exponential" else {}))
+    assert trainer.total_steps == 12
     seen = []
     for _ in range(trainer.total_steps):
         seen.append(trainer.optimizer.param_groups[0]["lr"])
         trainer.optimizer.step()  # no gradients yet: a no-op that keeps torch's call-order check quiet
         trainer.scheduler.step()
-    expected = [1e-3 * f(s) for s in range(trainer.total_steps) for f in trainer.scheduler.lr_lambdas]
-    assert seen == pytest.approx(expected)
-    assert seen[0] < 1e-3  # the linear warm-up reached the optimizer
+    assert seen == pytest.approx([1e-3 * f for f in EXPECTED_FACTORS[schedule]], rel=1e-6)
+    assert seen[0] < seen[1] < seen[2] == pytest.approx(1e-3)  # the linear warm-up reached the optimizer...
+    assert max(seen) == pytest.approx(1e-3)  # ...and peaks at the base lr
+    if schedule not in ("constant", "plateau"):
+        assert seen[-1] < 0.95e-3  # the decaying schedules end below the peak
+
+
+def test_onecycle_without_warmup_peaks_at_a_quarter_of_the_run(tmp_path):
+    # 12 steps: up linearly from 0.1x to the peak at step 3 (25%), then linearly down towards 0 at step 12.
+    trainer = _trainer(tmp_path, schedule="onecycle", epochs=2, lr=1e-3, warmup=0)
+    seen = []
+    for _ in range(trainer.total_steps):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    expected = [0.1, 0.4, 0.7, 1.0, 8 / 9, 7 / 9, 6 / 9, 5 / 9, 4 / 9, 3 / 9, 2 / 9, 1 / 9]
+    assert seen == pytest.approx([1e-3 * f for f in expected], rel=1e-6)
 
 
 def test_adamw_decays_weights_decoupled_and_adam_through_the_gradient():

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from resnetkit import create_model, list_models, load_model, save_model
 from resnetkit.cli import main
 from resnetkit.config import load_train_config
+from resnetkit.data import load_digits_dataset
 from resnetkit.models.features import FeatureExtractor
 from resnetkit.train.groups import discriminative_lrs, layer_groups
 from resnetkit.train.loop import param_groups
@@ -68,6 +69,22 @@ def _body(model):
 
 
 @pytest.fixture
+def initial_heads(monkeypatch):
+    """The classifier (fc weight and bias) of each stage's model as built, before any training step."""
+    import resnetkit.train.run as run
+
+    heads, build = [], run.build_model_for
+
+    def recording(config, num_classes):
+        model = build(config, num_classes)
+        heads.append({k: v.detach().clone() for k, v in model.fc.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(run, "build_model_for", recording)
+    return heads
+
+
+@pytest.fixture
 def start_file(tmp_path):
     path = tmp_path / "start.safetensors"
     model = create_model("resnet20", num_classes=3).eval()
@@ -78,7 +95,8 @@ def start_file(tmp_path):
     return path
 
 
-def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tmp_path, start_file, one_thread):
+def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tmp_path, start_file, one_thread,
+                                                                              initial_heads):
     classes = tmp_path / "names.txt"
     classes.write_text("\n".join(f"digit {i}" for i in range(10)))
     out = tmp_path / "run"
@@ -90,7 +108,12 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
     final, info = load_model(out / "model.safetensors")
     before, after_head, after_all = _body(start), _body(head_only), _body(final)
     assert all(torch.equal(before[k], after_head[k]) for k in before)  # weights and BN statistics untouched
-    assert not torch.equal(start.fc.weight[:1], head_only.fc.weight[:1]) and head_only.num_classes == 10
+    assert head_only.num_classes == 10 and len(initial_heads) == 2  # one model built per stage
+    stage1_start, stage2_start = initial_heads
+    assert stage1_start["weight"].shape == (10, 64)  # a fresh 10-way head, not the start model's 3-way one
+    assert not torch.equal(stage1_start["weight"], head_only.fc.weight)  # the head-only stage trained it
+    assert not torch.equal(stage1_start["bias"], head_only.fc.bias)
+    assert torch.equal(stage2_start["weight"], head_only.fc.weight)  # and the full stage began from it
     assert any(not torch.equal(after_head[k], after_all[k]) for k in after_head if k.startswith("conv1"))
     assert info.class_names == [f"digit {i}" for i in range(10)]
     assert info.preprocess.mean == start_info.preprocess.mean  # the start model's normalisation, not the data's
@@ -101,14 +124,31 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
     assert "head only for 1 epoch(s)" in report and "discriminative lrs from 0.0001" in report
 
 
-def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread):
+def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread, initial_heads):
+    # The random body's features are nearly the same for every image (norm ~20), so the default lr 0.01 makes
+    # SGD on the head diverge; at lr 0.001 a working probe must lower the head's loss on those features.
     out = tmp_path / "probe"
     assert main(["finetune", str(start_file), "digits", "--freeze", "--epochs", "1", "--batch-size", "128",
-                 "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
+                 "--lr", "0.001", "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
     start, _ = load_model(start_file)
-    probe, _ = load_model(out / "model.safetensors")
+    probe, info = load_model(out / "model.safetensors")
     before, after = _body(start), _body(probe)
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # The head trained: it moved from the head the run built, and its training loss on the frozen features fell.
+    [initial] = initial_heads
+    assert initial["weight"].shape == probe.fc.weight.shape == (10, 64)
+    assert (probe.fc.weight - initial["weight"]).abs().max() > 1e-2  # far more than weight decay alone moves it
+    digits = load_digits_dataset("train")
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (info.preprocess.mean, info.preprocess.std))
+    with torch.no_grad():
+        features = probe.eval().forward_head(probe.forward_features((digits.images / 255 - mean) / std),
+                                             pre_logits=True)
+        loss_before = torch.nn.functional.cross_entropy(features @ initial["weight"].T + initial["bias"],
+                                                        digits.labels)
+        loss_after = torch.nn.functional.cross_entropy(probe.fc(features), digits.labels)
+    assert loss_after < loss_before - 0.3, (loss_before, loss_after)
+    top1 = json.loads((out / "report.json").read_text())["top1"]
+    assert 0.0 <= top1 <= 1.0  # near chance (0.1): a random body's features hardly tell the digits apart
     assert "linear probe" in (out / "report.md").read_text()
     assert not (out / "stage1-head").exists()
 

@@ -19,6 +19,23 @@ from resnetkit.models import (WeightFileError, load_model, load_pretrained, load
 from resnetkit.models.weights import resolve_weight_path
 
 
+def _with_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with BatchNorm statistics unlike a fresh network's, so a load that skips buffers shows."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(7)
+    return model
+
+
+def _assert_same_state(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    different = [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert different == []
+
+
 def test_safetensors_round_trip_keeps_architecture_classes_and_preprocessing(tmp_path):
     model = create_model("resnet20", variant="v2", shortcut="B", num_classes=3, width=0.5).eval()
     path = save_model(model, tmp_path / "m.safetensors", class_names=["cat", "dog", "bird"])
@@ -65,18 +82,22 @@ def test_torchvision_pth_loads_with_weights_only(tmp_path):
 
 
 def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):
-    sd = create_model("resnet20").state_dict()
+    sd = _with_statistics(create_model("resnet20")).state_dict()
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "ckpt.pth")
     loaded = load_state_dict_file(tmp_path / "ckpt.pth")
-    assert loaded.keys() == sd.keys()
+    _assert_same_state(loaded, sd)
 
 
 def test_url_download_path_is_real_and_cached(tmp_path):
-    torch.save(create_model("resnet20").state_dict(), tmp_path / "w.pth")
+    saved = _with_statistics(create_model("resnet20")).state_dict()
+    torch.save(saved, tmp_path / "w.pth")
     url = (tmp_path / "w.pth").as_uri()
     local = resolve_weight_path(url, cache_dir=tmp_path / "cache")
     assert local.parent == tmp_path / "cache" / "weights" and local.exists()
-    load_pretrained(create_model("resnet20"), url, cache_dir=tmp_path / "cache")
+    assert local.read_bytes() == (tmp_path / "w.pth").read_bytes()
+    model = create_model("resnet20")
+    assert load_pretrained(model, url, cache_dir=tmp_path / "cache") is model
+    _assert_same_state(model.state_dict(), saved)
     with pytest.raises(WeightFileError, match="could not download"):
         resolve_weight_path((tmp_path / "absent.pth").as_uri(), cache_dir=tmp_path / "cache")
     # The same file name at another address is other weights, not a cache hit.
@@ -140,11 +161,13 @@ def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
 
 
 def test_safetensors_without_our_metadata_says_what_to_do(tmp_path):
-    save_file(create_model("resnet20").state_dict(), tmp_path / "plain.safetensors")
+    saved = _with_statistics(create_model("resnet20")).state_dict()
+    save_file(saved, tmp_path / "plain.safetensors")
     with pytest.raises(WeightFileError, match="a bare state dict, not a resnetkit model file.*ARCH --weights"):
         load_model(tmp_path / "plain.safetensors")
     model = create_model("resnet20")
     load_pretrained(model, str(tmp_path / "plain.safetensors"))  # the tensors themselves still load
+    _assert_same_state(model.state_dict(), saved)
 
 
 def test_class_name_count_must_match_the_head(tmp_path):
@@ -159,7 +182,10 @@ def test_metadata_is_plain_json(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["resnetkit"])
     assert meta["model"]["arch"] == "resnet20" and meta["format_version"] == 1
-    assert isinstance(Path(path), Path)
+    assert path == tmp_path / "m.safetensors"  # save_model returns the file it wrote
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["preprocess"]["mean"] == [0.4914, 0.4822, 0.4465]  # CIFAR-10's statistics, the CIFAR default
+    assert meta["preprocess"]["std"] == [0.247, 0.2435, 0.2616]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
@@ -245,11 +271,13 @@ def test_damaged_or_crafted_model_files_are_named_with_what_is_wrong(tmp_path, c
 
 def test_a_pth_checkpoint_given_as_the_model_says_to_name_its_architecture(tmp_path):
     path = tmp_path / "resnet20.pth"
-    torch.save(create_model("resnet20").state_dict(), path)
+    saved = _with_statistics(create_model("resnet20")).state_dict()
+    torch.save(saved, path)
     with pytest.raises(WeightFileError, match=r"not a resnetkit model file.*--weights"):
         load_model(path)
     model = create_model("resnet20")
     load_pretrained(model, str(path))  # the way the message gives works
+    _assert_same_state(model.state_dict(), saved)
 
 
 def test_save_model_to_a_folder_is_refused_with_a_file_name(tmp_path):
