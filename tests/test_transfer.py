@@ -125,8 +125,8 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
 
 
 def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread, initial_heads):
-    # The random body's features are nearly the same for every image (norm ~20), so the default lr 0.01 makes
-    # SGD on the head diverge; at lr 0.001 a working probe must lower the head's loss on those features.
+    # A random body's features are nearly the same for every image, and the default lr 0.01 made SGD on the head
+    # diverge in a probe of this test; at lr 0.001 a working probe must lower the head's loss on those features.
     out = tmp_path / "probe"
     assert main(["finetune", str(start_file), "digits", "--freeze", "--epochs", "1", "--batch-size", "128",
                  "--lr", "0.001", "--amp", "none", "--out-dir", str(out), "--no-progress"]) == 0
@@ -147,8 +147,6 @@ def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread, ini
                                                         digits.labels)
         loss_after = torch.nn.functional.cross_entropy(probe.fc(features), digits.labels)
     assert loss_after < loss_before - 0.3, (loss_before, loss_after)
-    top1 = json.loads((out / "report.json").read_text())["top1"]
-    assert 0.0 <= top1 <= 1.0  # near chance (0.1): a random body's features hardly tell the digits apart
     assert "linear probe" in (out / "report.md").read_text()
     assert not (out / "stage1-head").exists()
 
