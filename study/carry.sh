@@ -15,4 +15,7 @@ for run in "$out"/*/; do
   for f in $files; do [ -f "$run/$f" ] && cp "$run/$f" "$dest.tmp/$r/"; done
 done
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
-cd "$here/.." && git add "study/$name" && git commit -q -m "study: carry $name's state ($(cd "$dest" && for r in */; do r=${r%/}; if [ -f "$r/analysis.json" ]; then echo -n "$r done; "; else echo -n "$r at epoch $(grep -c . "$out/$r/metrics.jsonl" 2>/dev/null || echo '?'); "; fi; done))" -- "study/$name" && git log --oneline -1
+state=$(cd "$dest" && for r in */; do r=${r%/}
+  if [ -f "$r/analysis.json" ]; then echo "$r done"; else echo "$r at epoch $(grep -c . "$out/$r/metrics.jsonl" 2>/dev/null || echo '?')"; fi
+done | paste -sd, - | sed 's/,/, /g')
+cd "$here/.." && git add "study/$name" && git commit -q -m "study: carry $name's state ($state)" -- "study/$name" && git log --oneline -1
