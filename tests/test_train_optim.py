@@ -125,7 +125,7 @@ def test_bad_optimizer_settings_are_clear_errors():
     params = [{"params": [torch.nn.Parameter(torch.ones(1))], "weight_decay": 0.0}]
     with pytest.raises(ValueError, match="optimizer='lamb' is not one of"):
         build_optimizer(params, name="lamb", lr=0.1)
-    with pytest.raises(ValueError, match="nesterov=True applies to optimizer='sgd' only"):
+    with pytest.raises(ValueError, match="nesterov=True applies to optimizer='sgd' only.*pass --no-nesterov"):
         build_optimizer(params, name="adam", lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas=.* must be two numbers"):
         build_optimizer(params, name="adamw", lr=0.1, betas=(0.9,))
@@ -137,3 +137,20 @@ def test_cli_flags_reach_the_optimizer():
     args = build_parser().parse_args(["train", "--optimizer", "adam", "--betas", "0.8", "0.99", "--eps", "1e-7"])
     config = load_train_config(None, **_overrides(args, exclude=("recipe",)))
     assert (config.optim.optimizer, config.optim.betas, config.optim.eps) == ("adam", (0.8, 0.99), 1e-7)
+
+
+def test_a_recipe_with_nesterov_trains_with_adamw_given_no_nesterov():
+    """docs/training-options.md's command: cifar10-fast sets Nesterov, which AdamW refuses unless it is turned off."""
+    from resnetkit.cli import build_parser, _overrides
+
+    line = ["train", "--recipe", "cifar10-fast", "--optimizer", "adamw", "--lr", "2e-3", "--weight-decay", "0.05"]
+    params = [{"params": [torch.nn.Parameter(torch.ones(1))], "weight_decay": 0.05}]
+    for extra, works in (([], False), (["--no-nesterov"], True)):
+        args = build_parser().parse_args(line + extra)
+        optim = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",))).optim
+        if works:
+            assert isinstance(build_optimizer(params, name=optim.optimizer, lr=optim.lr, nesterov=optim.nesterov),
+                              torch.optim.AdamW)
+        else:
+            with pytest.raises(ValueError, match="--no-nesterov"):
+                build_optimizer(params, name=optim.optimizer, lr=optim.lr, nesterov=optim.nesterov)

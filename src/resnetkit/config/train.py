@@ -27,7 +27,7 @@ class DataConfig(JsonConfig):
 
     - ``source``: ``"digits"``, ``"cifar10"``, ``"cifar100"``, or a path to a CIFAR folder/archive or
       an image folder/tar (``<class>/<image>``, optionally under ``train/`` and ``test/`` or ``val/``).
-    - ``root``: where named CIFAR datasets live (default ``$RESNETKIT_DATA`` or ``~/.cache/resnetkit/datasets``).
+    - ``root``: where named CIFAR datasets live (default ``$RESNETKIT_DATA``, else ``$RESNETKIT_CACHE/datasets``).
     - ``val_split``: training images held out as a validation set (stratified by class, seeded by ``seed``).
     - ``image_size``: square size of the in-memory images; None keeps the source's size (digits: 16).
     - ``download``: fetch a named CIFAR dataset when it is not under ``root``.
