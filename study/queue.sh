@@ -4,7 +4,7 @@
 # command whatever is done: nohup study/queue.sh > /work/logs/study.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for net in resnet56 plain20 plain56 resnet20 resnet32 resnet44; do
+for net in resnet56 plain20 resnet20 plain56 resnet32 resnet44; do
   .venv/bin/resnetkit reproduce cifar10 --data /work/shared/datasets/cifar10-train-jpeg.tar --out /work/study/fast-e80 \
       --schedule fast --epochs 80 --amp none --compile --depths 20 32 44 56 --plain --no-progress --only "$net"
 done
