@@ -44,9 +44,10 @@ def fine_tune_with_loop(model: torch.nn.Module, info: ModelInfo, args: argparse.
     """``model`` trained by the training loop as ``resnetkit prune`` does (held-out images excluded), and seconds."""
     config = PruneConfig(model=str(args.model), data=args.data, ratio=args.target, method=method,
                          fine_tune_epochs=args.fine_tune_epochs, recipe=args.recipe, lr=args.lr, amp=args.amp, distill=args.distill,
-                         val_split=args.val_split, seed=args.seed, out_dir=str(out_dir), device="cpu", progress=False)
+                         val_split=args.val_split, seed=args.seed, out_dir=str(out_dir), device="cpu", progress=False,
+                         resume=args.resume)
     train = fine_tune_config(config, info)
-    data = fine_tune_data(train, info, num_classes=model.num_classes)
+    data = fine_tune_data(train, info, num_classes=model.num_classes, recipe=args.recipe)
     started = time.perf_counter()
     tuned = fine_tune(model, train, data, epochs=args.fine_tune_epochs, teacher=teacher if args.distill else None)
     return tuned, time.perf_counter() - started
@@ -70,6 +71,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pruning"))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each method's fine-tune from its checkpoint in --out (a run stopped part-way)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

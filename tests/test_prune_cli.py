@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("torch_pruning")
@@ -91,10 +92,50 @@ def test_prune_refuses_bad_fine_tune_lengths_too_few_images_and_a_used_folder_be
                  "--out-dir", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err
     assert "recipe demo takes batches of 64 images" in err and "--batch-size" not in err
-    # A killed earlier prune's fine-tune run counts as the folder's results, as a model file does.
+    # A killed earlier prune's fine-tune is kept: a new run is refused and told about --resume.
     (tmp_path / "used" / "fine-tune").mkdir(parents=True)
     (tmp_path / "used" / "fine-tune" / "checkpoint.pt").write_bytes(b"earlier")
     assert main(["prune", str(model_file), "digits", "--out-dir", str(tmp_path / "used")]) == 2
-    assert "already holds a run's results (fine-tune/checkpoint.pt)" in capsys.readouterr().err
+    assert "stopped during its fine-tune (fine-tune/checkpoint.pt): pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "used" / "fine-tune" / "checkpoint.pt").read_bytes() == b"earlier"
     for folder in ("e", "f"):  # refused before the first evaluation: nothing written
         assert not (tmp_path / folder).exists()
+
+
+def test_a_prune_stopped_in_its_fine_tune_resumes_to_the_same_model_and_refuses_other_settings(digits_model, tmp_path,
+                                                                                                monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from resnetkit.data.loader import InMemoryLoader
+
+    model_file, _ = digits_model
+    common = ["prune", str(model_file), "digits", "--recipe", "demo", "--fine-tune-epochs", "2", "--lr", "0.05",
+              "--amp", "none", "--no-progress"]
+    assert main(common + ["--out-dir", str(tmp_path / "full")]) == 0
+    real_iter = InMemoryLoader.__iter__
+
+    def killed_in_the_second_epoch(self):
+        for i, batch in enumerate(real_iter(self)):
+            if self.epoch == 2 and i == 2 and self.augment is not None:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", killed_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(common + ["--out-dir", str(tmp_path / "cut")])
+    monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
+    assert load_checkpoint(tmp_path / "cut" / "fine-tune" / "checkpoint.pt")["epoch"] == 0  # the first epoch was kept
+    capsys.readouterr()
+    # Another ratio would prune other widths: refused, and the stopped fine-tune is kept.
+    assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume", "--ratio", "0.4"]) == 2
+    assert "pruned with other settings (ratio: 0.5 -> 0.4)" in capsys.readouterr().err
+    assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"]) == 0
+    full, cut = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("full", "cut")]
+    assert reports[0]["top1_fine_tuned"] == reports[1]["top1_fine_tuned"]
+    # Finished: nothing left to resume.
+    assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"]) == 2
+    assert "holds a finished pruning (report.json); nothing to resume" in capsys.readouterr().err
+    assert main(common + ["--out-dir", str(tmp_path / "none"), "--resume"]) == 2
+    assert "there is no fine-tune to continue" in capsys.readouterr().err

@@ -106,6 +106,9 @@ class PruneConfig(JsonConfig):
                         metavar="DIR")
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
     progress: bool = _opt(True, "progress bars")
+    resume: bool = _opt(False, "continue a fine-tune that was stopped part-way from its checkpoint in --out-dir: the "
+                        "same command with --resume (the model is pruned again, the same way, and must be pruned to "
+                        "the same widths)")
 
     def __post_init__(self) -> None:
         if not 0 < self.ratio < 1:

@@ -29,9 +29,12 @@ from ..models import ResNet, load_model
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
 from .loop import CHECKPOINT_NAME, Trainer
-from .run import MODEL_FILE, check_out_dir, check_same_classes
+from .run import MODEL_FILE, RESULT_FILES, check_out_dir, check_same_classes
 
 FINE_TUNE_DIR = "fine-tune"  # the fine-tune's training run, inside --out-dir
+SETTINGS_FILE = "prune.json"  # the command's settings, which a --resume must repeat
+# What fixes the pruned network (its widths) and what it is measured on: a resumed fine-tune must keep them.
+PRUNED_BY = ("model", "data", "ratio", "method", "val_split", "seed")
 
 
 @dataclass
@@ -60,7 +63,8 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
     overrides: dict[str, object] = dict(
         data=config.data, val_split=val_split, seed=seed, model=info.model.arch,
         image_size=pre.input_size, mean=tuple(pre.mean), std=tuple(pre.std), freeze_epochs=0, lr_mult=1.0,
-        out_dir=str(Path(config.out_dir) / FINE_TUNE_DIR), eval_every=0, device=config.device, progress=config.progress)
+        out_dir=str(Path(config.out_dir) / FINE_TUNE_DIR), eval_every=0, device=config.device, progress=config.progress,
+        resume=config.resume)
     if config.lr:
         overrides["lr"] = config.lr
     if config.amp:
@@ -113,13 +117,40 @@ def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs:
     return fit.model.to("cpu", memory_format=torch.contiguous_format).eval()
 
 
+def check_prune_out_dir(config: PruneConfig) -> None:
+    """A new pruning never overwrites an earlier one; ``--resume`` needs a stopped fine-tune of the same pruning."""
+    out = Path(config.out_dir)
+    checkpoint = out / FINE_TUNE_DIR / CHECKPOINT_NAME
+    if not config.resume:
+        if checkpoint.exists() and not any((out / name).exists() for name in RESULT_FILES):
+            raise ValueError(f"{out} holds a pruning stopped during its fine-tune ({FINE_TUNE_DIR}/{CHECKPOINT_NAME}): "
+                             "pass --resume to continue it, or choose another --out-dir (a new one would overwrite it)")
+        check_out_dir(out, resume=False)
+        return
+    if (out / "report.json").exists():
+        raise ValueError(f"{out} holds a finished pruning (report.json); nothing to resume: choose another --out-dir")
+    if not checkpoint.exists():
+        raise ValueError(f"--resume: {checkpoint} does not exist, so there is no fine-tune to continue; run the "
+                         "command without --resume")
+    try:
+        saved = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--resume: {out / SETTINGS_FILE} is missing or unreadable ({e}), so the stopped fine-tune's "
+                         "pruning is unknown; run the command without --resume into another --out-dir") from None
+    now = config.to_dict()
+    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in PRUNED_BY if saved.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"--resume: {out} was pruned with other settings ({', '.join(changed)}); resume with the "
+                         "same ones, or run without --resume into another --out-dir")
+
+
 def run_pruning(config: PruneConfig) -> PruneResult:
     """What ``resnetkit prune`` does: prune, fine-tune, save, and write report.md/report.json to ``out_dir``.
 
     Everything that can be refused is checked before the first evaluation: the model, the recipe, the data's
     classes and the pruning library."""
     out = Path(config.out_dir)
-    check_out_dir(out, resume=False, also=(f"{FINE_TUNE_DIR}/{CHECKPOINT_NAME}",))  # prune has no --resume
+    check_prune_out_dir(config)
     model, info = load_model(config.model)
     if not isinstance(model, ResNet):
         raise ValueError(f"{config.model}: pruning works on resnetkit ResNets; this file holds a "
@@ -132,6 +163,7 @@ def run_pruning(config: PruneConfig) -> PruneResult:
         tune_config = fine_tune_config(config, info)
         tune_data = fine_tune_data(tune_config, info, num_classes=model.num_classes, recipe=config.recipe)
     prepare_output_dir(out, flag="--out-dir")
+    write_text_atomic(out / SETTINGS_FILE, json.dumps(config.to_dict(), indent=2))
 
     def top1(path: str | Path, name: str) -> float:
         return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=val_split, seed=seed,
