@@ -30,7 +30,8 @@ def build_optimizer(groups: Iterable[dict[str, Any]], *, name: str, lr: float, m
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if nesterov:
-        raise ValueError(f"nesterov=True applies to optimizer='sgd' only, not {name!r}; drop --nesterov, or pass --no-nesterov where the recipe sets it (cifar10-fast does)")
+        raise ValueError(f"nesterov=True applies to optimizer='sgd' only, not {name!r}; drop --nesterov, or pass "
+                         "--no-nesterov where the recipe sets it (cifar10-fast does)")
     if name in ("adam", "adamw"):
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas={tuple(betas)} must be two numbers in [0, 1), e.g. --betas 0.9 0.999")
