@@ -96,7 +96,8 @@ def test_prune_refuses_bad_fine_tune_lengths_too_few_images_and_a_used_folder_be
     (tmp_path / "used" / "fine-tune").mkdir(parents=True)
     (tmp_path / "used" / "fine-tune" / "checkpoint.pt").write_bytes(b"earlier")
     assert main(["prune", str(model_file), "digits", "--out-dir", str(tmp_path / "used")]) == 2
-    assert "stopped during its fine-tune (fine-tune/checkpoint.pt): pass --resume" in capsys.readouterr().err
+    assert "stopped before it finished (fine-tune/checkpoint.pt, no report.json): pass --resume" in \
+        capsys.readouterr().err
     assert (tmp_path / "used" / "fine-tune" / "checkpoint.pt").read_bytes() == b"earlier"
     for folder in ("e", "f"):  # refused before the first evaluation: nothing written
         assert not (tmp_path / folder).exists()
@@ -123,13 +124,29 @@ def test_a_prune_stopped_in_its_fine_tune_resumes_to_the_same_model_and_refuses_
     monkeypatch.setattr(InMemoryLoader, "__iter__", killed_in_the_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         main(common + ["--out-dir", str(tmp_path / "cut")])
-    monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
-    assert load_checkpoint(tmp_path / "cut" / "fine-tune" / "checkpoint.pt")["epoch"] == 0  # the first epoch was kept
+    checkpoint = tmp_path / "cut" / "fine-tune" / "checkpoint.pt"
+    assert load_checkpoint(checkpoint)["epoch"] == 0  # the first epoch was kept
+    kept = checkpoint.read_bytes()
     capsys.readouterr()
-    # Another ratio would prune other widths: refused, and the stopped fine-tune is kept.
-    assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume", "--ratio", "0.4"]) == 2
-    assert "pruned with other settings (ratio: 0.5 -> 0.4)" in capsys.readouterr().err
+    # Other widths, another length or another lr: refused before anything is measured, the stopped fine-tune kept.
+    for flags, said in ((["--ratio", "0.4"], "pruned with other settings (ratio: 0.5 -> 0.4)"),
+                        (["--fine-tune-epochs", "3"], "pruned with other settings (fine_tune_epochs: 2.0 -> 3.0)"),
+                        (["--lr", "0.1"], "was written by a different configuration (lr: 0.05 -> 0.1)"),
+                        (["--fine-tune-epochs", "0"], "--fine-tune-epochs 0 would drop it")):
+        assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"] + flags) == 2
+        assert said in capsys.readouterr().err
+        assert checkpoint.read_bytes() == kept and not (tmp_path / "cut" / "report.json").exists()
+    epochs_trained = []
+
+    def recorded(self):
+        if self.augment is not None:
+            epochs_trained.append(self.epoch)
+        yield from real_iter(self)
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", recorded)
     assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"]) == 0
+    monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
+    assert epochs_trained == [1]  # (counted from 0) the second epoch alone was trained, not the first again
     full, cut = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
     assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
     reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("full", "cut")]

@@ -8,7 +8,7 @@ import torch
 from resnetkit import create_model
 from resnetkit.config import TrainConfig, load_train_config
 from resnetkit.train.loop import Trainer
-from resnetkit.train.optim import OPTIMIZERS, build_optimizer
+from resnetkit.train.optim import OPTIMIZERS, build_optimizer, optimizer_from_config
 from resnetkit.train.schedules import SCHEDULES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,10 +147,9 @@ def test_a_recipe_with_nesterov_trains_with_adamw_given_no_nesterov():
     params = [{"params": [torch.nn.Parameter(torch.ones(1))], "weight_decay": 0.05}]
     for extra, works in (([], False), (["--no-nesterov"], True)):
         args = build_parser().parse_args(line + extra)
-        optim = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",))).optim
+        config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",)))
         if works:
-            assert isinstance(build_optimizer(params, name=optim.optimizer, lr=optim.lr, nesterov=optim.nesterov),
-                              torch.optim.AdamW)
+            assert isinstance(optimizer_from_config(params, config), torch.optim.AdamW)
         else:
             with pytest.raises(ValueError, match="--no-nesterov"):
-                build_optimizer(params, name=optim.optimizer, lr=optim.lr, nesterov=optim.nesterov)
+                optimizer_from_config(params, config)

@@ -26,15 +26,14 @@ from ..export.pruning import PruneReport, prune_model, save_pruned_model
 from ..export.pruning_tp import require_torch_pruning
 from ..files import prepare_output_dir, write_text_atomic
 from ..models import ResNet, load_model
+from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, Trainer
-from .run import MODEL_FILE, RESULT_FILES, check_out_dir, check_same_classes
+from .loop import CHECKPOINT_NAME, Trainer, check_resumable
+from .run import MODEL_FILE, check_out_dir, check_same_classes
 
 FINE_TUNE_DIR = "fine-tune"  # the fine-tune's training run, inside --out-dir
 SETTINGS_FILE = "prune.json"  # the command's settings, which a --resume must repeat
-# What fixes the pruned network (its widths) and what it is measured on: a resumed fine-tune must keep them.
-PRUNED_BY = ("model", "data", "ratio", "method", "val_split", "seed")
 
 
 @dataclass
@@ -118,13 +117,15 @@ def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs:
 
 
 def check_prune_out_dir(config: PruneConfig) -> None:
-    """A new pruning never overwrites an earlier one; ``--resume`` needs a stopped fine-tune of the same pruning."""
+    """A new pruning never overwrites an earlier one; ``--resume`` needs a fine-tune that was stopped part-way."""
     out = Path(config.out_dir)
     checkpoint = out / FINE_TUNE_DIR / CHECKPOINT_NAME
+    stopped = checkpoint.exists() and not (out / "report.json").exists()
     if not config.resume:
-        if checkpoint.exists() and not any((out / name).exists() for name in RESULT_FILES):
-            raise ValueError(f"{out} holds a pruning stopped during its fine-tune ({FINE_TUNE_DIR}/{CHECKPOINT_NAME}): "
-                             "pass --resume to continue it, or choose another --out-dir (a new one would overwrite it)")
+        if stopped:
+            raise ValueError(f"{out} holds a pruning stopped before it finished ({FINE_TUNE_DIR}/{CHECKPOINT_NAME}, "
+                             "no report.json): pass --resume to continue it, or choose another --out-dir (a new one "
+                             "would overwrite it)")
         check_out_dir(out, resume=False)
         return
     if (out / "report.json").exists():
@@ -132,16 +133,36 @@ def check_prune_out_dir(config: PruneConfig) -> None:
     if not checkpoint.exists():
         raise ValueError(f"--resume: {checkpoint} does not exist, so there is no fine-tune to continue; run the "
                          "command without --resume")
+    if not config.fine_tune_epochs:
+        raise ValueError("--resume continues a fine-tune; --fine-tune-epochs 0 would drop it: give the stopped run's "
+                         "--fine-tune-epochs")
+
+
+def pruned_by(config: PruneConfig, held_out: tuple[int, int]) -> dict[str, object]:
+    """What fixes the pruned network, its fine-tune's length and the measured images: a resume must keep them all
+    (paths compared as the files they name, the held-out split as resolved from the model file)."""
+    def source(text: str) -> str:
+        return str(Path(text).resolve()) if Path(text).exists() else text
+
+    return {"model": source(config.model), "data": source(config.data), "ratio": config.ratio,
+            "method": config.method, "fine_tune_epochs": config.fine_tune_epochs, "held_out": list(held_out)}
+
+
+def check_same_pruning(config: PruneConfig, now: dict[str, object], tune_config: TrainConfig) -> None:
+    """``--resume``: refused, before anything is measured, unless the stopped run was this pruning and fine-tune."""
+    out = Path(config.out_dir)
     try:
-        saved = json.loads((out / SETTINGS_FILE).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--resume: {out / SETTINGS_FILE} is missing or unreadable ({e}), so the stopped fine-tune's "
-                         "pruning is unknown; run the command without --resume into another --out-dir") from None
-    now = config.to_dict()
-    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in PRUNED_BY if saved.get(k) != now[k]]
+        saved = json.loads((out / SETTINGS_FILE).read_text())["pruned_by"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--resume: {out / SETTINGS_FILE} is missing or unreadable ({type(e).__name__}: {e}), so the "
+                         "stopped fine-tune's pruning is unknown; run without --resume into another --out-dir"
+                         ) from None
+    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
     if changed:
         raise ValueError(f"--resume: {out} was pruned with other settings ({', '.join(changed)}); resume with the "
                          "same ones, or run without --resume into another --out-dir")
+    checkpoint = out / FINE_TUNE_DIR / CHECKPOINT_NAME
+    check_resumable(tune_config, load_training_checkpoint(checkpoint, mmap=True)["config"], path=checkpoint)
 
 
 def run_pruning(config: PruneConfig) -> PruneResult:
@@ -158,12 +179,17 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     if config.method == "torch-pruning":
         require_torch_pruning()
     val_split, seed = held_out_split(config, info)
+    settings = pruned_by(config, (val_split, seed))
     tune_config = tune_data = None
     if config.fine_tune_epochs > 0:
         tune_config = fine_tune_config(config, info)
+        if config.resume:  # (check_prune_out_dir refused a resume without a fine-tune)
+            check_same_pruning(config, settings, tune_config)
         tune_data = fine_tune_data(tune_config, info, num_classes=model.num_classes, recipe=config.recipe)
     prepare_output_dir(out, flag="--out-dir")
-    write_text_atomic(out / SETTINGS_FILE, json.dumps(config.to_dict(), indent=2))
+    if not config.resume:
+        write_text_atomic(out / SETTINGS_FILE,
+                          json.dumps({"pruned_by": settings, "config": config.to_dict()}, indent=2))
 
     def top1(path: str | Path, name: str) -> float:
         return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=val_split, seed=seed,
