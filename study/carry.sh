@@ -5,17 +5,22 @@
 #   finished runs:   analysis.json, config.json, metrics.jsonl (what `resnetkit reproduce` needs to skip them)
 set -euo pipefail
 out=${1:?usage: study/carry.sh OUT_DIR NAME}; name=${2:?usage: study/carry.sh OUT_DIR NAME}
+out=$(cd "$out" && pwd)
 here=$(cd "$(dirname "$0")" && pwd); dest=$here/$name
 rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
 cp "$out/study.json" "$dest.tmp/"
+state=()
 for run in "$out"/*/; do
   r=$(basename "$run"); [ -f "$run/config.json" ] || continue
   mkdir -p "$dest.tmp/$r"
-  if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl"; else files="checkpoint.pt config.json"; fi
-  for f in $files; do [ -f "$run/$f" ] && cp "$run/$f" "$dest.tmp/$r/"; done
+  if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl"; what="$r done"
+  else files="checkpoint.pt config.json"; what="$r at epoch $(cat "$run/metrics.jsonl" 2>/dev/null | wc -l)"; fi
+  for f in $files; do if [ -f "$run/$f" ]; then cp "$run/$f" "$dest.tmp/$r/"; fi; done
+  state+=("$what")
 done
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
-state=$(cd "$dest" && for r in */; do r=${r%/}
-  if [ -f "$r/analysis.json" ]; then echo "$r done"; else echo "$r at epoch $(grep -c . "$out/$r/metrics.jsonl" 2>/dev/null || echo '?')"; fi
-done | paste -sd, - | sed 's/,/, /g')
-cd "$here/.." && git add "study/$name" && git commit -q -m "study: carry $name's state ($state)" -- "study/$name" && git log --oneline -1
+cd "$here/.."
+git add -A "study/$name"
+if git diff --cached --quiet -- "study/$name"; then echo "study/$name: nothing new to carry"; exit 0; fi
+message=$(IFS=,; echo "${state[*]}" | sed 's/,/, /g')
+git commit -q -m "study: carry $name's state ($message)" -- "study/$name" && git log --oneline -1
