@@ -41,25 +41,35 @@ def worker(model_name: str, threads: int, batch: int, steps: int, warmup: int, c
     run = torch.compile(step) if compile_step else step
     for _ in range(warmup):
         run()
-    start = time.perf_counter()
+    print("ready", flush=True)  # the workers of a variant start their timed steps together
+    sys.stdin.readline()
+    start = time.time()  # wall clock: comparable between the workers of a variant
     for _ in range(steps):
         run()
-    print(json.dumps({"images_per_s": batch * steps / (time.perf_counter() - start)}))
+    print(json.dumps({"images": batch * steps, "start": start, "end": time.time()}))
 
 
-def launch(args: argparse.Namespace, threads: int, copies: int) -> list[float]:
-    """``copies`` workers of ``threads`` threads each, started together; each one's images/s."""
+def launch(args: argparse.Namespace, threads: int, copies: int) -> float:
+    """``copies`` workers of ``threads`` threads each, timed together: all their images over the span from the
+    first one's start to the last one's end."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     line = [sys.executable, __file__, "--worker", str(threads), "--model", args.model, "--batch", str(args.batch),
             "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--compile"] if args.compile else [])
-    procs = [subprocess.Popen(line, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+    procs = [subprocess.Popen(line, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    for proc in procs:  # every worker built, warmed up (compiled) and waiting
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"worker failed before its timed steps: {' '.join(line)}")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     out = []
     for proc in procs:
         stdout, _ = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"worker failed (exit {proc.returncode}): {' '.join(line)}")
-        out.append(json.loads(stdout.strip().splitlines()[-1])["images_per_s"])
-    return out
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return sum(o["images"] for o in out) / (max(o["end"] for o in out) - min(o["start"] for o in out))
 
 
 def main() -> int:
@@ -76,15 +86,16 @@ def main() -> int:
         worker(args.model, args.worker, args.batch, args.steps, args.warmup, args.compile)
         return 0
 
-    cores = os.cpu_count()
+    cores = len(os.sched_getaffinity(0))
     variants = {"one run, 2 threads": (2, 1), "one run, 1 thread": (1, 1), "two runs at once, 1 thread each": (1, 2)}
     seen: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, (threads, copies) in variants.items():
-            seen[name].append(sum(launch(args, threads, copies)))
+            seen[name].append(launch(args, threads, copies))
             print(f"round {r + 1}: {name}: {seen[name][-1]:.1f} images/s", file=sys.stderr)
     base = statistics.median(seen["one run, 2 threads"])
-    print(f"\n{args.model}, batch {args.batch}, {args.steps} timed steps per worker, {args.rounds} rounds, "
+    print(f"\n{args.model}, batch {args.batch}, {args.steps} timed steps per worker (started together), "
+          f"{args.rounds} rounds, "
           f"{'compiled' if args.compile else 'eager'}, {cores} CPUs\n")
     print("| variant | total images/s (median) | each round | against one run with 2 threads |")
     print("|---|---:|---|---:|")
