@@ -72,7 +72,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pruning"))
     parser.add_argument("--resume", action="store_true",
-                        help="continue each method's fine-tune from its checkpoint in --out (a run stopped part-way)")
+                        help="continue each method's fine-tune from its checkpoint in --out (a run stopped part-way); "
+                             "its fine-tune seconds then count only the part run now")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
