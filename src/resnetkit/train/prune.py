@@ -119,16 +119,15 @@ def fine_tune(model: nn.Module, config: TrainConfig, data: TrainData, *, epochs:
 def check_prune_out_dir(config: PruneConfig) -> None:
     """A new pruning never overwrites an earlier one; ``--resume`` needs a fine-tune that was stopped part-way."""
     out = Path(config.out_dir)
-    checkpoint = out / FINE_TUNE_DIR / CHECKPOINT_NAME
-    stopped = checkpoint.exists() and not (out / "report.json").exists()
+    checkpoint, finished = out / FINE_TUNE_DIR / CHECKPOINT_NAME, (out / "report.json").exists()
     if not config.resume:
-        if stopped:
+        if checkpoint.exists() and not finished:
             raise ValueError(f"{out} holds a pruning stopped before it finished ({FINE_TUNE_DIR}/{CHECKPOINT_NAME}, "
                              "no report.json): pass --resume to continue it, or choose another --out-dir (a new one "
                              "would overwrite it)")
         check_out_dir(out, resume=False)
         return
-    if (out / "report.json").exists():
+    if finished:
         raise ValueError(f"{out} holds a finished pruning (report.json); nothing to resume: choose another --out-dir")
     if not checkpoint.exists():
         raise ValueError(f"--resume: {checkpoint} does not exist, so there is no fine-tune to continue; run the "
