@@ -2,7 +2,8 @@
 # Copy a CPU study's state from its out-dir into this folder and commit it, so that the next session (often a new
 # machine that has only this repository) resumes it with study/resume.sh. Usage: study/carry.sh OUT_DIR NAME
 #   unfinished runs: checkpoint.pt (model, optimizer, schedule, RNG, history: ~7 MB for ResNet-56) + config.json
-#   finished runs:   analysis.json, config.json, metrics.jsonl (what `resnetkit reproduce` needs to skip them)
+#   finished runs:   analysis.json, config.json, metrics.jsonl (what `resnetkit reproduce` needs to skip them), and
+#                    model.safetensors + report.json (what bench/ship_weights.py needs to ship them later)
 set -euo pipefail
 out=${1:?usage: study/carry.sh OUT_DIR NAME}; name=${2:?usage: study/carry.sh OUT_DIR NAME}
 out=$(cd "$out" && pwd)
@@ -13,7 +14,7 @@ state=()
 for run in "$out"/*/; do
   r=$(basename "$run"); [ -f "$run/config.json" ] || continue
   mkdir -p "$dest.tmp/$r"
-  if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl"; what="$r done"
+  if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl model.safetensors report.json"; what="$r done"
   else files="checkpoint.pt config.json"; what="$r at epoch $(cat "$run/metrics.jsonl" 2>/dev/null | wc -l)"; fi
   for f in $files; do if [ -f "$run/$f" ]; then cp "$run/$f" "$dest.tmp/$r/"; fi; done
   state+=("$what")
