@@ -81,6 +81,21 @@ def test_grad_cam_maps_back_through_resize_and_centre_crop(patch_predictor):
     assert np.all(cam.heatmap[:, :8] == 0) and np.all(cam.heatmap[:, 40:] == 0)  # cropped away: no evidence
 
 
+def test_a_large_images_heat_map_can_be_made_at_a_smaller_size(patch_predictor):
+    # The 32x48 scene above at 5x (160x240); with max_side=48 its heat-map is the full-size one, scaled down.
+    big = np.full((160, 240, 3), 40, np.uint8)
+    big[20:60, 130:170] = 255
+    [full] = patch_predictor.grad_cam(big, target=1)
+    [small] = patch_predictor.grad_cam(big, target=1, max_side=48)
+    assert full.heatmap.shape == (160, 240) and small.heatmap.shape == (32, 48)
+    assert small.index == full.index and small.probability == pytest.approx(full.probability)
+    assert np.all(small.heatmap[:, :8] == 0) and np.all(small.heatmap[:, 40:] == 0)  # the crop, scaled
+    pooled = full.heatmap.reshape(32, 5, 48, 5).mean(axis=(1, 3))
+    assert np.abs(pooled - small.heatmap).max() < 0.1
+    [same] = patch_predictor.grad_cam(big, target=1, max_side=240)  # already fits: the image's own size
+    np.testing.assert_array_equal(same.heatmap, full.heatmap)
+
+
 def test_different_classes_give_different_maps_and_default_is_the_prediction(patch_predictor):
     x, y, _ = _patch_images(8, torch.Generator().manual_seed(2))
     image = _to_uint8(x[(y == 1).nonzero()[0, 0]])

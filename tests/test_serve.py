@@ -167,7 +167,7 @@ def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer(predicto
 
 
 def test_full_queue_answers_503_with_retry_after(predictor):
-    app = create_app(predictor, runtime="torch", max_wait_ms=0, max_queue=1)
+    app = create_app(predictor, runtime="torch", max_wait_ms=0, max_queue=1, max_files=1)
     with TestClient(app) as client:
         wait_ready(client)
         batcher = app.state.resnetkit.batcher
@@ -340,6 +340,10 @@ def test_options_are_checked():
         ServeOptions(max_batch=0)
     with pytest.raises(TypeError, match="unknown serve option"):
         ServeOptions().with_overrides(max_batchsize=4)
+    with pytest.raises(ValueError, match="max_queue=8 is below max_files=64.*--max-queue"):
+        ServeOptions(max_queue=8)  # a request of 64 images could never be queued: 503 forever
+    with pytest.raises(ValueError, match="--max-inflight-mb"):
+        ServeOptions(max_inflight_bytes=1024)
 
 
 def test_missing_fastapi_gives_a_clear_error(predictor, monkeypatch):

@@ -215,8 +215,12 @@ def test_every_upload_bad_gives_the_first_ones_status_and_all_messages(client):
 
 # --- limits enforced before the body is read -----------------------------------------------------------------
 
-def _asgi_post(client: TestClient, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> tuple[int, int]:
-    """POST straight into the ASGI app; returns the status and how many body chunks it pulled."""
+def _asgi_post(client: TestClient, headers: list[tuple[bytes, bytes]], chunks: list[bytes], *,
+               hang_up: bool = False, method: str = "POST") -> tuple[int, int]:
+    """POST straight into the ASGI app; returns the status and how many body chunks it pulled.
+
+    ``hang_up``: the client disconnects after the last chunk instead of ending the body.
+    """
     pulled = 0
     status: list[int] = []
 
@@ -224,14 +228,14 @@ def _asgi_post(client: TestClient, headers: list[tuple[bytes, bytes]], chunks: l
         nonlocal pulled
         if pulled < len(chunks):
             pulled += 1
-            return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+            return {"type": "http.request", "body": chunks[pulled - 1], "more_body": hang_up or pulled < len(chunks)}
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict",
+    scope = {"type": "http", "method": method, "path": "/v1/predict", "raw_path": b"/v1/predict",
              "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
              "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234), "root_path": ""}
     client.portal.call(client.app, scope, receive, send)
@@ -258,13 +262,74 @@ def test_a_body_without_content_length_is_cut_off_at_the_limit(client):
     still_serves(client)
 
 
+def _count(client: TestClient, fragment: str) -> float:
+    """The sum of the /metrics samples whose line contains ``fragment``."""
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if fragment in line and not line.startswith("#"))
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_client_error_not_a_500(client):
+    before = _count(client, 'status="500"')
+    status, pulled = _asgi_post(client, [(b"content-type", b"image/png"), (b"content-length", b"100000")],
+                                [b"\x89PNG" + b"\0" * 500], hang_up=True)
+    assert (status, pulled) == (400, 1)
+    head = (b'--bb\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    status, _ = _asgi_post(client, [(b"content-type", b"multipart/form-data; boundary=bb")], [head, b"\0" * 100],
+                           hang_up=True)
+    assert status == 400
+    assert _count(client, 'status="500"') == before
+    still_serves(client)
+
+
+def test_an_over_long_multipart_boundary_is_a_400(client):
+    boundary = "B" * 257  # python-multipart refuses boundaries over 256 bytes when its parser is built
+    body = (f"--{boundary}\r\n" 'Content-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + _png() + f"\r\n--{boundary}--\r\n".encode()
+    refused(client.post("/v1/predict", content=body,
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}), 400, "malformed multipart")
+    still_serves(client)
+
+
+def test_made_up_methods_share_one_metrics_label(client):
+    for i in range(5):
+        _asgi_post(client, [], [b""], method=f"M{i:08d}")
+    assert _count(client, 'method="other"') >= 5
+    assert "M00000001" not in client.get("/metrics").text
+    still_serves(client)
+
+
+def test_uploads_held_at_once_are_budgeted_across_requests(predictor):
+    app = create_app(predictor, runtime="torch", max_request_bytes=100_000, max_inflight_bytes=100_000)
+    test_client = _ready(app)
+    try:
+        budget = app.state.resnetkit.body_budget
+        with budget.hold() as other_request:  # another request in flight holds most of the budget
+            other_request.take(99_000)  # leaves 1,000 bytes: less than the PNG below
+            response = test_client.post("/v1/predict", files={"files": ("ok.png", _png(), "image/png")})
+            refused(response, 503, "--max-inflight-mb")
+            assert response.headers["Retry-After"] == "1"
+        assert budget.held == 0  # the refused request gave back what it took
+        still_serves(test_client)
+        assert budget.held == 0  # and so did the answered one
+    finally:
+        test_client.__exit__(None, None, None)
+
+
+def test_get_routes_answer_head(client):
+    for path in ("/", "/healthz", "/readyz", "/metrics", "/v1/model"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b"", path
+
+
 # --- nothing from a request reaches the filesystem -----------------------------------------------------------
 
 def test_nothing_from_a_request_reaches_the_filesystem(predictor, monkeypatch, tmp_path):
     """A 2 MB upload (Starlette would spool it to a temporary file) with a hostile file name."""
     client = _ready(create_app(predictor, runtime="torch"))
     try:
-        still_serves(client)  # every lazy import done
+        still_serves(client)  # every lazy import done (Grad-CAM's too: matplotlib reads its rc file once)
+        assert client.post("/v1/cam", files={"files": ("warm.png", _png(), "image/png")}).status_code == 200
         opened: list[str] = []
         real_open, real_os_open = builtins.open, os.open
 

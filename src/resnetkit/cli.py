@@ -255,7 +255,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             args.max_batch, max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
             preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
             max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files, max_pixels=args.max_pixels,
-            api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
+            max_inflight_bytes=int(args.max_inflight_mb * MIB), max_connections=args.max_connections, api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
         serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
               port=args.port, access_log=args.access_log, options=options)
     except MissingDependencyError as e:
@@ -506,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=serve_defaults.max_pixels,
                    help="most pixels (width x height) of one image, read from its header before decoding "
                         "(default: %(default)s)")
+    p.add_argument("--max-inflight-mb", type=float, default=serve_defaults.max_inflight_bytes / MIB,
+                   help="request bodies held at once over all requests, in MiB; beyond it, 503 with Retry-After "
+                        "(default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=serve_defaults.max_connections,
+                   help="open connections at once; beyond it, 503 (default: %(default)s)")
     p.add_argument("--api-key", default=None,
                    help="require this key (Authorization: Bearer KEY, X-API-Key: KEY, or as the HTTP Basic password) "
                         "on every route but /healthz and /readyz; default: $RESNETKIT_API_KEY, else none")

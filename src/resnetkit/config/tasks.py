@@ -148,6 +148,10 @@ class ServeOptions:
     max_request_bytes: int = 32 * MIB  # one request body, all its images together
     max_files: int = 64  # images in one request
     max_pixels: int = 50_000_000  # width x height of one image, read from its header before decoding
+    # Bytes of request bodies held at once over all requests in flight: past it, 503 + Retry-After, so many
+    # slow or large uploads together cannot exhaust memory. Open connections are capped too (uvicorn answers 503).
+    max_inflight_bytes: int = 256 * MIB
+    max_connections: int = 512
     # None: no authentication (the server binds to 127.0.0.1 by default). Kept out of repr and logs.
     api_key: str | None = field(default=None, repr=False)
     graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
@@ -156,9 +160,16 @@ class ServeOptions:
         if self.runtime not in SERVE_RUNTIMES:
             raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(SERVE_RUNTIMES)}")
         for name in ("top_k", "max_batch", "max_queue", "preprocess_threads", "max_upload_bytes",
-                     "max_request_bytes", "max_files", "max_pixels"):
+                     "max_request_bytes", "max_files", "max_pixels", "max_inflight_bytes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_queue < self.max_files:  # else a full request could never be queued: a 503 forever
+            raise ValueError(f"max_queue={self.max_queue} is below max_files={self.max_files}: a request of "
+                             f"{self.max_files} images could never be queued; raise --max-queue or lower --max-files")
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(f"max_inflight_bytes={self.max_inflight_bytes} is below max_request_bytes="
+                             f"{self.max_request_bytes}: the largest request allowed could never be received; "
+                             "raise --max-inflight-mb or lower --max-request-mb")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms={self.max_wait_ms} must be >= 0")
         if self.api_key is not None and not self.api_key.strip():

@@ -39,12 +39,19 @@ def grad_cam(model: torch.nn.Module, batch: torch.Tensor, targets: list[int] | N
     return maps / peak, logits.detach()
 
 
-def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preprocess) -> np.ndarray:
+def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preprocess, *,
+                 max_side: int | None = None) -> np.ndarray:
     """Place a feature-map CAM (h, w) over the original image: (height, width) float32 in [0, 1].
 
-    The map covers only the centre crop the model saw; pixels the crop cut away get zero.
+    The map covers only the centre crop the model saw; pixels the crop cut away get zero. With
+    ``max_side``, the map is made for the image scaled down to fit it (aspect kept), so a huge photo's
+    heat-map costs no more memory than a small one's.
     """
     left, top, right, bottom = crop_box(width, height, preprocess)
+    scale = 1.0 if max_side is None or max(width, height) <= max_side else max_side / max(width, height)
+    if scale != 1.0:  # the crop box in the scaled image's pixels
+        left, top, right, bottom = (v * scale for v in (left, top, right, bottom))
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
     box_w, box_h = max(1, round(right - left)), max(1, round(bottom - top))
     upsampled = F.interpolate(cam[None, None].float(), size=(box_h, box_w), mode="bilinear",
                               align_corners=False)[0, 0].clamp_min(0)

@@ -205,8 +205,11 @@ class Predictor:
         return resolve_class(target, self.class_names, len(self.class_names))
 
     def grad_cam(self, images: ImageInput | Sequence[ImageInput], *, target: int | str | None = None,
-                 names: Sequence[str] | None = None) -> list[GradCam]:
+                 names: Sequence[str] | None = None, max_side: int | None = None) -> list[GradCam]:
         """Grad-CAM heat-maps at each image's own size, for ``target`` (name or index) or the predicted class.
+
+        With ``max_side``, a larger image's heat-map is at its size scaled down to fit ``max_side`` (aspect
+        kept; the model still sees the full image): resize the image to the heat-map's shape to overlay it.
 
         Raises ``ImageLoadError`` for an unusable image; use ``iter_predict`` first to sort those out.
         """
@@ -221,7 +224,8 @@ class Predictor:
         probabilities = logits.float().softmax(dim=1)
         chosen = logits.argmax(1).tolist() if targets is None else targets
         return [GradCam(source=label, index=c, label=self.class_names[c], probability=float(probabilities[i, c]),
-                        heatmap=cam_to_image(maps[i], picture.shape[2], picture.shape[1], self.preprocess))
+                        heatmap=cam_to_image(maps[i], picture.shape[2], picture.shape[1], self.preprocess,
+                                             max_side=max_side))
                 for i, (label, picture, c) in enumerate(zip(labels, pictures, chosen))]
 
 

@@ -104,6 +104,7 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
 
     app = create_app(predictor, options, model_file=model_file, on_load_failed=load_failed)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
+                                           limit_concurrency=options.max_connections,
                                            timeout_graceful_shutdown=options.graceful_timeout_s))
     with _exit_zero_on_signals():
         server.run()

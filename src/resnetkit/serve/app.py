@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Optional, Union
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -26,10 +26,11 @@ from .engine import Engine, build_engine
 from .metrics import Metrics, MetricsMiddleware
 from .options import ServeOptions
 from .page import INDEX_HTML
-from .uploads import Upload, UploadError, check_upload, decode, read_uploads
+from .uploads import BodyBudget, BodyTicket, Upload, UploadError, check_upload, decode, read_uploads
 
 logger = logging.getLogger("resnetkit.serve")
-CAM_MAX_SIDE = 512  # overlays of large photos are sent scaled down: the page shows them small anyway
+CAM_MAX_SIDE = 512  # overlays of large photos are made and sent scaled down: the page shows them small anyway
+GET_HEAD = ["GET", "HEAD"]  # every GET route answers HEAD too, as HTTP asks (load-balancer probes use it)
 
 ModelSource = Union[Predictor, Callable[[], Predictor]]
 
@@ -60,7 +61,7 @@ ERRORS: dict[Union[int, str], dict[str, Any]] = {
     413: {"description": "body, image bytes, image pixels or number of images over a limit"},
     415: {"description": "not an image (by Content-Type)"},
     422: {"description": "no image in the request, a wrong field, or top_k out of range"},
-    503: {"description": "model not ready, queue full, or shutting down; see Retry-After"},
+    503: {"description": "model not ready, queue or upload budget full, or shutting down; see Retry-After"},
 }
 
 
@@ -77,6 +78,7 @@ class ServerState:
         self.error: str | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.cam_lock = asyncio.Semaphore(1)  # Grad-CAM runs a backward pass: one at a time
+        self.body_budget = BodyBudget(options.max_inflight_bytes)  # upload bytes held over all requests
 
     def start(self) -> None:
         self.executor = ThreadPoolExecutor(self.options.preprocess_threads, thread_name_prefix="resnetkit-decode")
@@ -137,20 +139,25 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
     state = ServerState(source, options, metrics, model_file=model_file, on_load_failed=on_load_failed)
     app.state.resnetkit = state
 
+    async def body_ticket() -> AsyncIterator[BodyTicket]:
+        """The request's share of the upload budget, given back when the request is done (on the event loop)."""
+        with state.body_budget.hold() as ticket:
+            yield ticket
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback by the server; the client gets one line, never the traceback.
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=GET_HEAD, response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return INDEX_HTML
 
-    @app.get("/healthz", summary="liveness: the process answers")
+    @app.api_route("/healthz", methods=GET_HEAD, summary="liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="readiness: the model is loaded and warmed up (503 before)",
+    @app.api_route("/readyz", methods=GET_HEAD, summary="readiness: the model is loaded and warmed up (503 before)",
              responses={503: {"description": "loading, failed or shutting down"}})
     async def readyz() -> JSONResponse:
         if state.ready and state.engine is not None:
@@ -158,34 +165,36 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         status = "failed" if state.error else "loading"
         return JSONResponse({"status": status, "detail": state.error}, 503, headers={"Retry-After": "1"})
 
-    @app.get("/v1/model", summary="architecture, classes, preprocessing, parameters, the file's SHA-256")
+    @app.api_route("/v1/model", methods=GET_HEAD,
+                   summary="architecture, classes, preprocessing, parameters, the file's SHA-256")
     async def model() -> dict[str, Any]:
         engine, _ = state.require_ready()
         return engine.describe()
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.api_route("/metrics", methods=GET_HEAD, include_in_schema=False)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def _uploads(request: Request) -> list[Upload]:
+    async def _uploads(request: Request, ticket: BodyTicket) -> list[Upload]:
         try:
-            return await read_uploads(request, options)
+            return await read_uploads(request, options, ticket)
         except UploadError as e:
             metrics.image_errors.labels(str(e.status)).inc()
-            raise HTTPException(e.status, e.detail) from None
+            headers = None if e.retry_after_s is None else {"Retry-After": str(e.retry_after_s)}
+            raise HTTPException(e.status, e.detail, headers=headers) from None
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=UPLOAD_BODY,
               summary="top-k classes of one or more images")
     async def predict(request: Request, top_k: Optional[int] = Query(
-            None, ge=1, description=f"classes per image (default: {options.top_k}, or all if the model has fewer)")
-            ) -> JSONResponse:
+            None, ge=1, description=f"classes per image (default: {options.top_k}, or all if the model has fewer)"),
+            ticket: BodyTicket = Depends(body_ticket)) -> JSONResponse:
         start = time.perf_counter()
         engine, batcher = state.require_ready()
         classes = len(engine.predictor.class_names)
         if top_k is not None and top_k > classes:
             raise HTTPException(422, f"top_k={top_k} is more than the model's {classes} classes")
         top_k = top_k or min(options.top_k, classes)
-        uploads = await _uploads(request)
+        uploads = await _uploads(request, ticket)
         loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(*(loop.run_in_executor(state.executor, decode, engine, u, options)
                                          for u in uploads))
@@ -213,9 +222,10 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
               response_class=Response, openapi_extra=UPLOAD_BODY,
               summary="Grad-CAM overlay (PNG) of one image, for the predicted class or ?target=NAME_OR_INDEX")
     async def cam(request: Request, target: Optional[str] = Query(None, max_length=200,
-                                                                    description="class name or index")) -> Response:
+                                                                    description="class name or index"),
+                  ticket: BodyTicket = Depends(body_ticket)) -> Response:
         engine, _ = state.require_ready()
-        uploads = await _uploads(request)
+        uploads = await _uploads(request, ticket)
         if len(uploads) != 1:
             raise HTTPException(422, f"Grad-CAM takes one image per request, got {len(uploads)}")
         [upload] = uploads
@@ -236,8 +246,8 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
 
     # The first version's routes, kept working for existing clients (not in the API description).
     app.add_api_route("/predict", predict, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/health", healthz, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/model", model, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", healthz, methods=GET_HEAD, include_in_schema=False)
+    app.add_api_route("/model", model, methods=GET_HEAD, include_in_schema=False)
 
     # Outermost first: metrics see every request, the refused ones included.
     if options.api_key:
@@ -257,14 +267,15 @@ def _cam_png(engine: Engine, upload: Upload, options: ServeOptions,
     try:
         check_upload(upload, options)
         image = load_image(upload.data, name=upload.name)
-        [result] = engine.predictor.grad_cam([image], target=target, names=[upload.name])
+        [result] = engine.predictor.grad_cam([image], target=target, names=[upload.name], max_side=CAM_MAX_SIDE)
     except UploadError as e:
         return e
     except ImageLoadError as e:
         return UploadError(400, str(e))
+    height, width = result.heatmap.shape  # the image's size, scaled down to CAM_MAX_SIDE: blended at that size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
     blended = overlay(image, result.heatmap)
-    if max(blended.size) > CAM_MAX_SIDE:
-        blended.thumbnail((CAM_MAX_SIDE, CAM_MAX_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     blended.save(buffer, "PNG")
     return buffer.getvalue(), result.label, result.probability

@@ -3,7 +3,8 @@
 Each app gets its own registry, so several apps in one process (tests, a notebook) do not collide.
 The request counters sit in a plain ASGI middleware, outside authentication, so refused requests
 (401, 413, 503) are counted too; the route label is the route's template (``/v1/predict``), never
-the raw path, so a scan of random URLs cannot grow the label set.
+the raw path, and a method outside HTTP's own is counted as ``other``, so a scan of random URLs or
+made-up methods cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
 
 class Metrics:
@@ -70,5 +72,6 @@ class MetricsMiddleware:
             # the path when it is one of the app's own.
             label = getattr(scope.get("route"), "path", None) or (
                 scope["path"] if scope["path"] in self.routes else "unmatched")
-            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(label, method, str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)

@@ -4,19 +4,22 @@ Starlette's own form parsing spools uploads over 1 MiB to temporary files and re
 route can refuse it. Here the body is streamed through python-multipart's parser with the limits
 checked as bytes arrive: the declared Content-Length first (refused before one body byte is read),
 then the running total, the size of each image and the number of images. An over-limit request is
-answered as soon as it crosses the line, with a message that names the limit.
+answered as soon as it crosses the line, with a message that names the limit. The bytes all requests hold
+at once are budgeted too (``BodyBudget``): many large uploads together get 503 + Retry-After, not the
+server's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..infer import ImageLoadError
 from .engine import Engine
@@ -30,9 +33,39 @@ MAX_NAME = 200
 class UploadError(Exception):
     """A request the server refuses: an HTTP status and a message for the client."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after_s: int | None = None) -> None:
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.retry_after_s = status, detail, retry_after_s
+
+
+class BodyBudget:
+    """The request-body bytes the server holds at once, over all requests in flight (``--max-inflight-mb``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[BodyTicket]:
+        """A ticket for one request: what it takes is given back when the request is done."""
+        ticket = BodyTicket(self)
+        try:
+            yield ticket
+        finally:
+            self.held -= ticket.held
+
+
+class BodyTicket:
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget, self.held = budget, 0
+
+    def take(self, n: int) -> None:
+        budget = self.budget
+        if budget.held + n > budget.limit:
+            raise UploadError(503, f"the server is receiving {_mib(budget.held)} of uploads at once, its limit "
+                                   f"(--max-inflight-mb {budget.limit / (1024 * 1024):g}); retry shortly",
+                              retry_after_s=1)
+        budget.held += n
+        self.held += n
 
 
 @dataclass
@@ -56,8 +89,12 @@ def _mib(n: int) -> str:
     return f"{n:,} bytes" if n < 1024 * 1024 else f"{n / (1024 * 1024):.4g} MiB"
 
 
-async def read_uploads(request: Request, options: ServeOptions) -> list[Upload]:
-    """The images in a multipart body (field ``files``) or a raw ``image/*`` body; ``UploadError`` otherwise."""
+async def read_uploads(request: Request, options: ServeOptions, ticket: BodyTicket | None = None) -> list[Upload]:
+    """The images in a multipart body (field ``files``) or a raw ``image/*`` body; ``UploadError`` otherwise.
+
+    The bytes read are taken from ``ticket`` (the server's ``BodyBudget``) as they arrive.
+    """
+    ticket = ticket or BodyTicket(BodyBudget(options.max_request_bytes))
     content_type, params = parse_options_header(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -70,12 +107,12 @@ async def read_uploads(request: Request, options: ServeOptions) -> list[Upload]:
     if kind == "multipart/form-data":
         if b"boundary" not in params:
             raise UploadError(400, "multipart/form-data without a boundary parameter in Content-Type")
-        uploads, others = await _read_multipart(request, params[b"boundary"], options)
+        uploads, others = await _read_multipart(request, params[b"boundary"], options, ticket)
     elif kind.startswith("image/"):
-        data = await _read_raw(request, options)
+        data = await _read_raw(request, options, ticket)
         uploads, others = ([Upload("body", kind, data)] if data else []), []
     elif kind in ("", "application/x-www-form-urlencoded"):
-        await _read_raw(request, options)  # drained under the same cap, then refused: a form without files
+        await _read_raw(request, options, ticket)  # drained under the same cap, then refused: a form without files
         uploads, others = [], []
     else:
         raise UploadError(415, f"Content-Type {kind!r} is not accepted: send multipart/form-data with the "
@@ -90,23 +127,32 @@ async def read_uploads(request: Request, options: ServeOptions) -> list[Upload]:
     return uploads
 
 
-async def _capped_stream(request: Request, limit: int, message: str) -> AsyncIterator[bytes]:
-    """The request body chunk by chunk, ended with a 413 ``message`` as soon as more than ``limit`` bytes came."""
+async def _capped_stream(request: Request, limit: int, message: str, ticket: BodyTicket) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk, ended with a 413 ``message`` as soon as more than ``limit`` bytes came.
+
+    Each chunk is taken from ``ticket`` first (503 when the server holds too much); a client that hangs up
+    part-way is a 400, not a server error.
+    """
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise UploadError(413, message)
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise UploadError(413, message)
+            ticket.take(len(chunk))
+            yield chunk
+    except ClientDisconnect:
+        raise UploadError(400, f"the client closed the connection after {_mib(total)} of the body") from None
 
 
-async def _read_raw(request: Request, options: ServeOptions) -> bytes:
+async def _read_raw(request: Request, options: ServeOptions, ticket: BodyTicket) -> bytes:
     limit = options.max_upload_bytes
     message = f"body: larger than {_mib(limit)}, the limit per image (--max-upload-mb)"
-    return b"".join([chunk async for chunk in _capped_stream(request, limit, message)])
+    return b"".join([chunk async for chunk in _capped_stream(request, limit, message, ticket)])
 
 
-async def _read_multipart(request: Request, boundary: bytes, options: ServeOptions) -> tuple[list[Upload], list[str]]:
+async def _read_multipart(request: Request, boundary: bytes, options: ServeOptions,
+                          ticket: BodyTicket) -> tuple[list[Upload], list[str]]:
     uploads: list[Upload] = []
     others: list[str] = []
     part: dict[str, object] = {}
@@ -163,14 +209,14 @@ async def _read_multipart(request: Request, boundary: bytes, options: ServeOptio
         nonlocal ended
         ended = True
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_end": on_end})
     limit = options.max_request_bytes
-    try:
+    try:  # the parser refuses some boundaries (over 256 bytes) when it is built
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
+            "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished, "on_end": on_end})
         async for chunk in _capped_stream(request, limit, f"request body over the limit of {_mib(limit)} "
-                                                          "(--max-request-mb)"):
+                                                          "(--max-request-mb)", ticket):
             parser.write(chunk)
         parser.finalize()
     except UploadError:
