@@ -286,8 +286,8 @@ def test_an_over_long_multipart_boundary_is_a_400(client):
     boundary = "B" * 257  # python-multipart refuses boundaries over 256 bytes when its parser is built
     body = (f"--{boundary}\r\n" 'Content-Disposition: form-data; name="files"; filename="a.png"\r\n'
             "Content-Type: image/png\r\n\r\n").encode() + _png() + f"\r\n--{boundary}--\r\n".encode()
-    refused(client.post("/v1/predict", content=body,
-                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}), 400, "malformed multipart")
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    refused(client.post("/v1/predict", content=body, headers=headers), 400, "malformed multipart")
     still_serves(client)
 
 
