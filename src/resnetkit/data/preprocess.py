@@ -28,6 +28,13 @@ INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": Interpolati
 PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                "nearest": Image.Resampling.NEAREST}
 PAPER_SCALES = (224, 256, 384, 480, 640)
+# A resized image over this many pixels (about 200 MB) is refused: only an extreme aspect ratio gets there
+# (a 1 x 1,000,000 strip with its shorter side at 256 would be 256 x 256,000,000).
+MAX_RESIZED_PIXELS = 1 << 26
+# When the resized image would hold more than this many times the target's pixels (aspect ratio over 16:1),
+# the crop's region alone is resized (PIL's ``box``): the same mapping, though not always bit-equal (PIL
+# rounds its weights per box, so a pixel may differ by one level), at the cost of the crop.
+BOX_RESIZE_RATIO = 16
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
@@ -55,26 +62,55 @@ def resize_to_cover(image: torch.Tensor, target: tuple[int, int], *, interpolati
     size = cover_size(height, width, target)
     if size == (height, width):
         return image
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        raise ValueError(f"a {width}x{height} image resized to cover {target[1]}x{target[0]} would be "
+                         f"{size[1]}x{size[0]} = {size[0] * size[1]:,} pixels, over the limit of "
+                         f"{MAX_RESIZED_PIXELS:,}: its aspect ratio is too extreme for this view (crop the image, "
+                         "or use the center or flip protocol)")
+    return _resize(image, size, interpolation)
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int], interpolation: str,
+            box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """PIL's resize of a uint8 (3, H, W) or (N, 3, H, W) image (of its ``box`` region) to ``size`` (H, W)."""
     if image.dim() == 4:
-        return torch.stack([resize_to_cover(one, target, interpolation=interpolation) for one in image])
+        return torch.stack([_resize(one, size, interpolation, box) for one in image])
     if image.dtype != torch.uint8 or image.shape[0] != 3:
         raise ValueError(f"expected a decoded (3, H, W) uint8 image, got {image.dtype} of shape {tuple(image.shape)}")
     interpolation_mode(interpolation)  # the same error for an unknown name as everywhere else
-    resized = to_pil(image).resize((size[1], size[0]), PIL_FILTERS[interpolation])
+    resized = to_pil(image).resize((size[1], size[0]), PIL_FILTERS[interpolation], box=box)
     return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
+
+
+def resize_and_crop(image: torch.Tensor, target: tuple[int, int], crop: tuple[int, int], *,
+                    interpolation: str = "bilinear") -> torch.Tensor:
+    """``resize_to_cover(image, target)`` centre-cropped to ``crop`` (H, W), padded where the crop is larger.
+
+    For an aspect ratio over ``BOX_RESIZE_RATIO``:1 only the crop's region is resized, so a long thin
+    strip costs what a photo costs instead of the whole resized strip.
+    """
+    height, width = image.shape[-2:]
+    size = cover_size(height, width, target)
+    if size == (height, width) or size[0] * size[1] <= BOX_RESIZE_RATIO * target[0] * target[1]:
+        return TF.center_crop(resize_to_cover(image, target, interpolation=interpolation), list(crop))
+    kept_h, kept_w = min(crop[0], size[0]), min(crop[1], size[1])  # the crop's region in the resized image
+    top, left = int(round((size[0] - kept_h) / 2.0)), int(round((size[1] - kept_w) / 2.0))  # as center_crop
+    scale_h, scale_w = height / size[0], width / size[1]
+    box = (left * scale_w, top * scale_h, (left + kept_w) * scale_w, (top + kept_h) * scale_h)
+    return TF.center_crop(_resize(image, (kept_h, kept_w), interpolation, box), list(crop))
 
 
 def fit_to_size(image: torch.Tensor, size: tuple[int, int], *, interpolation: str = "bilinear") -> torch.Tensor:
     """Resize (C, H, W) or (N, C, H, W) so it covers ``size`` (H, W), then centre-crop to it."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    return TF.center_crop(resize_to_cover(image, size, interpolation=interpolation), list(size))
+    return resize_and_crop(image, size, size, interpolation=interpolation)
 
 
 def center_view(image: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     """Shorter side to ``resize_size``, centre crop of ``input_size`` (it pads when the crop is larger)."""
-    resized = resize_to_cover(image, (preprocess.resize_size,) * 2, interpolation=preprocess.interpolation)
-    return TF.center_crop(resized, [preprocess.input_size])
+    return resize_and_crop(image, (preprocess.resize_size,) * 2, (preprocess.input_size,) * 2,
+                           interpolation=preprocess.interpolation)
 
 
 def default_scales(preprocess: Preprocess) -> tuple[int, ...]:

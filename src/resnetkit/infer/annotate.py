@@ -6,14 +6,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 # Small images (CIFAR is 32x32) are enlarged before drawing, so the text stays readable.
 MIN_SIDE = 256
+MAX_ENLARGED_SIDE = 4096  # ... but a long thin strip is not blown up to gigabytes
 
 
-def enlarge(image: Image.Image, min_side: int = MIN_SIDE) -> Image.Image:
-    """``image`` scaled up (nearest neighbour, pixels stay visible) so its shorter side is at least ``min_side``."""
+def enlarge(image: Image.Image, min_side: int = MIN_SIDE, max_side: int = MAX_ENLARGED_SIDE) -> Image.Image:
+    """``image`` scaled up (nearest neighbour, pixels stay visible) so its shorter side is at least ``min_side``.
+
+    The longer side is never scaled past ``max_side``: a 5000x1 strip stays as it is, not 1,280,000x256.
+    """
     short = min(image.size)
     if short >= min_side:
         return image
-    factor = -(-min_side // short)
+    factor = min(-(-min_side // short), max(1, max_side // max(image.size)))
+    if factor == 1:
+        return image
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 

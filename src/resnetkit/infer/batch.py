@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..files import prepare_output_dir
 from .annotate import draw_label, label_text
-from .cam import overlay
+from .cam import MAX_OVERLAY_SIDE, overlay
 from .images import expand_inputs, is_url
 from .predictor import Prediction, Predictor, check_batch_size
 
@@ -98,9 +98,10 @@ def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[st
             draw_label(prediction.image, label_text(prediction.label, prediction.probability)).save(
                 Path(annotate_dir) / name)
     if cam_dir is not None:
-        cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable])
+        cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable],
+                                  max_side=MAX_OVERLAY_SIDE)
         for prediction, cam, name in zip(usable, cams, outputs):
-            # Blend at full resolution; the label names the class the map explains.
+            # Blended at the image's size up to MAX_OVERLAY_SIDE; the label names the class the map explains.
             blended = overlay(prediction.image, cam.heatmap)
             draw_label(blended, f"Grad-CAM: {label_text(cam.label, cam.probability)}").save(Path(cam_dir) / name)
     for prediction in usable:

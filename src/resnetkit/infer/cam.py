@@ -15,6 +15,10 @@ from PIL import Image
 from ..config import Preprocess
 from .transforms import crop_box
 
+# Overlays written by `resnetkit predict --cam` are at the image's size up to this many pixels a side: a
+# full-size heat-map of a 9000x9000 photo and its colour map cost gigabytes.
+MAX_OVERLAY_SIDE = 2048
+
 
 def grad_cam(model: torch.nn.Module, batch: torch.Tensor, targets: list[int] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +43,14 @@ def grad_cam(model: torch.nn.Module, batch: torch.Tensor, targets: list[int] | N
     return maps / peak, logits.detach()
 
 
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, so that neither side is over ``max_side``; unchanged if it fits."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preprocess, *,
                  max_side: int | None = None) -> np.ndarray:
     """Place a feature-map CAM (h, w) over the original image: (height, width) float32 in [0, 1].
@@ -48,10 +60,10 @@ def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preproc
     heat-map costs no more memory than a small one's.
     """
     left, top, right, bottom = crop_box(width, height, preprocess)
-    scale = 1.0 if max_side is None or max(width, height) <= max_side else max_side / max(width, height)
-    if scale != 1.0:  # the crop box in the scaled image's pixels
+    if max_side is not None and max(width, height) > max_side:  # the crop box in the scaled image's pixels
+        scale = max_side / max(width, height)
         left, top, right, bottom = (v * scale for v in (left, top, right, bottom))
-        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        width, height = fit_within(width, height, max_side)
     box_w, box_h = max(1, round(right - left)), max(1, round(bottom - top))
     upsampled = F.interpolate(cam[None, None].float(), size=(box_h, box_w), mode="bilinear",
                               align_corners=False)[0, 0].clamp_min(0)
@@ -83,8 +95,15 @@ def colormap(values: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0.5) -> Image.Image:
-    """The image with the coloured heat-map blended on it (``heatmap`` at the image's size)."""
+    """The image with the coloured heat-map blended on it.
+
+    ``heatmap`` is at the image's size, or at the smaller size ``grad_cam(max_side=...)`` made it for
+    (the image is then scaled down to it, and so is the blend).
+    """
     if heatmap.shape != (image.height, image.width):
-        raise ValueError(f"heat-map of shape {heatmap.shape} for an image of {image.width}x{image.height}")
+        width, height = fit_within(image.width, image.height, max(heatmap.shape))
+        if heatmap.shape != (height, width):
+            raise ValueError(f"heat-map of shape {heatmap.shape} for an image of {image.width}x{image.height}")
+        image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=2.0)  # reduce() first: bounded
     heat = Image.fromarray(colormap(heatmap))
     return Image.blend(image.convert("RGB"), heat, alpha)

@@ -260,8 +260,6 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
 def _cam_png(engine: Engine, upload: Upload, options: ServeOptions,
              target: str | None) -> tuple[bytes, str, float] | UploadError:
     """The overlay PNG of one upload, or why it cannot be made (runs in a thread: a backward pass)."""
-    from PIL import Image
-
     from ..infer import ImageLoadError, load_image
 
     try:
@@ -272,10 +270,7 @@ def _cam_png(engine: Engine, upload: Upload, options: ServeOptions,
         return e
     except ImageLoadError as e:
         return UploadError(400, str(e))
-    height, width = result.heatmap.shape  # the image's size, scaled down to CAM_MAX_SIDE: blended at that size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
-    blended = overlay(image, result.heatmap)
+    blended = overlay(image, result.heatmap)  # at the heat-map's size: the image's, at most CAM_MAX_SIDE a side
     buffer = io.BytesIO()
     blended.save(buffer, "PNG")
     return buffer.getvalue(), result.label, result.probability
