@@ -254,6 +254,8 @@ def _rewrite(tmp_path: Path, name: str, *, metadata: str | None = None, edit=Non
     ("three-names", dict(edit=lambda d: d.update(class_names=["a", "b", "c"])), "3 class names for a 10-class"),
     ("nan", dict(tensors=lambda k, v: v.fill_(float("nan")) if v.is_floating_point() else v), "NaN or infinite"),
     ("integers", dict(tensors=lambda k, v: v.to(torch.int32)), "integers where the network has real numbers"),
+    ("negative-variance", dict(tensors=lambda k, v: -v if k == "bn1.running_var" else v),
+     "BatchNorm variance(s) are negative"),
 ])
 def test_damaged_or_crafted_model_files_are_named_with_what_is_wrong(tmp_path, capsys, name, make, words):
     from resnetkit.cli import main
@@ -297,3 +299,63 @@ def test_a_model_file_whose_header_length_starts_with_a_pickle_byte_loads(tmp_pa
         pytest.fail("no padding gave a header length ending in 0x80")
     loaded, info = load_model(path)
     assert info.class_names[-1] == "x" * pad
+
+
+def test_a_download_cut_in_its_tensors_is_called_truncated_not_a_bare_state_dict(tmp_path):
+    good = save_model(create_model("resnet20"), tmp_path / "good.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-1000])  # the header is whole, the last tensor is not
+    with pytest.raises(WeightFileError, match="cut.safetensors: not a readable .safetensors file.*truncated"):
+        load_model(cut)
+
+
+def test_a_named_pipe_is_refused_instead_of_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    for load in (load_model, load_state_dict_file):
+        with pytest.raises(WeightFileError, match="pipe.safetensors: not a regular file"):
+            load(fifo)
+
+
+def test_random_bytes_are_not_called_a_pickle_that_runs_code(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(WeightFileError, match="noise.pth: not a readable PyTorch weight file"):
+        load_state_dict_file(noise)
+
+
+def test_a_saved_view_claiming_a_million_classes_is_refused_before_building(tmp_path):
+    from resnetkit.infer import Predictor
+
+    state = create_model("resnet20").state_dict()
+    state["fc.weight"] = torch.zeros(1).expand(1_000_000, 64)  # 4 bytes on disk; 256 MB once built
+    state["fc.bias"] = torch.zeros(1).expand(1_000_000)
+    torch.save(state, tmp_path / "crafted.pth")
+    assert (tmp_path / "crafted.pth").stat().st_size < 2_000_000
+    with pytest.raises(WeightFileError, match=r"crafted.pth: 2 tensor\(s\) claim more values than the file stores"):
+        Predictor.from_name("resnet20", weights=tmp_path / "crafted.pth")
+
+
+def test_weights_of_another_architecture_are_named_as_such_before_allocating(tmp_path, monkeypatch):
+    from resnetkit.models.weights import model_for_state_dict
+
+    state = create_model("resnet20").state_dict()
+    with pytest.raises(WeightFileError, match="takes 64 features but the model's takes 2048: the weights are for "
+                                              "another architecture"):
+        model_for_state_dict("resnet50", state, source="r20.pth")
+    built = model_for_state_dict("resnet20", _with_statistics(create_model("resnet20")).state_dict(), source="x")
+    assert built.num_classes == 10 and not any(t.is_meta for t in built.state_dict().values())
+
+
+def test_weights_that_overflow_give_an_error_not_nan_percent(tmp_path):
+    from resnetkit.infer import Predictor
+
+    model = create_model("resnet20")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(1e30)  # finite in the file, infinite after a few layers
+    path = save_model(model, tmp_path / "overflow.safetensors")
+    [prediction] = Predictor.from_file(path, device="cpu").predict(torch.zeros(3, 32, 32, dtype=torch.uint8))
+    assert not prediction.ok and "NaN or infinite" in prediction.error and prediction.labels == []

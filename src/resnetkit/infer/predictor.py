@@ -15,10 +15,10 @@ from PIL import Image
 from ..config import ModelInfo, Preprocess
 from ..config.fields import check_count
 from ..device import resolve_device
-from ..models import create_model, list_models, load_model, load_state_dict_file, load_weights
+from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import find_weights, get_weights, identify_weights, load_entry, with_preprocess
 from ..models.resnet import ResNet
-from ..models.weights import resolve_weight_path
+from ..models.weights import model_for_state_dict, resolve_weight_path
 from .cam import cam_to_image, grad_cam
 from .classes import read_class_names, resolve_class
 from ..data.image import to_pil
@@ -121,11 +121,7 @@ class Predictor:
             model, info = load_entry(entry)
         else:
             path = resolve_weight_path(os.fspath(weights))
-            state_dict = load_state_dict_file(path)
-            if "num_classes" not in options and "fc.weight" in state_dict:
-                options["num_classes"] = state_dict["fc.weight"].shape[0]
-            model = create_model(name, **options)
-            load_weights(model, state_dict, source=str(path))
+            model = model_for_state_dict(name, load_state_dict_file(path), source=str(path), **options)
             info = ModelInfo(model=model.config, preprocess=model.spec.preprocess)
             entry = identify_weights(path, arch=name)
             if entry is not None:
@@ -194,7 +190,12 @@ class Predictor:
             with torch.inference_mode():
                 logits = self.model(torch.stack(tensors).to(self.device))
             probabilities, indices = logits.float().softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
-            for prediction, probs, idx in zip(ready, probabilities.tolist(), indices.tolist()):
+            finite = torch.isfinite(logits).all(dim=1).tolist()
+            for prediction, probs, idx, ok in zip(ready, probabilities.tolist(), indices.tolist(), finite):
+                if not ok:  # weights that overflow (finite in the file): an answer of "nan%" is no answer
+                    prediction.error = (f"{prediction.source}: the model's output is NaN or infinite: its weights "
+                                        "are damaged or overflow; use a model file you trust")
+                    continue
                 prediction.indices = idx
                 prediction.probabilities = probs
                 prediction.labels = [self.class_names[i] for i in idx]

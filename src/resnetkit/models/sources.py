@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from ..config import ModelInfo
-from .registry import create_model, default_preprocess, list_models
+from .registry import default_preprocess, list_models
 from .resnet import ResNet
-from .weights import (check_self_describing, has_resnetkit_metadata, load_model, load_state_dict_file, load_weights,
-                      resolve_weight_path)
+from .weights import (check_self_describing, has_resnetkit_metadata, load_model, load_state_dict_file,
+                      model_for_state_dict, resolve_weight_path)
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -33,9 +33,8 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
 
             return load_keras_model(path, arch=model)
         state = load_state_dict_file(path)
-        num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 0
-        net = create_model(model, num_classes=num_classes, **options)
-        load_weights(net, state, source=str(path))
+        net = model_for_state_dict(model, state, source=str(path), num_classes=int(state["fc.weight"].shape[0])
+                                   if "fc.weight" in state else 0, **options)
         return net.eval(), ModelInfo(model=net.config, preprocess=default_preprocess(model))
     if weights is not None:
         raise ValueError(f"{model}: --weights goes with an architecture name (see `resnetkit models`); a model file "

@@ -61,16 +61,9 @@ def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     """The ``ModelInfo`` stored in a resnetkit model file, without loading its tensors."""
-    from safetensors import safe_open
-
     path = Path(path)
     _check_exists(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated or "
-                              "not a weight file at all: re-download or re-save it") from e
+    meta = _safetensors_metadata(path)
     if METADATA_KEY not in meta:
         raise WeightFileError(f"{path}: a safetensors file without resnetkit metadata; load its tensors into a "
                               "model you build yourself with load_state_dict_file(), or re-save it with save_model()")
@@ -185,16 +178,25 @@ def is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
-def has_resnetkit_metadata(path: Path) -> bool:
-    """True for a safetensors file carrying resnetkit's metadata (valid or not: reading it says what is wrong)."""
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file; ``WeightFileError`` naming the damage when its header is unreadable."""
     from safetensors import safe_open
 
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated (a download "
+                              "that stopped part-way) or not a weight file at all: re-download or re-save it") from e
+
+
+def has_resnetkit_metadata(path: Path) -> bool:
+    """True for a safetensors file carrying resnetkit's metadata (valid or not: reading it says what is wrong)."""
     if not is_safetensors(path):
         return False
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return METADATA_KEY in (f.metadata() or {})
-    except (SafetensorError, OSError, ValueError):
+        return METADATA_KEY in _safetensors_metadata(path)
+    except WeightFileError:
         return False
 
 
@@ -203,7 +205,7 @@ def check_self_describing(path: Path, *, shown: str | None = None) -> None:
     archive or a pickle) or a safetensors file without resnetkit's metadata does not say which network it holds."""
     path, shown = Path(path), shown or str(path)
     _check_exists(path)
-    if has_resnetkit_metadata(path):
+    if is_safetensors(path) and METADATA_KEY in _safetensors_metadata(path):  # a damaged header is named as such
         return
     with open(path, "rb") as f:
         head = f.read(2)
@@ -222,6 +224,9 @@ def _check_exists(path: Path) -> None:
                                 "--pretrained`)")
     if path.is_dir():
         raise WeightFileError(f"{path}: is a folder, expected a .safetensors or .pth file")
+    if not path.is_file():  # a named pipe would block the first read forever
+        raise WeightFileError(f"{path}: not a regular file (a pipe, socket or device); give a .safetensors or "
+                              ".pth file")
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -246,7 +251,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... depending on damage
         text = str(e)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        pickle_or_zip = head[:2] == b"PK" or head[:1] == b"\x80"  # what torch.save writes: random bytes are neither
+        if "Unsupported global" in text or ("Weights only load failed" in text and pickle_or_zip):
             raise WeightFileError(
                 f"{path}: refused to load: the file contains pickled Python objects beyond tensors, and "
                 "loading it could run arbitrary code. Load it yourself only if you trust its source, then "
@@ -263,6 +269,13 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightFileError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+    # A saved view such as zeros(1).expand(1_000_000, 2048) is 4 bytes on disk but would make the network it
+    # implies allocate gigabytes; real weights are stored whole.
+    views = [f"{k}: {tuple(v.shape)} over {v.untyped_storage().nbytes():,} bytes" for k, v in obj.items()
+             if v.numel() * v.element_size() > v.untyped_storage().nbytes()]
+    if views:
+        raise WeightFileError(f"{path}: {len(views)} tensor(s) claim more values than the file stores (first: "
+                              f"{views[:2]}); the file is crafted or damaged: use a file you trust")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -270,6 +283,31 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
     """``load_state_dict(strict=True)`` with errors that say which keys and shapes disagree and what to do."""
+    check_weights_fit(model, state_dict, source=source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def model_for_state_dict(arch: str, state_dict: dict[str, torch.Tensor], *, source: str,
+                         **options: Any) -> ResNet:
+    """``create_model(arch, **options)`` holding ``state_dict``; ``num_classes`` from its classifier unless given.
+
+    The network is built on the ``meta`` device (no memory) and compared with the tensors before it is
+    materialised, so weights that do not fit it are refused before anything is allocated.
+    """
+    from .registry import create_model
+
+    if "num_classes" not in options and "fc.weight" in state_dict:
+        options["num_classes"] = int(state_dict["fc.weight"].shape[0])
+    with torch.device("meta"):
+        model = create_model(arch, **options)
+    check_weights_fit(model, state_dict, source=source)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def check_weights_fit(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
+    """``WeightFileError`` saying which keys, shapes or values of ``state_dict`` do not fit ``model``."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -279,12 +317,17 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     if mismatched:
         shown = ", ".join(f"{k}: file {a} vs model {b}" for k, a, b in mismatched[:5])
         problems.append(f"shape mismatch for {len(mismatched)} tensor(s) ({shown})")
-        if any(k.startswith("fc.") for k, _, _ in mismatched):
-            file_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else "?"
-            problems.append(
-                f"the file's classifier has {file_classes} classes but the model has "
-                f"{getattr(model, 'num_classes', '?')}: build the model with num_classes={file_classes}, load, then "
-                "call model.reset_classifier(N) to fine-tune on N classes")
+        fc = state_dict.get("fc.weight")
+        if fc is not None and "fc.weight" in own and fc.dim() == 2 and own["fc.weight"].dim() == 2:
+            file_classes, features = fc.shape
+            if file_classes != own["fc.weight"].shape[0]:
+                problems.append(
+                    f"the file's classifier has {file_classes} classes but the model has "
+                    f"{own['fc.weight'].shape[0]}: build the model with num_classes={file_classes}, load, then "
+                    "call model.reset_classifier(N) to fine-tune on N classes")
+            elif features != own["fc.weight"].shape[1]:
+                problems.append(f"the file's classifier takes {features} features but the model's takes "
+                                f"{own['fc.weight'].shape[1]}: the weights are for another architecture or width")
     if missing:
         problems.append(f"{len(missing)} key(s) missing from the file (first: {missing[:5]})")
     if unexpected:
@@ -298,7 +341,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
         problems = _bad_values(own, state_dict)
     if problems:
         raise WeightFileError(f"{source}: cannot load into the model: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -313,6 +355,11 @@ def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
     if not_finite:
         return [f"{len(not_finite)} tensor(s) hold NaN or infinite values (first: {not_finite[:3]}); the weights "
                 "come from a run that diverged or the file is damaged: use an earlier checkpoint or retrain"]
+    negative = [k for k, v in state_dict.items() if k.endswith("running_var") and v.is_floating_point()
+                and bool((v < 0).any())]
+    if negative:
+        return [f"{len(negative)} BatchNorm variance(s) are negative (first: {negative[:3]}), which no training "
+                "writes: every prediction would be NaN; the file is damaged or crafted: use a file you trust"]
     return []
 
 
