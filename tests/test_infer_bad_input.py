@@ -139,3 +139,24 @@ def test_features_output_is_checked_before_any_image_is_read(tmp_path):
         check_features_out(tmp_path / "dir.npy")
     assert check_features_out(tmp_path / "new" / "f.npy") == tmp_path / "new" / "f.npy"
     assert (tmp_path / "new").is_dir()
+
+
+def test_features_never_replace_a_model_file(model_file, tmp_path, capsys):
+    before = model_file.read_bytes()
+    _save(tmp_path / "images" / "a.png")
+    assert main(["features", str(model_file), str(tmp_path / "images"), "--out", str(model_file)]) == 2
+    assert "is a resnetkit model file, which the features would replace" in capsys.readouterr().err
+    assert model_file.read_bytes() == before
+
+
+def test_eval_never_replaces_a_training_runs_report(model_file, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    report = json.dumps({"title": "training", "top1": 0.9, "history": [{"epoch": 1}, {"epoch": 2}]})
+    (run / "report.json").write_text(report)
+    _save(tmp_path / "data" / "cat" / "a.png")
+    assert main(["eval", str(model_file), str(tmp_path / "data"), "--out-dir", str(run)]) == 2
+    assert "holds a training run's report (2 epochs" in capsys.readouterr().err
+    assert (run / "report.json").read_text() == report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,18 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
+def check_not_a_training_report(out_dir: Path) -> None:
+    """Refuse to write over a training run's report (it has a per-epoch history; an evaluation's has none)."""
+    report = out_dir / "report.json"
+    try:
+        history = json.loads(report.read_text()).get("history") if report.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        history = None  # not a report we can read: not a training run's either
+    if history:
+        raise ValueError(f"--out-dir {out_dir}: holds a training run's report ({len(history)} epochs in report.json), "
+                         f"which the evaluation's report would replace; give another folder, e.g. {out_dir / 'eval'}")
+
+
 def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     """What ``resnetkit eval`` does: ``config.model`` on ``config.data`` with ``config.protocol``; writes the report
     to ``config.out_dir`` and returns the metrics."""
@@ -71,6 +85,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
 
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
+    check_not_a_training_report(Path(config.out_dir))
     model, info = load_model(model_path)
     dataset, class_names, split = _open_dataset(data, val_split=config.val_split, seed=config.seed,
                                                 cifar100_labels=config.cifar100_labels)

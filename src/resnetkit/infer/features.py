@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir
+from ..models.weights import has_resnetkit_metadata
 from .images import ImageLoadError, expand_inputs, load_image
 from .predictor import Predictor, check_batch_size
 
@@ -156,6 +157,9 @@ def check_features_out(out: str | os.PathLike[str]) -> Path:
     prepare_output_dir(out.parent, flag="the folder of --out")
     if out.exists() and not os.access(out, os.W_OK):
         raise ValueError(f"--out {out}: the file exists and is not writable; give another file name")
+    if out.suffix == ".safetensors" and out.is_file() and has_resnetkit_metadata(out):
+        raise ValueError(f"--out {out}: is a resnetkit model file, which the features would replace; give another "
+                         "file name")
     return out
 
 
