@@ -265,3 +265,19 @@ def test_training_decodes_exif_rotated_photos_upright_as_predict_does(tmp_path):
     assert decoded[1, 5, 10] < 80 and decoded[1, 35, 10] > 200  # the red half is now at the top
     shown = torch.from_numpy(np.asarray(load_image(tmp_path / "side.jpg"))).permute(2, 0, 1)
     assert (decoded.float() - shown.float()).abs().mean() < 3  # the same picture, up to JPEG decoder rounding
+
+
+def test_a_link_loop_in_an_image_folder_is_listed_once_and_ends(tmp_path):
+    import os
+
+    from resnetkit.data.cache import source_fingerprint
+    from resnetkit.data.tree import index_tree
+
+    for name in ("cat", "dog"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "tree" / name / "a.png")
+    os.symlink("..", tmp_path / "tree" / "cat" / "loop")  # back to the root: a cycle
+    os.symlink("../cat", tmp_path / "tree" / "dog" / "cats")  # a second way into cat
+    index = index_tree(tmp_path / "tree")
+    assert len(index.paths) == 2 and index.class_names == ["cat", "dog"]
+    assert len(source_fingerprint(tmp_path / "tree")) == 1 + 2

@@ -66,3 +66,26 @@ def prepare_output_dir(folder: str | os.PathLike[str], *, flag: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: the folder is not writable; give a folder you can write to")
     return path
+
+
+def walk_files(root: str | os.PathLike[str], *, hidden_folders: bool = True) -> Iterator[str]:
+    """The full path of every file under ``root``, folder by folder in sorted order.
+
+    Links to folders are followed, but each real folder is entered once: a link loop (``cat/loop -> ..``)
+    ends instead of listing the tree again and again or never finishing. ``hidden_folders=False`` skips
+    folders whose name starts with a dot.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if hidden_folders or not d.startswith("."))
+        for name in sorted(filenames):
+            yield os.path.join(dirpath, name)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..config import cache_dir
-from ..files import atomic_path
+from ..files import atomic_path, walk_files
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,12 @@ def source_fingerprint(source: str | os.PathLike[str]) -> list[Any]:
         version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         return ["sha256", _file_sha256(str(path), version)]
     entries: list[Any] = [str(path)]
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            try:
-                stat = os.stat(full)
-            except OSError:
-                continue
-            entries.append([os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns])
+    for full in walk_files(path):
+        try:
+            stat = os.stat(full)
+        except OSError:
+            continue
+        entries.append([os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns])
     return entries
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..files import walk_files
 from .image import ImageLoadError, check_file_size, read_image_file
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,8 @@ class ImageTree:
 def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None]:
     """``(relative posix path, full path or member name)`` of every regular file, and tar data spans."""
     if source.is_dir():
-        found = []
-        for dirpath, dirnames, filenames in os.walk(source, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                found.append((PurePosixPath(Path(full).relative_to(source)).as_posix(), full))
+        found = [(PurePosixPath(Path(full).relative_to(source)).as_posix(), full)
+                 for full in walk_files(source, hidden_folders=False)]
         return found, None
     if not is_tar_path(source):
         raise ValueError(f"{source} is neither a folder nor a tar archive ({', '.join(TAR_SUFFIXES)})")
