@@ -151,6 +151,21 @@ def test_bad_keras_files_get_one_line_errors(tmp_path, resnet50_files):
         dst["model_weights/conv1_conv/conv1_conv/kernel"] = np.zeros((3, 3, 3, 64), "float32")
     with pytest.raises(WeightFileError, match=r"conv1_conv.*\(3, 3, 3, 64\)"):
         load_keras_model(crafted)
+    # A head declared for a million classes (8 GB) but never written: refused before the network is allocated.
+    bomb = tmp_path / "bomb.h5"
+    with h5py.File(folder / "r50.h5") as src, h5py.File(bomb, "w") as dst:
+        src.copy(src["model_weights"], dst, "model_weights")
+        head = dst["model_weights/predictions/predictions"]
+        del head["kernel"], head["bias"]
+        head.create_dataset("kernel", shape=(2048, 1_000_000), dtype="float32")
+        head.create_dataset("bias", shape=(1_000_000,), dtype="float32")
+    assert bomb.stat().st_size < 200_000_000
+    with pytest.raises(WeightFileError, match=r"bomb.h5: layer 'predictions' declares 8,192,000,000 bytes of weights"):
+        load_keras_model(bomb)
+    empty = tmp_path / "empty.h5"
+    h5py.File(empty, "w").close()
+    with pytest.raises(WeightFileError, match="empty.h5: no Keras layer list"):
+        load_keras_model(empty)
 
 
 @pytest.mark.slow

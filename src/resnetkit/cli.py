@@ -294,7 +294,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import AMP_MODES, EvalConfig, ExportConfig, PruneConfig, TrainConfig, config_flags
+    from .config import AMP_MODES, INTERPOLATIONS, EvalConfig, ExportConfig, PruneConfig, TrainConfig, config_flags
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override: side of the square centre crop the model sees (default: the model's own)")
     p.add_argument("--resize-size", type=_pixels, default=None, metavar="PIXELS",
                    help="override: shorter side is resized to this before the crop (default: the model's own)")
-    p.add_argument("--interpolation", choices=["nearest", "bilinear", "bicubic"], default=None,
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
                    help="override: resize interpolation (default: the model's own)")
     p.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="override: per-channel mean subtracted, on the 0-1 scale (default: the model's own)")

@@ -16,6 +16,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 VARIANTS = ("v1", "v1.5", "v2")
 SHORTCUTS = ("A", "B", "C", "none")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # the resize filters a preprocessing may name
 # The largest image side resnetkit resizes to, in pixels: far beyond any real model's input (ImageNet models take
 # 224-640), small enough that a typo (--input-size 20000) or a crafted model file (input_size 100000: a 30 GB
 # tensor) is refused at once instead of running for minutes or exhausting memory.
@@ -125,6 +126,8 @@ class Preprocess(JsonConfig):
         check_image_side("input_size", self.input_size)
         check_image_side("resize_size", self.resize_size)
         check_mean_std(self.mean, self.std)
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
 
 
 IMAGENET_PREPROCESS = Preprocess()
@@ -150,6 +153,9 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        names = data.get("class_names", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"class_names must be a list of strings, got {str(names)[:80]}")
         return cls(
             model=ModelConfig.from_dict(data["model"]),
             class_names=list(data.get("class_names", [])),

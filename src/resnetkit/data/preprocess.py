@@ -20,13 +20,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import IMAGENET_PREPROCESS, PROTOCOLS, Preprocess
+from ..config import INTERPOLATIONS as INTERPOLATION_NAMES
 from .augment import normalize
 from .image import pil_to_rgb, to_pil
 
-INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-                  "nearest": InterpolationMode.NEAREST}
-PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-               "nearest": Image.Resampling.NEAREST}
+# The names are config's (INTERPOLATION_NAMES); here, what each means to torchvision and to PIL.
+INTERPOLATIONS = {name: InterpolationMode(name) for name in INTERPOLATION_NAMES}
+PIL_FILTERS = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_NAMES}
 PAPER_SCALES = (224, 256, 384, 480, 640)
 # A resized image over this many pixels (about 200 MB) is refused: only an extreme aspect ratio gets there
 # (a 1 x 1,000,000 strip with its shorter side at 256 would be 256 x 256,000,000).

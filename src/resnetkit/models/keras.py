@@ -53,6 +53,9 @@ KERAS_CIFAR_EXAMPLE_PREPROCESS = Preprocess(input_size=32, resize_size=32, mean=
 AUTO_NAME_NUMBER = re.compile(r"_(\d+)$")
 
 
+MAX_COMPRESSION = 64  # trained float weights barely compress; an array stored 64x smaller is not weights
+
+
 def _need_h5py() -> Any:
     try:
         import h5py
@@ -81,11 +84,19 @@ def _names(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_keras_layers(handle: Any) -> dict[str, list[Any]]:
+def read_keras_layers(handle: Any, source: str = "the Keras file") -> dict[str, list[Any]]:
     """Layer name -> its weight datasets in Keras order (kernel, bias / gamma, beta, moving mean, variance).
 
     The datasets are not read yet: their shapes are checked first.
     """
+    try:
+        return _keras_layers(handle, source)
+    except KeyError as e:  # a layer names a weight the file does not hold: damaged, or cut short
+        raise WeightFileError(f"{source}: names a weight the file does not hold ({e}); it is damaged or truncated: "
+                              "save it again with model.save_weights('name.weights.h5')") from None
+
+
+def _keras_layers(handle: Any, source: str) -> dict[str, list[Any]]:
     layers: dict[str, list[Any]] = {}
     if "layers" in handle and "layer_names" not in handle.attrs:  # Keras 3 .weights.h5: layers/<id>/vars/<i>
         for group in handle["layers"].values():
@@ -97,7 +108,8 @@ def read_keras_layers(handle: Any) -> dict[str, list[Any]]:
         return layers
     root = handle["model_weights"] if "model_weights" in handle else handle  # model.save() / legacy save_weights
     if "layer_names" not in root.attrs:
-        raise WeightFileError("no Keras layer list in the file (neither 'layers/' nor a 'layer_names' attribute)")
+        raise WeightFileError(f"{source}: no Keras layer list in the file (neither 'layers/' nor a 'layer_names' "
+                              "attribute): is it a Keras weight file? save one with model.save_weights('name.weights.h5')")
     for name in _names(root.attrs["layer_names"]):
         group = root[name]
         weight_names = _names(group.attrs.get("weight_names", []))
@@ -204,6 +216,11 @@ def _read_arrays(arrays: list[Any], where: str, shapes: list[tuple[int, ...]], *
     if found != shapes:
         raise WeightFileError(f"{source}: layer {where} holds arrays of shapes {found}, expected {shapes} for {arch}; "
                               "is the file for another network?")
+    for array in arrays:  # an HDF5 dataset declared but never written (or a compression bomb) would inflate
+        stored = array.id.get_storage_size() if hasattr(array, "id") else None
+        if stored is not None and array.nbytes > max(1 << 20, MAX_COMPRESSION * stored):
+            raise WeightFileError(f"{source}: layer {where} declares {array.nbytes:,} bytes of weights but the file "
+                                  f"stores {stored:,}; it is damaged or crafted: use a file you trust")
     return [torch.from_numpy(np.asarray(a[()])).float() for a in arrays]
 
 
@@ -299,7 +316,7 @@ def load_keras_model(source: str | os.PathLike[str] | Any, *,
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such weight file")
     with _open_h5(path) as handle:  # arrays are read while converting, after their shapes are checked
-        return _convert(read_keras_layers(handle), str(path), arch=arch, file_name=path.name)
+        return _convert(read_keras_layers(handle, str(path)), str(path), arch=arch, file_name=path.name)
 
 
 def _convert(layers: dict[str, list[Any]], source: str, *, arch: str | None,
@@ -310,17 +327,22 @@ def _convert(layers: dict[str, list[Any]], source: str, *, arch: str | None,
         kind = "cifar10_resnet.py network" if example else "ResNetV2" if found.startswith("keras_") else "ResNet v1"
         raise WeightFileError(f"{source}: holds a Keras {found} ({kind}), not {arch}; use {found}, or pass the "
                               f"{'file' if file_name else 'model'} alone")
+    # Built on the meta device: only the shapes guide the conversion, and nothing is allocated for a file whose
+    # arrays turn out not to be there.
     if example:
         dense = _example_layers(layers)["Dense"][0][1]
-        model = create_model(found, num_classes=int(dense[1].shape[0]))
+        with torch.device("meta"):
+            model = create_model(found, num_classes=int(dense[1].shape[0]))
         state, preprocess = example_state_dict(model, layers, source=source), KERAS_CIFAR_EXAMPLE_PREPROCESS
     else:
         head = layers.get("predictions")
         num_classes = int(head[1].shape[0]) if head and len(head) == 2 else 0
         v2 = found.startswith("keras_")
-        model = create_model(found, num_classes=num_classes, **({} if v2 else {"variant": "v1", "shortcut": "B"}))
+        with torch.device("meta"):
+            model = create_model(found, num_classes=num_classes, **({} if v2 else {"variant": "v1", "shortcut": "B"}))
         state, preprocess = keras_state_dict(model, layers, source=source), (
             KERAS_V2_PREPROCESS if v2 else KERAS_V1_PREPROCESS)
+    model = model.to_empty(device="cpu")
     load_weights(model, state, source=source)
     config: ModelConfig = model.config
     info = ModelInfo(model=config, preprocess=preprocess,

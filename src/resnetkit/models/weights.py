@@ -69,7 +69,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
                               "model you build yourself with load_state_dict_file(), or re-save it with save_model()")
     try:
         data = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested thousands of levels deep
         raise WeightFileError(f"{path}: its resnetkit metadata is not valid JSON ({e}); the file is damaged or was "
                               "not written by save_model(): re-download or re-save it") from e
     if not isinstance(data, dict):
