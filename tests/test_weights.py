@@ -256,6 +256,10 @@ def _rewrite(tmp_path: Path, name: str, *, metadata: str | None = None, edit=Non
     ("integers", dict(tensors=lambda k, v: v.to(torch.int32)), "integers where the network has real numbers"),
     ("negative-variance", dict(tensors=lambda k, v: -v if k == "bn1.running_var" else v),
      "BatchNorm variance(s) are negative"),
+    ("unknown-filter", dict(edit=lambda d: d["preprocess"].update(interpolation="lanczos9")),
+     "interpolation 'lanczos9' is not one of"),
+    ("number-names", dict(edit=lambda d: d.update(class_names=list(range(10)))), "class_names must be a list of strings"),
+    ("deep-json", dict(metadata="[" * 100_000 + "]" * 100_000), "not valid JSON"),
 ])
 def test_damaged_or_crafted_model_files_are_named_with_what_is_wrong(tmp_path, capsys, name, make, words):
     from resnetkit.cli import main
