@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import threading
 import time
@@ -387,3 +388,18 @@ def test_serve_flags_reach_the_options(monkeypatch, model_file):
     assert seen["model"] == str(model_file) and options.runtime == "torch" and seen["host"] == "127.0.0.1"
     assert (options.max_batch, options.max_wait_ms) == (1, 0.0) and options.max_upload_bytes == 1_572_864
     assert options.api_key == "from-env" and isinstance(options, ServeOptions)
+
+
+def test_a_damaged_onnx_file_is_named_before_the_server_starts(model_file, tmp_path):
+    pytest.importorskip("onnx")
+    damaged = tmp_path / "model.onnx"
+    damaged.write_bytes(b"\x08\x07garbage that is not a protobuf model" * 3)
+    for runtime in ("auto", "onnx"):
+        with pytest.raises(ValueError, match=r"model.onnx: not a readable ONNX file .*resnetkit export MODEL"):
+            choose_runtime(runtime, device=torch.device("cpu"), model_file=str(model_file), onnx_file=str(damaged))
+    beside = tmp_path / "m.safetensors"
+    beside.write_bytes(model_file.read_bytes())
+    (tmp_path / "m.int8.onnx").write_bytes(b"\x08\x07not onnx")
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxruntime"):
+        with pytest.raises(ValueError, match=r"m.int8.onnx: not a readable ONNX file"):
+            choose_runtime("auto", device=torch.device("cpu"), model_file=str(beside), onnx_file=None)

@@ -47,9 +47,11 @@ def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int
     model.eval().to(device)
     metrics = ClassificationMetrics(num_classes)
     scales = scales or default_scales(preprocess)
-    for batch in _batches(samples, batch_size):
+    # Each image becomes its views as it arrives, so a batch holds views, never a batch of full-size photos.
+    viewed = ((eval_views(image, preprocess, protocol=protocol, scales=scales), label) for image, label in samples)
+    for batch in _batches(viewed, batch_size):
         labels = torch.tensor([label for _, label in batch])
-        views = [eval_views(image, preprocess, protocol=protocol, scales=scales) for image, _ in batch]
+        views = [image_views for image_views, _ in batch]
         if protocol == "multiscale":
             # Views differ in size: the network is fully convolutional, so run each view on its own.
             probs = [torch.cat([model(to_model_input(v, preprocess)[None].to(device)).softmax(1) for v in image_views])

@@ -38,11 +38,19 @@ def int8_beside(model_file: str | os.PathLike[str] | None) -> Path | None:
     return default_output(model_file, "onnx").with_suffix(".int8.onnx")
 
 
-def is_int8_onnx(path: str | os.PathLike[str]) -> bool:
+def _read_onnx(path: str | os.PathLike[str]) -> Any:
+    """The ONNX graph in ``path`` (weights stored beside it are not read); ``ValueError`` naming a damaged file."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError, OSError ...: the file is not a whole ONNX model
+        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {str(e)[:200]}); it may be "
+                         "truncated: write it again with `resnetkit export MODEL` (--int8 for the INT8 one)") from None
+
+
+def is_int8_onnx(path: str | os.PathLike[str]) -> bool:
+    return any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in _read_onnx(path).graph.node)
 
 
 def choose_runtime(requested: str, *, device: torch.device, model_file: str | None,
@@ -52,6 +60,8 @@ def choose_runtime(requested: str, *, device: torch.device, model_file: str | No
     ``auto`` is the fastest one available (docs/bench-runtimes.md: OpenVINO on our INT8 file, then
     ONNX Runtime fp32, then eager PyTorch), and PyTorch whenever the model sits on a GPU.
     """
+    if onnx_file is not None and _installed("onnx"):
+        _read_onnx(onnx_file)  # a damaged --onnx file is named before the server starts, not by its loader
     if requested == "auto":
         if device.type != "cpu" or not _installed("onnx", "onnxruntime"):
             return "torch", None
