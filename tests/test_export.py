@@ -156,3 +156,33 @@ def test_cli_export_never_overwrites_a_file_of_another_kind(model_file, tmp_path
     assert photo.read_bytes() == b"\xff\xd8 a photo"
     assert main(["export", str(model_file), "--format", "torchscript", "--output", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_an_output_linking_to_the_model_is_refused_and_the_model_kept(model_file, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "m.safetensors"
+    shutil.copyfile(model_file, model)
+    before = model.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(model)
+    assert main(["export", str(model), "--format", "onnx", "--output", str(tmp_path / "link.onnx")]) == 2
+    assert "is the input" in capsys.readouterr().err and model.read_bytes() == before
+    assert main(["export", str(model), "--format", "onnx", "--output", str(tmp_path / "out.onnx"),
+                 "--report", "torch,nope"]) == 2
+    assert "unknown runtime(s) ['nope']" in capsys.readouterr().err and not (tmp_path / "out.onnx").exists()
+
+
+def test_an_export_that_dies_while_writing_leaves_the_earlier_file_whole(model_file, tmp_path, monkeypatch):
+    import resnetkit.export.formats as formats
+
+    earlier = export_model(model_file, fmt="torchscript", output=tmp_path / "m.pt").path
+    good = earlier.read_bytes()
+
+    def dies_half_way(model, info, path):
+        path.write_bytes(good[: len(good) // 2])
+        raise KeyboardInterrupt  # as a kill would, part-way through the file
+
+    monkeypatch.setattr(formats, "export_torchscript", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        formats.write_artifact(create_model("resnet20"), load_model(model_file)[1], tmp_path / "m.pt", "torchscript")
+    assert earlier.read_bytes() == good and [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

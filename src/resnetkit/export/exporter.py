@@ -99,10 +99,19 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
     return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
 
 
-def check_output(output: str | os.PathLike[str], fmt: str) -> Path:
+def check_output(output: str | os.PathLike[str], fmt: str, *, inputs: tuple[str | os.PathLike[str], ...] = ()
+                 ) -> Path:
     """Refuse, before any work, an ``--output`` that is not a file name for ``fmt`` (a typo, or another kind of file
-    such as the model file itself, is refused rather than overwritten) or that cannot be written."""
+    such as the model file itself, is refused rather than overwritten), that is or links to one of ``inputs``,
+    or that cannot be written."""
     path, ending = Path(output), "." + SUFFIXES[fmt].rsplit(".", 1)[-1]  # .torchscript.pt -> .pt
+    for source in inputs:
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise ValueError(f"--output {path}: is the input {source} (or a link to it), which the export would "
+                             "replace; give another file name")
+    if path.is_symlink():
+        raise ValueError(f"--output {path}: is a link (to {os.readlink(path)}); the export would replace what it "
+                         "points to: give a plain file name")
     if path.is_dir():
         raise ValueError(f"--output {path}: is a folder; give a file name ending in {ending}")
     if path.suffix.lower() != ending:
@@ -125,7 +134,13 @@ def export_from_file(config: ExportConfig) -> str:
     if output is None:
         output = default_output(model_path, fmt)
         output = output.with_suffix(".int8" + output.suffix) if int8 else output
-    output = check_output(output, fmt)
+    output = check_output(output, fmt, inputs=(model_path,))
+    if report:  # checked before the artifact is written, not after
+        from .registry import check_runtimes
+
+        check_runtimes(report)
+        if images is None:
+            raise ValueError("a variant report needs --images FOLDER with labelled images")
 
     model, info = load_model(model_path)
     labelled = None

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import EXPORT_FORMATS, ModelInfo
+from ..files import atomic_path, write_text_atomic
 from .runtimes import Runner, onnx_runner
 
 FORMATS = tuple(f for f in EXPORT_FORMATS if f != "tflite")  # tflite has its own converter (export/tflite.py)
@@ -40,9 +41,7 @@ def info_json(info: ModelInfo, **extra: object) -> str:
 
 
 def write_sidecar(path: Path, info: ModelInfo, **extra: object) -> Path:
-    sidecar = path.with_name(path.name + ".json")
-    sidecar.write_text(info_json(info, **extra))
-    return sidecar
+    return write_text_atomic(path.with_name(path.name + ".json"), info_json(info, **extra))
 
 
 def _example(info: ModelInfo, batch: int) -> torch.Tensor:
@@ -133,8 +132,8 @@ def write_artifact(model: nn.Module, info: ModelInfo, path: Path, fmt: str) -> P
     writers = {"onnx": export_onnx, "torchscript": export_torchscript, "exported-program": export_program}
     if fmt not in writers:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
-    writers[fmt](model, info, path)
+    with atomic_path(path) as tmp:  # written beside it and renamed: a killed export leaves an earlier file whole
+        writers[fmt](model, info, tmp)
     write_sidecar(path, info, format=fmt)
     return path

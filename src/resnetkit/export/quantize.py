@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from .formats import INPUT_NAME, read_onnx_info, set_onnx_metadata
 
 CALIBRATION_BATCH = 8
@@ -61,15 +63,19 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike[str], output: str | os.PathL
     quant_logger.setLevel(logging.ERROR)  # the quantizer logs advice we already follow at WARNING
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            prepared = Path(tmp) / "prepared.onnx"
+            prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel,
                             activation_type=QuantType.QUInt8 if activation_unsigned else QuantType.QInt8,
                             weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, calibrate_method))
+            _copy_metadata(Path(fp32_path), quantized, calibration_images=len(calibration),
+                           quantization="int8-static-qdq")
+            with atomic_path(output) as final:  # a killed export leaves an earlier file as it was
+                shutil.copyfile(quantized, final)
     finally:
         quant_logger.setLevel(level)
-    _copy_metadata(Path(fp32_path), output, calibration_images=len(calibration), quantization="int8-static-qdq")
     return output
 
 

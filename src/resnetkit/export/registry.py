@@ -67,13 +67,18 @@ def build_runner(spec: RuntimeSpec) -> Runner:
     return onnx_runner(spec.path, name=spec.name, threads=spec.threads, spinning=spec.spinning)
 
 
+def check_runtimes(runtimes: list[str] | tuple[str, ...]) -> None:
+    """``ValueError`` naming the runtimes ``RUNTIMES`` does not know."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+
+
 def prepare_runtimes(model: ResNet, info: ModelInfo, runtimes: list[str] | tuple[str, ...], workdir: Path, *,
                      calibration: torch.Tensor | None, threads: int | None = 2,
                      spinning: bool = False) -> list[RuntimeSpec]:
     """Write the files each runtime needs (model file, ONNX, INT8 ONNX) into ``workdir``, each once."""
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+    check_runtimes(runtimes)
     needs_int8 = [r for r in runtimes if RUNTIMES[r].artifact.startswith("onnx-int8")]
     if needs_int8 and calibration is None:
         raise ValueError(f"{', '.join(needs_int8)} need calibration images")
