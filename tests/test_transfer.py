@@ -124,6 +124,17 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
     assert "head only for 1 epoch(s)" in report and "discriminative lrs from 0.0001" in report
 
 
+def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path, start_file, capsys):
+    out = tmp_path / "stopped"
+    (out / "stage1-head").mkdir(parents=True)  # what a run killed after its head-only stage leaves
+    (out / "start.safetensors").write_bytes(start_file.read_bytes())
+    (out / "start.json").write_text('{"pretrained": "the original"}')
+    assert main(["finetune", str(start_file), "digits", "--epochs", "1", "--out-dir", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run's results" in err and "start.safetensors" in err
+    assert (out / "start.json").read_text() == '{"pretrained": "the original"}'
+
+
 def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread, initial_heads):
     # A random body's features are nearly the same for every image, and the default lr 0.01 made SGD on the head
     # diverge in a probe of this test; at lr 0.001 a working probe must lower the head's loss on those features.

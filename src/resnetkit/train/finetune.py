@@ -93,7 +93,10 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     ``config.run.out_dir``."""
     started = time.perf_counter()
     out_dir = Path(config.run.out_dir)
-    check_out_dir(out_dir, resume=config.run.resume)  # before start.safetensors is written
+    # Before start.safetensors is written: a fine-tune stopped between its stages has no checkpoint in out_dir yet,
+    # only its start model and head stage, which a new run would overwrite (a resumed one continues them).
+    check_out_dir(out_dir, resume=config.run.resume,
+                  also=() if config.run.resume else (START_FILE, ORIGIN_FILE, HEAD_STAGE_DIR))
     prepare_output_dir(out_dir, flag="--out-dir")
     if config.finetune.freeze_epochs < 0:
         raise ValueError(f"freeze_epochs={config.finetune.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
