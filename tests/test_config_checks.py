@@ -16,6 +16,13 @@ from resnetkit.config import (MAX_IMAGE_SIDE, EvalConfig, ExportConfig, ModelInf
     ({"accumulate": 0}, "accumulate=0"), ({"workers": -1}, "workers=-1"), ({"lr": math.nan}, "lr=nan"),
     ({"image_size": MAX_IMAGE_SIDE + 1}, f"image_size={MAX_IMAGE_SIDE + 1}"),
     ({"mean": (math.nan,) * 3, "std": (1.0,) * 3}, "mean=[nan, nan, nan]"),
+    ({"momentum": "fast"}, "momentum='fast'"), ({"momentum": math.nan}, "momentum=nan"),
+    ({"weight_decay": math.nan}, "weight_decay=nan"), ({"gamma": -1}, "gamma=-1"), ({"warmup": -5}, "warmup=-5"),
+    ({"warmup": math.nan}, "warmup=nan"), ({"milestones": 0.5}, "milestones=0.5"),
+    ({"milestones": (math.nan,)}, "milestones=nan"), ({"grad_clip": -1}, "grad_clip=-1"),
+    ({"label_smoothing": math.nan}, "label_smoothing=nan"), ({"eps": 0}, "eps=0"), ({"seed": -1}, "seed=-1"),
+    ({"seed": 10**23}, "seed=1"), ({"channels_last": "false"}, "channels_last='false'"),
+    ({"lr_mult": math.nan}, "lr_mult=nan"), ({"decay_rate": 0}, "decay_rate=0"),
 ])
 def test_train_config_refuses_nonsense_numbers(settings, shown):
     with pytest.raises(ValueError, match=f"^{shown.replace('[', '.')}"):
@@ -58,3 +65,28 @@ def test_preprocess_refuses_what_would_give_nan_predictions_or_exhaust_memory(fi
 def test_the_image_side_cap_admits_every_real_size():
     assert Preprocess(input_size=MAX_IMAGE_SIDE, resize_size=MAX_IMAGE_SIDE).input_size == MAX_IMAGE_SIDE
     assert Preprocess(input_size=16, resize_size=16, mean=(0.5,) * 3, std=(1.0,) * 3).std == (1.0,) * 3
+
+
+def test_a_recipe_of_nested_aliases_is_refused_before_it_expands(tmp_path):
+    from resnetkit.config import load_train_config
+
+    bomb = tmp_path / "bomb.yaml"
+    levels = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]" for i in range(8)]
+    bomb.write_text("\n".join(levels) + "\nmilestones: *i\n")  # 10^9 numbers once expanded, 400 bytes on disk
+    with pytest.raises(ValueError, match="setting 'a' is not a value or a flat list|setting 'b' is not"):
+        load_train_config(str(bomb))
+
+
+def test_a_pipe_given_as_recipe_or_data_is_refused_instead_of_blocking(tmp_path):
+    import os
+
+    from resnetkit.config.train import recipe_path
+    from resnetkit.data.source import resolve_source
+
+    os.mkfifo(tmp_path / "r.yaml")
+    os.mkfifo(tmp_path / "d.tar")
+    with pytest.raises(ValueError, match="r.yaml is not a regular file"):
+        recipe_path(str(tmp_path / "r.yaml"))
+    with pytest.raises(ValueError, match="d.tar' is not a regular file or folder"):
+        resolve_source(tmp_path / "d.tar")

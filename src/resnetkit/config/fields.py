@@ -99,6 +99,22 @@ def check_count(name: str, value: Any, *, minimum: int, maximum: int | None = No
         raise ValueError(f"{name}={value!r} must be a whole number {bounds}" + (f" ({meaning})" if meaning else ""))
 
 
+def check_in_range(name: str, value: Any, low: float, high: float, *, high_included: bool = False,
+                   meaning: str = "") -> None:
+    """``value`` must be a real number in [low, high) (or [low, high] with ``high_included``); NaN is refused."""
+    inside = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+              and low <= value and (value <= high if high_included else value < high))
+    if not inside:
+        raise ValueError(f"{name}={value!r} must be a number in [{low:g}, {high:g}{']' if high_included else ')'}"
+                         + (f" ({meaning})" if meaning else ""))
+
+
+def check_flag(name: str, value: Any) -> None:
+    """``value`` must be true or false (a recipe's ``channels_last: "false"`` is a string, which would count as on)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be true or false")
+
+
 def check_finite(name: str, value: Any, *, minimum: float = 0.0) -> None:
     """``value`` must be a finite number >= ``minimum`` (a learning rate, a length in epochs)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < minimum:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .fields import Flag, JsonConfig, _from_dict, _opt, check_count, check_finite, config_flags
+from .fields import (Flag, JsonConfig, _from_dict, _opt, check_count, check_finite, check_flag, check_in_range,
+                     config_flags)
 from .model import ModelConfig, check_image_side, check_mean_std
 
 AMP_MODES = ("bf16", "fp16", "none")
@@ -124,6 +125,20 @@ class OptimConfig:
         check_count("batch_size", self.batch_size, minimum=1, meaning="images per optimizer step")
         check_count("accumulate", self.accumulate, minimum=1, meaning="micro-batches per optimizer step")
         check_finite("lr", self.lr)
+        check_in_range("momentum", self.momentum, 0, 1)
+        check_finite("weight_decay", self.weight_decay)
+        check_flag("nesterov", self.nesterov)
+        check_flag("decay_norm_and_bias", self.decay_norm_and_bias)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ValueError(f"betas={self.betas!r} must be two numbers (Adam's beta1 beta2)")
+        for beta in self.betas:
+            check_in_range("betas", beta, 0, 1)
+        check_in_range("eps", self.eps, 1e-30, 1, meaning="a small positive number")
+        check_in_range("rmsprop_alpha", self.rmsprop_alpha, 0, 1, high_included=True)
+        check_in_range("label_smoothing", self.label_smoothing, 0, 1)
+        check_finite("head_l2", self.head_l2)
+        check_in_range("ema_decay", self.ema_decay, 0, 1)
+        check_finite("grad_clip", self.grad_clip)
         if not 0 <= self.distill_alpha <= 1 or not 0 < self.distill_temperature < math.inf:
             raise ValueError(f"distill_alpha={self.distill_alpha} must be in [0, 1] and "
                              f"distill_temperature={self.distill_temperature} a finite number > 0")
@@ -157,6 +172,19 @@ class ScheduleConfig:
         check_count("iterations", self.iterations, minimum=0, meaning="optimizer steps; 0: the length is epochs")
         if not self.iterations:  # the length is in epochs (with iterations set, epochs is not used)
             check_count("epochs", self.epochs, minimum=1, meaning="the training length; or set iterations")
+        for name in ("milestones", "milestone_gammas"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a list of numbers ({name}: [0.5, 0.75])")
+        for milestone in self.milestones:
+            check_finite("milestones", milestone)
+        for gamma in (self.gamma, *self.milestone_gammas):
+            check_in_range("gamma", gamma, 1e-30, math.inf, meaning="an lr multiplier > 0")
+        check_count("patience", self.patience, minimum=0, meaning="evaluations without a gain before lr drops")
+        check_finite("warmup", self.warmup)
+        check_finite("warmup_lr", self.warmup_lr)
+        check_count("decay_steps", self.decay_steps, minimum=0, meaning="iterations per decay_rate step")
+        check_in_range("decay_rate", self.decay_rate, 1e-30, math.inf, meaning="an lr multiplier > 0")
+        check_flag("staircase", self.staircase)
 
 
 @dataclass(frozen=True)
@@ -171,6 +199,12 @@ class FinetuneConfig:
     freeze_epochs: int = _opt(0, "with --pretrained: epochs of a head-only first stage (body and BN frozen); 0: none")
     lr_mult: float = _opt(1.0, "discriminative lrs: they rise geometrically from lr/lr_mult (stem, first stage) to lr "
                           "(head); 1: one lr")
+
+    def __post_init__(self) -> None:
+        check_count("freeze_epochs", self.freeze_epochs, minimum=0, meaning="epochs of the head-only stage; 0: none")
+        check_in_range("lr_mult", self.lr_mult, 1, math.inf, meaning="the head's lr over the stem's; 1: one lr")
+        check_flag("freeze_backbone", self.freeze_backbone)
+        check_flag("freeze_bn", self.freeze_bn)
 
 
 @dataclass(frozen=True)
@@ -191,6 +225,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_amp(self.amp)  # a recipe's typo fails here, not after the data has loaded
+        check_count("seed", self.seed, minimum=0, maximum=2**32 - 1, meaning="the random seed")
+        for name in ("channels_last", "compile", "sync_bn", "resume", "progress"):
+            check_flag(name, getattr(self, name))
         check_count("workers", self.workers, minimum=0, meaning="loader processes; 0: load in the main process")
         check_count("eval_every", self.eval_every, minimum=0, meaning="epochs between evaluations; 0: at the end")
 
@@ -273,6 +310,9 @@ def recipe_path(name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"recipe file {path} does not exist")
+        if not path.is_file():  # a folder, or a pipe that would block the read forever
+            raise ValueError(f"recipe {path} is not a regular file; give a YAML file of settings or a bundled "
+                             "recipe name")
         return path
     bundled = Path(__file__).parent.parent / "recipes" / f"{name_or_path}.yaml"
     if not bundled.exists():
@@ -300,6 +340,12 @@ def read_recipe(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"recipe {path} holds a {type(loaded).__name__}, not a mapping of settings: write one "
                          "setting per line, named as the flags without -- (lr: 0.1, epochs: 30, batch_size: 128)")
+    for key, value in loaded.items():  # settings are values or flat lists of them; nesting (YAML aliases of
+        # aliases: a few hundred bytes that expand to gigabytes) is refused
+        items = value if isinstance(value, list) else [value]
+        if len(items) > 10_000 or any(isinstance(item, (list, dict)) for item in items):
+            raise ValueError(f"recipe {path}: setting {key!r} is not a value or a flat list of values; write it "
+                             "as the flag takes it (milestones: [100, 150])")
     return {str(key): value for key, value in loaded.items()}
 
 

@@ -79,6 +79,9 @@ def resolve_source(source: str | os.PathLike[str] | DataSource) -> DataSource:
     if not path.exists():
         raise FileNotFoundError(f"data source {text!r} is neither a dataset name ('digits', 'cifar10', 'cifar100') "
                                 "nor an existing folder or archive")
+    if not path.is_dir() and not path.is_file():  # a pipe or device would block the first read forever
+        raise ValueError(f"data source {text!r} is not a regular file or folder (a pipe, socket or device); give a "
+                         "folder or tar of <class>/<image>, or a dataset name")
     if is_cifar_source(path):
         return DataSource(text, CIFAR_FILES, path)
     if path.is_dir():
