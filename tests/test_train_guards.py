@@ -95,3 +95,40 @@ def test_demo_run_again_writes_beside_the_first_run(tmp_path, monkeypatch, capsy
         assert f"writing {expected}/" in capsys.readouterr().out
     assert (tmp_path / "runs" / "demo" / "model.safetensors").exists()
     assert (tmp_path / "runs" / "demo-2" / "model.safetensors").exists()
+
+
+def test_training_refuses_one_class_an_emptied_class_and_an_out_dir_inside_the_data(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from resnetkit.cli import main
+
+    def folder(root, counts):
+        for name, n in counts.items():
+            (root / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / name / f"{i}.png")
+        return root
+
+    common = ["--epochs", "1", "--batch-size", "2", "--amp", "none", "--no-progress", "--workers", "0"]
+    one = folder(tmp_path / "one", {"cat": 6})
+    assert main(["train", "--data", str(one), "--out-dir", str(tmp_path / "r1"), *common]) == 2
+    assert "1 class(es) (cat); a classifier needs at least 2" in capsys.readouterr().err
+    uneven = folder(tmp_path / "uneven", {"a": 2, "b": 1})  # 2 held out: 1.33 from a, 0.67 rounded up from b
+    assert main(["train", "--data", str(uneven), "--val-split", "2", "--out-dir", str(tmp_path / "r2"), *common]) == 2
+    assert "would leave class #1 (with 1 image(s)) nothing to train on" in capsys.readouterr().err
+    two = folder(tmp_path / "two", {"a": 4, "b": 4})
+    assert main(["train", "--data", str(two), "--out-dir", str(two / "a" / "run"), *common]) == 2
+    assert "is inside the data folder" in capsys.readouterr().err and not (two / "a" / "run").exists()
+
+
+def test_an_epoch_that_read_no_image_stops_the_run_before_a_model_is_written(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / "bad" / name).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "bad" / name / f"{i}.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "bad"), "--augment", "rrc", "--image-size", "16", "--epochs", "1",
+                 "--batch-size", "2", "--amp", "none", "--no-progress", "--workers", "0", "--out-dir", str(out)]) == 2
+    assert "trained on no images" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()

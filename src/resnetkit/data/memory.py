@@ -101,6 +101,12 @@ def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[
         # Largest fractional part first; ties go to the lower class index (stable sort).
         order = torch.sort(exact - quota, descending=True, stable=True).indices
         quota[order[:remainder]] += 1
+    emptied = [(cls, count) for cls, count, take in zip(classes.tolist(), counts.tolist(), quota.tolist())
+               if take >= count]
+    if emptied:
+        cls, count = emptied[0]
+        raise ValueError(f"holding out {holdout} of {n} images would leave class #{cls} (with {count} image(s)) "
+                         f"nothing to train on ({len(emptied)} class(es) so); lower the validation split or add images")
     generator = torch.Generator().manual_seed(seed)
     held = []
     for cls, take in zip(classes.tolist(), quota.tolist()):

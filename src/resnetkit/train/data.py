@@ -167,7 +167,12 @@ def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
         raise ValueError(f"lighting={config.augment.lighting} (PCA colour noise) goes with the large-image augments "
                          f"{LARGE_IMAGE_AUGMENTS}, not augment={policy!r}; drop --lighting or change --augment")
     if policy in LARGE_IMAGE_AUGMENTS:
-        return large_image_data(config, dist=dist)
-    if policy not in SMALL_IMAGE_AUGMENTS:
+        data = large_image_data(config, dist=dist)
+    elif policy not in SMALL_IMAGE_AUGMENTS:
         raise ValueError(f"augment={policy!r} is not one of {SMALL_IMAGE_AUGMENTS + LARGE_IMAGE_AUGMENTS}")
-    return small_image_data(config, dist=dist, device=device)
+    else:
+        data = small_image_data(config, dist=dist, device=device)
+    if data.num_classes < 2:  # one class: every prediction right, a model that learnt nothing reported at 100%
+        raise ValueError(f"{config.data.source}: {data.num_classes} class(es) ({', '.join(data.class_names) or 'none'}); "
+                         "a classifier needs at least 2 class folders of images (root/<class>/<image>)")
+    return data

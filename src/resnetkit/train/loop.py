@@ -298,6 +298,9 @@ class Trainer:
             if (i + 1) % SYNC_EVERY == 0:
                 self._read_sums(sums, bar, seen, started, epoch, first_step)
         loss_sum, correct = self._read_sums(sums, bar, seen, started, epoch, first_step)
+        if not seen:  # every image unreadable (the loader skips them): an untrained model must not be written
+            raise ValueError(f"epoch {epoch + 1} trained on no images: every training image was unreadable (see the "
+                             "warnings naming them) or there are fewer than one batch; check the data")
         elapsed = time.perf_counter() - started
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "images_per_s": seen * self.dist.world_size / max(elapsed, 1e-9), "epoch_time_s": elapsed}

@@ -52,6 +52,14 @@ def check_out_dir(out_dir: Path, *, resume: bool, also: tuple[str, ...] = ()) ->
                      "or move them away to use this folder again")
 
 
+def check_outside_data(out_dir: Path, source: str) -> None:
+    """Refuse an output folder inside the image folder it trains on: its plots would become training images."""
+    data = Path(source).expanduser()
+    if data.is_dir() and out_dir.resolve().is_relative_to(data.resolve()):
+        raise ValueError(f"--out-dir {out_dir} is inside the data folder {source}: the run's images (curves.png, "
+                         "confusion.png) would become training images of the next run; choose a folder outside it")
+
+
 def unused_out_dir(out_dir: Path) -> Path:
     """``out_dir``, or when it holds a run's results the first of ``out_dir-2``, ``out_dir-3`` ... that does not:
     where a command with a default folder (``resnetkit demo``) writes when it is run again."""
@@ -137,6 +145,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     config = config.with_flat(augment=resolve_augment(config))  # "auto" -> what it picked, recorded
     out_dir = Path(config.run.out_dir)
     check_out_dir(out_dir, resume=config.run.resume)
+    check_outside_data(out_dir, config.data.source)
     if config.run.resume and (out_dir / CHECKPOINT_NAME).exists():
         # A different run is refused before config.json is rewritten with its settings (the Trainer checks again).
         saved = load_training_checkpoint(out_dir / CHECKPOINT_NAME, mmap=True)["config"]  # tensors not read
