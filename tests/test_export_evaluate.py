@@ -88,3 +88,11 @@ def test_bench_measures_peak_memory_in_a_child_process():
 
     rows = benchmark("resnet20", runtimes=["torch", "onnx"], batches=[8], rounds=2, memory=True)
     assert all(r.peak_mb is not None and r.peak_mb > 0 for r in rows)
+
+
+@pytest.mark.parametrize("batch, shown", [("0", "batch=0"), ("-1", "batch=-1"), ("1000000000", "batch=1000000000"),
+                                          ("abc", "--batch 'abc'")])
+def test_bench_refuses_batch_sizes_before_building_anything(batch, shown, capsys):
+    assert main(["bench", "resnet20", "--runtime", "torch", "--batch", batch]) == 2
+    err = capsys.readouterr().err
+    assert shown in err and "Traceback" not in err

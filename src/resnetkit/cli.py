@@ -280,7 +280,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .export.bench import bench_table, benchmark, load_average
 
     print(load_average())
-    rows = benchmark(args.model, runtimes=args.runtime.split(","), batches=[int(b) for b in args.batch.split(",")],
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise ValueError(f"--batch {args.batch!r}: give whole numbers separated by commas (1,32,256)") from None
+    rows = benchmark(args.model, runtimes=args.runtime.split(","), batches=batches,
                      input_size=args.input_size, threads=args.threads, rounds=args.rounds, memory=not args.no_memory)
     print(load_average())
     print("peak RSS MB: peak resident-set growth (VmHWM) of a fresh process that builds the runtime and runs the batch")

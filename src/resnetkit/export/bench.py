@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from ..config import ModelInfo, Preprocess
+from ..config.fields import check_count
 from ..models import ResNet, create_model, default_preprocess, load_model
+from .formats import MAX_BATCH
 from .registry import RuntimeSpec, build_runner, prepare_runtimes
 from .runtimes import Runner
 
@@ -124,6 +126,11 @@ def benchmark(model: str | os.PathLike[str] | ResNet, *, runtimes: list[str], ba
     ONNX file quantized by hand, say) to the same interleaved timing. The files the runtimes need are
     written to ``workdir`` (kept) or to a temporary folder.
     """
+    for batch in batches:  # checked before any runtime is built: a batch of 10^9 would try to allocate terabytes
+        check_count("batch", batch, minimum=1, maximum=MAX_BATCH, meaning="images per timed call")
+    check_count("threads", threads, minimum=1, meaning="threads per runtime")
+    check_count("rounds", rounds, minimum=1, meaning="timed rounds")
+    check_count("per_round", per_round, minimum=1, meaning="calls per round")
     if isinstance(model, ResNet):
         label, info = model.config.arch, ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
     elif Path(model).suffix == ".safetensors" or Path(model).exists():
