@@ -152,3 +152,18 @@ def test_a_finished_run_recorded_before_a_new_train_field_or_with_another_path_s
     path.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match=r"other settings \(lr: 0.2 -> 0.1\)"):
         _check_same_plan(path, config)
+
+
+def test_a_refused_study_command_leaves_its_record_as_it_was(tmp_path, capsys):
+    from resnetkit.cli import main
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text('{"the": "record"}')
+    for bad in (["--depths", "21"], ["--only", "zzz"]):
+        assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(out), *bad]) == 2
+        capsys.readouterr()
+        assert (out / "study.json").read_text() == '{"the": "record"}'
+    (tmp_path / "file").write_text("")
+    assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err

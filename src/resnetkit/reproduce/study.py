@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..models.registry import CIFAR_BASIC_DEPTHS
 from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE
@@ -103,14 +104,18 @@ def _check_same_plan(path: Path, planned: TrainConfig) -> None:
 def run_study(study: StudyConfig) -> Path:
     """Train (or resume, or skip) every planned run, analyse each, and write the report; returns its path."""
     out = Path(study.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(study.to_dict(), indent=2))
     runs = plan_runs(study)
-    for i, run in enumerate(runs, 1):
-        config = train_config_for(study, run)
+    # Every run's settings, and the finished runs' agreement with them, are checked before study.json is written:
+    # a refused command leaves the study's record as it was.
+    configs = [train_config_for(study, run) for run in runs]
+    for config in configs:
+        if (Path(config.run.out_dir) / ANALYSIS_FILE).exists():
+            _check_same_plan(Path(config.run.out_dir) / "config.json", config)
+    prepare_output_dir(out, flag="--out")
+    write_text_atomic(out / "study.json", json.dumps(study.to_dict(), indent=2))
+    for i, (run, config) in enumerate(zip(runs, configs), 1):
         run_dir = Path(config.run.out_dir)
         if (run_dir / ANALYSIS_FILE).exists():
-            _check_same_plan(run_dir / "config.json", config)
             log.info("[%d/%d] %s: finished earlier, skipped", i, len(runs), run.name)
             continue
         if not _finished(run_dir):
