@@ -128,8 +128,11 @@ def test_named_dataset_is_found_under_root_and_split_for_validation(tmp_path):
     _write_cifar(tmp_path, "cifar100", "binary")
     test = load_cifar("cifar100", "test", root=tmp_path)
     assert len(test) == N_PER_BATCH and test.num_classes == 100
-    splits = load_data(DataConfig(source="cifar100", root=str(tmp_path), val_split=2, seed=3))
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (N_PER_BATCH - 2, 2, N_PER_BATCH)
+    splits = load_data(DataConfig(source="cifar100", root=str(tmp_path), val_split=0, seed=3))
+    assert (len(splits.train), splits.val, len(splits.test)) == (N_PER_BATCH, None, N_PER_BATCH)
+    # Here each class has one training image: any held-out image would leave its class nothing to train on.
+    with pytest.raises(ValueError, match="holding out 2 of 6 images would leave class #.* nothing to train on"):
+        load_data(DataConfig(source="cifar100", root=str(tmp_path), val_split=2, seed=3))
     assert len(load_image_dataset(str(tmp_path / "cifar-100-binary"), split="test")) == N_PER_BATCH
 
 

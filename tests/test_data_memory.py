@@ -183,3 +183,11 @@ def test_resnet20_reaches_97_percent_on_digits_in_a_few_epochs():
     with torch.no_grad():
         accuracy = (model(normalize(test.images, mean, std)).argmax(1) == test.labels).float().mean().item()
     assert accuracy >= 0.97
+
+
+def test_an_in_memory_dataset_larger_than_half_the_memory_is_refused_before_allocating():
+    from resnetkit.config import DataConfig
+    from resnetkit.data import load_data
+
+    with pytest.raises(ValueError, match=r"digits: .* images of 8192x8192 held in memory need .* GiB.*--augment rrc"):
+        load_data(DataConfig(source="digits", image_size=8192))

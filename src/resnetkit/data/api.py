@@ -17,7 +17,7 @@ from .cache import cache_dir
 from .cifar import locate_cifar, read_cifar
 from .decode import decode_read, load_tree_in_memory
 from .digits import load_digits_dataset
-from .memory import InMemoryImageDataset, split_holdout
+from .memory import InMemoryImageDataset, check_fits_in_memory, split_holdout
 from .preprocess import fit_to_size
 from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
 from .transforms import ImageFileDataset
@@ -46,6 +46,7 @@ class DataSplits:
 def _resize(dataset: InMemoryImageDataset | None, image_size: int | None) -> InMemoryImageDataset | None:
     if dataset is None or image_size is None or dataset.image_size == (image_size, image_size):
         return dataset
+    check_fits_in_memory(len(dataset), (image_size, image_size), source=str(dataset.source))
     dataset.images = fit_to_size(dataset.images, (image_size, image_size)).contiguous()
     return dataset
 

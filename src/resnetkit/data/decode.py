@@ -19,7 +19,7 @@ import torch
 
 from .cache import cache_path, load_cached, save_cached
 from .image import ImageLoadError, decode_rgb
-from .memory import InMemoryImageDataset
+from .memory import InMemoryImageDataset, check_fits_in_memory
 from .preprocess import fit_to_size
 from .tree import ImageTree, index_tree, report_skipped
 
@@ -84,6 +84,7 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
                 continue
         if target is None:
             target = (1, 1)  # nothing decodable at all; reported below
+    check_fits_in_memory(n, target, source=str(tree.source))
     images = torch.zeros((n, 3, *target), dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = []

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .memory import InMemoryImageDataset, stratified_split
+from .memory import InMemoryImageDataset, check_fits_in_memory, stratified_split
 
 DIGITS_FILE = Path(__file__).with_name("digits.npz")
 DIGITS_SPLIT_SEED = 0
@@ -30,6 +30,7 @@ def load_digits_dataset(split: str = "train", *, size: int = 16) -> InMemoryImag
         raise ValueError(f"digits split {split!r} must be 'train' or 'test'")
     with np.load(DIGITS_FILE, allow_pickle=False) as bundled:
         grey, target = bundled["images"], bundled["labels"]  # (1797, 8, 8) in 0..16, (1797,) in 0..9
+    check_fits_in_memory(4 * len(grey), (size, size), source="digits")  # resized in float32: 4 bytes a value
     pixels = torch.as_tensor(grey, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
     if size != 8:
         pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)

@@ -8,6 +8,8 @@ normalisation happen later, on whole batches (see ``augment.py`` and ``loader.py
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +80,19 @@ class InMemoryImageDataset:
         mean = (histogram * values).sum(dim=1) / count
         std = ((histogram * (values - mean[:, None]).square()).sum(dim=1) / count).sqrt()
         return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
+
+
+def check_fits_in_memory(count: int, size: tuple[int, int], *, source: str) -> None:
+    """Refuse, before allocating it, an in-memory dataset over half of this machine's memory."""
+    need = count * 3 * size[0] * size[1]
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: nothing to compare with
+        return
+    if need > total // 2:
+        raise ValueError(f"{source}: {count:,} images of {size[1]}x{size[0]} held in memory need {need / 2**30:.1f} "
+                         f"GiB, over half of this machine's {total / 2**30:.0f} GiB; use a smaller --image-size, or "
+                         "--augment rrc / scale, which read the images file by file")
 
 
 def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
