@@ -30,7 +30,6 @@ from .uploads import BodyBudget, BodyTicket, Upload, UploadError, check_upload, 
 
 logger = logging.getLogger("resnetkit.serve")
 CAM_MAX_SIDE = 512  # overlays of large photos are made and sent scaled down: the page shows them small anyway
-GET_HEAD = ["GET", "HEAD"]  # every GET route answers HEAD too, as HTTP asks (load-balancer probes use it)
 
 ModelSource = Union[Predictor, Callable[[], Predictor]]
 
@@ -149,15 +148,15 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         # Logged with its traceback by the server; the client gets one line, never the traceback.
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
-    @app.api_route("/", methods=GET_HEAD, response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return INDEX_HTML
 
-    @app.api_route("/healthz", methods=GET_HEAD, summary="liveness: the process answers")
+    @app.get("/healthz", summary="liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.api_route("/readyz", methods=GET_HEAD, summary="readiness: the model is loaded and warmed up (503 before)",
+    @app.get("/readyz", summary="readiness: the model is loaded and warmed up (503 before)",
              responses={503: {"description": "loading, failed or shutting down"}})
     async def readyz() -> JSONResponse:
         if state.ready and state.engine is not None:
@@ -165,13 +164,12 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         status = "failed" if state.error else "loading"
         return JSONResponse({"status": status, "detail": state.error}, 503, headers={"Retry-After": "1"})
 
-    @app.api_route("/v1/model", methods=GET_HEAD,
-                   summary="architecture, classes, preprocessing, parameters, the file's SHA-256")
+    @app.get("/v1/model", summary="architecture, classes, preprocessing, parameters, the file's SHA-256")
     async def model() -> dict[str, Any]:
         engine, _ = state.require_ready()
         return engine.describe()
 
-    @app.api_route("/metrics", methods=GET_HEAD, include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -246,8 +244,12 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
 
     # The first version's routes, kept working for existing clients (not in the API description).
     app.add_api_route("/predict", predict, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/health", healthz, methods=GET_HEAD, include_in_schema=False)
-    app.add_api_route("/model", model, methods=GET_HEAD, include_in_schema=False)
+    app.add_api_route("/health", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/model", model, methods=["GET"], include_in_schema=False)
+    # Every GET route answers HEAD too, as HTTP asks (load-balancer probes use it); kept out of the API description.
+    for route in [r for r in app.routes if "GET" in getattr(r, "methods", ()) and hasattr(r, "endpoint")]:
+        if route.path not in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
     # Outermost first: metrics see every request, the refused ones included.
     if options.api_key:
