@@ -60,8 +60,7 @@ def test_a_killed_cli_run_resumed_ends_with_the_same_weights_as_an_uninterrupted
             yield batch
 
     monkeypatch.setattr(InMemoryLoader, "__iter__", killed_in_the_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        main(common + ["--out-dir", str(tmp_path / "cut")])
+    assert main(common + ["--out-dir", str(tmp_path / "cut")]) == 130  # Ctrl-C: one line and status 130, the checkpoint kept
     monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
     assert main(common + ["--out-dir", str(tmp_path / "cut"), "--resume"]) == 0
     assert [json.loads(r)["epoch"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
@@ -281,3 +280,18 @@ def test_train_config_sections_round_trip_and_read_configs_written_before_them()
     assert config.with_flat(lr=0.05).optim.lr == 0.05 and config.optim.lr == 0.1  # frozen: a new config
     with pytest.raises(ValueError, match="unknown train config field.*'learning_rate'"):
         config.with_flat(learning_rate=0.05)
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    import resnetkit.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["train"].set_defaults(func=interrupted)
+    assert cli.main(["train"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == ("resnetkit train: interrupted (a training run continues from its last checkpoint with "
+                           "--resume)")

@@ -563,11 +563,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown_before, warnings.showwarning = warnings.showwarning, _warning_line(args.command)
     try:
         return args.func(args)
-    except Exception as e:  # every error ends in one line; --debug shows where it came from (Ctrl-C is not caught)
+    except Exception as e:  # every error ends in one line; --debug shows where it came from
         if args.debug:
             raise
         print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for it, not a traceback
+        if args.debug:
+            raise
+        resumable = " (a training run continues from its last checkpoint with --resume)" if args.command in (
+            "train", "finetune", "prune") else ""
+        print(f"resnetkit {args.command}: interrupted{resumable}", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = shown_before  # main() called from Python leaves warnings as it found them
 
