@@ -32,9 +32,7 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
             from .keras import load_keras_model
 
             return load_keras_model(path, arch=model)
-        state = load_state_dict_file(path)
-        net = model_for_state_dict(model, state, source=str(path), num_classes=int(state["fc.weight"].shape[0])
-                                   if "fc.weight" in state else 0, **options)
+        net = model_for_state_dict(model, load_state_dict_file(path), source=str(path), **options)
         return net.eval(), ModelInfo(model=net.config, preprocess=default_preprocess(model))
     if weights is not None:
         raise ValueError(f"{model}: --weights goes with an architecture name (see `resnetkit models`); a model file "

@@ -289,15 +289,16 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
 
 def model_for_state_dict(arch: str, state_dict: dict[str, torch.Tensor], *, source: str,
                          **options: Any) -> ResNet:
-    """``create_model(arch, **options)`` holding ``state_dict``; ``num_classes`` from its classifier unless given.
+    """``create_model(arch, **options)`` holding ``state_dict``; ``num_classes`` from its classifier unless given
+    (0, a network without classifier, when the state dict has none: a headless checkpoint).
 
     The network is built on the ``meta`` device (no memory) and compared with the tensors before it is
     materialised, so weights that do not fit it are refused before anything is allocated.
     """
     from .registry import create_model
 
-    if "num_classes" not in options and "fc.weight" in state_dict:
-        options["num_classes"] = int(state_dict["fc.weight"].shape[0])
+    if "num_classes" not in options:
+        options["num_classes"] = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
     with torch.device("meta"):
         model = create_model(arch, **options)
     check_weights_fit(model, state_dict, source=source)
