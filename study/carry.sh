@@ -15,7 +15,7 @@ for run in "$out"/*/; do
   r=$(basename "$run"); [ -f "$run/config.json" ] || continue
   mkdir -p "$dest.tmp/$r"
   if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl model.safetensors report.json"; what="$r done"
-  else files="checkpoint.pt config.json"; what="$r at epoch $(cat "$run/metrics.jsonl" 2>/dev/null | wc -l)"; fi
+  else files="checkpoint.pt config.json"; epochs=0; if [ -f "$run/metrics.jsonl" ]; then epochs=$(wc -l < "$run/metrics.jsonl"); fi; what="$r at epoch $epochs"; fi
   for f in $files; do if [ -f "$run/$f" ]; then cp "$run/$f" "$dest.tmp/$r/"; fi; done
   state+=("$what")
 done
