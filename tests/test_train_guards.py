@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -68,6 +69,51 @@ def test_a_checkpoint_resnetkit_did_not_write_is_refused_without_torchs_advice(t
     with pytest.raises(CheckpointError):
         load_training_checkpoint(checkpoint)
     assert not (tmp_path / "config.json").exists()
+
+
+def _tamper_model(state):
+    state["model"] = {k: v[:1] if v.dim() else v for k, v in state["model"].items()}  # another network's shapes
+
+
+def _tamper_optimizer(state):
+    state["optimizer"]["param_groups"] = []
+
+
+def _tamper_rng(state):
+    state["rng"] = {"torch": torch.zeros(3)}
+
+
+def _tamper_step(state):
+    state["step"] = "many"
+
+
+ONE_EPOCH = ["train", "--recipe", "demo", "--epochs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch run with its checkpoint, which a two-epoch run with --resume continues."""
+    run = tmp_path_factory.mktemp("one-epoch") / "run"
+    assert main(ONE_EPOCH + ["--out-dir", str(run)]) == 0
+    return run
+
+
+@pytest.mark.parametrize("tamper", [_tamper_model, _tamper_optimizer, _tamper_rng, _tamper_step],
+                         ids=["model", "optimizer", "rng", "step"])
+def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_path, capsys, one_epoch_run, tamper):
+    """A file torch's safe loader accepts whose parts do not fit the run: one line naming it, the file untouched."""
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    checkpoint = run / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    tamper(state)
+    torch.save(state, checkpoint)
+    crafted = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main(ONE_EPOCH[:4] + ["2", "--no-progress", "--out-dir", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and "another --out-dir" in err and "Traceback" not in err
+    assert checkpoint.read_bytes() == crafted
 
 
 @pytest.mark.parametrize("text, expected", [("optim: [\n", r"bad\.yaml is not valid YAML \(.* at line 2, column 1\)"),

@@ -76,4 +76,8 @@ def load_training_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False
     state = load_checkpoint(path, mmap=mmap)
     if not CHECKPOINT_KEYS <= state.keys() or not isinstance(state["config"], dict):
         raise _not_a_checkpoint(path)
+    counts = (state["epoch"], state["step"])
+    if (any(type(n) is not int or n < -1 for n in counts) or not isinstance(state["history"], list)
+            or not all(isinstance(row, dict) for row in state["history"])):
+        raise _not_a_checkpoint(path)
     return state

@@ -27,7 +27,7 @@ from ..config import AMP_MODES, TrainConfig
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
-from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distill import distillation_loss
 from .distributed import DistInfo
 from .groups import discriminative_param_groups
@@ -220,13 +220,19 @@ class Trainer:
             return False
         state = load_training_checkpoint(self.checkpoint_path)
         self._check_resumable(state["config"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state["ema"]:
-            self.ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
+        try:  # the file passed torch's safe loader; its parts must still fit this run's model and optimizer
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and state["ema"]:
+                self.ema.load_state_dict(state["ema"])
+            set_rng_state(state["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{self.checkpoint_path} does not fit this run ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'}): it is damaged or another "
+                                  "run's; move it away or delete it to start this run over, or train into another "
+                                  "--out-dir") from e
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
         self._update_plateau()
