@@ -124,6 +124,42 @@ def test_truncated_binary_batch_is_explained(tmp_path):
         read_cifar(folder)
 
 
+@pytest.mark.parametrize("edit, expected", [
+    (lambda b: [b], r"data_batch_3 is not a CIFAR batch: it lacks 'data' or 'labels'"),
+    (lambda b: {**b, b"data": b[b"data"][:, :100]}, r"data_batch_3 holds uint8 pixels of shape \(6, 100\)"),
+    (lambda b: {**b, b"data": b[b"data"].astype(np.float64)}, r"data_batch_3 holds float64 pixels"),
+    (lambda b: {**b, b"labels": b[b"labels"][:2]}, r"data_batch_3 has \(2,\) labels .* for 6 images"),
+    (lambda b: {**b, b"labels": [0.5] * 6}, r"data_batch_3 has \(6,\) labels of type float64"),
+    (lambda b: {**b, b"labels": [0, 1, 2, 3, 4, 99]}, r"data_batch_3 has labels from 0 to 99, but the meta file "
+                                                      r"names 10 classes"),
+], ids=["list", "short-rows", "floats", "too-few-labels", "float-labels", "label-out-of-range"])
+def test_an_edited_pickle_batch_is_refused_naming_the_dataset_and_the_file(tmp_path, edit, expected):
+    folder, _ = _write_cifar(tmp_path, "cifar10", "python")
+    batch = pickle.loads((folder / "data_batch_3").read_bytes())
+    (folder / "data_batch_3").write_bytes(pickle.dumps(edit(batch), protocol=2))
+    with pytest.raises(ValueError, match=expected) as caught:
+        read_cifar(folder)
+    assert str(caught.value).startswith(f"{folder}: ") and "Download the official archive again" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["python", "binary"])
+def test_a_meta_file_without_class_names_is_refused(tmp_path, kind):
+    folder, _ = _write_cifar(tmp_path, "cifar10", kind)
+    meta = folder / ("batches.meta" if kind == "python" else "batches.meta.txt")
+    meta.write_bytes(pickle.dumps({b"label_names": []}) if kind == "python" else b"\n\n")
+    with pytest.raises(ValueError, match=r"batches\.meta(\.txt)? (is not a CIFAR meta file|lists 0 class names)"):
+        read_cifar(folder)
+
+
+def test_a_binary_label_past_the_class_names_is_refused(tmp_path):
+    folder, _ = _write_cifar(tmp_path, "cifar10", "binary")
+    data = bytearray((folder / "test_batch.bin").read_bytes())
+    data[0] = 200  # the first record's label byte
+    (folder / "test_batch.bin").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"test_batch\.bin has labels from \d+ to 200"):
+        read_cifar(folder)
+
+
 def test_named_dataset_is_found_under_root_and_split_for_validation(tmp_path):
     _write_cifar(tmp_path, "cifar100", "binary")
     test = load_cifar("cifar100", "test", root=tmp_path)

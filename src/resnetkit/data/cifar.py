@@ -127,19 +127,38 @@ def _read_files(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
 
 def _class_names(fmt: CifarFormat, files: dict[str, bytes], labels: str) -> list[str]:
     if fmt.kind == "python":
-        meta = _unpickle(files[fmt.meta_files[0]], fmt.meta_files[0])
+        name = fmt.meta_files[0]
+        meta = _unpickle(files[name], name)
         key = b"label_names" if fmt.dataset == "cifar10" else f"{labels}_label_names".encode()
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]  # type: ignore[attr-defined]
-    meta_name = fmt.meta_files[0] if fmt.dataset == "cifar10" else f"{labels}_label_names.txt"
-    return [line.strip() for line in files[meta_name].decode().splitlines() if line.strip()]
+        found = meta.get(key) if isinstance(meta, dict) else None
+        if not isinstance(found, list) or not found or not all(isinstance(n, (bytes, str)) for n in found):
+            raise ValueError(f"{name} is not a CIFAR meta file: it lacks {key.decode()!r}, a list of class names")
+        names = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in found]
+    else:
+        name = fmt.meta_files[0] if fmt.dataset == "cifar10" else f"{labels}_label_names.txt"
+        names = [line.strip() for line in files[name].decode(errors="replace").splitlines() if line.strip()]
+    if not names or len(names) > 256:
+        raise ValueError(f"{name} lists {len(names)} class names; a CIFAR meta file lists 1 to 256")
+    return names
 
 
 def _decode_batch(fmt: CifarFormat, name: str, data: bytes, labels: str) -> tuple[np.ndarray, np.ndarray]:
     if fmt.kind == "python":
         batch = _unpickle(data, name)
         key = b"labels" if fmt.dataset == "cifar10" else f"{labels}_labels".encode()
-        pixels = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        return pixels, np.asarray(batch[key], dtype=np.int64)
+        if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
+            raise ValueError(f"{name} is not a CIFAR batch: it lacks 'data' or {key.decode()!r}")
+        try:
+            pixels, targets = np.asarray(batch[b"data"]), np.asarray(batch[key])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} is not a CIFAR batch: {error}") from error
+        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != PIXELS:
+            raise ValueError(f"{name} holds {pixels.dtype} pixels of shape {pixels.shape}, not CIFAR's uint8 rows of "
+                             f"{PIXELS} values (a damaged or edited batch)")
+        if targets.ndim != 1 or len(targets) != len(pixels) or targets.dtype.kind not in "iu":
+            raise ValueError(f"{name} has {targets.shape} labels of type {targets.dtype} for {len(pixels)} images: "
+                             "a CIFAR batch has one whole-number label per image")
+        return pixels.reshape(-1, 3, 32, 32), targets.astype(np.int64)
     label_bytes = 1 if fmt.dataset == "cifar10" else 2
     record = label_bytes + PIXELS
     if len(data) % record:
@@ -180,14 +199,26 @@ def read_cifar(path: str | os.PathLike[str], *, labels: str = "fine",
         missing = [m for m in missing if m != unused]
     if missing:
         raise ValueError(f"{source} lacks {', '.join(missing)} of the official {fmt.folder} layout")
-    class_names = _class_names(fmt, files, labels)
-    splits = {}
-    for split, names in (("train", fmt.train_files), ("test", fmt.test_files)):
-        parts = [_decode_batch(fmt, name, files[name], labels) for name in names]
-        images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
-        targets = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        splits[split] = InMemoryImageDataset(images, targets, class_names, source=f"{source}:{split}")
-    return splits
+    try:
+        class_names = _class_names(fmt, files, labels)
+        splits = {split: _read_split(fmt, files, names, labels, class_names)
+                  for split, names in (("train", fmt.train_files), ("test", fmt.test_files))}
+    except ValueError as error:  # the message names the file inside; this names the dataset it is in
+        raise ValueError(f"{source}: {error}. Download the official archive again ({fmt.url})") from error
+    return {split: InMemoryImageDataset(images, targets, class_names, source=f"{source}:{split}")
+            for split, (images, targets) in splits.items()}
+
+
+def _read_split(fmt: CifarFormat, files: dict[str, bytes], names: tuple[str, ...], labels: str,
+                class_names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's images and labels, every label checked to name one of ``class_names``."""
+    parts = [_decode_batch(fmt, name, files[name], labels) for name in names]
+    for name, (_, targets) in zip(names, parts):
+        if len(targets) and not 0 <= targets.min() <= targets.max() < len(class_names):
+            raise ValueError(f"{name} has labels from {targets.min()} to {targets.max()}, but the meta file names "
+                             f"{len(class_names)} classes (a damaged or edited batch)")
+    return (torch.from_numpy(np.concatenate([p[0] for p in parts])),
+            torch.from_numpy(np.concatenate([p[1] for p in parts])))
 
 
 def find_cifar(name: str, root: str | os.PathLike[str]) -> Path | None:
