@@ -34,3 +34,43 @@ def test_model_files_and_checkpoints_get_the_permissions_of_plain_files(tmp_path
     assert plain.stat().st_mode & 0o777 == 0o666 & ~umask
     assert model.stat().st_mode & 0o777 == checkpoint.stat().st_mode & 0o777 == 0o666 & ~umask
     assert load_checkpoint(checkpoint)["step"] == 3
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB file system (tmpfs), where root may mount one; skipped elsewhere."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tiny tmpfs needs root and mount(8)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(tiny_disk):
+    """On a real full disk each writer fails in its own words (torch: "unexpected pos", safetensors: "os error 28");
+    the error names the file, and an earlier file of that name is kept."""
+    earlier = write_text_atomic(tiny_disk / "checkpoint.pt", "the earlier checkpoint")
+    writers = {"model.safetensors": lambda p: save_model(create_model("resnet20"), p),  # 1.1 MB
+               "checkpoint.pt": lambda p: save_checkpoint({"w": torch.zeros(1_000_000)}, p),
+               "report.json": lambda p: write_text_atomic(p, "x" * 2_000_000)}
+    for name, write in writers.items():
+        with pytest.raises(OSError, match=f"cannot write {tiny_disk / name} \\(the disk is full\\)"):
+            write(tiny_disk / name)
+    assert earlier.read_text() == "the earlier checkpoint"
+    assert sorted(os.listdir(tiny_disk)) == ["checkpoint.pt"]
+
+
+def test_a_writer_reporting_a_full_disk_in_its_own_words_is_named(tmp_path, monkeypatch):
+    """Where no tiny disk can be mounted: safetensors' message for a full disk, and torch's, with the disk seen full."""
+    with pytest.raises(OSError, match=r"cannot write .*model\.safetensors \(the disk is full\); nothing was written"):
+        with atomic_path(tmp_path / "model.safetensors"):
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr("resnetkit.files._disk_full", lambda folder: True)
+    with pytest.raises(OSError, match=r"cannot write .*checkpoint\.pt \(the disk is full\)"):
+        with atomic_path(tmp_path / "checkpoint.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert os.listdir(tmp_path) == []

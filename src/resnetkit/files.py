@@ -3,7 +3,9 @@ checkpoints, caches and reports; and output folders checked before the work whos
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,23 @@ def _create_beside(path: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+FULL_DISK_BYTES = 1 << 20  # a write that failed with less than this left on its disk is taken for a full disk
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows), or the folder went away: not known to be full
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES
+
+
+def _rust_errno(error: Exception) -> int | None:
+    """The OS error number a Rust writer (safetensors) puts at the end of its message: "... (os error 28)"."""
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    return int(found.group(1)) if found else None
 
 
 @contextmanager
@@ -41,6 +60,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             except OSError:  # a file system without modes: the file is still whole
                 pass
         os.replace(tmp, path)
+    except Exception as error:
+        # A full disk reaches writers in their own words ("No space left on device" without the file, torch's
+        # "unexpected pos 704 vs 598", safetensors' "I/O error"): this names the file and says what happened,
+        # looking at the disk while the partial file still fills it.
+        code = error.errno if isinstance(error, OSError) else _rust_errno(error)  # safetensors: "(os error 28)"
+        full = code in (errno.ENOSPC, errno.EDQUOT) or _disk_full(path.parent)
+        if not (full or isinstance(error, OSError)):
+            raise
+        kept = "the earlier file is kept as it was" if path.exists() else "nothing was written"
+        reason = "the disk is full" if full else (getattr(error, "strerror", None) or str(error))
+        raise OSError(errno.ENOSPC if full else code,
+                      f"cannot write {path} ({reason}); {kept}: free space or write somewhere else, then run the "
+                      "command again") from error
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -75,7 +75,7 @@ def save_cached(path: Path, dataset: InMemoryImageDataset) -> None:
     payload = {"format": CACHE_FORMAT, "images": dataset.images.contiguous(), "labels": dataset.labels,
                "class_names": list(dataset.class_names), "source": dataset.source,
                "skipped": [list(item) for item in dataset.skipped], "dropped": [list(d) for d in dataset.dropped]}
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: a full disk raises OSError
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a full disk: atomic_path names the file
         torch.save(payload, file)
 
 

@@ -38,7 +38,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: a full disk raises OSError
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a full disk: atomic_path names the file
         torch.save(state, file)
     return path
 
