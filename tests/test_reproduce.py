@@ -37,7 +37,7 @@ def test_paper_schedule_scales_iterations_and_milestones_and_warms_up_the_deep_n
     assert not shallow.run.resume
     fast = train_config_for(StudyConfig(schedule="fast", epochs_scale=0.5), plan_runs(StudyConfig(depths=(20,)))[0])
     assert fast.schedule.epochs == 13 and fast.schedule.name == "onecycle"
-    assert fast.run.amp == "bf16"  # the recipe's precision unless the study names one
+    assert fast.run.amp == "auto"  # the recipe's precision unless the study names one
     long = train_config_for(StudyConfig(schedule="fast", epochs=80, amp="none", compile=True),
                             plan_runs(StudyConfig(depths=(56,)))[0])
     assert (long.schedule.epochs, long.run.amp, long.run.compile, long.model.arch) == (80, "none", True, "resnet56")

@@ -404,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=0, metavar="N",
                    help="with --schedule fast: every run N epochs long, instead of 26 x F (default: 0, use F)")
     p.add_argument("--amp", choices=list(AMP_MODES), default=None,
-                   help="mixed precision of every run; 'none' where bf16 is slower than fp32, as on CPUs "
-                        "without AMX (default: the recipe's)")
+                   help="mixed precision of every run; 'auto' takes bf16 on CUDA and, on a CPU, the faster of "
+                        "bf16 and fp32, measured (default: the recipe's)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every run's training step: faster steps after a slower start; needs a C++ "
                         "compiler; may be switched on or off when a run resumes (default: off)")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 CPU_FEATURES = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")  # what changes bf16/int8 speed
+BF16_MARGIN = 0.9  # "auto" takes bf16 on a CPU only when it trains the probe in under 90% of fp32's time
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
@@ -52,3 +59,51 @@ def describe_machine(device: torch.device | str | None = None) -> str:
     if device is not None and device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}) on {cpu}"
     return cpu
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The precision a run uses: ``amp`` itself, or for ``"auto"``: bf16 on a CUDA device that has it (else fp16);
+    on a CPU the faster of bf16 autocast and fp32, measured once on this machine (``cpu_bf16_is_faster``); fp32
+    elsewhere. bf16 is no safe default on CPUs: measured side by side, ResNet-20's training step ran 13x slower
+    in bf16 than in fp32 on an AVX2 AMD EPYC, 2x slower on an Intel Xeon with avx512_bf16, and faster on an AMD
+    EPYC with avx512_bf16 (docs/training.md)."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_bf16_is_faster() else "none"
+    return "none"
+
+
+def _conv_step_seconds(bf16: bool, *, steps: int = 2) -> float:
+    """Median time of one residual block's forward and backward (conv-BN-ReLU-conv-BN, the shortcut added, ReLU;
+    64 channels, 16x16, batch 16, channels_last: a CIFAR ResNet's middle stage), in bf16 autocast or fp32."""
+    branch = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                           nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64))
+    branch = branch.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 64, 16, 16).to(memory_format=torch.channels_last).requires_grad_()
+    times = []
+    for step in range(steps + 1):  # the first call sets up the kernels: not counted
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = torch.relu(branch(x) + x)
+        out.float().square().mean().backward()
+        if step:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@functools.cache
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 autocast trains a convolution faster than fp32 on this CPU: measured, not guessed from its
+    instruction sets (avx512_bf16 alone made it faster on one machine and slower on another). One round of
+    ``_conv_step_seconds`` each, two when they are close; once per process (about a second on 2 cores)."""
+    fp32, bf16 = [_conv_step_seconds(False)], [_conv_step_seconds(True)]
+    if 0.5 < bf16[0] / fp32[0] < 2:  # close: a second round, interleaved, so background load hits both alike
+        fp32.append(_conv_step_seconds(False))
+        bf16.append(_conv_step_seconds(True))
+    faster = min(bf16) < BF16_MARGIN * min(fp32)
+    log.info("precision auto: a bf16 residual block step took %.1f ms, fp32 %.1f ms on this CPU: %s", 1e3 * min(bf16),
+             1e3 * min(fp32), "bf16" if faster else "fp32")
+    return faster

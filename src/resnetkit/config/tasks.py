@@ -95,8 +95,8 @@ class PruneConfig(JsonConfig):
     lr: float = _opt(0.0, "the fine-tune's peak lr; 0: the recipe's", metavar="LR")
     distill: float = _opt(0.0, "knowledge distillation in the fine-tune: the weight of the unpruned model's softened "
                           "outputs in the loss (temperature 4); 0: the labels alone", metavar="ALPHA")
-    amp: str = _opt("", "the fine-tune's mixed precision (bf16, fp16, none); '': the recipe's. 'none' where bf16 is "
-                    "slower than fp32, as on CPUs without AMX", metavar="PRECISION")
+    amp: str = _opt("", "the fine-tune's mixed precision (auto, bf16, fp16, none); '': the recipe's. 'auto': bf16 "
+                    "on CUDA, on a CPU the faster of bf16 and fp32, measured", metavar="PRECISION")
     val_split: int | None = _opt(None, "the N images the model's training held out: left out of the fine-tune and "
                                  "measured; 0: train on all, measure DATA's test split; default: what the model "
                                  "file records (resnetkit train writes it), else 0", type=int, metavar="N")
@@ -203,7 +203,7 @@ class StudyConfig(JsonConfig):
     schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
     epochs_scale: float = 1.0  # every schedule length and milestone times this
     epochs: int = 0  # the fast schedule's length in epochs, instead of 26 x epochs_scale (0: use the scale)
-    amp: str = ""  # mixed precision of every run (none, bf16, fp16); "": the recipe's
+    amp: str = ""  # mixed precision of every run (auto, none, bf16, fp16); "": the recipe's
     compile: bool = False  # torch.compile every run's training step (faster steps, a slower start; needs a compiler)
     seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
     only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)

@@ -12,7 +12,7 @@ from .fields import (Flag, JsonConfig, _from_dict, _opt, check_count, check_fini
                      config_flags)
 from .model import ModelConfig, check_image_side, check_mean_std
 
-AMP_MODES = ("bf16", "fp16", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 def check_amp(amp: str, *, recipe_default: bool = False) -> None:
@@ -211,7 +211,8 @@ class FinetuneConfig:
 class RunConfig:
     """Where and how the run executes: precision, device, seed, output, evaluation cadence."""
 
-    amp: str = _opt("bf16", "mixed precision: 'bf16', 'fp16' (CUDA) or 'none'", choices=AMP_MODES)
+    amp: str = _opt("auto", "mixed precision: 'auto' (bf16 on CUDA; on a CPU the faster of bf16 and fp32, "
+                          "measured), 'bf16', 'fp16' (CUDA) or 'none'", choices=AMP_MODES)
     channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")
     compile: bool = _opt(False, "torch.compile the model (slower start, faster steps)")
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")

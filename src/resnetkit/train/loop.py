@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import AMP_MODES, TrainConfig
+from ..device import resolve_amp
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
@@ -39,7 +40,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that may differ between a run and its resumption (where and how fast it runs, and how long);
 # any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
 RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
-                               "iterations", "channels_last", "compile"})
+                               "iterations", "channels_last", "compile", "amp"})  # how it runs, not what it learns
 HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)  # parameter names of the head
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class FitResult:
 
 
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return None
     if amp == "bf16":
@@ -144,7 +146,9 @@ class Trainer:
         self.class_names = class_names
         self.train_loader, self.val_loader = train_loader, val_loader
         self.out_dir = Path(config.run.out_dir)
-        self.amp_dtype = amp_dtype_for(config.run.amp, device)
+        # "auto" made concrete (what the report records); rank 0's choice, so every process trains alike.
+        self.precision = self.dist.broadcast(resolve_amp(config.run.amp, device))
+        self.amp_dtype = amp_dtype_for(self.precision, device)
 
         model = model.to(device)
         if config.run.channels_last:
@@ -224,7 +228,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # empty when the run that wrote it did not use fp16
+                self.scaler.load_state_dict(state["scaler"])
             if self.ema is not None and state["ema"]:
                 self.ema.load_state_dict(state["ema"])
             set_rng_state(state["rng"])

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import EvalConfig, ModelInfo, PruneConfig, TrainConfig, load_train_config
-from ..device import describe_machine, resolve_device
+from ..device import describe_machine, resolve_amp, resolve_device
 from ..evaluate.run import run_evaluation
 from ..export.pruning import PruneReport, prune_model, save_pruned_model
 from ..export.pruning_tp import require_torch_pruning
@@ -210,8 +210,9 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     save_pruned_model(pruned, path, info)
     after = top1(path, "eval-fine-tuned") if tune_config is not None else None
     report = dataclasses.replace(report, top1_before=before, top1_pruned=right_after, top1_fine_tuned=after)
-    _write_report(out, config, report, held_out=(val_split, seed), tune_s=tune_s,
-                  amp=tune_config.run.amp if tune_config is not None else "-", wall_s=time.perf_counter() - started)
+    precision = resolve_amp(tune_config.run.amp, resolve_device(tune_config.run.device)) if tune_config else "-"
+    _write_report(out, config, report, held_out=(val_split, seed), tune_s=tune_s, amp=precision,
+                  wall_s=time.perf_counter() - started)
     return PruneResult(model_path=path, report=report, fine_tune_s=tune_s)
 
 

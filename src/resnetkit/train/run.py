@@ -172,7 +172,8 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     model_path, report_paths, top1 = None, {}, None
     if dist.is_main:
         # The machine that finished the run (a resumed run may have started elsewhere: its history's epoch times).
-        extra = {"evaluated_on": data.val_description, "machine": describe_machine(device), **(report_extra or {})}
+        extra = {"evaluated_on": data.val_description, "machine": describe_machine(device),
+                 "precision": trainer.precision, **(report_extra or {})}
         if fit.final_metrics is not None and config.augment.policy in FLIP_AUGMENTS:
             # Trained on mirrored images too, so the mirror is a fair second view: the usual CIFAR figure.
             extra["top1_with_flip_tta"] = round(trainer.evaluate(flip=True).top1, 4)
