@@ -16,9 +16,9 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def probe(monkeypatch):
-    """Replace the measured convolution step with given times: {bf16: seconds}."""
+    """Replace the measured residual block step with given times: {bf16: seconds}."""
     times: dict[bool, float] = {}
-    monkeypatch.setattr(device_module, "_conv_step_seconds", lambda bf16, steps=2: times[bf16])
+    monkeypatch.setattr(device_module, "_block_step_seconds", lambda bf16, steps=2: times[bf16])
     cpu_bf16_is_faster.cache_clear()
     yield times
     cpu_bf16_is_faster.cache_clear()
@@ -43,7 +43,7 @@ def test_the_probe_runs_once_per_process_and_really_measures():
     cpu_bf16_is_faster.cache_clear()
     first = cpu_bf16_is_faster()
     assert cpu_bf16_is_faster() is first and cpu_bf16_is_faster.cache_info().hits >= 1
-    assert 0 < device_module._conv_step_seconds(False, steps=1) < 10
+    assert 0 < device_module._block_step_seconds(False, steps=1) < 10
 
 
 def test_recipes_that_used_bf16_now_say_auto_and_the_default_is_auto():

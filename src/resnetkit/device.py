@@ -76,7 +76,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "none"
 
 
-def _conv_step_seconds(bf16: bool, *, steps: int = 2) -> float:
+def _block_step_seconds(bf16: bool, *, steps: int = 2) -> float:
     """Median time of one residual block's forward and backward (conv-BN-ReLU-conv-BN, the shortcut added, ReLU;
     64 channels, 16x16, batch 16, channels_last: a CIFAR ResNet's middle stage), in bf16 autocast or fp32."""
     branch = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
@@ -96,13 +96,13 @@ def _conv_step_seconds(bf16: bool, *, steps: int = 2) -> float:
 
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
-    """Whether bf16 autocast trains a convolution faster than fp32 on this CPU: measured, not guessed from its
+    """Whether bf16 autocast trains a residual block faster than fp32 on this CPU: measured, not guessed from its
     instruction sets (avx512_bf16 alone made it faster on one machine and slower on another). One round of
-    ``_conv_step_seconds`` each, two when they are close; once per process (about a second on 2 cores)."""
-    fp32, bf16 = [_conv_step_seconds(False)], [_conv_step_seconds(True)]
+    ``_block_step_seconds`` each, two when they are close; once per process (about a second on 2 cores)."""
+    fp32, bf16 = [_block_step_seconds(False)], [_block_step_seconds(True)]
     if 0.5 < bf16[0] / fp32[0] < 2:  # close: a second round, interleaved, so background load hits both alike
-        fp32.append(_conv_step_seconds(False))
-        bf16.append(_conv_step_seconds(True))
+        fp32.append(_block_step_seconds(False))
+        bf16.append(_block_step_seconds(True))
     faster = min(bf16) < BF16_MARGIN * min(fp32)
     log.info("precision auto: a bf16 residual block step took %.1f ms, fp32 %.1f ms on this CPU: %s", 1e3 * min(bf16),
              1e3 * min(fp32), "bf16" if faster else "fp32")

@@ -69,7 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not (full or isinstance(error, OSError)):
             raise
         kept = "the earlier file is kept as it was" if path.exists() else "nothing was written"
-        reason = "the disk is full" if full else (getattr(error, "strerror", None) or str(error))
+        reason = "the disk is full" if full else (error.strerror or str(error))  # (an OSError here)
         raise OSError(errno.ENOSPC if full else code,
                       f"cannot write {path} ({reason}); {kept}: free space or write somewhere else, then run the "
                       "command again") from error

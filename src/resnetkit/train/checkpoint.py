@@ -52,9 +52,12 @@ class CheckpointError(ValueError):
     """A checkpoint file that is not one resnetkit wrote (damaged, truncated, or another program's)."""
 
 
-def _not_a_checkpoint(path: str | os.PathLike[str]) -> CheckpointError:
-    return CheckpointError(f"{path} is not a resnetkit checkpoint (damaged, or written by something else): move it "
-                           "away or delete it to start this run over, or train into another --out-dir")
+def checkpoint_error(path: str | os.PathLike[str],
+                     problem: str = "is not a resnetkit checkpoint (damaged, or written by something else)"
+                     ) -> CheckpointError:
+    """The one message for a checkpoint that cannot be resumed: what is wrong with ``path``, then what to do."""
+    return CheckpointError(f"{path} {problem}: move it away or delete it to start this run over, or train into "
+                           "another --out-dir")
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
@@ -65,9 +68,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict
     except (OSError, MemoryError):  # the disk or the memory, not the file's content: said as it is
         raise
     except Exception as e:  # torch's text is not repeated: it may suggest weights_only=False (running the file's code)
-        raise _not_a_checkpoint(path) from e
+        raise checkpoint_error(path) from e
     if not isinstance(state, dict):
-        raise _not_a_checkpoint(path)
+        raise checkpoint_error(path)
     return state
 
 
@@ -75,9 +78,9 @@ def load_training_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False
     """A training run's checkpoint, with everything ``Trainer.resume`` reads (a bare state dict is refused)."""
     state = load_checkpoint(path, mmap=mmap)
     if not CHECKPOINT_KEYS <= state.keys() or not isinstance(state["config"], dict):
-        raise _not_a_checkpoint(path)
+        raise checkpoint_error(path)
     counts = (state["epoch"], state["step"])
     if (any(type(n) is not int or n < -1 for n in counts) or not isinstance(state["history"], list)
             or not all(isinstance(row, dict) for row in state["history"])):
-        raise _not_a_checkpoint(path)
+        raise checkpoint_error(path)
     return state

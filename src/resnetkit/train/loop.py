@@ -28,7 +28,7 @@ from ..device import resolve_amp
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
-from .checkpoint import CheckpointError, load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import checkpoint_error, load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distill import distillation_loss
 from .distributed import DistInfo
 from .groups import discriminative_param_groups
@@ -234,10 +234,9 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             set_rng_state(state["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
-            raise CheckpointError(f"{self.checkpoint_path} does not fit this run ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'}): it is damaged or another "
-                                  "run's; move it away or delete it to start this run over, or train into another "
-                                  "--out-dir") from e
+            detail = str(e).splitlines()[0] if str(e) else "no detail"
+            raise checkpoint_error(self.checkpoint_path, f"does not fit this run ({type(e).__name__}: {detail}); it "
+                                   "is damaged or another run's") from e
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
         self._update_plateau()
