@@ -355,3 +355,21 @@ def test_nothing_from_a_request_reaches_the_filesystem(predictor, monkeypatch, t
         assert opened == [] and list(tmp_path.iterdir()) == []
     finally:
         client.__exit__(None, None, None)
+
+
+def test_a_model_whose_output_overflows_is_a_500_that_says_why_not_nan_percent(tmp_path):
+    import torch
+
+    model = create_model("resnet20")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(1e30)  # finite in the file, infinite after a few layers: as `predict` refuses it
+    path = save_model(model, tmp_path / "overflow.safetensors", class_names=NAMES)
+    client = _ready(create_app(Predictor.from_file(path, device="cpu"), runtime="torch"))
+    try:
+        response = client.post("/v1/predict", files={"file": ("a.png", _png(), "image/png")})
+        assert response.status_code == 500
+        assert "a.png: the model's output is NaN or infinite" in response.json()["detail"]
+        assert client.get("/healthz").status_code == 200  # the server itself goes on
+    finally:
+        client.__exit__(None, None, None)

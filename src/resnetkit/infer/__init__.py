@@ -9,13 +9,13 @@ from .batch import predict_inputs
 from .cam import colormap, grad_cam, overlay
 from .classes import read_class_names
 from .images import ImageLoadError, expand_inputs, load_image, load_pixels
-from .predictor import GradCam, Prediction, Predictor, load_predictor
+from .predictor import GradCam, Prediction, Predictor, label_predictions, load_predictor
 from .report import FORMATS, format_predictions
 from .transforms import eval_transform
 
 __all__ = [
     "FORMATS", "GradCam", "ImageLoadError", "Prediction", "Predictor", "colormap", "draw_label", "eval_transform",
-    "expand_inputs", "format_predictions", "grad_cam", "load_image", "load_pixels", "load_predictor", "overlay", "predict_inputs",
-    "read_class_names",
+    "expand_inputs", "format_predictions", "grad_cam", "label_predictions", "load_image", "load_pixels", "load_predictor",
+    "overlay", "predict_inputs", "read_class_names",
 ]
 

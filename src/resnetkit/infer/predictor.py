@@ -189,16 +189,7 @@ class Predictor:
         if tensors:
             with torch.inference_mode():
                 logits = self.model(torch.stack(tensors).to(self.device))
-            probabilities, indices = logits.float().softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
-            finite = torch.isfinite(logits).all(dim=1).tolist()
-            for prediction, probs, idx, ok in zip(ready, probabilities.tolist(), indices.tolist(), finite):
-                if not ok:  # weights that overflow (finite in the file): an answer of "nan%" is no answer
-                    prediction.error = (f"{prediction.source}: the model's output is NaN or infinite: its weights "
-                                        "are damaged or overflow; use a model file you trust")
-                    continue
-                prediction.indices = idx
-                prediction.probabilities = probs
-                prediction.labels = [self.class_names[i] for i in idx]
+            label_predictions(ready, logits, class_names=self.class_names, top_k=top_k)
         return predictions
 
     def class_index(self, target: int | str) -> int:
@@ -270,6 +261,22 @@ def check_batch_size(batch_size: int | None) -> None:
     """Refuse a batch size that is not a whole number >= 1 (None means the predictor's default)."""
     if batch_size is not None:
         check_count("batch_size", batch_size, minimum=1, meaning="--batch-size: the number of images per batch")
+
+
+def label_predictions(predictions: Sequence[Prediction], logits: torch.Tensor, *, class_names: Sequence[str],
+                      top_k: int) -> None:
+    """Fill each prediction's top-k classes from its row of ``logits`` (N, classes): the one labelling of
+    ``Predictor.predict`` and the server. A row that is NaN or infinite becomes the prediction's error."""
+    probabilities, indices = logits.float().softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
+    finite = torch.isfinite(logits).all(dim=1).tolist()
+    for prediction, probs, idx, ok in zip(predictions, probabilities.tolist(), indices.tolist(), finite):
+        if not ok:  # weights that overflow (finite in the file): an answer of "nan%" is no answer
+            prediction.error = (f"{prediction.source}: the model's output is NaN or infinite: its weights "
+                                "are damaged or overflow; use a model file you trust")
+            continue
+        prediction.indices = idx
+        prediction.probabilities = probs
+        prediction.labels = [class_names[i] for i in idx]
 
 
 def _as_list(images: Any) -> list[Any]:

@@ -60,6 +60,7 @@ ERRORS: dict[Union[int, str], dict[str, Any]] = {
     413: {"description": "body, image bytes, image pixels or number of images over a limit"},
     415: {"description": "not an image (by Content-Type)"},
     422: {"description": "no image in the request, a wrong field, or top_k out of range"},
+    500: {"description": "the model's output is NaN or infinite (damaged weights): no answer to give"},
     503: {"description": "model not ready, queue or upload budget full, or shutting down; see Retry-After"},
 }
 
@@ -209,7 +210,10 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         except BatcherStopped as e:
             raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
         metrics.images.inc(len(good))
-        labelled = iter(engine.label(logits, sources=[uploads[i].name for i in good], top_k=top_k))
+        labelled = engine.label(logits, sources=[uploads[i].name for i in good], top_k=top_k)
+        if not any(p.ok for p in labelled):  # the model, not the request, is at fault: a 500 that says why
+            raise HTTPException(500, labelled[0].error)
+        labelled = iter(labelled)
         predictions = [next(labelled).to_dict() if isinstance(d, np.ndarray)
                        else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "error": d.detail}
                        for u, d in zip(uploads, decoded)]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..export.runtimes import Runner, onnx_runner, openvino_runner, parameter_bytes, torch_runner
-from ..infer import Prediction, Predictor, load_image
+from ..infer import Prediction, Predictor, label_predictions, load_image
 from ..models.pretrained import file_sha256
 
 logger = logging.getLogger("resnetkit.serve")
@@ -116,12 +116,11 @@ class Engine:
             self.forward(np.zeros((n, self.predictor.info.model.in_chans, size, size), dtype=np.float32))
 
     def label(self, logits: np.ndarray, *, sources: list[str], top_k: int) -> list[Prediction]:
-        """Top-k predictions from logits (N, classes), computed as ``Predictor.predict`` computes them."""
-        probabilities, indices = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(dim=1).topk(
-            min(top_k, logits.shape[1]), dim=1)
-        names = self.predictor.class_names
-        return [Prediction(source=s, labels=[names[i] for i in idx], indices=idx, probabilities=probs)
-                for s, probs, idx in zip(sources, probabilities.tolist(), indices.tolist())]
+        """Top-k predictions from logits (N, classes), labelled as ``Predictor.predict`` labels them."""
+        predictions = [Prediction(source=s) for s in sources]
+        label_predictions(predictions, torch.from_numpy(np.asarray(logits, dtype=np.float32)),
+                          class_names=self.predictor.class_names, top_k=top_k)
+        return predictions
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` answers."""
