@@ -501,16 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images waiting for the model; beyond it, 503 with Retry-After (default: %(default)s)")
     p.add_argument("--preprocess-threads", type=int, default=serve_defaults.preprocess_threads,
                    help="threads decoding and resizing images (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=serve_defaults.max_upload_bytes / MIB,
+    p.add_argument("--max-upload-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_upload_bytes / MIB,
                    help="largest image file in MiB (default: %(default)s)")
-    p.add_argument("--max-request-mb", type=float, default=serve_defaults.max_request_bytes / MIB,
+    p.add_argument("--max-request-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_request_bytes / MIB,
                    help="largest request body in MiB (default: %(default)s)")
     p.add_argument("--max-files", type=int, default=serve_defaults.max_files,
                    help="most images in one request (default: %(default)s)")
     p.add_argument("--max-pixels", type=int, default=serve_defaults.max_pixels,
                    help="most pixels (width x height) of one image, read from its header before decoding "
                         "(default: %(default)s)")
-    p.add_argument("--max-inflight-mb", type=float, default=serve_defaults.max_inflight_bytes / MIB,
+    p.add_argument("--max-inflight-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_inflight_bytes / MIB,
                    help="request bodies held at once over all requests, in MiB; beyond it, 503 with Retry-After "
                         "(default: %(default)s)")
     p.add_argument("--max-connections", type=int, default=serve_defaults.max_connections,
@@ -590,6 +590,19 @@ def _pixels(text: str) -> int:
         from .config import MAX_IMAGE_SIDE
 
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIDE}") from None
+    return value
+
+
+def _mebibytes(text: str) -> float:
+    """A size in MiB given on the command line: a finite number above zero (NaN would pass every comparison)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in MiB above 0 (e.g. 0.5, 8, 256)")
     return value
 
 

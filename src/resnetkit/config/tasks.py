@@ -127,6 +127,10 @@ class PruneConfig(JsonConfig):
 MIB = 1024 * 1024
 SERVE_RUNTIMES = ("auto", "torch", "onnx", "openvino-int8")
 API_KEY_ENV = "RESNETKIT_API_KEY"
+# Longest batching wait and shutdown grace a server accepts: past these a setting is a mistake, not a choice
+# (and a timer that far out overflows the clock).
+MAX_WAIT_MS = 60_000.0
+MAX_GRACEFUL_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,11 @@ class ServeOptions:
             raise ValueError(f"max_inflight_bytes={self.max_inflight_bytes} is below max_request_bytes="
                              f"{self.max_request_bytes}: the largest request allowed could never be received; "
                              "raise --max-inflight-mb or lower --max-request-mb")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms={self.max_wait_ms} must be >= 0")
+        check_finite("max_wait_ms", self.max_wait_ms)  # NaN would never fire, inf kills the batching thread
+        check_finite("graceful_timeout_s", self.graceful_timeout_s)
+        for name, most in (("max_wait_ms", MAX_WAIT_MS), ("graceful_timeout_s", MAX_GRACEFUL_S)):
+            if getattr(self, name) > most:
+                raise ValueError(f"{name}={getattr(self, name)} is over {most:g}: give a shorter wait")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError(f"the API key is empty; unset {API_KEY_ENV} or give a real key")
 
