@@ -13,16 +13,21 @@ from PIL import Image
 RED, BLUE = (220, 30, 30), (30, 60, 200)
 
 
-def png16(pixels: np.ndarray) -> bytes:
-    """A 16-bit PNG written by hand (PIL writes 16 bits only for grayscale): HWC uint16, 1, 2, 3 or 4 channels."""
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png16(pixels: np.ndarray, *, interlace: bool = False) -> bytes:
+    """A 16-bit PNG written by hand (PIL writes 16 bits only for grayscale): HWC uint16, 1, 2, 3 or 4 channels;
+    ``interlace``: Adam7, its seven passes one after another."""
     height, width, channels = pixels.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    passes = [pixels[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlace else [pixels]
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for part in passes if part.shape[1] for row in part)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, int(interlace))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 

@@ -11,9 +11,12 @@ one file is one image everywhere. The rules, each applied the same way whichever
 - Palettes, grayscale, bilevel, CMYK, YCbCr, LAB ... become RGB; an animation gives its first frame.
 - Images over ``PIL.Image.MAX_IMAGE_PIXELS`` are refused before their pixels are decoded (bomb guard).
 
-JPEG and non-palette PNG are decoded by torchvision (libjpeg-turbo, libpng: about 3x faster than PIL on
-small JPEGs, and the only one of the two that keeps 16-bit RGB PNGs at full depth); everything else, and
-any file torchvision cannot read, by PIL. Both feed the same conversion below, so the rules cannot diverge.
+- A PNG whose image data is not whole (truncated, corrupt, a wrong CRC) is refused, saying why
+  (``png.png_damage``): PIL would fill the missing rows with black, torchvision would crash the process.
+
+JPEG is decoded by torchvision (libjpeg-turbo: about 3x faster than PIL on small JPEGs), and so are 16-bit
+colour PNGs (PIL keeps only their high bytes); everything else, and any file torchvision cannot read, by PIL.
+Both feed the same conversion below, so the rules cannot diverge.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .png import png_damage, png_header
 
 try:
     from torchvision.io import ImageReadMode, decode_image
@@ -71,8 +76,11 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
         raise _fail(name, f"damaged image data ({type(error).__name__}: {error})") from None
     with header:
         check_pixel_count(header.width, header.height, name=name)
+        damage = png_damage(data) if header.format == "PNG" else None
+        if damage:
+            raise _fail(name, f"damaged image data ({damage})")
         torchvision_error = ""
-        if decode_image is not None and (header.format == "JPEG" or (header.format == "PNG" and header.mode != "P")):
+        if decode_image is not None and (header.format == "JPEG" or (header.format == "PNG" and _deep_color(data))):
             try:
                 return _from_torchvision(data, jpeg=header.format == "JPEG")
             except RuntimeError as error:  # a variant libjpeg/libpng reject; PIL may still read it
@@ -134,6 +142,12 @@ def check_pixel_count(width: int, height: int, *, name: str | None = None) -> No
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
         raise _bomb(name, f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,}")
+
+
+def _deep_color(png: bytes) -> bool:
+    """A 16-bit RGB, RGBA or gray + alpha PNG (whose low bytes PIL would drop)."""
+    header = png_header(png)
+    return header is not None and header[2] == 16 and header[3] in (2, 4, 6)
 
 
 def _from_torchvision(data: bytes, *, jpeg: bool) -> torch.Tensor:
