@@ -160,3 +160,23 @@ def test_eval_never_replaces_a_training_runs_report(model_file, tmp_path, capsys
     assert main(["eval", str(model_file), str(tmp_path / "data"), "--out-dir", str(run)]) == 2
     assert "holds a training run's report (2 epochs" in capsys.readouterr().err
     assert (run / "report.json").read_text() == report
+
+
+def test_a_pipe_named_by_a_file_url_is_refused_not_waited_on(model_file, tmp_path, capsys):
+    import os
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # opening it for reading would wait for a writer forever
+    good = tmp_path / "good.png"
+    _save(good)
+    assert main(["predict", str(model_file), pipe.as_uri(), str(good), "--format", "json"]) == 0
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["predict", pipe.as_uri(), str(good)]) == 2
+    assert f"{pipe.as_uri()}: not a regular file" in capsys.readouterr().err
+
+
+def test_a_malformed_url_is_that_inputs_error_and_the_others_are_predicted(predictor, tmp_path):
+    good = tmp_path / "good.png"
+    _save(good)
+    bad, ok = predictor.predict(["http://[::1", good])
+    assert not bad.ok and bad.error.startswith("http://[::1: download failed") and ok.ok

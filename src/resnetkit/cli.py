@@ -125,7 +125,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import load_train_config
-    from .infer.images import is_url
+    from .files import is_url
     from .models import list_models
     from .models.sources import check_self_describing
 

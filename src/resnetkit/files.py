@@ -1,5 +1,6 @@
 """Writing files so that a reader, or a run killed half-way, never sees half a file: one rule for model files,
-checkpoints, caches and reports; and output folders checked before the work whose results they will hold."""
+checkpoints, caches and reports; output folders checked before the work whose results they will hold; and
+which inputs are addresses (URLs) rather than paths."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import errno
 import os
 import re
 import secrets
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,3 +124,24 @@ def walk_files(root: str | os.PathLike[str], *, hidden_folders: bool = True) -> 
         dirnames[:] = sorted(d for d in dirnames if hidden_folders or not d.startswith("."))
         for name in sorted(filenames):
             yield os.path.join(dirpath, name)
+
+
+URL_SCHEMES = ("http", "https", "file")
+
+
+def is_url(text: str) -> bool:
+    """Whether an input names an address (http, https, file) rather than a path; a malformed address
+    (``http://[::1``) is one too, so that its download fails naming it."""
+    try:
+        return urllib.parse.urlparse(text).scheme in URL_SCHEMES
+    except ValueError:
+        return text.split("://", 1)[0].lower() in URL_SCHEMES
+
+
+def file_url_path(url: str) -> str | None:
+    """The local path a ``file://`` URL names, or None for any other address."""
+    try:
+        parsed = urllib.parse.urlparse(url)
+    except ValueError:
+        return None
+    return urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -116,7 +115,7 @@ class _OutputNames:
         self.renamed: list[tuple[str, str]] = []  # (source, name) given a number
 
     def name_for(self, source: str) -> str:
-        path = urllib.parse.urlparse(source).path if is_url(source) else source
+        path = source.split("?")[0] if is_url(source) else source  # a URL's last part, without its query
         stem = Path(path).stem or "image"
         name, n = f"{stem}.png", 1
         while name in self.used:

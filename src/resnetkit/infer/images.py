@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Union
@@ -22,6 +21,7 @@ from PIL import Image
 
 from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, read_image_file, to_pil
 from ..data.tree import IMAGE_EXTENSIONS
+from ..files import file_url_path, is_url
 
 __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_inputs", "is_url", "load_image",
            "load_pixels"]
@@ -29,13 +29,8 @@ __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_input
 # What ``predict`` accepts for one image.
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
 
-URL_SCHEMES = ("http", "https", "file")
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
-
-
-def is_url(text: str) -> bool:
-    return urllib.parse.urlparse(text).scheme in URL_SCHEMES
 
 
 def describe(source: Any, index: int) -> str:
@@ -70,9 +65,9 @@ def load_pixels(source: ImageInput, *, name: str | None = None) -> torch.Tensor:
         return decode_rgb(source, name=name)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if is_url(text):
+        if is_url(text) and file_url_path(text) is None:
             return decode_rgb(download(text), name=name)
-        path = Path(text)
+        path = Path(file_url_path(text) or text)  # a file:// URL is read as its path is
         if not path.exists():
             raise ImageLoadError(f"{name}: no such file")
         if path.is_dir():
@@ -107,8 +102,8 @@ def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
 
 def download(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
     """The body at ``url`` (http, https or file), refusing more than ``max_bytes``."""
-    request = urllib.request.Request(url, headers={"User-Agent": "resnetkit"})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": "resnetkit"})  # a malformed URL raises here
         with urllib.request.urlopen(request, timeout=timeout) as response:
             data = response.read(max_bytes + 1)
     except Exception as e:  # URLError, HTTPError, timeouts, OSError ...

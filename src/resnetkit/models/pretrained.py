@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from ..config import ModelInfo, Preprocess
-from ..files import write_text_atomic
+from ..files import is_url, write_text_atomic
 from .registry import create_model, list_models
 from .resnet import ResNet
-from .weights import (WeightFileError, is_url, load_model_file, load_state_dict_file, load_weights,
+from .weights import (WeightFileError, load_model_file, load_state_dict_file, load_weights,
                       read_model_info, resolve_weight_path, save_model)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

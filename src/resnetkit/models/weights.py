@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from ..config import ModelConfig, ModelInfo
 from ..config import cache_dir as default_cache_dir
-from ..files import atomic_path
+from ..files import atomic_path, file_url_path, is_url
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
 from .widths import PRUNED_KEY, set_inner_widths
@@ -364,22 +363,20 @@ def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
     return []
 
 
-def is_url(text: str) -> bool:
-    return urllib.parse.urlparse(text).scheme in ("http", "https", "file")
-
-
 def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] | None = None,
                         sha256: str | None = None) -> Path:
     """A local path for a weight file, a URL (downloaded into the cache once) or a pretrained name.
 
     ``sha256`` (a digest or its leading hex digits) is checked on download; a file that differs is deleted.
     """
-    parsed = urllib.parse.urlparse(path_or_url)
+    local = file_url_path(path_or_url)
+    if local is not None and os.path.exists(local) and not os.path.isfile(local):  # reading a pipe would wait
+        raise WeightFileError(f"{path_or_url}: not a regular file (a folder, pipe or device); give a weight file")
     if is_url(path_or_url):
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         # Keyed by the whole address: two files named model.pth at different URLs are different weights.
         key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
-        target = cache / "weights" / f"{key}-{Path(parsed.path).name}"
+        target = cache / "weights" / f"{key}-{Path(path_or_url.split('?')[0]).name}"  # a malformed URL too
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
