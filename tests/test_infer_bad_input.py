@@ -118,6 +118,18 @@ def test_class_name_file_that_is_binary_or_a_folder_is_named(tmp_path):
         read_class_names(binary)
     with pytest.raises(ValueError, match="a folder, not a class-name file"):
         read_class_names(tmp_path)
+    for name, text, message in (("pairs.json", '{"0": [], "1": "b"}', "expected a JSON list of names"),
+                                ("deep.json", "[" * 100_000 + "]" * 100_000, "does not parse \\(RecursionError\\)")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"{name}: .*{message}"):
+            read_class_names(tmp_path / name)
+
+
+def test_a_float_image_with_nan_pixels_is_refused_by_name(predictor, tmp_path):
+    values = np.full((20, 20), np.nan, dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tiff")
+    (result,) = predictor.predict([tmp_path / "nan.tiff"])
+    assert not result.ok and result.error.startswith(f"{tmp_path / 'nan.tiff'}: a floating-point image whose pixels")
 
 
 def test_features_refuses_an_unknown_split_naming_the_ones_there(predictor, tmp_path):

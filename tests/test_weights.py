@@ -16,7 +16,7 @@ from resnetkit import create_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo, Preprocess
 from resnetkit.models import (WeightFileError, load_model, load_pretrained, load_state_dict_file, read_model_info,
                               save_model)
-from resnetkit.models.weights import resolve_weight_path
+from resnetkit.models.weights import model_for_state_dict, resolve_weight_path
 
 
 def _with_statistics(model: torch.nn.Module) -> torch.nn.Module:
@@ -286,6 +286,14 @@ def test_a_pth_checkpoint_given_as_the_model_says_to_name_its_architecture(tmp_p
     _assert_same_state(model.state_dict(), saved)
 
 
+def test_a_classifier_of_the_wrong_rank_is_named_not_an_index_error(tmp_path):
+    state = _with_statistics(create_model("resnet20")).state_dict()
+    state["fc.weight"] = torch.tensor(1.0)  # 0-dim: once 'tuple index out of range'
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(WeightFileError, match=r"odd\.pth: fc\.weight has shape \(\), where a classifier's is"):
+        model_for_state_dict("resnet20", load_state_dict_file(tmp_path / "odd.pth"), source=str(tmp_path / "odd.pth"))
+
+
 def test_save_model_to_a_folder_is_refused_with_a_file_name(tmp_path):
     with pytest.raises(ValueError, match="is a folder; give save_model.. a file name"):
         save_model(create_model("resnet20"), tmp_path)
@@ -343,7 +351,6 @@ def test_a_saved_view_claiming_a_million_classes_is_refused_before_building(tmp_
 
 
 def test_weights_of_another_architecture_are_named_as_such_before_allocating(tmp_path, monkeypatch):
-    from resnetkit.models.weights import model_for_state_dict
 
     state = create_model("resnet20").state_dict()
     with pytest.raises(WeightFileError, match="takes 64 features but the model's takes 2048: the weights are for "

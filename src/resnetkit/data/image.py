@@ -174,6 +174,8 @@ def pil_to_rgb(image: Image.Image, *, name: str | None = None) -> torch.Tensor:
         pixels = np.clip(values, 0, 65535).astype(np.uint16 if values.size and values.max() > 255 else np.uint8)
     elif mode == "F":  # floats: [0, 1] when they fit, else taken as 0..255
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # NaN would cast to an arbitrary level: no picture to classify
+            raise _fail(name, "a floating-point image whose pixels include NaN or infinity; save it with finite values")
         scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
         pixels = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     elif mode in ("L", "RGB", "LA", "RGBA"):

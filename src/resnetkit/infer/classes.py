@@ -34,8 +34,8 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     if text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: looks like JSON but does not parse ({e})") from e
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: thousands of nested brackets
+            raise ValueError(f"{path}: looks like JSON but does not parse ({type(e).__name__}); {EXPECTED}") from None
         return _names_from_json(data, path)
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
@@ -53,7 +53,8 @@ def _names_from_json(data: object, path: Path) -> list[str]:
             raise ValueError(f"{path}: a JSON object must map class indices (0, 1, ...) to names") from None
         if sorted(by_index) != list(range(len(by_index))):
             raise ValueError(f"{path}: class indices must run 0..{len(by_index) - 1} without gaps")
-        names = [by_index[i][-1] if isinstance(by_index[i], list) else by_index[i] for i in range(len(by_index))]
+        names = [by_index[i][-1] if isinstance(by_index[i], list) and by_index[i] else by_index[i]
+                 for i in range(len(by_index))]  # [id, name] pairs: the name is the last
         if all(isinstance(name, str) for name in names):
             return names
     raise ValueError(f"{path}: expected a JSON list of names or an object of index -> name")

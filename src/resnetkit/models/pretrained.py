@@ -30,8 +30,8 @@ from ..config import ModelInfo, Preprocess
 from ..files import is_url, write_text_atomic
 from .registry import create_model, list_models
 from .resnet import ResNet
-from .weights import (WeightFileError, load_model_file, load_state_dict_file, load_weights,
-                      read_model_info, resolve_weight_path, save_model)
+from .weights import (WeightFileError, classifier_classes, load_model_file, load_state_dict_file,
+                      load_weights, read_model_info, resolve_weight_path, save_model)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -228,7 +228,7 @@ def load_entry(entry: WeightEntry, *, map_location: str | torch.device = "cpu",
         model, info = load_model_file(path, map_location=map_location)
     else:
         state = load_state_dict_file(path)
-        model = create_model(entry.arch, num_classes=state["fc.weight"].shape[0] if "fc.weight" in state else None)
+        model = create_model(entry.arch, num_classes=classifier_classes(state, source=str(path)) or None)
         load_weights(model, state, source=f"{path} ({entry.name})")
         model = model.to(map_location).eval()
         info = ModelInfo(model=model.config, preprocess=entry.preprocess or model.spec.preprocess)

@@ -286,6 +286,17 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     model.load_state_dict(state_dict, strict=True)
 
 
+def classifier_classes(state_dict: dict[str, torch.Tensor], *, source: str) -> int:
+    """How many classes the file's classifier (``fc.weight``, classes x features) has; 0 without one."""
+    fc = state_dict.get("fc.weight")
+    if fc is None:
+        return 0
+    if fc.dim() != 2:
+        raise WeightFileError(f"{source}: fc.weight has shape {tuple(fc.shape)}, where a classifier's is (classes, "
+                              "features): the file is damaged or not a ResNet's; use a file you trust")
+    return int(fc.shape[0])
+
+
 def model_for_state_dict(arch: str, state_dict: dict[str, torch.Tensor], *, source: str,
                          **options: Any) -> ResNet:
     """``create_model(arch, **options)`` holding ``state_dict``; ``num_classes`` from its classifier unless given
@@ -297,7 +308,7 @@ def model_for_state_dict(arch: str, state_dict: dict[str, torch.Tensor], *, sour
     from .registry import create_model
 
     if "num_classes" not in options:
-        options["num_classes"] = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
+        options["num_classes"] = classifier_classes(state_dict, source=source)
     with torch.device("meta"):
         model = create_model(arch, **options)
     check_weights_fit(model, state_dict, source=source)

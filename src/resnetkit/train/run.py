@@ -23,7 +23,7 @@ from ..evaluate.report import write_report
 from ..files import prepare_output_dir
 from ..infer.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
-from ..models.weights import resolve_weight_path
+from ..models.weights import classifier_classes, resolve_weight_path
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
@@ -83,7 +83,7 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     model = build_model(dataclasses.replace(config.model, num_classes=num_classes))
     if config.finetune.pretrained:
         state = load_state_dict_file(resolve_weight_path(config.finetune.pretrained))
-        file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0  # 0: a file without a head
+        file_classes = classifier_classes(state, source=config.finetune.pretrained)  # 0: a file without a head
         # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
         model.reset_classifier(file_classes)
         load_weights(model, state, source=config.finetune.pretrained)
