@@ -136,8 +136,12 @@ def test_load_predictor_explains_what_model_means(tmp_path, model_file):
         load_predictor("resnet20")
     with pytest.raises(ValueError, match="already holds its weights"):
         load_predictor(str(model_file), weights="x.pth")
-    with pytest.raises(FileNotFoundError, match="neither a model file nor a registered architecture"):
-        load_predictor(str(tmp_path / "nothing.safetensors"))
+    with pytest.raises(FileNotFoundError, match=r"neither a model file nor a registered architecture.*\)$"):
+        load_predictor(str(tmp_path / "nothing.safetensors"))  # a missing file: no names suggested
+    with pytest.raises(FileNotFoundError, match=r"did you mean resnet20_cifar10\b"):
+        load_predictor("resnet20_cifar")  # a mistyped pretrained name
+    with pytest.raises(FileNotFoundError, match=r"did you mean resnet50\b"):
+        load_predictor("resnt50")
     assert load_predictor(str(model_file), device="cpu").class_names == NAMES
 
 

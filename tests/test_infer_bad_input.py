@@ -192,3 +192,14 @@ def test_a_malformed_url_is_that_inputs_error_and_the_others_are_predicted(predi
     _save(good)
     bad, ok = predictor.predict(["http://[::1", good])
     assert not bad.ok and bad.error.startswith("http://[::1: download failed") and ok.ok
+
+
+def test_a_folder_is_searched_as_training_searches_it_links_followed_loops_ended(tmp_path):
+    from resnetkit.infer import expand_inputs
+
+    _save(tmp_path / "shots" / "top" / "a.png")
+    _save(tmp_path / "elsewhere" / "b.png")
+    (tmp_path / "shots" / "top" / "linked").symlink_to(tmp_path / "elsewhere")  # rglob skipped this folder
+    (tmp_path / "shots" / "top" / "loop").symlink_to(tmp_path / "shots")  # and this must not repeat forever
+    found = expand_inputs([str(tmp_path / "shots")])
+    assert found == [str(tmp_path / "shots/top/a.png"), str(tmp_path / "shots/top/linked/b.png")]

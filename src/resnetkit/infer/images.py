@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, read_image_file, to_pil
 from ..data.tree import IMAGE_EXTENSIONS
-from ..files import file_url_path, is_url
+from ..files import file_url_path, is_url, walk_files
 
 __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_inputs", "is_url", "load_image",
            "load_pixels"]
@@ -137,4 +137,6 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under a folder, found as training and eval find them (linked folders followed, each
+    real folder once)."""
+    return sorted(p for p in walk_files(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(p))

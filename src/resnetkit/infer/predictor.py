@@ -16,7 +16,7 @@ from ..config import ModelInfo, Preprocess
 from ..config.fields import check_count
 from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
-from ..models.pretrained import find_weights, get_weights, identify_weights, load_entry, with_preprocess
+from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
 from ..models.resnet import ResNet
 from ..models.weights import model_for_state_dict, resolve_weight_path
 from .cam import cam_to_image, grad_cam
@@ -249,7 +249,8 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
                              "class names")
         if not is_url(model) and not os.path.exists(model) and get_weights(model) is None:
             raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name (see "
-                                    "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)")
+                                    "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)"
+                                    f"{close_model_names(model)}")
         predictor = Predictor.from_file(model, device=device, batch_size=batch_size)
     if preprocess:
         predictor = Predictor(predictor.model, with_preprocess(predictor.info, preprocess), device=predictor.device,

@@ -195,6 +195,17 @@ def get_weights(name: str) -> WeightEntry | None:
     return next((e for e in list_weights() if e.name == name), None)
 
 
+def close_model_names(name: str) -> str:
+    """``"; did you mean ...?"`` with the architecture and pretrained names closest to a mistyped ``name``, or
+    "" (also for what looks like a path: a missing file is a missing file)."""
+    import difflib
+
+    if os.sep in name or "/" in name or Path(name).suffix:
+        return ""
+    close = difflib.get_close_matches(name, [*list_models(), *(e.name for e in list_weights())], n=4, cutoff=0.75)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
 def find_weights(arch: str, tag: str) -> WeightEntry:
     """The entry for ``create_model(arch, pretrained=tag)``, or a ValueError listing what ``arch`` has."""
     entry = get_weights(f"{arch}_{tag}")

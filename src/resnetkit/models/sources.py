@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..config import ModelInfo
+from .pretrained import close_model_names
 from .registry import default_preprocess, list_models
 from .resnet import ResNet
 from .weights import (check_self_describing, has_resnetkit_metadata, load_model, load_state_dict_file,
@@ -40,7 +41,7 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
     path = resolve_weight_path(model)
     if not path.exists():
         raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name "
-                                "(see `resnetkit models`)")
+                                f"(see `resnetkit models`){close_model_names(model)}")
     if is_keras_file(path):
         from .keras import load_keras_model
 
