@@ -50,13 +50,22 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+def _report(folder, **config):
+    from resnetkit.evaluate.metrics import ClassificationMetrics
+    from resnetkit.evaluate.report import write_report
+
+    metrics = ClassificationMetrics(num_classes=2)
+    metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+    return write_report(folder, title="t", metrics=metrics, class_names=["a", "b"], **config)
+
+
 def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(tiny_disk):
     """On a real full disk each writer fails in its own words (torch: "unexpected pos", safetensors: "os error 28");
     the error names the file, and an earlier file of that name is kept."""
     earlier = write_text_atomic(tiny_disk / "checkpoint.pt", "the earlier checkpoint")
     writers = {"model.safetensors": lambda p: save_model(create_model("resnet20"), p),  # 1.1 MB
                "checkpoint.pt": lambda p: save_checkpoint({"w": torch.zeros(1_000_000)}, p),
-               "report.json": lambda p: write_text_atomic(p, "x" * 2_000_000)}
+               "report.json": lambda p: _report(p.parent, config={"notes": "x" * 2_000_000})}  # the real writer
     for name, write in writers.items():
         with pytest.raises(OSError, match=f"cannot write {tiny_disk / name} \\(the disk is full\\)"):
             write(tiny_disk / name)

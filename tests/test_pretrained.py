@@ -179,3 +179,14 @@ def test_a_trained_file_ships_in_fp16_and_gives_the_same_predictions(tmp_path, m
         assert next(shipped.parameters()).dtype == torch.float32
         assert torch.equal(shipped(x).argmax(1), model(x).argmax(1))
         assert torch.allclose(shipped(x), model(x), atol=1e-2, rtol=1e-2)
+
+
+def test_a_damaged_model_card_is_named_and_the_other_models_still_load(shipped, capsys):
+    model, path = shipped
+    (path.parent / "resnet56_cifar10.json").write_text('{"arch": "resnet56", "tag": ')  # cut short
+    with pytest.warns(UserWarning, match=r"resnet56_cifar10\.json: a damaged model card .*reinstall resnetkit"):
+        predictor = load_predictor("resnet20_cifar10", device="cpu")
+    assert predictor.class_names == CIFAR10
+    (path.parent / "resnet56_cifar10.json").write_text('{"arch": "resnet56"}')  # no tag
+    with pytest.warns(UserWarning, match=r"KeyError: 'tag'"):
+        assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]

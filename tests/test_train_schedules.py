@@ -37,6 +37,12 @@ def test_missing_or_bad_decay_settings_are_clear_errors():
         _exponential(decay_rate=1.5)
 
 
-def test_recipe_fields():
-    config = load_train_config(None, schedule="exponential", decay_steps=10000, decay_rate=0.9, staircase=True)
-    assert (config.schedule.decay_steps, config.schedule.decay_rate, config.schedule.staircase) == (10000, 0.9, True)
+def test_a_recipe_file_sets_the_decay_and_a_runs_saved_config_keeps_it(tmp_path):
+    """Written as a user writes a recipe (flat YAML keys), the decay reaches the schedule section, survives the
+    config a run saves (to_dict -> from_dict, what --resume compares), and a flag still overrides the file."""
+    (tmp_path / "mine.yaml").write_text("schedule: exponential\ndecay_steps: 10000\ndecay_rate: 0.9\nstaircase: true\n")
+    config = load_train_config(str(tmp_path / "mine.yaml"))
+    assert (config.schedule.name, config.schedule.decay_steps, config.schedule.decay_rate,
+            config.schedule.staircase) == ("exponential", 10000, 0.9, True)
+    assert type(config).from_dict(config.to_dict()) == config
+    assert load_train_config(str(tmp_path / "mine.yaml"), decay_rate=0.5).schedule.decay_rate == 0.5

@@ -104,19 +104,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _train(config)
 
 
-def _train(config: Any) -> int:
-    """Run training and print where its results are; a diverging run ends with its message, not a traceback."""
+def _train(config: Any, *, finetune: bool = False) -> int:
+    """Run training (``finetune``: ``run_finetune``, also for a one-stage linear probe) and print where its results
+    are; a diverging run ends with its message, not a traceback."""
     from .train.finetune import run_finetune
     from .train.loop import NonFiniteLossError
     from .train.run import run_training
 
+    # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
+    # command runs it; without a start model there is no head to train alone: an ordinary run.
+    two_stage = config.finetune.freeze_epochs > 0 and bool(config.finetune.pretrained)
     try:
-        # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
-        # command runs it; without a start model there is no head to train alone: an ordinary run.
-        two_stage = config.finetune.freeze_epochs > 0 and bool(config.finetune.pretrained)
-        _print_result(run_finetune(config) if two_stage else run_training(config))
+        _print_result(run_finetune(config) if finetune or two_stage else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
-        print(f"resnetkit train: stopped: {e}", file=sys.stderr)
+        print(f"resnetkit {'finetune' if finetune else 'train'}: stopped: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -147,19 +148,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     config = load_train_config(args.recipe, data=args.data_source, **overrides)
     if config.finetune.freeze_backbone:  # a linear probe has one stage: the head's
         config = config.with_flat(freeze_epochs=0)
-    return _train_finetune(config)
-
-
-def _train_finetune(config: Any) -> int:
-    from .train.finetune import run_finetune
-    from .train.loop import NonFiniteLossError
-
-    try:
-        _print_result(run_finetune(config))
-    except NonFiniteLossError as e:
-        print(f"resnetkit finetune: stopped: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _train(config, finetune=True)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:

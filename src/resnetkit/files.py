@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def _create_beside(path: Path) -> Path:
@@ -84,6 +85,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """``path.write_text(text)``, atomically (``atomic_path``)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def save_figure_atomic(figure: Any, path: str | os.PathLike[str], **options: Any) -> Path:
+    """A matplotlib figure's ``savefig`` to ``path`` (format from its suffix), atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=Path(path).suffix.lstrip(".") or None, **options)
     return Path(path)
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..files import save_figure_atomic, write_text_atomic
 from .metrics import ClassificationMetrics
 
 
@@ -42,7 +43,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -67,7 +68,7 @@ def plot_confusion(metrics: ClassificationMetrics, class_names: list[str], path:
                             color="white" if normalised[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (top-1 {100 * metrics.top1:.2f}%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -80,7 +81,7 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
     summary = metrics.summary(class_names)
     data = {"title": title, **summary, "config": config, "history": history or [], **(extra or {})}
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
-    paths["json"].write_text(json.dumps(data, indent=2))
+    write_text_atomic(paths["json"], json.dumps(data, indent=2))
     figures = {"curves": plot_curves(history or [], out_dir / "curves.png"),
                "confusion": plot_confusion(metrics, class_names, out_dir / "confusion.png")}
     lines = [f"# {title}", "", f"- top-1 accuracy: **{100 * metrics.top1:.2f}%** on {metrics.count} images",
@@ -105,5 +106,5 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
     if not any(figures.values()):
         lines += ["", "(plots skipped: install matplotlib, `pip install 'resnetkit[plots]'`)"]
     lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2), "```", ""]
-    paths["markdown"].write_text("\n".join(lines))
+    write_text_atomic(paths["markdown"], "\n".join(lines))
     return paths

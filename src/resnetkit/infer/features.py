@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.tree import index_tree, is_tar_path, tree_splits
-from ..files import prepare_output_dir
+from ..files import prepare_output_dir, write_text_atomic
 from ..models.weights import has_resnetkit_metadata
 from .images import ImageLoadError, expand_inputs, load_image
 from .predictor import Predictor, check_batch_size
@@ -169,7 +169,7 @@ def write_features(features: FeatureSet, out: str | os.PathLike[str], *, extra: 
     meta = {**features.metadata(), **(extra or {})}
     if out.suffix == ".npy":
         np.save(out, features.features)
-        out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=1))
         return out
     from safetensors.numpy import save_file
 

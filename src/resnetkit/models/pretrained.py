@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -159,12 +160,16 @@ def _shipped_entries() -> list[WeightEntry]:
     """Entries for the networks shipped in ``WEIGHTS_DIR``: one ``NAME.json`` beside each ``NAME.safetensors``."""
     entries = []
     for card_path in sorted(WEIGHTS_DIR.glob("*.json")) if WEIGHTS_DIR.is_dir() else []:
-        data = json.loads(card_path.read_text())
         name = card_path.stem
-        entries.append(WeightEntry(name, data["arch"], data["tag"], data.get("file", f"{name}.safetensors"),
-                                   data["sha256"], data.get("card", {}),
-                                   Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None,
-                                   data.get("classes", "")))
+        try:
+            data = json.loads(card_path.read_text())
+            entries.append(WeightEntry(name, data["arch"], data["tag"], data.get("file", f"{name}.safetensors"),
+                                       data["sha256"], data.get("card", {}),
+                                       Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None,
+                                       data.get("classes", "")))
+        except Exception as error:  # noqa: BLE001 - one damaged card must not take every other model with it
+            warnings.warn(f"{card_path}: a damaged model card ({type(error).__name__}: {error}); {name} is not "
+                          "offered: reinstall resnetkit", stacklevel=2)
     return entries
 
 

@@ -14,12 +14,12 @@ from typing import Any
 from ..config import StudyConfig
 from ..device import describe_machine
 from ..evaluate.report import pyplot_or_none
+from ..files import save_figure_atomic
 from .analysis import ANALYSIS_FILE, write_text_atomic
 
 # Table 6 of He et al. 2015: CIFAR-10 test error (%) of the ResNets (option A), best of 5 runs except 110
 # (mean 6.61 +- 0.16 of 5 runs, best 6.43). The paper gives no numbers for the plain nets, only Figure 6.
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
-PAPER_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
 
 
 def load_results(out_dir: Path) -> list[dict[str, Any]]:
@@ -103,7 +103,7 @@ def _figure6(results: list[dict[str, Any]], path: Path) -> Path | None:
               for r in results if r["curve"]]
     axes[0].set_ylim(0, min(100, max([40.0, *(f + 10 for f in finals)])))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -126,7 +126,7 @@ def _per_layer(results: list[dict[str, Any]], path: Path, panels: list[tuple[str
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
     from ..infer import Predictor
 
-# Kept for code that imported them from here; the values live in ServeOptions.
-DEFAULT_MAX_UPLOAD_BYTES = ServeOptions.max_upload_bytes
-DEFAULT_MAX_FILES = ServeOptions.max_files
 PACKAGES = {"python_multipart": "python-multipart", "prometheus_client": "prometheus-client"}
 
 

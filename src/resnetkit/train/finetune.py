@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
-from ..files import prepare_output_dir
+from ..files import prepare_output_dir, write_text_atomic
 from ..models import save_model
 from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.weights import resolve_weight_path
@@ -107,7 +107,7 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     else:
         origin = config.finetune.pretrained
         config = prepare_start(config, out_dir)
-        origin_file.write_text(json.dumps({"pretrained": origin}, indent=2))
+        write_text_atomic(origin_file, json.dumps({"pretrained": origin}, indent=2))
     report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
 
     head_stage = None

@@ -20,7 +20,7 @@ from torch import nn
 from ..config import ModelInfo, Preprocess, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
-from ..files import prepare_output_dir
+from ..files import prepare_output_dir, write_text_atomic
 from ..infer.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import classifier_classes, resolve_weight_path
@@ -152,7 +152,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
         check_resumable(config, saved, path=out_dir / CHECKPOINT_NAME)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
     teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data
     data: TrainData = build_train_data(config, dist=dist, device=device)
