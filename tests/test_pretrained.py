@@ -190,3 +190,15 @@ def test_a_damaged_model_card_is_named_and_the_other_models_still_load(shipped, 
     (path.parent / "resnet56_cifar10.json").write_text('{"arch": "resnet56"}')  # no tag
     with pytest.warns(UserWarning, match=r"KeyError: 'tag'"):
         assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]
+
+
+def test_an_input_size_given_alone_scales_the_resize_keeping_the_crop_fraction(shipped):
+    """Before: --input-size 64 on a 32-px CIFAR model centre-cropped 64 px out of a 32-px image, three quarters
+    of the input black padding."""
+    assert load_predictor("resnet20_cifar10", preprocess={"input_size": 64}).preprocess.resize_size == 64
+    from resnetkit.config import ModelInfo, Preprocess
+    from resnetkit.models.pretrained import with_preprocess
+
+    info = ModelInfo(model=create_model("resnet18").config, preprocess=Preprocess(input_size=224, resize_size=256))
+    assert with_preprocess(info, {"input_size": 448}).preprocess.resize_size == 512
+    assert with_preprocess(info, {"input_size": 448, "resize_size": 448}).preprocess.resize_size == 448  # as given

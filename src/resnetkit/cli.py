@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", metavar="FILE", default=None,
                    help="class names: one per line, or a JSON list (default: the model's own, else indices)")
     p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
-                   help="override: side of the square centre crop the model sees (default: the model's own)")
+                   help="override: side of the square centre crop the model sees; alone, it scales the resize with it "
+                        "(default: the model's own)")
     p.add_argument("--resize-size", type=_pixels, default=None, metavar="PIXELS",
                    help="override: shorter side is resized to this before the crop (default: the model's own)")
     p.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
@@ -552,6 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown_before, warnings.showwarning = warnings.showwarning, _warning_line(args.command)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `resnetkit predict ... | head`: the reader has had enough; no error to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141  # 128 + SIGPIPE, as a shell tool ends
     except Exception as e:  # every error ends in one line; --debug shows where it came from
         if args.debug:
             raise

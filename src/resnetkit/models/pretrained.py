@@ -277,7 +277,13 @@ def pretrained_model(arch: str, tag: str, **options: Any) -> ResNet:
 
 
 def with_preprocess(info: ModelInfo, overrides: Mapping[str, Any]) -> ModelInfo:
-    """``info`` with some ``Preprocess`` fields replaced (``--input-size``, ``--interpolation`` ...)."""
+    """``info`` with some ``Preprocess`` fields replaced (``--input-size``, ``--interpolation`` ...).
+
+    An ``input_size`` given alone scales the resize with it, keeping the model's crop fraction (timm's
+    ``crop_pct``): a crop larger than the resized image would be padded with black."""
     if not overrides:
         return info
-    return replace(info, preprocess=Preprocess.from_dict({**info.preprocess.to_dict(), **overrides}))
+    values = {**info.preprocess.to_dict(), **overrides}
+    if "input_size" in overrides and "resize_size" not in overrides and info.preprocess.input_size:
+        values["resize_size"] = round(info.preprocess.resize_size * overrides["input_size"] / info.preprocess.input_size)
+    return replace(info, preprocess=Preprocess.from_dict(values))
