@@ -5,6 +5,7 @@ which inputs are addresses (URLs) rather than paths."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -153,3 +154,12 @@ def file_url_path(url: str) -> str | None:
     except ValueError:
         return None
     return urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks: the one digest of weights and data caches."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..config import cache_dir
-from ..files import atomic_path, walk_files
+from ..files import atomic_path, file_sha256, walk_files
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
@@ -35,11 +35,7 @@ CACHE_FORMAT = 4  # 2: images decoded with their EXIF orientation applied; 3: th
 def _file_sha256(path: str, version: tuple[int, ...]) -> str:
     """SHA-256 of a file, read once per ``version`` (inode, size, mtime, ctime): the train and test splits of
     one archive share it. Any write to the file changes its ctime, which no user can set back."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def source_fingerprint(source: str | os.PathLike[str]) -> list[Any]:

@@ -15,7 +15,6 @@ An entry counts as available only when its file is there.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from ..config import ModelInfo, Preprocess
-from ..files import is_url, write_text_atomic
+from ..files import file_sha256, is_url, write_text_atomic
 from .registry import create_model, list_models
 from .resnet import ResNet
 from .weights import (WeightFileError, classifier_classes, load_model_file, load_state_dict_file,
@@ -219,14 +218,6 @@ def find_weights(arch: str, tag: str) -> WeightEntry:
         raise ValueError(f"no pretrained weights {tag!r} for {arch}; available: {tags or 'none'} "
                          "(see `resnetkit models --pretrained`)")
     return entry
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def identify_weights(path: str | os.PathLike[str], *, arch: str | None = None) -> WeightEntry | None:

@@ -20,7 +20,7 @@ import torch
 
 from ..export.runtimes import Runner, onnx_runner, openvino_runner, parameter_bytes, torch_runner
 from ..infer import Prediction, Predictor, label_predictions, load_image
-from ..models.pretrained import file_sha256
+from ..files import file_sha256
 
 logger = logging.getLogger("resnetkit.serve")
 
