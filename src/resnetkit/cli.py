@@ -287,7 +287,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import AMP_MODES, INTERPOLATIONS, EvalConfig, ExportConfig, PruneConfig, TrainConfig, config_flags
+    from .config import (AMP_MODES, INTERPOLATIONS, STUDY_SCHEDULES, EvalConfig, ExportConfig, PruneConfig, StudyConfig,
+                         TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -372,23 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_demo)
 
+    study = StudyConfig()  # the flags' defaults are the config's
     p = sub.add_parser("reproduce", help="the paper's experiments: train, resume and report the CIFAR-10 study",
                        description="The CIFAR-10 study of section 4.2: every depth (and its plain twin with --plain) "
                                    "as its own resumable run under --out, then report.md with Table 6 side by side "
                                    "with the paper, Figures 6 and 7 and gradient flow. Run the same command again "
                                    "to continue after a stop; finished runs are skipped.")
     p.add_argument("study", choices=["cifar10"], help="which study (the CIFAR-10 one of section 4.2)")
-    p.add_argument("--data", default="cifar10",
+    p.add_argument("--data", default=study.data,
                    help="CIFAR-10 as for `resnetkit train --data`: 'cifar10' (downloaded), its archive, or an image "
-                        "folder/tar (default: cifar10)")
-    p.add_argument("--out", default="runs/reproduce-cifar10", help="study folder (default: runs/reproduce-cifar10)")
-    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110],
-                   help="CIFAR depths 6n+2 (default: 20 32 44 56 110)")
+                        "folder/tar (default: %(default)s)")
+    p.add_argument("--out", default=study.out_dir, help="study folder (default: %(default)s)")
+    p.add_argument("--depths", type=int, nargs="+", default=list(study.depths),
+                   help=f"CIFAR depths 6n+2 (default: {' '.join(map(str, study.depths))})")
     p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts) (default: off)")
-    p.add_argument("--schedule", choices=["paper", "fast"], default="paper",
+    p.add_argument("--schedule", choices=list(STUDY_SCHEDULES), default=study.schedule,
                    help="paper: section 4.2, 64k iterations, lr /10 at 32k and 48k; fast: the cifar10-fast recipe "
                         "(default: paper)")
-    p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
+    p.add_argument("--epochs-scale", type=float, default=study.epochs_scale, metavar="F",
                    help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
     p.add_argument("--epochs", type=int, default=0, metavar="N",
                    help="with --schedule fast: every run N epochs long, instead of 26 x F (default: 0, use F)")
@@ -398,13 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every run's training step: faster steps after a slower start; needs a C++ "
                         "compiler; may be switched on or off when a run resumes (default: off)")
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per network, seeds 0..N-1 (default: 1)")
+    p.add_argument("--seeds", type=int, default=study.seeds, metavar="N",
+                   help="runs per network, seeds 0..N-1 (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
                    help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "
                         "(default: all runs)")
-    p.add_argument("--val-split", type=int, default=5000, metavar="N",
-                   help="training images held out for validation (default: 5000, the paper's 45k/5k split)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--val-split", type=int, default=study.val_split, metavar="N",
+                   help="training images held out for validation (default: %(default)s, the paper's 45k/5k split)")
+    p.add_argument("--device", default=study.device, help="auto (CUDA when present), cpu, cuda, cuda:1 (default: %(default)s)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress bars (default: on)")
     p.set_defaults(func=_cmd_reproduce)
