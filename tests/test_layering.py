@@ -28,8 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "infer": {"config", "data", "models"},
     "export": {"config", "data", "models", "infer"},
     "serve": {"config", "data", "models", "infer", "export"},
-    # training reads class-name files with infer's reader; `resnetkit prune` is a training task over export's pruning
-    "train": {"config", "data", "models", "evaluate", "infer", "export"},
+    # `resnetkit prune` is a training task over export's pruning
+    "train": {"config", "data", "models", "evaluate", "export"},
     "reproduce": {"config", "data", "models", "evaluate", "train"},
     "__init__": {"config", "models"},
     "cli": {"config", "data", "models", "evaluate", "infer", "export", "serve", "train", "reproduce"},

@@ -7,7 +7,7 @@ who only predicts never imports training code.
 from .annotate import draw_label
 from .batch import predict_inputs
 from .cam import colormap, grad_cam, overlay
-from .classes import read_class_names
+from ..data.classes import read_class_names
 from .images import ImageLoadError, expand_inputs, load_image, load_pixels
 from .predictor import GradCam, Prediction, Predictor, label_predictions, load_predictor
 from .report import FORMATS, format_predictions

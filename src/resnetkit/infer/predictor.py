@@ -20,7 +20,7 @@ from ..models.pretrained import close_model_names, find_weights, get_weights, id
 from ..models.resnet import ResNet
 from ..models.weights import model_for_state_dict, resolve_weight_path
 from .cam import cam_to_image, grad_cam
-from .classes import read_class_names, resolve_class
+from ..data.classes import read_class_names, resolve_class
 from ..data.image import to_pil
 from .images import ImageInput, ImageLoadError, describe, is_url, load_pixels
 from .transforms import eval_transform

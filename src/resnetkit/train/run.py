@@ -21,7 +21,7 @@ from ..config import ModelInfo, Preprocess, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
 from ..files import prepare_output_dir, write_text_atomic
-from ..infer.classes import read_class_names
+from ..data.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
 from ..models.weights import classifier_classes, resolve_weight_path
 from .checkpoint import load_training_checkpoint
