@@ -89,7 +89,7 @@ def _rows_damage(idat: list[memoryview], segments: list[Segment]) -> str | None:
     inflater, produced = zlib.decompressobj(), 0
     try:
         for chunk in idat:
-            pending = bytes(chunk)
+            pending = chunk  # zlib reads the memoryview as it is: no copy of the chunk
             while pending and produced < expected:
                 piece = inflater.decompress(pending, min(PIECE, expected - produced))
                 if not _filters_known(piece, produced, segments):

@@ -65,9 +65,10 @@ def load_pixels(source: ImageInput, *, name: str | None = None) -> torch.Tensor:
         return decode_rgb(source, name=name)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if is_url(text) and file_url_path(text) is None:
+        local = file_url_path(text)  # a file:// URL is read as its path is
+        if local is None and is_url(text):
             return decode_rgb(download(text), name=name)
-        path = Path(file_url_path(text) or text)  # a file:// URL is read as its path is
+        path = Path(local or text)
         if not path.exists():
             raise ImageLoadError(f"{name}: no such file")
         if path.is_dir():

@@ -210,10 +210,10 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         except BatcherStopped as e:
             raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
         metrics.images.inc(len(good))
-        labelled = engine.label(logits, sources=[uploads[i].name for i in good], top_k=top_k)
-        if not any(p.ok for p in labelled):  # the model, not the request, is at fault: a 500 that says why
-            raise HTTPException(500, labelled[0].error)
-        labelled = iter(labelled)
+        answers = engine.label(logits, sources=[uploads[i].name for i in good], top_k=top_k)
+        if not any(p.ok for p in answers):  # the model, not the request, is at fault: a 500 that says why
+            raise HTTPException(500, answers[0].error)
+        labelled = iter(answers)
         predictions = [next(labelled).to_dict() if isinstance(d, np.ndarray)
                        else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "error": d.detail}
                        for u, d in zip(uploads, decoded)]
