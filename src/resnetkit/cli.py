@@ -388,12 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"CIFAR depths 6n+2 (default: {' '.join(map(str, study.depths))})")
     p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts) (default: off)")
     p.add_argument("--schedule", choices=list(STUDY_SCHEDULES), default=study.schedule,
-                   help="paper: section 4.2, 64k iterations, lr /10 at 32k and 48k; fast: the cifar10-fast recipe "
-                        "(default: paper)")
+                   help="paper: the cifar10-paper recipe (section 4.2); fast: the cifar10-fast recipe; each run takes "
+                        "its recipe's lengths (default: %(default)s)")
     p.add_argument("--epochs-scale", type=float, default=study.epochs_scale, metavar="F",
                    help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
     p.add_argument("--epochs", type=int, default=0, metavar="N",
-                   help="with --schedule fast: every run N epochs long, instead of 26 x F (default: 0, use F)")
+                   help="with --schedule fast: every run N epochs long, instead of the recipe's epochs x F (default: 0, use F)")
     p.add_argument("--amp", choices=list(AMP_MODES), default=None,
                    help="mixed precision of every run; 'auto' takes bf16 on CUDA and, on a CPU, the faster of "
                         "bf16 and fp32, measured (default: the recipe's)")

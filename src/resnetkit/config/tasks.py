@@ -209,7 +209,7 @@ class StudyConfig(JsonConfig):
     plain: bool = False  # also train the plain twin (no shortcuts) of every depth
     schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
     epochs_scale: float = 1.0  # every schedule length and milestone times this
-    epochs: int = 0  # the fast schedule's length in epochs, instead of 26 x epochs_scale (0: use the scale)
+    epochs: int = 0  # the fast schedule's length in epochs, instead of its recipe's x epochs_scale (0: the scale)
     amp: str = ""  # mixed precision of every run (auto, none, bf16, fp16); "": the recipe's
     compile: bool = False  # torch.compile every run's training step (faster steps, a slower start; needs a compiler)
     seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
@@ -234,3 +234,8 @@ class StudyConfig(JsonConfig):
         check_amp(self.amp, recipe_default=True)
         if not self.depths:
             raise ValueError("depths is empty: give at least one depth, e.g. --depths 20 56")
+
+    @property
+    def recipe(self) -> str:
+        """The recipe each run starts from; the schedule's lengths are its own (scaled by ``epochs_scale``)."""
+        return f"cifar10-{self.schedule}"

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..config import StudyConfig
+from ..config import StudyConfig, load_train_config
 from ..device import describe_machine
 from ..evaluate.report import pyplot_or_none
 from ..files import save_figure_atomic
@@ -154,13 +154,14 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
                                  ("grad_norm_trained", "gradient norm per conv layer after training", False)],
                                 "||dL/dW||", log=True),
     }
+    paper_iterations = load_train_config(study.recipe).schedule.iterations
     scale = f"{study.schedule} schedule, " + (f"{study.epochs} epochs" if study.epochs else f"x {study.epochs_scale:g}")
     length = (f"{study.epochs} epochs per run" if study.epochs else f"every length x {study.epochs_scale:g}"
-              + (f" ({round(64000 * study.epochs_scale)} of the paper's 64,000 iterations)"
+              + (f" ({round(paper_iterations * study.epochs_scale):,} of the paper's {paper_iterations:,} iterations)"
                  if study.schedule == "paper" else ""))
     lines = [f"# CIFAR-10 study (He et al. 2015, section 4.2): {scale}", "",
              f"- data: `{study.data}`, {study.val_split} training images held out for validation",
-             f"- schedule: {study.schedule} (recipe `cifar10-{study.schedule}`), {length}"
+             f"- schedule: {study.schedule} (recipe `{study.recipe}`), {length}"
              + (f", precision {study.amp}" if study.amp else ""),
              *_machines(results), f"- finished runs: {len(results)}", ""]
     lines += ["## Table 6, side by side", "",

@@ -25,11 +25,7 @@ from .report import write_study_report
 
 log = logging.getLogger(__name__)
 
-PAPER_ITERATIONS = 64000  # section 4.2: lr 0.1, /10 at 32k and 48k, stop at 64k (batch 128)
-PAPER_MILESTONES = (32000, 48000)
-FAST_EPOCHS = 26  # the cifar10-fast recipe's length
-DEEP_WARMUP_DEPTH = 110  # the paper warms ResNet-110 up at lr 0.01 for ~400 iterations
-RECIPES = {"paper": "cifar10-paper", "fast": "cifar10-fast"}
+DEEP_WARMUP_DEPTH = 110  # the paper warms ResNet-110 up at lr 0.01 for ~400 iterations (cifar10-paper.yaml's note)
 # Differences between a finished run's config.json and today's plan that do not change what it measured: what
 # a resumed run may change, except its length.
 IGNORED_FIELDS = RESUME_MAY_CHANGE - {"epochs", "iterations"}
@@ -74,16 +70,18 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
         device=study.device, progress=study.progress, compile=study.compile,
         eval_every=1,  # Figure 6 needs the error after every epoch
         resume=(out_dir / CHECKPOINT_NAME).exists())
+    recipe = load_train_config(study.recipe).schedule  # the lengths to scale
     if study.schedule == "paper":
-        overrides.update(iterations=max(1, round(PAPER_ITERATIONS * study.epochs_scale)),
-                         milestones=tuple(max(1, round(m * study.epochs_scale)) for m in PAPER_MILESTONES))
+        overrides.update(iterations=max(1, round(recipe.iterations * study.epochs_scale)),
+                         milestones=tuple(m if m <= 1 else max(1, round(m * study.epochs_scale))  # fractions scale
+                                          for m in recipe.milestones))  # with the run itself
         if run.depth >= DEEP_WARMUP_DEPTH:  # not scaled: it guards the first steps, whatever the length
             overrides.update(warmup=400, warmup_lr=0.01)
     else:
-        overrides.update(epochs=study.epochs or max(1, round(FAST_EPOCHS * study.epochs_scale)))
+        overrides.update(epochs=study.epochs or max(1, round(recipe.epochs * study.epochs_scale)))
     if study.amp:
         overrides.update(amp=study.amp)
-    return load_train_config(RECIPES[study.schedule], **overrides)
+    return load_train_config(study.recipe, **overrides)
 
 
 def _check_same_plan(path: Path, planned: TrainConfig) -> None:
