@@ -19,6 +19,7 @@ from torchvision import transforms
 
 from resnetkit import Preprocess, create_model, save_model
 from resnetkit.config import ModelInfo
+from resnetkit.data.classes import resolve_class
 from resnetkit.infer import Predictor, format_predictions, load_predictor, read_class_names
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -122,6 +123,15 @@ def test_class_name_files(tmp_path):
         read_class_names(tmp_path / "gap.json")
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_class_names(tmp_path / "nope.txt")
+
+
+def test_a_class_named_twice_is_kept_but_asking_for_it_by_name_says_which_indices():
+    # ImageNet's own list names "crane" (the bird, 134) and "crane" (the machine, 517): both are loaded.
+    names = ["tench", "crane", "goldfish", "crane"]
+    assert resolve_class("goldfish", names, 4) == 2
+    assert resolve_class("3", names, 4) == 3
+    with pytest.raises(ValueError, match=r"'crane' names 2 classes \(indices 1, 3\); give the index"):
+        resolve_class("crane", names, 4)
 
 
 def test_wrong_number_of_class_names_is_an_error_naming_both_counts(tmp_path):

@@ -63,7 +63,12 @@ def _names_from_json(data: object, path: Path) -> list[str]:
 def resolve_class(target: int | str, class_names: list[str], num_classes: int) -> int:
     """A class index from a name or an index (given as int or digits), with an error that lists choices."""
     if isinstance(target, str) and target in class_names:
-        return class_names.index(target)
+        # Names may repeat (ImageNet has two "crane" and two "maillot" classes): a repeated one is ambiguous.
+        indices = [i for i, name in enumerate(class_names) if name == target]
+        if len(indices) > 1:
+            raise ValueError(f"class {target!r} names {len(indices)} classes (indices "
+                             f"{', '.join(map(str, indices))}); give the index instead")
+        return indices[0]
     if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
         index = int(target)
         if 0 <= index < num_classes:
