@@ -7,6 +7,11 @@ images, one thread, interleaved round by round so background load falls on both 
 
     PYTHONPATH=src python bench/bench_decode.py [--tar PATH] [--images 5000] [--rounds 5]
     PYTHONPATH=src python bench/bench_decode.py --photo 500x375 [--images 200]   # synthetic JPEG photos
+    PYTHONPATH=src python bench/bench_decode.py --photo 500x375 --format png     # synthetic 8-bit PNG photos
+
+For PNG, decode_rgb first checks the file (``data/png.py``: chunk CRCs, the image data inflated to its expected
+length) because torchvision's PNG decoder kills the process on damaged data, then decodes 8-bit PNG with PIL;
+the PNG table adds bare PIL, the decoder that does the work, so the check's own cost shows.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ def read_members(tar: Path, count: int) -> list[bytes]:
     return found
 
 
-def synthetic_photos(width: int, height: int, count: int) -> list[bytes]:
-    """Smooth gradients plus noise saved as quality-90 JPEGs: roughly the bytes per pixel of a photo."""
+def synthetic_photos(width: int, height: int, count: int, fmt: str = "jpeg") -> list[bytes]:
+    """Smooth gradients plus noise saved as quality-90 JPEGs (or PNGs): roughly the bytes per pixel of a photo."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
@@ -52,7 +57,7 @@ def synthetic_photos(width: int, height: int, count: int) -> list[bytes]:
     for _ in range(count):
         pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+        Image.fromarray(pixels).save(buffer, fmt.upper(), **({"quality": 90} if fmt == "jpeg" else {}))
         found.append(buffer.getvalue())
     return found
 
@@ -62,23 +67,34 @@ def bare_torchvision(data: bytes) -> torch.Tensor:
                         apply_exif_orientation=True)
 
 
+def bare_pil(data: bytes) -> torch.Tensor:
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tar", type=Path, default=DEFAULT_TAR, help="a tar of JPEG/PNG images")
     parser.add_argument("--photo", default=None, metavar="WxH", help="decode synthetic JPEG photos of this size "
                         "instead of the tar's images (default: the tar)")
+    parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="with --photo: the synthetic "
+                        "photos' format (default: %(default)s)")
     parser.add_argument("--images", type=int, default=5000, help="how many images to decode per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each decodes every image once)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.photo:
         width, height = map(int, args.photo.split("x"))
-        images, where = synthetic_photos(width, height, args.images), f"synthetic {args.photo} JPEG photos"
+        images = synthetic_photos(width, height, args.images, args.format)
+        where = f"synthetic {args.photo} {args.format.upper()} photos"
     else:
         images, where = read_members(args.tar, args.images), args.tar.name
     for data in images[:50]:  # same pixels, or the comparison means nothing
         assert torch.equal(decode_rgb(data), bare_torchvision(data))
     variants = {"torchvision decode_image (before)": bare_torchvision, "resnetkit decode_rgb (one decoder)": decode_rgb}
+    if any(data.startswith(b"\x89PNG") for data in images):
+        assert all(torch.equal(decode_rgb(data), bare_pil(data)) for data in images[:50])
+        variants["PIL decode (what decode_rgb calls for 8-bit PNG)"] = bare_pil
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, decode in variants.items():
