@@ -1,9 +1,10 @@
 """Black-box: for a folder of awkward image files, the tensor the model sees is the same, bit for bit, in
-training's evaluation path, ``resnetkit eval``, ``resnetkit predict``, the ``Predictor`` that serve uses and
-export's calibration reader, and ``eval`` and ``predict`` pick the same top-1 class for every file."""
+training's evaluation path, ``resnetkit eval``, ``resnetkit predict``, the files uploaded to ``serve``'s app
+and export's calibration reader, and ``eval`` and ``predict`` pick the same top-1 class for every file."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from resnetkit.train.distributed import DistInfo
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")]
+pytest.importorskip("fastapi")  # the [test] extra installs it; serve's path is one of the four
+pytest.importorskip("httpx")
 
 
 class Recorder:
@@ -78,11 +81,23 @@ def test_the_model_sees_one_tensor_per_file_in_train_eval_predict_and_serve(tmp_
     assert main(["predict", str(model_file), *map(str, files), "--device", "cpu", "--format", "json",
                  "--top-k", "1"]) == 0
 
+    # serve: the files uploaded to the real app, through its decoding threads, batcher and runner.
+    from fastapi.testclient import TestClient
+
     from resnetkit.infer import Predictor
+    from resnetkit.serve import create_app
 
     _recording(monkeypatch, "resnetkit.infer.predictor", served)
-    uploads = [f.read_bytes() for f in files]  # what serve's upload route hands the Predictor
-    served_results = Predictor.from_file(model_file, device="cpu").predict(uploads, top_k=1)
+    app = create_app(Predictor.from_file(model_file, device="cpu"), runtime="torch", max_wait_ms=0,
+                     max_files=len(files))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        served.inputs.clear()  # warm-up batches of zeros
+        response = client.post("/v1/predict?top_k=1", files=[("files", (f.name, f.read_bytes())) for f in files])
+    assert response.status_code == 200, response.text
+    served_top1 = [p["indices"][0] for p in response.json()["predictions"]]
 
     assert in_training.shape == (len(files), 3, 32, 32)
     assert torch.equal(evaluated.seen(), in_training)
@@ -96,5 +111,5 @@ def test_the_model_sees_one_tensor_per_file_in_train_eval_predict_and_serve(tmp_
     exported = load_image_folder(data, train_data.preprocess, class_names=train_data.class_names)
     assert torch.equal(exported.images, in_training[round_robin])
     eval_top1 = torch.cat(evaluated.top1).tolist()
-    assert eval_top1 == torch.cat(predicted.top1).tolist() == [r.indices[0] for r in served_results]
+    assert eval_top1 == torch.cat(predicted.top1).tolist() == served_top1
 
