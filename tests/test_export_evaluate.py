@@ -82,6 +82,13 @@ def test_cli_bench_prints_a_table_per_runtime_and_batch(capsys):
     assert table.count("| resnet20 |") == 6 and "p50 ms" in table
 
 
+def test_the_help_lists_every_runtime_bench_knows():
+    from resnetkit.config import BENCH_RUNTIMES
+    from resnetkit.export.registry import RUNTIMES
+
+    assert BENCH_RUNTIMES == tuple(RUNTIMES)  # the CLI's help shows BENCH_RUNTIMES without importing export
+
+
 @pytest.mark.slow
 def test_bench_measures_peak_memory_in_a_child_process():
     from resnetkit.export.bench import benchmark

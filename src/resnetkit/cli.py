@@ -287,8 +287,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import (AMP_MODES, INTERPOLATIONS, STUDY_SCHEDULES, EvalConfig, ExportConfig, PruneConfig, StudyConfig,
-                         TrainConfig, config_flags)
+    from .config import (AMP_MODES, BENCH_RUNTIMES, INTERPOLATIONS, STUDY_SCHEDULES, EvalConfig, ExportConfig,
+                         PruneConfig, StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -533,8 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a registered name (random weights) or a resnetkit .safetensors file")
     p.add_argument("--batch", default="1,32", metavar="SIZES", help="comma-separated batch sizes (default: 1,32)")
     p.add_argument("--runtime", default="torch,torch-bf16,onnx,onnx-int8",
-                   help="comma-separated: torch, torch-bf16, torch-fp16, onnx, onnx-int8, onnx-int8-default, "
-                        "openvino, openvino-bf16, openvino-int8 (default: torch,torch-bf16,onnx,onnx-int8)")
+                   help=f"comma-separated: {', '.join(BENCH_RUNTIMES)} (default: %(default)s)")
     p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="square image side (default: the model's own input size)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads per runtime (default: 2)")

@@ -126,6 +126,10 @@ class PruneConfig(JsonConfig):
 
 MIB = 1024 * 1024
 SERVE_RUNTIMES = ("auto", "torch", "onnx", "openvino-int8")
+# `resnetkit bench --runtime` names, for the CLI's help without importing the export layer (about 2 s);
+# export.registry.RUNTIMES describes each, and a test keeps the two the same.
+BENCH_RUNTIMES = ("torch", "torch-bf16", "torch-fp16", "onnx", "onnx-int8", "onnx-int8-default", "openvino",
+                  "openvino-bf16", "openvino-int8")
 API_KEY_ENV = "RESNETKIT_API_KEY"
 # Longest batching wait and shutdown grace a server accepts: past these a setting is a mistake, not a choice
 # (and a timer that far out overflows the clock).
