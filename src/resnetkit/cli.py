@@ -244,7 +244,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             args.max_batch, max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
             preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
             max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files, max_pixels=args.max_pixels,
-            max_inflight_bytes=int(args.max_inflight_mb * MIB), max_connections=args.max_connections, api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
+            max_inflight_bytes=int(args.max_inflight_mb * MIB), max_connections=args.max_connections,
+            api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
         serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
               port=args.port, access_log=args.access_log, options=options)
     except MissingDependencyError as e:
