@@ -102,3 +102,46 @@ def test_a_damaged_tar_is_named(tmp_path, damage):
         archive.write_bytes(archive.read_bytes()[:60_000])
     with pytest.raises(ValueError, match=r"data\.tar\.gz: not a readable tar archive"):
         index_tree(archive)
+
+
+def _tree_with_large_bad_files(root, count: int, size: int):
+    """A class of ``count`` undecodable files of ``size`` bytes each (sparse: no disk) before two good images."""
+    (root / "cat").mkdir(parents=True)
+    for i in range(count):
+        with open(root / "cat" / f"0{i}-bad.png", "wb") as f:
+            f.truncate(size)
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "cat" / f"9{i}-good.png")
+    return root
+
+
+@pytest.mark.parametrize("image_size", [None, 8], ids=["size-from-first-image", "size-given"])
+def test_large_undecodable_files_are_not_all_held_in_memory_at_once(tmp_path, monkeypatch, image_size):
+    """Before: the search for the first decodable image kept every failed file's bytes, and every chunk was read
+    ahead of the decoders, so a folder of large broken files took their whole size in memory (the probe: 4.8 GB
+    from eight 500 MB files). Now the bytes held at once stay near a few files' worth."""
+    import time
+    import tracemalloc
+
+    from resnetkit.data import decode as decode_module
+
+    size, count = 8 * 2**20, 8
+    tree = index_tree(_tree_with_large_bad_files(tmp_path / "tree", count, size))
+    monkeypatch.setattr(decode_module, "CHUNK_BYTES", 1)  # a chunk per file
+    real_decode = decode_module.decode_read
+
+    def slow_decode(data):  # decoders slower than the reader: what is read ahead shows
+        time.sleep(0.02)
+        return real_decode(data)
+
+    monkeypatch.setattr(decode_module, "decode_read", slow_decode)
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="0-bad.png"):
+            dataset = decode_module.decode_tree(tree, image_size=image_size, workers=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(dataset) == 2 and len(dataset.skipped) == count
+    assert peak < 5 * size, f"{peak / 2**20:.0f} MiB held for {count} files of {size / 2**20:.0f} MiB"

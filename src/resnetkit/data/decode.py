@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -26,7 +26,11 @@ from .tree import ImageTree, index_tree, report_skipped
 __all__ = ["decode_rgb", "decode_tree", "fit_to_size", "load_tree_in_memory"]
 
 logger = logging.getLogger(__name__)
-CHUNK = 512
+CHUNK = 512  # images per task of the thread pool
+CHUNK_BYTES = 32 * 2**20  # ... or fewer, when their encoded bytes reach this (a folder of large files)
+# Chunks read ahead of the decoders, per thread: reading stops while this many wait, so the encoded bytes held at
+# once stay near CHUNK_BYTES x workers x 2 whatever the size of the data.
+AHEAD_PER_WORKER = 2
 
 
 def decode_read(data: bytes | ImageLoadError) -> torch.Tensor:
@@ -76,28 +80,36 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     if target is None:
         # Fix the size from the first decodable image, in the order the tree is read.
         for index, data in stream:
-            pending.append((index, data))
             try:
                 target = tuple(decode_read(data).shape[1:])  # type: ignore[assignment]
-                break
-            except ValueError:
+            except ValueError as error:  # kept as its reason, not its bytes: a run of large bad files costs nothing
+                pending.append((index, ImageLoadError(str(error))))
                 continue
+            pending.append((index, data))
+            break
         if target is None:
             target = (1, 1)  # nothing decodable at all; reported below
     check_fits_in_memory(n, target, source=str(tree.source))
     images = torch.zeros((n, 3, *target), dtype=torch.uint8)
+    def collect(future: Future[tuple[dict[int, str], Counter[tuple[int, int]]]]) -> None:
+        chunk_failures, chunk_resized = future.result()
+        failures.update(chunk_failures)
+        resized.update(chunk_resized)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = []
+        in_flight: deque[Future[tuple[dict[int, str], Counter[tuple[int, int]]]]] = deque()
+        pending_bytes = 0
         for item in stream:
             pending.append(item)
-            if len(pending) >= CHUNK:
-                futures.append(pool.submit(decode_chunk, pending))
-                pending = []
-        futures.append(pool.submit(decode_chunk, pending))
-        for future in futures:
-            chunk_failures, chunk_resized = future.result()
-            failures.update(chunk_failures)
-            resized.update(chunk_resized)
+            pending_bytes += len(item[1]) if isinstance(item[1], bytes) else 0
+            if len(pending) >= CHUNK or pending_bytes >= CHUNK_BYTES:
+                in_flight.append(pool.submit(decode_chunk, pending))
+                pending, pending_bytes = [], 0
+                while len(in_flight) > AHEAD_PER_WORKER * workers:
+                    collect(in_flight.popleft())
+        in_flight.append(pool.submit(decode_chunk, pending))
+        while in_flight:
+            collect(in_flight.popleft())
 
     where = (lambda i: f"{tree.source}:{tree.paths[i]}") if tree.is_tar else (lambda i: tree.paths[i])
     skipped = list(tree.skipped) + [(where(i), reason) for i, reason in sorted(failures.items())]
