@@ -290,8 +290,23 @@ def test_a_classifier_of_the_wrong_rank_is_named_not_an_index_error(tmp_path):
     state = _with_statistics(create_model("resnet20")).state_dict()
     state["fc.weight"] = torch.tensor(1.0)  # 0-dim: once 'tuple index out of range'
     torch.save(state, tmp_path / "odd.pth")
-    with pytest.raises(WeightFileError, match=r"odd\.pth: fc\.weight has shape \(\), where a classifier's is"):
+    with pytest.raises(WeightFileError, match=r"odd\.pth: fc\.weight has shape \(\), where this network's classifier's is"):
         model_for_state_dict("resnet20", load_state_dict_file(tmp_path / "odd.pth"), source=str(tmp_path / "odd.pth"))
+
+
+def test_training_from_a_file_whose_classifier_takes_other_features_is_refused_before_building_its_head(tmp_path):
+    """A crafted (1,000,000, 0) classifier stores no bytes; building a head of its size for ResNet-50 would have
+    allocated 8 GB before the shapes were compared."""
+    from resnetkit.config import load_train_config
+    from resnetkit.train.run import build_model_for
+
+    state = create_model("resnet20").state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1_000_000, 0), torch.zeros(1_000_000)
+    torch.save(state, tmp_path / "crafted.pth")
+    config = load_train_config("cifar10-fast", model="resnet20", pretrained=str(tmp_path / "crafted.pth"))
+    with pytest.raises(WeightFileError, match=r"crafted\.pth: fc\.weight has shape \(1000000, 0\), where this "
+                                              r"network's classifier's is \(classes, 64\)"):
+        build_model_for(config, 10)
 
 
 def test_save_model_to_a_folder_is_refused_with_a_file_name(tmp_path):

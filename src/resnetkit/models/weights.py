@@ -286,14 +286,19 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     model.load_state_dict(state_dict, strict=True)
 
 
-def classifier_classes(state_dict: dict[str, torch.Tensor], *, source: str) -> int:
-    """How many classes the file's classifier (``fc.weight``, classes x features) has; 0 without one."""
+def classifier_classes(state_dict: dict[str, torch.Tensor], *, source: str, features: int | None = None) -> int:
+    """How many classes the file's classifier (``fc.weight``, classes x features) has; 0 without one.
+
+    ``features``: the classifier inputs of the network the file is for; a file whose classifier takes another
+    number is refused here, before a head of its size is built (a crafted (10**6, 0) one would take gigabytes).
+    """
     fc = state_dict.get("fc.weight")
     if fc is None:
         return 0
-    if fc.dim() != 2:
-        raise WeightFileError(f"{source}: fc.weight has shape {tuple(fc.shape)}, where a classifier's is (classes, "
-                              "features): the file is damaged or not a ResNet's; use a file you trust")
+    if fc.dim() != 2 or (features is not None and fc.shape[1] != features):
+        expected = f"(classes, {features})" if features is not None else "(classes, features)"
+        raise WeightFileError(f"{source}: fc.weight has shape {tuple(fc.shape)}, where this network's classifier's is "
+                              f"{expected}: the file is damaged or for another architecture; use a file you trust")
     return int(fc.shape[0])
 
 

@@ -83,7 +83,8 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     model = build_model(dataclasses.replace(config.model, num_classes=num_classes))
     if config.finetune.pretrained:
         state = load_state_dict_file(resolve_weight_path(config.finetune.pretrained))
-        file_classes = classifier_classes(state, source=config.finetune.pretrained)  # 0: a file without a head
+        file_classes = classifier_classes(state, source=config.finetune.pretrained,  # 0: a file without a head
+                                          features=model.head_features)
         # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
         model.reset_classifier(file_classes)
         load_weights(model, state, source=config.finetune.pretrained)
