@@ -132,7 +132,12 @@ def test_truncated_binary_batch_is_explained(tmp_path):
     (lambda b: {**b, b"labels": [0.5] * 6}, r"data_batch_3 has \(6,\) labels of type float64"),
     (lambda b: {**b, b"labels": [0, 1, 2, 3, 4, 99]}, r"data_batch_3 has labels from 0 to 99, but the meta file "
                                                       r"names 10 classes"),
-], ids=["list", "short-rows", "floats", "too-few-labels", "float-labels", "label-out-of-range"])
+    # A few kB of pickle that repeats one inner list: gigabytes as an array (refused before it is built).
+    (lambda b: {**b, b"data": [[[1] * 3072] * 1000] * 1000}, r"data_batch_3 is not a CIFAR batch: its 'data' is a "
+                                                              r"list and its 'labels' a list"),
+    (lambda b: {**b, b"labels": [[0] * 1000] * 1000}, r"its 'labels' a list, where a CIFAR batch holds"),
+], ids=["list", "short-rows", "floats", "too-few-labels", "float-labels", "label-out-of-range", "nested-list-bomb",
+        "nested-labels"])
 def test_an_edited_pickle_batch_is_refused_naming_the_dataset_and_the_file(tmp_path, edit, expected):
     folder, _ = _write_cifar(tmp_path, "cifar10", "python")
     batch = pickle.loads((folder / "data_batch_3").read_bytes())

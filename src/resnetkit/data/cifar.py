@@ -148,10 +148,15 @@ def _decode_batch(fmt: CifarFormat, name: str, data: bytes, labels: str) -> tupl
         key = b"labels" if fmt.dataset == "cifar10" else f"{labels}_labels".encode()
         if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
             raise ValueError(f"{name} is not a CIFAR batch: it lacks 'data' or {key.decode()!r}")
-        try:
-            pixels, targets = np.asarray(batch[b"data"]), np.asarray(batch[key])
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} is not a CIFAR batch: {error}") from error
+        pixels, targets = batch[b"data"], batch[key]
+        # The pixels are an array and the labels an array or a flat list of numbers: a pickle of nested lists
+        # that repeat one inner list is a few kB and becomes gigabytes as an array.
+        if not isinstance(pixels, np.ndarray) or not (isinstance(targets, np.ndarray) or (
+                isinstance(targets, list) and all(type(t) in (int, float) for t in targets))):
+            raise ValueError(f"{name} is not a CIFAR batch: its 'data' is a {type(pixels).__name__} and its "
+                             f"{key.decode()!r} a {type(targets).__name__}, where a CIFAR batch holds a uint8 array "
+                             "and a list of whole numbers (a damaged or edited batch)")
+        targets = np.asarray(targets)
         if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != PIXELS:
             raise ValueError(f"{name} holds {pixels.dtype} pixels of shape {pixels.shape}, not CIFAR's uint8 rows of "
                              f"{PIXELS} values (a damaged or edited batch)")
