@@ -106,6 +106,13 @@ def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes
     assert json.loads((out / "report.json").read_text())["rows"][0]["network"] == "plain-20"
     finished = {p: (out / p / "analysis.json").stat().st_mtime_ns for p in ("resnet20-s0", "plain20-s0", "resnet32-s0")}
 
+    # The killed run resumes only with its own settings, and a refused command leaves the study's record as it was.
+    record = (out / "study.json").read_text()
+    capsys.readouterr()
+    assert main([*_study_args(out, "--only", "plain32"), "--val-split", "200"]) == 2
+    assert "was written by a different configuration (val_split: 100 -> 200)" in capsys.readouterr().err
+    assert (out / "study.json").read_text() == record
+
     # The same command again: finished runs are skipped, the killed one resumes from its checkpoint.
     monkeypatch.setattr(InMemoryLoader, "__iter__", real_iter)
     capsys.readouterr()

@@ -19,7 +19,7 @@ from ..files import prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..models.registry import CIFAR_BASIC_DEPTHS
 from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE
-from ..train.run import MODEL_FILE, run_training
+from ..train.run import MODEL_FILE, check_same_run, run_training
 from .analysis import ANALYSIS_FILE, analyse_run
 from .report import write_study_report
 
@@ -109,6 +109,8 @@ def run_study(study: StudyConfig) -> Path:
     for config in configs:
         if (Path(config.run.out_dir) / ANALYSIS_FILE).exists():
             _check_same_plan(Path(config.run.out_dir) / "config.json", config)
+        elif not _finished(Path(config.run.out_dir)):
+            check_same_run(config)  # a killed run resumes only with its own settings
     prepare_output_dir(out, flag="--out")
     write_text_atomic(out / "study.json", json.dumps(study.to_dict(), indent=2))
     for i, (run, config) in enumerate(zip(runs, configs), 1):

@@ -79,6 +79,15 @@ class TrainResult:
     wall_time_s: float
 
 
+def check_same_run(config: TrainConfig) -> None:
+    """Resuming: refuse (``ValueError``) settings other than those of the run whose checkpoint is in the output
+    folder, only where it runs and how long may change. Nothing is read but the checkpoint's config."""
+    checkpoint = Path(config.run.out_dir) / CHECKPOINT_NAME
+    if config.run.resume and checkpoint.exists():
+        saved = load_training_checkpoint(checkpoint, mmap=True)["config"]  # tensors not read
+        check_resumable(config.with_flat(augment=resolve_augment(config)), saved, path=checkpoint)
+
+
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     model = build_model(dataclasses.replace(config.model, num_classes=num_classes))
     if config.finetune.pretrained:
@@ -147,10 +156,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     out_dir = Path(config.run.out_dir)
     check_out_dir(out_dir, resume=config.run.resume)
     check_outside_data(out_dir, config.data.source)
-    if config.run.resume and (out_dir / CHECKPOINT_NAME).exists():
-        # A different run is refused before config.json is rewritten with its settings (the Trainer checks again).
-        saved = load_training_checkpoint(out_dir / CHECKPOINT_NAME, mmap=True)["config"]  # tensors not read
-        check_resumable(config, saved, path=out_dir / CHECKPOINT_NAME)
+    check_same_run(config)  # before config.json is rewritten with its settings (the Trainer checks again)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
         write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
