@@ -101,6 +101,20 @@ def test_bad_files_are_reported_by_path_and_skipped_never_crash(tmp_path, contai
     assert torch.equal(data.images[4], torch.from_numpy(on_white.astype(np.uint8)).permute(2, 0, 1))
 
 
+def test_a_class_whose_every_file_is_unreadable_is_refused_by_name(tmp_path):
+    """Before: a 'broken' folder of two unreadable files counted as the second class, and a model that learnt
+    nothing was reported at 100% top-1 on the one real class."""
+    for i in range(4):
+        (tmp_path / "tree" / "cat").mkdir(parents=True, exist_ok=True)
+        _image(i).save(tmp_path / "tree" / "cat" / f"{i}.png")
+    (tmp_path / "tree" / "broken").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "tree" / "broken" / name).write_bytes(b"not an image")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"tree: 1 class folder\(s\) \('broken'\) have no "
+                                                                  r"readable training images"):
+        load_data(DataConfig(source=str(tmp_path / "tree")))
+
+
 def test_val_split_holds_out_the_same_files_decoded_in_memory_or_read_one_by_one(tmp_path):
     # Training on small images decodes the tree first (bad files drop out there); training on large images
     # and `resnetkit eval --val-split` read files one by one (a bad file shows only when read). Both must
