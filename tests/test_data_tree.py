@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tarfile
 import warnings
@@ -295,3 +296,62 @@ def test_a_link_loop_in_an_image_folder_is_listed_once_and_ends(tmp_path):
     index = index_tree(tmp_path / "tree")
     assert len(index.paths) == 2 and index.class_names == ["cat", "dog"]
     assert len(source_fingerprint(tmp_path / "tree")) == 1 + 2
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_tar_members_that_are_not_class_images_are_left_out_with_a_reason(tmp_path, compression):
+    """Links, devices, absolute and '..' names, and a name given twice: each left out and listed, never made a class
+    ('' or '..') or read in place of another member."""
+    png = _encoded(_image(0), "PNG")
+    archive = tmp_path / f"odd.tar{'.' + compression if compression else ''}"
+    with tarfile.open(archive, f"w:{compression}") as tar:
+        def add(name: str, data: bytes = png, **kind) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data) if not kind else 0
+            for key, value in kind.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data) if not kind else None)
+
+        for i in range(2):
+            add(f"cat/{i}.png")
+            add(f"dog/{i}.png")
+        add("dog/0.png", b"a second member of the same name")
+        add("/abs/cat/abs.png")
+        add("../evil/dot.png")
+        add("cat/soft.png", type=tarfile.SYMTYPE, linkname="cat/0.png")
+        add("cat/hard.png", type=tarfile.LNKTYPE, linkname="cat/0.png")
+        add("cat/fifo.png", type=tarfile.FIFOTYPE)
+    tree = index_tree(archive)
+    assert tree.class_names == ["cat", "dog"] and len(tree.paths) == 4
+    reasons = {label.split(":", 1)[1]: reason for label, reason in tree.skipped}
+    assert reasons == {"dog/0.png": "a second member of the same name (the first one is used)",
+                       "/abs/cat/abs.png": "an absolute path or '..' in its name: not a <class>/<image> member",
+                       "../evil/dot.png": "an absolute path or '..' in its name: not a <class>/<image> member",
+                       "cat/soft.png": "a link in the archive, not a file (store the image itself)",
+                       "cat/hard.png": "a link in the archive, not a file (store the image itself)",
+                       "cat/fifo.png": "not a file (a device or pipe entry)"}
+    with pytest.warns(UserWarning, match="skipped 6 file"):
+        data = load_image_dataset(str(archive), image_size=12)
+    assert data.labels.tolist() == [0, 1, 0, 1]  # in the archive's order; the first dog/0.png decoded
+
+
+def test_class_folders_named_in_other_encodings_or_with_control_characters_give_printable_names(tmp_path):
+    """Before: a Latin-1 folder name became a class 'caf\\udce9' that no report or plot could write."""
+    root = tmp_path / "tree"
+    for folder in (os.fsdecode(b"caf\xe9"), "two\nlines", "plain"):
+        (root / folder).mkdir(parents=True)
+        _image(0).save(root / folder / "0.png")
+    tree = index_tree(root)
+    assert tree.class_names == ["caf\ufffd", "plain", "two\ufffdlines"]
+    assert all(name.encode("utf-8") for name in tree.class_names)  # each one writable as UTF-8 text
+
+
+def test_a_long_skipped_list_is_one_warning_and_the_rest_is_debug_detail(caplog):
+    from resnetkit.data.tree import report_skipped
+
+    skipped = [(f"img/{i}.xml", "not an image file (extension)") for i in range(25)]
+    with caplog.at_level(logging.DEBUG, logger="resnetkit"), pytest.warns(UserWarning) as caught:
+        report_skipped(skipped, source="img")
+    assert len(caught) == 1 and "img/9.xml" in str(caught[0].message) and "img/10.xml" not in str(caught[0].message)
+    assert "... and 15 more (listed with --debug)" in str(caught[0].message)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] * 15  # nothing more on a terminal by default

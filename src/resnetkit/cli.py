@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: off)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback; log every detail (default: off)")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the registered networks with parameters and MACs, or the pretrained ones",
@@ -545,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
     for command in sub.choices.values():  # also accepted after the command: `resnetkit predict ... --debug`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="on an error, show the full traceback (default: off)")
+                             help="on an error, show the full traceback; log every detail (default: off)")
     return parser
 
 
@@ -553,6 +554,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="resnetkit: %(message)s")
     logging.getLogger("resnetkit.reproduce").setLevel(logging.INFO)  # one line per study run: started, skipped, done
+    package_log = logging.getLogger("resnetkit")
+    level_before = package_log.level
+    if args.debug:  # every detail: tracebacks, and the log's debug lines (each skipped file, ...)
+        package_log.setLevel(logging.DEBUG)
     shown_before, warnings.showwarning = warnings.showwarning, _warning_line(args.command)
     try:
         return args.func(args)
@@ -574,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resnetkit {args.command}: interrupted{resumable}", file=sys.stderr)
         return 130
     finally:
-        warnings.showwarning = shown_before  # main() called from Python leaves warnings as it found them
+        warnings.showwarning = shown_before  # main() called from Python leaves warnings and logging as it found them
+        package_log.setLevel(level_before)
 
 
 def _pixels(text: str) -> int:

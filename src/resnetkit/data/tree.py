@@ -101,7 +101,7 @@ class ImageTree:
         position = {name: i for i, name in enumerate(self.paths)}
         with open_tar(self.source) as archive:
             for member in archive:
-                index = position.get(member.name)
+                index = position.pop(member.name, None)  # a name given twice: its first member, as listed
                 if index is None:
                     continue
                 try:
@@ -113,22 +113,36 @@ class ImageTree:
                 yield index, handle.read() if handle is not None else b""
 
 
-def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None]:
-    """``(relative posix path, full path or member name)`` of every regular file, and tar data spans."""
+def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None, list[tuple[str, str]]]:
+    """``(relative posix path, full path or member name)`` of every regular file, tar data spans, and the tar
+    members left out with the reason (links, devices, absolute or ``..`` names, a name given twice)."""
     if source.is_dir():
         found = [(PurePosixPath(Path(full).relative_to(source)).as_posix(), full)
                  for full in walk_files(source, hidden_folders=False)]
-        return found, None
+        return found, None, []
     if not is_tar_path(source):
         raise ValueError(f"{source} is neither a folder nor a tar archive ({', '.join(TAR_SUFFIXES)})")
-    found, spans = [], []
+    found, spans, skipped, seen = [], [], [], set()
     with open_tar(source) as archive:
         for member in archive:
-            if member.isfile():
-                found.append((member.name[2:] if member.name.startswith("./") else member.name, member.name))
-                spans.append((member.offset_data, member.size))
+            if member.isdir():
+                continue
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            reason = (None if member.isfile() else
+                      "a link in the archive, not a file (store the image itself)" if member.issym() or member.islnk()
+                      else "not a file (a device or pipe entry)")
+            if reason is None and (name.startswith("/") or ".." in name.split("/")):
+                reason = "an absolute path or '..' in its name: not a <class>/<image> member"
+            if reason is None and member.name in seen:
+                reason = "a second member of the same name (the first one is used)"
+            if reason is not None:
+                skipped.append((f"{source}:{member.name}", reason))
+                continue
+            seen.add(member.name)
+            found.append((name, member.name))
+            spans.append((member.offset_data, member.size))
     # Byte offsets index the file itself only when the tar is not compressed.
-    return found, None if is_compressed(source) else spans
+    return found, None if is_compressed(source) else spans, skipped
 
 
 @contextmanager
@@ -188,12 +202,13 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
         raise FileNotFoundError(f"image tree {path} does not exist; give the folder or .tar of your images "
                                 "(root/<class>/<image>, optionally with train/ and val/ or test/ splits), e.g. "
                                 "--data /data/imagenet")
-    files, spans = _list_files(path)
+    files, spans, left_out = _list_files(path)
     prefix = _choose_split([rel for rel, _ in files], split)
     if prefix is None:
         return None
+    skipped = [(label, reason) for label, reason in left_out  # the tar members of this split left out
+               if label[len(str(path)) + 1:].removeprefix("./").startswith(prefix)]
     chosen = [(i, rel[len(prefix):], where) for i, (rel, where) in enumerate(files) if rel.startswith(prefix)]
-    skipped: list[tuple[str, str]] = []
     images = []
     for i, rel, where in chosen:
         label = f"{path}:{where}" if path.is_file() else where
@@ -214,20 +229,27 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
         source=str(path),
         paths=[where for _, _, where in images],
         labels=[class_index[cls] for _, cls, _ in images],
-        class_names=class_names,
+        class_names=[_shown(name) for name in class_names],
         is_tar=path.is_file(),
         spans=[spans[i] for i, _, _ in images] if spans is not None else [],
         skipped=skipped,
     )
 
 
+def _shown(folder: str) -> str:
+    """A class folder's name as text: bytes that are not UTF-8 (kept by Python as surrogates, which no file or plot
+    can hold) and control characters (a newline) become U+FFFD."""
+    text = folder.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def report_skipped(skipped: list[tuple[str, str]], *, source: str, what: str = "file(s)", limit: int = 10) -> None:
-    """Warn once, listing up to ``limit`` skipped paths with the reason; the rest go to the log (each path is
-    reported once)."""
+    """Warn once, listing up to ``limit`` skipped paths with the reason; the rest are logged at DEBUG level (the
+    CLI's ``--debug``): a dataset with an annotation file beside every image would otherwise print millions."""
     if not skipped:
         return
     shown = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:limit])
-    more = f"\n  ... and {len(skipped) - limit} more (each in the log)" if len(skipped) > limit else ""
+    more = (f"\n  ... and {len(skipped) - limit} more (listed with --debug)" if len(skipped) > limit else "")
     for path, reason in skipped[limit:]:
-        logger.warning("skipped %s: %s", path, reason)
+        logger.debug("skipped %s: %s", path, reason)
     warnings.warn(f"{source}: skipped {len(skipped)} {what}:\n{shown}{more}", stacklevel=3)
