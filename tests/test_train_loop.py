@@ -134,6 +134,27 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
         _trainer(tmp_path, epochs=3, resume=True).fit()
 
 
+def test_resume_accepts_the_same_data_and_start_model_spelled_another_way(tmp_path, monkeypatch):
+    """Before: resuming from another folder (data 'good' -> '../good') or with an absolute --out-dir (a fine-tune's
+    stage-2 start model inside it) was refused as 'a different configuration'."""
+    from resnetkit.train.loop import check_resumable
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "run" / "stage1").mkdir(parents=True)
+    (tmp_path / "run" / "stage1" / "model.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    saved = TrainConfig.from_flat(dict(data="data", pretrained="run/stage1/model.safetensors")).to_dict()
+    moved = TrainConfig.from_flat(dict(data=str(tmp_path / "run" / ".." / "data"),
+                                       pretrained=str(tmp_path / "run" / "stage1" / "model.safetensors")))
+    assert check_resumable(moved, saved, path=tmp_path / "checkpoint.pt") == {}
+    other = TrainConfig.from_flat(dict(data=str(tmp_path / "run"), pretrained="run/stage1/model.safetensors"))
+    with pytest.raises(ValueError, match=r"different configuration \(data: 'data' -> "):
+        check_resumable(other, saved, path=tmp_path / "checkpoint.pt")
+    named = TrainConfig.from_flat(dict(data="cifar10", pretrained="run/stage1/model.safetensors"))
+    with pytest.raises(ValueError, match=r"data: 'data' -> 'cifar10'"):  # a name, not a path here: compared as text
+        check_resumable(named, saved, path=tmp_path / "checkpoint.pt")
+
+
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
     assert _trainer(tmp_path, epochs=1, resume=True).fit().history[0]["epoch"] == 1
 

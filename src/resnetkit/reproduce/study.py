@@ -18,7 +18,7 @@ from pathlib import Path
 from ..files import prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..models.registry import CIFAR_BASIC_DEPTHS
-from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE
+from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE, same_setting
 from ..train.run import MODEL_FILE, check_same_run, run_training
 from .analysis import ANALYSIS_FILE, analyse_run
 from .report import write_study_report
@@ -89,10 +89,9 @@ def _check_same_plan(path: Path, planned: TrainConfig) -> None:
     # A field added to TrainConfig after the run had its default then; a data path may be spelled another way.
     done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
     want = planned.to_flat()
-    if Path(str(done["data"])).exists() and Path(want["data"]).exists() and \
-            Path(str(done["data"])).resolve() == Path(want["data"]).resolve():
-        done["data"] = want["data"]
-    changed = sorted(k for k in want if k not in IGNORED_FIELDS and json.dumps(done.get(k)) != json.dumps(want[k]))
+    as_recorded = lambda value: json.loads(json.dumps(value))  # noqa: E731  # tuples as the JSON lists they were
+    changed = sorted(k for k in want if k not in IGNORED_FIELDS
+                     and not same_setting(k, as_recorded(done.get(k)), as_recorded(want[k])))
     if changed:
         shown = ", ".join(f"{k}: {done.get(k)!r} -> {want[k]!r}" for k in changed)
         raise ValueError(f"{path.parent} holds a finished run with other settings ({shown}); use another --out "

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -117,6 +118,22 @@ def _settings_meant(config: TrainConfig) -> dict[str, Any]:
     return config.to_flat()
 
 
+PATH_SETTINGS = frozenset({"data", "pretrained", "teacher", "classes"})  # flat settings that name files or folders
+
+
+def same_setting(key: str, was: Any, now: Any) -> bool:
+    """Whether two values of one flat setting mean the same: equal, or (for a path) naming the same file or folder,
+    however spelled (relative to another folder, absolute, through a link)."""
+    if was == now:
+        return True
+    if key in PATH_SETTINGS and isinstance(was, str) and isinstance(now, str) and was and now:
+        try:
+            return os.path.samefile(was, now)
+        except (OSError, ValueError):  # one of them is not on this machine (a dataset name, a URL, a moved file)
+            return False
+    return False
+
+
 def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -> dict[str, tuple[Any, Any]]:
     """A resumed run must be the same run as the one that wrote the checkpoint at ``path`` (its config ``saved``):
     only where it runs and how long may change. Returns the lengths that changed, {name: (was, now)}."""
@@ -126,7 +143,7 @@ def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path} records a configuration this resnetkit cannot read ({e}); start a new run in another "
                          "--out-dir") from e
-    changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and saved[k] != current[k])
+    changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and not same_setting(k, saved[k], current[k]))
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(f"{path} was written by a different configuration ({shown}); resume with the same settings, "
