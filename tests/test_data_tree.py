@@ -153,7 +153,7 @@ def test_tar_with_split_folders_reads_each_split(tmp_path):
     assert index_tree(tmp_path / "all" / "train", split="test") is None
 
 
-def test_mixed_sizes_are_resized_to_the_first_images_size(tmp_path):
+def test_mixed_sizes_are_resized_to_the_most_common_size_not_the_first_images(tmp_path):
     for i, size in enumerate([(10, 10), (20, 30), (10, 10)]):
         (tmp_path / "tree" / "a").mkdir(parents=True, exist_ok=True)
         _image(i, size).save(tmp_path / "tree" / "a" / f"{i}.png")
@@ -165,6 +165,9 @@ def test_mixed_sizes_are_resized_to_the_first_images_size(tmp_path):
     # 20x30 (H x W): the shorter side to 10 with PIL's bilinear (10x15), then the centre 10x10.
     resized = as_chw(_image(1, (20, 30)).resize((15, 10), Image.Resampling.BILINEAR))
     assert torch.equal(data.images[1], resized[:, :, 2:12])
+    # One odd image first (a 1x64 strip, named to sort first) no longer sets the size of all the others.
+    _image(9, (64, 1)).save(tmp_path / "tree" / "a" / "!strip.png")
+    assert load_tree_in_memory(tmp_path / "tree", cache=False).images.shape == (4, 3, 10, 10)
 
 
 def test_decoded_tree_is_cached_by_content_and_a_corrupt_cache_is_rebuilt(tmp_path):

@@ -7,7 +7,7 @@ with ``InMemoryLoader(..., augment=BatchAugment())``. Large images: ``ImageFileD
 once by ``resolve_source``. See docs/data.md.
 """
 
-from .api import (DataConfig, DataSplits, data_root, first_image_size, load_data, load_image_dataset,
+from .api import (DataConfig, DataSplits, common_image_size, data_root, load_data, load_image_dataset,
                   open_image_files)
 from .augment import BatchAugment, normalize, random_crop_flip
 from .cache import cache_dir
@@ -27,7 +27,7 @@ __all__ = [
     "BatchAugment", "CIFAR_FILES", "CIFAR_NAME", "DIGITS", "DataConfig", "DataSource", "DataSplits", "EvalTransform", "FileLoader", "ImageFileDataset",
     "IMAGE_FOLDER", "IMAGE_TAR", "ImageLoadError", "ImageTree", "InMemoryImageDataset", "InMemoryLoader", "build_file_loader", "cache_dir",
     "center_view", "collate_skipping_bad", "data_root", "decode_rgb", "decode_tree", "download_cifar",
-    "eval_transform", "eval_views", "first_image_size", "fit_to_size", "index_tree", "load_cifar", "load_data",
+    "eval_transform", "eval_views", "common_image_size", "fit_to_size", "index_tree", "load_cifar", "load_data",
     "load_digits_dataset", "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files",
     "paper_train_transform", "pil_to_rgb", "random_crop_flip", "random_resized_crop_transform", "read_cifar",
     "resolve_source", "split_holdout", "stratified_split", "to_model_input",

@@ -15,7 +15,7 @@ from typing import Any
 from ..config import DataConfig
 from .cache import cache_dir
 from .cifar import locate_cifar, read_cifar
-from .decode import decode_read, load_tree_in_memory
+from .decode import common_size, load_tree_in_memory
 from .digits import load_digits_dataset
 from .memory import InMemoryImageDataset, check_fits_in_memory, split_holdout
 from .preprocess import fit_to_size
@@ -82,17 +82,12 @@ def open_image_files(source: str | DataSource, *, split: str = "test") -> ImageF
     return ImageFileDataset(source.path, split=split) if source.file_by_file else None
 
 
-def first_image_size(source: str | DataSource) -> tuple[int, int] | None:
-    """``(height, width)`` of the first decodable training image of an image tree; None for dataset names,
-    CIFAR batches or a tree with nothing decodable."""
+def common_image_size(source: str | DataSource) -> tuple[int, int] | None:
+    """``(height, width)`` most common among the first training images of an image tree (``decode.common_size``,
+    the size the tree is decoded in memory at); None for dataset names, CIFAR batches or nothing decodable."""
     source = resolve_source(source)
     tree = index_tree(source.path, split="train") if source.is_image_tree else None
-    for _, data in tree.iter_bytes() if tree is not None else ():
-        try:
-            return tuple(decode_read(data).shape[1:])  # type: ignore[return-value]
-        except ValueError:
-            continue
-    return None
+    return common_size(tree.iter_bytes()) if tree is not None else None
 
 
 def load_image_dataset(source: str | DataSource, *, split: str = "train", **options: Any) -> InMemoryImageDataset:

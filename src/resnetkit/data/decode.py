@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -31,6 +32,7 @@ CHUNK_BYTES = 32 * 2**20  # ... or fewer, when their encoded bytes reach this (a
 # Chunks read ahead of the decoders, per thread: reading stops while this many wait, so the encoded bytes held at
 # once stay near CHUNK_BYTES x workers x 2 whatever the size of the data.
 AHEAD_PER_WORKER = 2
+SIZE_SAMPLE = 32  # decodable images looked at to choose the in-memory size when none is given
 
 
 def decode_read(data: bytes | ImageLoadError) -> torch.Tensor:
@@ -40,6 +42,28 @@ def decode_read(data: bytes | ImageLoadError) -> torch.Tensor:
     return decode_rgb(data)
 
 
+def common_size(stream: Iterator[tuple[int, bytes | ImageLoadError]], *,
+                read: list[tuple[int, bytes | ImageLoadError]] | None = None) -> tuple[int, int] | None:
+    """``(height, width)`` most common among the first decodable images of ``stream`` (up to ``SIZE_SAMPLE``, the
+    first seen on a tie), so that one odd image at the start (a 1x64 strip) does not set the size of the others;
+    None when nothing is decodable. Every item taken from ``stream`` is added to ``read`` (a file that failed as
+    its reason, not its bytes: a run of large broken files costs no memory)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    read = [] if read is None else read
+    sampled_bytes = 0
+    for index, data in stream:
+        try:
+            sizes[tuple(decode_read(data).shape[1:])] += 1  # type: ignore[index]
+        except ValueError as error:
+            read.append((index, ImageLoadError(str(error))))
+            continue
+        read.append((index, data))
+        sampled_bytes += len(data)  # type: ignore[arg-type]
+        if sizes.total() >= SIZE_SAMPLE or sampled_bytes >= CHUNK_BYTES:
+            break
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -47,8 +71,8 @@ def default_workers() -> int:
 def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int | None = None) -> InMemoryImageDataset:
     """Decode every image of ``tree`` into one (N, 3, H, W) uint8 tensor, skipping (and reporting) bad files.
 
-    ``image_size`` fixes a square output size; without it the first decodable image's size is used
-    and images of another size are resized to it (with a warning saying how many).
+    ``image_size`` fixes a square output size; without it the most common size among the first decodable images
+    (up to ``SIZE_SAMPLE``) is used and images of another size are resized to it (with a warning saying how many).
     """
     workers = workers or default_workers()
     n = len(tree)
@@ -78,17 +102,7 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     stream = tree.iter_bytes()
     pending: list[tuple[int, bytes | ImageLoadError]] = []
     if target is None:
-        # Fix the size from the first decodable image, in the order the tree is read.
-        for index, data in stream:
-            try:
-                target = tuple(decode_read(data).shape[1:])  # type: ignore[assignment]
-            except ValueError as error:  # kept as its reason, not its bytes: a run of large bad files costs nothing
-                pending.append((index, ImageLoadError(str(error))))
-                continue
-            pending.append((index, data))
-            break
-        if target is None:
-            target = (1, 1)  # nothing decodable at all; reported below
+        target = common_size(stream, read=pending) or (1, 1)  # (1, 1): nothing decodable; reported below
     check_fits_in_memory(n, target, source=str(tree.source))
     images = torch.zeros((n, 3, *target), dtype=torch.uint8)
     def collect(future: Future[tuple[dict[int, str], Counter[tuple[int, int]]]]) -> None:

@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, MAX_IMAGE_SIDE, Preprocess, TrainConfig
 from ..data import (DIGITS, IMAGE_TAR, BatchAugment, ImageFileDataset, InMemoryLoader, build_file_loader,
-                    eval_transform, first_image_size, load_data, paper_train_transform, random_resized_crop_transform,
+                    common_image_size, eval_transform, load_data, paper_train_transform, random_resized_crop_transform,
                     resolve_source, stratified_split)
 from ..data.augment_extra import BatchPipeline, ExtraAugment, with_worker_transforms
 from .distributed import DistInfo
@@ -35,7 +35,7 @@ def resolve_augment(config: TrainConfig) -> str:
     source = resolve_source(config.data.source)
     if source.kind == DIGITS:
         return "pad-crop"
-    size = first_image_size(source)
+    size = common_image_size(source)
     return "rrc" if size is not None and max(size) > SMALL_IMAGE_MAX_SIDE else "pad-crop-flip"
 
 
