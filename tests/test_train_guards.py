@@ -178,3 +178,17 @@ def test_an_epoch_that_read_no_image_stops_the_run_before_a_model_is_written(tmp
                  "--batch-size", "2", "--amp", "none", "--no-progress", "--workers", "0", "--out-dir", str(out)]) == 2
     assert "trained on no images" in capsys.readouterr().err
     assert not (out / "model.safetensors").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_on_resume_and_no_model_file_is_written(tmp_path, capsys):
+    """Before: resuming one at its last epoch exited 0 with 'loss nan' and wrote a model file predict refuses."""
+    assert main(QUICK + ["--out-dir", str(tmp_path)]) == 0
+    (tmp_path / "model.safetensors").unlink()
+    state = load_training_checkpoint(tmp_path / "checkpoint.pt")
+    state["model"]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(QUICK + ["--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt holds NaN or infinite weights (1 tensor(s), e.g. conv1.weight)" in err
+    assert not (tmp_path / "model.safetensors").exists()

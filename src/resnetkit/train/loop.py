@@ -241,6 +241,11 @@ class Trainer:
             return False
         state = load_training_checkpoint(self.checkpoint_path)
         self._check_resumable(state["config"])
+        broken = [k for k, v in state["model"].items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                  and not bool(torch.isfinite(v).all())] if isinstance(state["model"], dict) else []
+        if broken:  # a model file written from it would be refused by every command that loads it
+            raise checkpoint_error(self.checkpoint_path, f"holds NaN or infinite weights ({len(broken)} tensor(s), "
+                                   f"e.g. {broken[0]}): the run diverged (try a lower --lr) or the file was damaged")
         try:  # the file passed torch's safe loader; its parts must still fit this run's model and optimizer
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
