@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -76,6 +77,19 @@ def test_a_recipe_of_nested_aliases_is_refused_before_it_expands(tmp_path):
     bomb.write_text("\n".join(levels) + "\nmilestones: *i\n")  # 10^9 numbers once expanded, 400 bytes on disk
     with pytest.raises(ValueError, match="setting 'a' is not a value or a flat list|setting 'b' is not"):
         load_train_config(str(bomb))
+
+
+@pytest.mark.parametrize("line, shown", [("data: [a, b]", "['a', 'b'] (YAML read a list)"),
+                                         ("data: 2020-01-01", "datetime.date(2020, 1, 1) (YAML read a date)"),
+                                         ("amp: no", "False (YAML read a bool)")])
+def test_a_recipe_text_setting_that_yaml_reads_as_something_else_is_named(tmp_path, line, shown):
+    """Before: 'expected str, bytes or os.PathLike object, not tuple', naming neither the file nor the setting."""
+    from resnetkit.config import load_train_config
+
+    (tmp_path / "r.yaml").write_text(line + "\n")
+    with pytest.raises(ValueError, match=rf"r\.yaml: setting '{line.split(':')[0]}' is {re.escape(shown)}; it takes "
+                                         "text: quote it"):
+        load_train_config(str(tmp_path / "r.yaml"))
 
 
 def test_a_pipe_given_as_recipe_or_data_is_refused_instead_of_blocking(tmp_path):

@@ -341,12 +341,18 @@ def read_recipe(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"recipe {path} holds a {type(loaded).__name__}, not a mapping of settings: write one "
                          "setting per line, named as the flags without -- (lr: 0.1, epochs: 30, batch_size: 128)")
+    flags = TrainConfig.flags()
     for key, value in loaded.items():  # settings are values or flat lists of them; nesting (YAML aliases of
         # aliases: a few hundred bytes that expand to gigabytes) is refused
         items = value if isinstance(value, list) else [value]
         if len(items) > 10_000 or any(isinstance(item, (list, dict)) for item in items):
             raise ValueError(f"recipe {path}: setting {key!r} is not a value or a flat list of values; write it "
                              "as the flag takes it (milestones: [100, 150])")
+        flag = flags.get(str(key))
+        if flag is not None and flag.type is str and value is not None and not isinstance(value, str):
+            # YAML reads `data: 2020-01-01` as a date and `data: [a, b]` as a list
+            raise ValueError(f"recipe {path}: setting {key!r} is {value!r} (YAML read a {type(value).__name__}); it "
+                             f"takes text: quote it ({key}: \"...\")")
     return {str(key): value for key, value in loaded.items()}
 
 
