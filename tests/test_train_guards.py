@@ -98,8 +98,12 @@ def one_epoch_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("tamper", [_tamper_model, _tamper_optimizer, _tamper_rng, _tamper_step],
-                         ids=["model", "optimizer", "rng", "step"])
+def _tamper_history(state):
+    state["history"] = [{"step": 10}]  # rows without their epoch and losses: once "error: 'epoch'" at the report
+
+
+@pytest.mark.parametrize("tamper", [_tamper_model, _tamper_optimizer, _tamper_rng, _tamper_step, _tamper_history],
+                         ids=["model", "optimizer", "rng", "step", "history"])
 def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_path, capsys, one_epoch_run, tamper):
     """A file torch's safe loader accepts whose parts do not fit the run: one line naming it, the file untouched."""
     run = tmp_path / "run"
@@ -114,6 +118,12 @@ def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_pa
     err = capsys.readouterr().err
     assert str(checkpoint) in err and "another --out-dir" in err and "Traceback" not in err
     assert checkpoint.read_bytes() == crafted
+
+
+def test_a_folder_in_the_checkpoints_place_is_named(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").mkdir()
+    assert main(QUICK + ["--out-dir", str(tmp_path), "--resume"]) == 2
+    assert f"{tmp_path / 'checkpoint.pt'} is not a file (a folder, pipe or device)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, expected", [("optim: [\n", r"bad\.yaml is not valid YAML \(.* at line 2, column 1\)"),

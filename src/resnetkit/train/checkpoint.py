@@ -46,6 +46,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
 # What ``Trainer.state_dict`` writes and ``Trainer.resume`` reads back.
 CHECKPOINT_KEYS = frozenset({"epoch", "step", "config", "history", "model", "optimizer", "scheduler", "scaler", "ema",
                              "rng"})
+HISTORY_KEYS = frozenset({"epoch", "train_loss", "train_acc"})  # in every epoch's row; the report's curves read them
 
 
 class CheckpointError(ValueError):
@@ -63,6 +64,8 @@ def checkpoint_error(path: str | os.PathLike[str],
 def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
     """The dict ``save_checkpoint`` wrote; anything else is refused without running any code it holds. ``mmap``:
     map the tensors rather than read them (to look at the config alone)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise checkpoint_error(path, "is not a file (a folder, pipe or device)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (OSError, MemoryError):  # the disk or the memory, not the file's content: said as it is
@@ -81,6 +84,6 @@ def load_training_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False
         raise checkpoint_error(path)
     counts = (state["epoch"], state["step"])
     if (any(type(n) is not int or n < -1 for n in counts) or not isinstance(state["history"], list)
-            or not all(isinstance(row, dict) for row in state["history"])):
+            or not all(isinstance(row, dict) and HISTORY_KEYS <= row.keys() for row in state["history"])):
         raise checkpoint_error(path)
     return state
