@@ -173,3 +173,15 @@ def test_a_refused_study_command_leaves_its_record_as_it_was(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["", "garbage", "[]", '{"optim": "x"}'], ids=["empty", "not-json", "list", "bad"])
+def test_a_finished_runs_damaged_record_is_named_with_what_to_do(tmp_path, damage):
+    """Before: JSONDecodeError / "'list' object has no attribute 'items'", naming no file."""
+    from resnetkit.reproduce.study import _check_same_plan
+
+    study = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,))
+    (tmp_path / "config.json").write_text(damage)
+    with pytest.raises(ValueError, match=r"config\.json: the finished run's settings cannot be read \(.*\); restore "
+                                         r"the file, or delete .*analysis\.json to train that run again"):
+        _check_same_plan(tmp_path / "config.json", train_config_for(study, plan_runs(study)[0]))

@@ -216,3 +216,15 @@ def test_features_command_writes_features_files_and_labels(tmp_path, image_tree,
     assert side["labels"] == [0, 0, 0, 1, 1, 1] and side["stage"] == 2 and len(side["files"]) == 6
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(tmp_path / "x.csv")]) == 2
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "4"]) == 2
+
+
+@pytest.mark.parametrize("record", [None, "{}", "[1]", '{"pretrained": 3}', "not json"])
+def test_a_resumed_finetunes_damaged_start_record_costs_only_its_report_line(tmp_path, record):
+    from resnetkit.train.finetune import _recorded_origin
+
+    path = tmp_path / "start.json"
+    if record is not None:
+        path.write_text(record)
+    assert _recorded_origin(path, default="run/start.safetensors") == "run/start.safetensors"
+    path.write_text('{"pretrained": "resnet50.pth"}')
+    assert _recorded_origin(path, default="run/start.safetensors") == "resnet50.pth"

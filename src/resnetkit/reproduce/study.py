@@ -87,7 +87,12 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
 def _check_same_plan(path: Path, planned: TrainConfig) -> None:
     """A finished run counts only if it is the run planned now (same data, schedule, scale, seed)."""
     # A field added to TrainConfig after the run had its default then; a data path may be spelled another way.
-    done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
+    try:
+        done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # missing, not JSON, not a config
+        raise ValueError(f"{path}: the finished run's settings cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); restore the file, or delete "
+                         f"{path.parent / ANALYSIS_FILE} to train that run again") from None
     want = planned.to_flat()
     as_recorded = lambda value: json.loads(json.dumps(value))  # noqa: E731  # tuples as the JSON lists they were
     changed = sorted(k for k in want if k not in IGNORED_FIELDS

@@ -88,6 +88,21 @@ def describe_choices(config: TrainConfig) -> str:
     return f"{head}everything for {config.schedule.epochs} epochs with {lrs}, schedule {config.schedule.name}{bn}"
 
 
+def _recorded_origin(path: Path, *, default: str) -> str:
+    """Where a resumed fine-tune's start model came from (for its report), as ``start.json`` records it; a missing
+    or damaged record costs that line of the report, not the run."""
+    try:
+        origin = json.loads(path.read_text())["pretrained"]
+        if isinstance(origin, str):
+            return origin
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pass
+    log.warning("%s is damaged: the report names %s as the start model instead", path, default)
+    return default
+
+
 def run_finetune(config: TrainConfig) -> FinetuneResult:
     """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in
     ``config.run.out_dir``."""
@@ -102,7 +117,7 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
         raise ValueError(f"freeze_epochs={config.finetune.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
     start_file, origin_file = out_dir / START_FILE, out_dir / ORIGIN_FILE
     if config.run.resume and start_file.exists():  # converted by the run being resumed: the same tensors
-        origin = json.loads(origin_file.read_text())["pretrained"] if origin_file.exists() else str(start_file)
+        origin = _recorded_origin(origin_file, default=str(start_file))
         config = prepare_start(config.with_flat(pretrained=str(start_file)), out_dir)
     else:
         origin = config.finetune.pretrained
