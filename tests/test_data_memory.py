@@ -125,7 +125,8 @@ def test_stratified_split_is_exact_seeded_and_proportional():
     assert not torch.equal(held, stratified_split(labels, 100, seed=1)[1])
     train, val = split_holdout(_toy(50), 10, seed=0)
     assert len(train) == 40 and val.class_counts().tolist() == [2] * 5 and val.class_names == train.class_names
-    with pytest.raises(ValueError, match="cannot hold out"):
+    with pytest.raises(ValueError, match=r"val_split=1000 \(--val-split\): cannot hold out 1000 of the 1000 training "
+                                         r"images; choose 0 \(no validation split\) to 999"):
         stratified_split(labels, 1000, seed=0)
 
 

@@ -191,10 +191,12 @@ def image_tree(tmp_path):
     return root
 
 
-def test_features_command_writes_features_files_and_labels(tmp_path, image_tree, resnet20_file, capsys):
+def test_features_command_writes_features_files_and_labels(tmp_path, image_tree, resnet20_file, capsys, caplog):
     out = tmp_path / "feats.safetensors"
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(out), "--batch-size", "4"]) == 0
     assert "skipped 1 unreadable image" in capsys.readouterr().out
+    broken = str(image_tree / "dog" / "broken.png")
+    assert f"skipped {broken}: " in caplog.text and f"{broken}: {broken}" not in caplog.text  # named once
     with safe_open(str(out), framework="np") as f:
         features, labels, meta = f.get_tensor("features"), f.get_tensor("labels"), f.metadata()
     files = json.loads(meta["files"])

@@ -105,7 +105,8 @@ def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[
     labels = torch.as_tensor(labels, dtype=torch.int64)
     n = len(labels)
     if not 0 <= holdout < n:
-        raise ValueError(f"cannot hold out {holdout} of {n} samples; choose 0 <= holdout < {n}")
+        raise ValueError(f"val_split={holdout} (--val-split): cannot hold out {holdout} of the {n} training images; "
+                         f"choose 0 (no validation split) to {n - 1}")
     if holdout == 0:
         return torch.arange(n), torch.empty(0, dtype=torch.int64)
     classes, counts = torch.unique(labels, return_counts=True)

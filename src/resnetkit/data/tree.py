@@ -69,7 +69,7 @@ class ImageTree:
             return read_image_file(self.paths[index])
         if not self.spans:
             raise ValueError(f"{self.source} is a compressed tar: random access would decompress it again for every "
-                             "image; decompress it once (e.g. `gunzip` to a .tar) or load it in memory")
+                             "image; decompress it once (e.g. `gunzip` to a .tar)")
         offset, size = self.spans[index]
         check_file_size(size)
         with open(self.source, "rb") as handle:

@@ -123,8 +123,8 @@ def extract_features(predictor: Predictor, data: str, *, stage: int | None = Non
                 raise ValueError(f"the features of {len(sources)} images would take "
                                  f"{chunks[0][0].nbytes * len(sources) / 2**30:.1f} GiB, more than this machine "
                                  f"can hold; pool them (--pool), choose a later --stage, or give fewer images")
-    for name, why in skipped[:10]:
-        log.warning("skipped %s: %s", name, why)
+    for name, why in skipped[:10]:  # the decoder's message names the file already
+        log.warning("skipped %s", why if why.startswith(str(name)) else f"{name}: {why}")
     if not kept:
         raise ValueError(f"none of the {len(sources)} images in {data} could be read")
     features = np.concatenate(chunks)
