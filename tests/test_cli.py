@@ -127,6 +127,17 @@ def test_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys, 
     with pytest.raises(RuntimeError, match="inside a library"):
         main(["--debug", "summary", "resnet20"])
 
+    def exhausted(self):  # torch's CPU allocator, as `train --image-size 2048` met it
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(FlopCounterMode, "__enter__", exhausted)
+    assert main(["summary", "resnet20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resnetkit summary: error: out of memory (RuntimeError: ") and err.count("\n") == 1
+    assert err.endswith("use a smaller --batch-size, a smaller --image-size / --input-size, or a machine with more "
+                        "memory\n")
+
 
 def test_train_without_internet_prints_one_line_of_advice(tmp_path, capsys, monkeypatch):
     import urllib.error

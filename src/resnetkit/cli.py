@@ -632,6 +632,9 @@ def _one_line(error: BaseException) -> str:
     ours = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(__file__).resolve().parent)
     if ours or isinstance(error, FileNotFoundError):
         return text
+    if isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        return (f"out of memory ({type(error).__name__}: {text}); use a smaller --batch-size, a smaller "
+                "--image-size / --input-size, or a machine with more memory")
     return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
 
 
