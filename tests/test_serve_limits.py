@@ -195,6 +195,11 @@ def test_wrong_field_and_malformed_bodies(client):
                                               ("files", ("b.png", _png(), "image/png"))], data={"topk": "3"}),
             422, "unexpected form field(s) 'topk'")
     still_serves(client)
+    many = {f"{i:04d}" + "x" * 1000: "v" for i in range(300)}  # 300 long field names: a short message still
+    response = client.post("/v1/predict", files={"files": ("a.png", _png(), "image/png")}, data=many)
+    refused(response, 422, "unexpected form field(s) '0000xxx", "...', ", "and 295 more")
+    assert len(response.content) < 1000
+    still_serves(client)
     refused(client.post("/v1/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"}), 400,
             "without a boundary")
     still_serves(client)

@@ -118,13 +118,19 @@ async def read_uploads(request: Request, options: ServeOptions, ticket: BodyTick
         raise UploadError(415, f"Content-Type {kind!r} is not accepted: send multipart/form-data with the "
                                "images in the field 'files', or one image as the body with Content-Type image/*")
     if not uploads:
-        got = f" (got field(s) {', '.join(repr(o) for o in others)})" if others else ""
+        got = f" (got field(s) {_shown_fields(others)})" if others else ""
         raise UploadError(422, "no image uploaded: send multipart/form-data with field 'files' (one part per "
                                f"image), or one image as the body with Content-Type image/*{got}")
     if others:
-        raise UploadError(422, f"unexpected form field(s) {', '.join(repr(o) for o in others)}: images go in the "
+        raise UploadError(422, f"unexpected form field(s) {_shown_fields(others)}: images go in the "
                                "field 'files'; top_k is a query parameter (?top_k=3)")
     return uploads
+
+
+def _shown_fields(names: list[str], *, most: int = 5, longest: int = 40) -> str:
+    """The first few field names, each cut short: 20,000 parts of long names made a 4 MB error message."""
+    shown = ", ".join(repr(n if len(n) <= longest else n[:longest] + "...") for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 async def _capped_stream(request: Request, limit: int, message: str, ticket: BodyTicket) -> AsyncIterator[bytes]:
