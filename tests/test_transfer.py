@@ -124,6 +124,18 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
     assert "head only for 1 epoch(s)" in report and "discriminative lrs from 0.0001" in report
 
 
+def test_finetune_starts_from_a_shipped_pretrained_name(tmp_path, capsys, one_thread):
+    """Before: 'resnet20_cifar10: no such weight file, nor a pretrained name' (it was read as a file path)."""
+    out = tmp_path / "run"
+    assert main(["finetune", "resnet20_cifar10", "digits", "--freeze", "--iterations", "2", "--amp", "none",
+                 "--out-dir", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["arch"] == "resnet20" and json.loads((out / "start.json").read_text()) == {
+        "pretrained": "resnet20_cifar10"}
+    model, info = load_model(out / "model.safetensors")
+    assert model.num_classes == 10 and info.preprocess.input_size == 32  # the shipped model's preprocessing
+
+
 def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path, start_file, capsys):
     out = tmp_path / "stopped"
     (out / "stage1-head").mkdir(parents=True)  # what a run killed after its head-only stage leaves

@@ -128,19 +128,18 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from .config import load_train_config
     from .files import is_url
     from .models import list_models
+    from .models.pretrained import get_weights
     from .models.sources import check_self_describing
 
     overrides = _overrides(args, exclude=("recipe", "start", "data_source", "weights"))
-    for twice in ("data", "pretrained"):  # MODEL and DATA are the positional arguments
-        if twice in overrides:
-            raise ValueError(f"--{twice} {overrides[twice]}: give the {'data' if twice == 'data' else 'start model'} "
-                             "once, as the positional argument (resnetkit finetune MODEL DATA)")
     if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
         if not args.weights:
             raise ValueError(f"{args.start} is an architecture name: give its weights with --weights FILE_OR_URL")
         overrides.update(model=args.start, pretrained=args.weights)
     elif args.weights:
         raise ValueError(f"{args.start}: --weights goes with an architecture name; a model file holds its weights")
+    elif not is_url(args.start) and not Path(args.start).exists() and (entry := get_weights(args.start)):
+        overrides.update(model=entry.arch, pretrained=args.start)  # a pretrained name (resnet20_cifar10)
     else:
         if not is_url(args.start):
             check_self_describing(Path(args.start), shown=args.start)  # a .pth needs ARCH --weights FILE
@@ -288,8 +287,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import (AMP_MODES, BENCH_RUNTIMES, INTERPOLATIONS, STUDY_SCHEDULES, EvalConfig, ExportConfig,
-                         PruneConfig, StudyConfig, TrainConfig, config_flags)
+    from .config import (AMP_MODES, BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, STUDY_SCHEDULES, VARIANTS,
+                         EvalConfig, ExportConfig, PruneConfig, StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -312,10 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="architecture name (see `resnetkit models`)")
     p.add_argument("--input-size", type=_pixels, default=None, metavar="PIXELS",
                    help="square image side (default: the model's own, 224 or 32)")
-    p.add_argument("--variant", choices=["v1", "v1.5", "v2"], default=None,
+    p.add_argument("--variant", choices=list(VARIANTS), default=None,
                    help="v1: the paper, v1.5: torchvision, v2: pre-activation (default: the architecture's)")
-    p.add_argument("--shortcut", choices=["A", "B", "C"], default=None,
-                   help="A: zero-pad, B: projection when the shape changes, C: always (default: the architecture's)")
+    p.add_argument("--shortcut", choices=list(SHORTCUTS), default=None,
+                   help="A: zero-pad, B: projection when the shape changes, C: always, none: the plain net "
+                        "(default: the architecture's)")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("train", help="train a network from a recipe; any recipe field can be overridden",
@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the finetune recipe; every TrainConfig setting is a flag. Writes the model file "
                                    "(with the class names and MODEL's preprocessing) and report to --out-dir.")
     p.add_argument("start", metavar="MODEL",
-                   help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, or an architecture name with --weights")
+                   help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, a pretrained name (resnet20_cifar10), "
+                        "or an architecture name with --weights")
     p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, 'cifar10' ...")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
                    help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
@@ -345,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="finetune", help="bundled recipe name or YAML path (default: finetune)")
     p.add_argument("--freeze", dest="freeze_backbone", action="store_true", default=argparse.SUPPRESS,
                    help="linear probe: train only the new head, body and BatchNorm frozen (default: off, two stages)")
-    _add_config_flags(p, TrainConfig.flags(), recipe=True)
+    _add_config_flags(p, {k: f for k, f in TrainConfig.flags().items() if k not in ("data", "pretrained")},
+                      recipe=True)  # MODEL and DATA are the positional arguments
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("features", help="extract pooled features or a stage's feature maps for a set of images",

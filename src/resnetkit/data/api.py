@@ -112,8 +112,9 @@ def load_data(config: DataConfig) -> DataSplits:
     test = _resize(loaded["test"], config.image_size)
     if train is None:
         raise FileNotFoundError(f"{config.source} has no training images")
-    empty = sorted(set(range(len(train.class_names))) - set(train.labels.tolist()))
-    if empty:  # every file of a class skipped: a class the model could never learn, or a one-class "classifier"
+    empty = sorted(set(range(len(train.class_names))) - set(train.labels.tolist())) \
+        if resolve_source(config.source).is_image_tree else []  # (a named dataset's classes come from its meta file)
+    if empty:  # every file of a class folder skipped: a class never learnt, or a one-class "classifier"
         shown = ", ".join(repr(train.class_names[i]) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise ValueError(f"{config.source}: {len(empty)} class folder(s) ({shown}) have no readable training images "
                          "(their files were skipped: see the warnings above); fix those images or remove the folders")
