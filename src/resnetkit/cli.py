@@ -91,7 +91,8 @@ def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[st
 def _print_result(result) -> None:
     if result.model_path is None:
         return
-    top1 = f"{100 * result.top1:.2f}%" if result.top1 is not None else "n/a"
+    top1 = f"{100 * result.top1:.2f}%" if result.top1 is not None else \
+        "n/a (no validation images: --val-split N holds N training images out, or give a val/ or test/ folder)"
     print(f"top-1 {top1} in {result.wall_time_s:.0f} s; model: {result.model_path}")
     for name, path in result.report_paths.items():
         print(f"{name}: {path}")
@@ -353,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="extract pooled features or a stage's feature maps for a set of images",
                        description="Run MODEL (with its own preprocessing) over the images of DATA and write the "
                                    "features before the classifier (or --stage K's maps) to --out, with the file "
-                                   "list and the labels of class folders (.safetensors: in the file; .npy: in "
-                                   "FILE.json beside it).")
+                                   "list and the labels of class folders (.safetensors: in the file; NAME.npy: in "
+                                   "NAME.json beside it).")
     p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
                                                   "name with --weights")
     p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a folder or a file")

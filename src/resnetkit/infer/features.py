@@ -6,7 +6,8 @@ one stage's feature map (``stage``, optionally average-pooled). The result is wr
 list and the labels (from class folders) so the rows can be matched to the images:
 
 - ``.safetensors``: tensors ``features`` and ``labels``, metadata ``files``, ``class_names`` (JSON);
-- ``.npy``: the features, with ``FILE.json`` beside it holding files, labels and class names.
+- ``.npy``: the features, with a ``.json`` of the same name beside it (``feats.npy``: ``feats.json``) holding
+  files, labels and class names.
 """
 
 from __future__ import annotations
