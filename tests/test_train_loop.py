@@ -155,6 +155,16 @@ def test_resume_accepts_the_same_data_and_start_model_spelled_another_way(tmp_pa
         check_resumable(named, saved, path=tmp_path / "checkpoint.pt")
 
 
+def test_a_run_resumed_longer_takes_the_stretched_schedules_lr_from_its_first_step(tmp_path):
+    """Before: the first resumed step ran at the old schedule's last lr (0.0 after a finished one-cycle)."""
+    _trainer(tmp_path, epochs=1, schedule="onecycle").fit()
+    longer = _trainer(tmp_path, epochs=2, schedule="onecycle", resume=True)
+    assert longer.resume()
+    expected = [base * fn(longer.scheduler.last_epoch)
+                for base, fn in zip(longer.scheduler.base_lrs, longer.scheduler.lr_lambdas)]
+    assert [g["lr"] for g in longer.optimizer.param_groups] == expected and min(expected) > 0.01
+
+
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
     assert _trainer(tmp_path, epochs=1, resume=True).fit().history[0]["epoch"] == 1
 

@@ -261,8 +261,15 @@ class Trainer:
                                    "is damaged or another run's") from e
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
+        # The optimizer holds the lr of the old schedule's last step; a run resumed with another length takes the
+        # stretched schedule's from its first step (the same value when the length is unchanged).
+        self._set_lr()
         self._update_plateau()
         return True
+
+    def _set_lr(self) -> None:
+        for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * fn(self.scheduler.last_epoch)
 
     def _update_plateau(self) -> None:
         """Recount the "plateau" lr drops from the validation history (rank 0 evaluates; every rank follows)."""
@@ -272,9 +279,7 @@ class Trainer:
         drops = self.dist.broadcast(plateau_drops(seen, patience=self.config.schedule.patience))
         if drops != self.lr_drops:  # from the next step on, not one step late
             self.lr_drops = drops
-            for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                       self.scheduler.lr_lambdas):
-                group["lr"] = base * fn(self.scheduler.last_epoch)
+            self._set_lr()
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         for key, (was, now) in check_resumable(self.config, saved, path=self.checkpoint_path).items():
