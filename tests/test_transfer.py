@@ -126,6 +126,8 @@ def test_two_stage_finetune_freezes_body_and_bn_first_then_records_everything(tm
 
 def test_finetune_starts_from_a_shipped_pretrained_name(tmp_path, capsys, one_thread):
     """Before: 'resnet20_cifar10: no such weight file, nor a pretrained name' (it was read as a file path)."""
+    from resnetkit.models.pretrained import get_weights
+
     out = tmp_path / "run"
     assert main(["finetune", "resnet20_cifar10", "digits", "--freeze", "--iterations", "2", "--amp", "none",
                  "--out-dir", str(out), "--no-progress"]) == 0
@@ -133,7 +135,8 @@ def test_finetune_starts_from_a_shipped_pretrained_name(tmp_path, capsys, one_th
     assert config["model"]["arch"] == "resnet20" and json.loads((out / "start.json").read_text()) == {
         "pretrained": "resnet20_cifar10"}
     model, info = load_model(out / "model.safetensors")
-    assert model.num_classes == 10 and info.preprocess.input_size == 32  # the shipped model's preprocessing
+    _, shipped = load_model(get_weights("resnet20_cifar10").local_path())
+    assert model.num_classes == 10 and info.preprocess.mean == shipped.preprocess.mean  # its normalisation kept
 
 
 def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path, start_file, capsys):
