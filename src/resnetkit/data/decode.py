@@ -33,6 +33,7 @@ CHUNK_BYTES = 32 * 2**20  # ... or fewer, when their encoded bytes reach this (a
 # once stay near CHUNK_BYTES x workers x 2 whatever the size of the data.
 AHEAD_PER_WORKER = 2
 SIZE_SAMPLE = 32  # decodable images looked at to choose the in-memory size when none is given
+ChunkResult = tuple[dict[int, str], Counter[tuple[int, int]]]  # a chunk's failures by index, and resized sizes
 
 
 def decode_read(data: bytes | ImageLoadError) -> torch.Tensor:
@@ -82,8 +83,7 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     failures: dict[int, str] = {}
     resized: Counter[tuple[int, int]] = Counter()
 
-    def decode_chunk(chunk: list[tuple[int, bytes | ImageLoadError]]
-                     ) -> tuple[dict[int, str], Counter[tuple[int, int]]]:
+    def decode_chunk(chunk: list[tuple[int, bytes | ImageLoadError]]) -> ChunkResult:
         chunk_failures: dict[int, str] = {}
         chunk_resized: Counter[tuple[int, int]] = Counter()
         for index, data in chunk:
@@ -105,13 +105,14 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
         target = common_size(stream, read=pending) or (1, 1)  # (1, 1): nothing decodable; reported below
     check_fits_in_memory(n, target, source=str(tree.source))
     images = torch.zeros((n, 3, *target), dtype=torch.uint8)
-    def collect(future: Future[tuple[dict[int, str], Counter[tuple[int, int]]]]) -> None:
+
+    def collect(future: Future[ChunkResult]) -> None:
         chunk_failures, chunk_resized = future.result()
         failures.update(chunk_failures)
         resized.update(chunk_resized)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        in_flight: deque[Future[tuple[dict[int, str], Counter[tuple[int, int]]]]] = deque()
+        in_flight: deque[Future[ChunkResult]] = deque()
         pending_bytes = 0
         for item in stream:
             pending.append(item)

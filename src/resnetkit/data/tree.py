@@ -114,8 +114,8 @@ class ImageTree:
 
 
 def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, int]] | None, list[tuple[str, str]]]:
-    """``(relative posix path, full path or member name)`` of every regular file, tar data spans, and the tar
-    members left out with the reason (links, devices, absolute or ``..`` names, a name given twice)."""
+    """``(relative posix path, full path or member name)`` of every regular file, tar data spans, and ``(relative
+    path, reason)`` of the tar members left out (links, devices, absolute or ``..`` names, a name given twice)."""
     if source.is_dir():
         found = [(PurePosixPath(Path(full).relative_to(source)).as_posix(), full)
                  for full in walk_files(source, hidden_folders=False)]
@@ -136,7 +136,7 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
             if reason is None and member.name in seen:
                 reason = "a second member of the same name (the first one is used)"
             if reason is not None:
-                skipped.append((f"{source}:{member.name}", reason))
+                skipped.append((name, reason))
                 continue
             seen.add(member.name)
             found.append((name, member.name))
@@ -206,8 +206,7 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
     prefix = _choose_split([rel for rel, _ in files], split)
     if prefix is None:
         return None
-    skipped = [(label, reason) for label, reason in left_out  # the tar members of this split left out
-               if label[len(str(path)) + 1:].removeprefix("./").startswith(prefix)]
+    skipped = [(f"{path}:{rel}", reason) for rel, reason in left_out if rel.startswith(prefix)]  # this split's
     chosen = [(i, rel[len(prefix):], where) for i, (rel, where) in enumerate(files) if rel.startswith(prefix)]
     images = []
     for i, rel, where in chosen:
