@@ -56,7 +56,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: b
     field itself, in one place. With ``recipe``, only flags given on the line override the recipe."""
     for name, f in flags.items():
         default = f.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else repr(default) if default == "" else default
+        shown = (" ".join(map(str, default)) or "none") if isinstance(default, tuple) else \
+            repr(default) if default == "" else default
         if isinstance(default, bool):
             shown = "on" if default else "off"
         unless = ", unless the recipe sets it" if recipe else ""
@@ -188,10 +189,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .config import StudyConfig
     from .reproduce import run_study
 
-    study = StudyConfig(data=args.data, out_dir=args.out, depths=tuple(args.depths), plain=args.plain,
-                        schedule=args.schedule, epochs_scale=args.epochs_scale, epochs=args.epochs,
-                        amp=args.amp or "", compile=args.compile, seeds=args.seeds, only=tuple(args.only or ()),
-                        val_split=args.val_split, device=args.device, progress=args.progress)
+    study = _config_from_args(StudyConfig, args)
     print(f"report: {run_study(study)}")
     return 0
 
@@ -288,7 +286,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import (AMP_MODES, BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, STUDY_SCHEDULES, VARIANTS,
+    from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
                          EvalConfig, ExportConfig, PruneConfig, StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
@@ -378,43 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_demo)
 
-    study = StudyConfig()  # the flags' defaults are the config's
     p = sub.add_parser("reproduce", help="the paper's experiments: train, resume and report the CIFAR-10 study",
                        description="The CIFAR-10 study of section 4.2: every depth (and its plain twin with --plain) "
                                    "as its own resumable run under --out, then report.md with Table 6 side by side "
                                    "with the paper, Figures 6 and 7 and gradient flow. Run the same command again "
                                    "to continue after a stop; finished runs are skipped.")
     p.add_argument("study", choices=["cifar10"], help="which study (the CIFAR-10 one of section 4.2)")
-    p.add_argument("--data", default=study.data,
-                   help="CIFAR-10 as for `resnetkit train --data`: 'cifar10' (downloaded), its archive, or an image "
-                        "folder/tar (default: %(default)s)")
-    p.add_argument("--out", default=study.out_dir, help="study folder (default: %(default)s)")
-    p.add_argument("--depths", type=int, nargs="+", default=list(study.depths),
-                   help=f"CIFAR depths 6n+2 (default: {' '.join(map(str, study.depths))})")
-    p.add_argument("--plain", action="store_true", help="also train each depth's plain twin (no shortcuts) (default: off)")
-    p.add_argument("--schedule", choices=list(STUDY_SCHEDULES), default=study.schedule,
-                   help="paper: the cifar10-paper recipe (section 4.2); fast: the cifar10-fast recipe; each run takes "
-                        "its recipe's lengths (default: %(default)s)")
-    p.add_argument("--epochs-scale", type=float, default=study.epochs_scale, metavar="F",
-                   help="multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU (default: 1.0)")
-    p.add_argument("--epochs", type=int, default=0, metavar="N",
-                   help="with --schedule fast: every run N epochs long, instead of the recipe's epochs x F (default: 0, use F)")
-    p.add_argument("--amp", choices=list(AMP_MODES), default=None,
-                   help="mixed precision of every run; 'auto' takes bf16 on CUDA and, on a CPU, the faster of "
-                        "bf16 and fp32, measured (default: the recipe's)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile every run's training step: faster steps after a slower start; needs a C++ "
-                        "compiler; may be switched on or off when a run resumes (default: off)")
-    p.add_argument("--seeds", type=int, default=study.seeds, metavar="N",
-                   help="runs per network, seeds 0..N-1 (default: %(default)s)")
-    p.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                   help="train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run elsewhere "
-                        "(default: all runs)")
-    p.add_argument("--val-split", type=int, default=study.val_split, metavar="N",
-                   help="training images held out for validation (default: %(default)s, the paper's 45k/5k split)")
-    p.add_argument("--device", default=study.device, help="auto (CUDA when present), cpu, cuda, cuda:1 (default: %(default)s)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="progress bars (default: on)")
+    _add_config_flags(p, config_flags(StudyConfig))
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled image folder, tar or dataset")

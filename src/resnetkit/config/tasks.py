@@ -8,7 +8,7 @@ from typing import Any
 
 from .fields import JsonConfig, _opt, check_count, check_finite
 from .model import check_image_side
-from .train import check_amp
+from .train import AMP_MODES, check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
@@ -207,20 +207,28 @@ class StudyConfig(JsonConfig):
 
     _what = "study config"
 
-    data: str = "cifar10"  # anything ``resnetkit train --data`` takes
-    out_dir: str = "runs/reproduce-cifar10"
-    depths: tuple[int, ...] = (20, 32, 44, 56, 110)
-    plain: bool = False  # also train the plain twin (no shortcuts) of every depth
-    schedule: str = "paper"  # "paper": section 4.2 (recipe cifar10-paper); "fast": recipe cifar10-fast
-    epochs_scale: float = 1.0  # every schedule length and milestone times this
-    epochs: int = 0  # the fast schedule's length in epochs, instead of its recipe's x epochs_scale (0: the scale)
-    amp: str = ""  # mixed precision of every run (auto, none, bf16, fp16); "": the recipe's
-    compile: bool = False  # torch.compile every run's training step (faster steps, a slower start; needs a compiler)
-    seeds: int = 1  # runs per network, seeds 0 .. seeds-1 (mean and spread in the table)
-    only: tuple[str, ...] = ()  # run only these runs (names or patterns: resnet20, plain*, resnet56-s1)
-    val_split: int = 5000  # training images held out for validation, as the paper's 45k/5k split
-    device: str = "auto"
-    progress: bool = True
+    data: str = _opt("cifar10", "CIFAR-10 as for `resnetkit train --data`: 'cifar10' (downloaded), its archive, or "
+                     "an image folder/tar", metavar="PATH")
+    out_dir: str = _opt("runs/reproduce-cifar10", "study folder: one run folder per network, report.md", flag="out",
+                        metavar="DIR")
+    depths: tuple[int, ...] = _opt((20, 32, 44, 56, 110), "CIFAR depths 6n+2", type=int, metavar="DEPTH")
+    plain: bool = _opt(False, "also train each depth's plain twin (no shortcuts)")
+    schedule: str = _opt("paper", "paper: the cifar10-paper recipe (section 4.2); fast: the cifar10-fast recipe; each "
+                         "run takes its recipe's lengths", choices=STUDY_SCHEDULES)
+    epochs_scale: float = _opt(1.0, "multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU "
+                               "(1.0: the paper's 64k iterations)", metavar="F")
+    epochs: int = _opt(0, "with --schedule fast: every run N epochs long, instead of the recipe's epochs x F; 0: use F",
+                       metavar="N")
+    amp: str = _opt("", "mixed precision of every run; 'auto' takes bf16 on CUDA and, on a CPU, the faster of bf16 "
+                    "and fp32, measured; '': the recipe's", choices=AMP_MODES)
+    compile: bool = _opt(False, "torch.compile every run's training step: faster steps after a slower start; needs a "
+                         "C++ compiler; may be switched on or off when a run resumes")
+    seeds: int = _opt(1, "runs per network, seeds 0..N-1 (mean and spread in the table)", metavar="N")
+    only: tuple[str, ...] = _opt((), "train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run "
+                                 "elsewhere; none: all runs", type=str, metavar="NAME")
+    val_split: int = _opt(5000, "training images held out for validation (the paper's 45k/5k split)", metavar="N")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    progress: bool = _opt(True, "progress bars")
 
     def __post_init__(self) -> None:
         if self.schedule not in STUDY_SCHEDULES:
