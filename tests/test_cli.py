@@ -95,6 +95,23 @@ def test_every_flag_of_every_command_has_help_with_its_default():
     assert "fractions of the run" in train_help and "(default: 0.5 0.75," in train_help
 
 
+def test_a_command_line_without_settings_gives_the_configs_own_defaults():
+    """Flags come from the config fields (help and default in one place): nothing given on the line is the config's
+    default, and a flag in another unit (--max-upload-mb) reaches its field converted (bytes)."""
+    from resnetkit.cli import _config_from_args, build_parser
+    from resnetkit.config import MIB, ServeOptions, StudyConfig
+
+    parser = build_parser()
+    assert _config_from_args(StudyConfig, parser.parse_args(["reproduce", "cifar10"])) == StudyConfig()
+    assert _config_from_args(ServeOptions, parser.parse_args(["serve", "m.safetensors"])) == ServeOptions()
+    study = _config_from_args(StudyConfig, parser.parse_args(
+        ["reproduce", "cifar10", "--depths", "20", "56", "--only", "plain*", "--out", "s", "--amp", "none"]))
+    assert (study.depths, study.only, study.out_dir, study.amp) == ((20, 56), ("plain*",), "s", "none")
+    serve = _config_from_args(ServeOptions, parser.parse_args(["serve", "m", "--max-inflight-mb", "64.5", "--onnx",
+                                                               "m.onnx", "--graceful-timeout", "5"]))
+    assert (serve.max_inflight_bytes, serve.onnx_file, serve.graceful_timeout_s) == (64 * MIB + MIB // 2, "m.onnx", 5.0)
+
+
 def test_top_level_help_speaks_to_users(capsys):
     import pytest
 

@@ -70,19 +70,32 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: b
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **given)
         elif f.many:
-            parser.add_argument(flag, type=f.type, nargs="+", metavar=f.metavar, **given)
+            parser.add_argument(flag, type=_argument_type(f.type), nargs="+", metavar=f.metavar, **given)
         elif f.choices:
             parser.add_argument(flag, choices=f.choices, **given)
         else:
-            parser.add_argument(flag, type=f.type, metavar=f.metavar, **given)
+            parser.add_argument(flag, type=_argument_type(f.type), metavar=f.metavar, **given)
 
 
-def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """A config dataclass filled from the parsed arguments named as its flags."""
+def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A flag's parser; a config's own (``mebibytes``) has its message shown as it is, not as "invalid value"."""
+    if convert in (int, float, str):
+        return convert
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _config_from_args(cls: type, args: argparse.Namespace, **settings: Any) -> Any:
+    """A config dataclass filled from the parsed arguments named as its flags (and ``settings``, not flags)."""
     from .config import config_flags
 
-    values = {f.field: getattr(args, name) for name, f in config_flags(cls).items()}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return cls(**{f.field: f.field_value(getattr(args, name)) for name, f in config_flags(cls).items()}, **settings)
 
 
 def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
@@ -233,17 +246,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from .config import ServeOptions
     from .serve import MissingDependencyError, api_key_from_env, serve
-    from .serve.options import MIB, ServeOptions
 
     try:
-        options = ServeOptions(
-            top_k=args.top_k, runtime=args.runtime, onnx_file=args.onnx, max_batch=1 if args.no_batching else
-            args.max_batch, max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
-            preprocess_threads=args.preprocess_threads, max_upload_bytes=int(args.max_upload_mb * MIB),
-            max_request_bytes=int(args.max_request_mb * MIB), max_files=args.max_files, max_pixels=args.max_pixels,
-            max_inflight_bytes=int(args.max_inflight_mb * MIB), max_connections=args.max_connections,
-            api_key=api_key_from_env(args.api_key), graceful_timeout_s=args.graceful_timeout)
+        options = _config_from_args(ServeOptions, args, api_key=api_key_from_env(args.api_key))
+        if args.no_batching:
+            options = options.with_overrides(max_batch=1, max_wait_ms=0.0)
         serve(args.model, weights=args.weights, class_names=args.classes, device=args.device, host=args.host,
               port=args.port, access_log=args.access_log, options=options)
     except MissingDependencyError as e:
@@ -287,7 +296,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
-                         EvalConfig, ExportConfig, PruneConfig, StudyConfig, TrainConfig, config_flags)
+                         EvalConfig, ExportConfig, PruneConfig, ServeOptions, StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -433,9 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class the Grad-CAM explains (default: the predicted class)")
     p.set_defaults(func=_cmd_predict)
 
-    from .serve.options import MIB, RUNTIMES, ServeOptions
-
-    serve_defaults = ServeOptions()
     p = sub.add_parser("serve", help="HTTP API and web page for a model (needs the 'serve' extra)",
                        description="Serve MODEL over HTTP: POST /v1/predict, /v1/cam, GET /v1/model, /healthz, "
                                    "/readyz, /metrics, /docs and an upload page at /. Requests that arrive "
@@ -450,42 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on, 0.0.0.0 to accept other machines (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
-    p.add_argument("--top-k", type=int, default=serve_defaults.top_k,
-                   help="default top-k for requests that do not ask (default: %(default)s)")
-    p.add_argument("--runtime", choices=RUNTIMES, default=serve_defaults.runtime,
-                   help="auto (default): openvino-int8 when MODEL's INT8 ONNX file (resnetkit export --int8) is "
-                        "beside it or given with --onnx, else onnx (exported at startup), else torch")
-    p.add_argument("--onnx", metavar="FILE", default=None,
-                   help="an ONNX file exported from MODEL (fp32 for --runtime onnx, INT8 for openvino-int8) (default: none, "
-                        "found beside MODEL or exported at startup)")
-    p.add_argument("--max-batch", type=int, default=serve_defaults.max_batch,
-                   help="most images per forward pass (default: %(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=serve_defaults.max_wait_ms,
-                   help="how long the oldest queued image may wait for a batch to fill (default: %(default)s)")
+    _add_config_flags(p, config_flags(ServeOptions))
     p.add_argument("--no-batching", action="store_true", help="one image per forward pass, i.e. --max-batch 1 (default: off)")
-    p.add_argument("--max-queue", type=int, default=serve_defaults.max_queue,
-                   help="images waiting for the model; beyond it, 503 with Retry-After (default: %(default)s)")
-    p.add_argument("--preprocess-threads", type=int, default=serve_defaults.preprocess_threads,
-                   help="threads decoding and resizing images (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_upload_bytes / MIB,
-                   help="largest image file in MiB (default: %(default)s)")
-    p.add_argument("--max-request-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_request_bytes / MIB,
-                   help="largest request body in MiB (default: %(default)s)")
-    p.add_argument("--max-files", type=int, default=serve_defaults.max_files,
-                   help="most images in one request (default: %(default)s)")
-    p.add_argument("--max-pixels", type=int, default=serve_defaults.max_pixels,
-                   help="most pixels (width x height) of one image, read from its header before decoding "
-                        "(default: %(default)s)")
-    p.add_argument("--max-inflight-mb", type=_mebibytes, metavar="MIB", default=serve_defaults.max_inflight_bytes / MIB,
-                   help="request bodies held at once over all requests, in MiB; beyond it, 503 with Retry-After "
-                        "(default: %(default)s)")
-    p.add_argument("--max-connections", type=int, default=serve_defaults.max_connections,
-                   help="open connections at once; beyond it, 503 (default: %(default)s)")
     p.add_argument("--api-key", default=None,
                    help="require this key (Authorization: Bearer KEY, X-API-Key: KEY, or as the HTTP Basic password) "
                         "on every route but /healthz and /readyz; default: $RESNETKIT_API_KEY, else none")
-    p.add_argument("--graceful-timeout", type=float, default=serve_defaults.graceful_timeout_s, metavar="S",
-                   help="on SIGTERM, how long in-flight requests may take to finish (default: %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request, uvicorn's access log (default: off)")
     p.set_defaults(func=_cmd_serve)
 
@@ -565,19 +540,6 @@ def _pixels(text: str) -> int:
         from .config import MAX_IMAGE_SIDE
 
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIDE}") from None
-    return value
-
-
-def _mebibytes(text: str) -> float:
-    """A size in MiB given on the command line: a finite number above zero (NaN would pass every comparison)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size in MiB above 0 (e.g. 0.5, 8, 256)")
     return value
 
 

@@ -9,6 +9,7 @@ import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,15 +43,16 @@ class JsonConfig:
         return _from_dict(cls, data, what=cls._what)  # type: ignore[attr-defined]
 
 
-def _opt(default: Any, help: str, *, flag: str = "", type: type | None = None, choices: tuple[str, ...] = (),
-         positional: bool = False, metavar: str = "") -> Any:
+def _opt(default: Any, help: str, *, flag: str = "", type: Callable[[str], Any] | None = None,
+         choices: tuple[str, ...] = (), positional: bool = False, metavar: str = "", unit: int = 1) -> Any:
     """A field a user sets from the command line: its help text (units, meaning) lives beside its default, and
     the CLI builds its ``--flag`` from both. ``flag`` renames the flag (``TrainConfig.model.arch`` is
     ``--model``); ``type`` is the flag's type where the default (None) does not tell it (for a tuple: of its
     items); ``positional``: an argument without ``--`` (the model of ``resnetkit eval MODEL DATA``); ``metavar``:
-    the unit shown in the help (PIXELS, IMAGES)."""
+    the unit shown in the help (PIXELS, IMAGES); ``unit``: the flag counts in units of this many of the field's
+    (``--max-upload-mb`` sets ``max_upload_bytes``: unit ``MIB``)."""
     metadata: dict[str, Any] = {"help": help, "flag": flag, "type": type, "choices": choices, "positional": positional,
-                                "metavar": metavar}
+                                "metavar": metavar, "unit": unit}
     return field(default=default, metadata=metadata)
 
 
@@ -68,6 +70,13 @@ class Flag:
     positional: bool = False
     many: bool = False  # a tuple field: the flag takes one or more values
     metavar: str = ""
+    unit: int = 1  # the flag's value times this is the field's (MiB given, bytes kept)
+
+    def field_value(self, given: Any) -> Any:
+        """The field's value for what was given on the command line (a list for a tuple field)."""
+        if isinstance(given, list):
+            return tuple(given)
+        return round(given * self.unit) if self.unit != 1 and given is not None else given
 
 
 def config_flags(cls: type, *, section: str = "") -> dict[str, Flag]:
@@ -78,9 +87,10 @@ def config_flags(cls: type, *, section: str = "") -> dict[str, Flag]:
             continue  # set by the program (num_classes from the data), not by the user
         meta = f.metadata
         kind = meta["type"] or (float if isinstance(f.default, tuple) else type(f.default))
-        name = meta["flag"] or f.name
-        found[name] = Flag(name, section, f.name, f.default, meta["help"], kind, meta["choices"], meta["positional"],
-                           many="tuple" in str(f.type), metavar=meta["metavar"] or kind.__name__.upper())
+        name, unit = meta["flag"] or f.name, meta.get("unit", 1)
+        default = f.default / unit if unit != 1 and f.default is not None else f.default
+        found[name] = Flag(name, section, f.name, default, meta["help"], kind, meta["choices"], meta["positional"],
+                           many="tuple" in str(f.type), metavar=meta["metavar"] or kind.__name__.upper(), unit=unit)
     return found
 
 
@@ -113,6 +123,17 @@ def check_flag(name: str, value: Any) -> None:
     """``value`` must be true or false (a recipe's ``channels_last: "false"`` is a string, which would count as on)."""
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} must be true or false")
+
+
+def mebibytes(text: str) -> float:
+    """A size in MiB as typed on the command line: a finite number above zero (NaN would pass every comparison)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r} is not a size in MiB above 0 (e.g. 0.5, 8, 256)")
+    return value
 
 
 def check_finite(name: str, value: Any, *, minimum: float = 0.0) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .fields import JsonConfig, _opt, check_count, check_finite
+from .fields import JsonConfig, _opt, check_count, check_finite, mebibytes
 from .model import check_image_side
 from .train import AMP_MODES, check_amp
 
@@ -139,30 +139,38 @@ MAX_GRACEFUL_S = 86_400.0
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """``resnetkit serve``: limits and batching for ``create_app``; every field is a flag of the command."""
+    """``resnetkit serve``: limits and batching for ``create_app``; every field but the key is a flag of the command
+    (sizes in bytes here, in MiB on the command line)."""
 
-    top_k: int = 5  # the default top-k for requests that do not ask
-    # auto: openvino-int8 when an INT8 ONNX file is given or sits beside the model file (as
-    # `resnetkit export --int8` writes it) and OpenVINO is installed, else onnx, else torch.
-    runtime: str = "auto"
-    onnx_file: str | None = None  # an exported (fp32 or INT8) ONNX file of the model for onnx / openvino-int8
-    # Dynamic batching: the worker takes what is queued, up to max_batch images, waiting at most
-    # max_wait_ms after the first for more to arrive. max_batch=1 turns batching off.
-    max_batch: int = 32
-    max_wait_ms: float = 2.0
-    max_queue: int = 256  # images waiting for the model; beyond it requests get 503 + Retry-After
-    preprocess_threads: int = 2  # decoding and resizing, off the event loop
-    max_upload_bytes: int = 20 * MIB  # one image
-    max_request_bytes: int = 32 * MIB  # one request body, all its images together
-    max_files: int = 64  # images in one request
-    max_pixels: int = 50_000_000  # width x height of one image, read from its header before decoding
-    # Bytes of request bodies held at once over all requests in flight: past it, 503 + Retry-After, so many
-    # slow or large uploads together cannot exhaust memory. Open connections are capped too (uvicorn answers 503).
-    max_inflight_bytes: int = 256 * MIB
-    max_connections: int = 512
-    # None: no authentication (the server binds to 127.0.0.1 by default). Kept out of repr and logs.
+    top_k: int = _opt(5, "top-k for requests that do not ask", metavar="K")
+    runtime: str = _opt("auto", "auto: openvino-int8 when MODEL's INT8 ONNX file (resnetkit export --int8) is beside "
+                        "it or given with --onnx and OpenVINO is installed, else onnx (exported at startup), else torch",
+                        choices=SERVE_RUNTIMES)
+    onnx_file: str | None = _opt(None, "an ONNX file exported from MODEL (fp32 for --runtime onnx, INT8 for "
+                                 "openvino-int8) (default: none, found beside MODEL or exported at startup)",
+                                 flag="onnx", type=str, metavar="FILE")
+    # Dynamic batching: the worker takes what is queued, up to max_batch images, waiting at most max_wait_ms after
+    # the first for more to arrive. max_batch=1 turns batching off.
+    max_batch: int = _opt(32, "most images per forward pass", metavar="IMAGES")
+    max_wait_ms: float = _opt(2.0, "how long the oldest queued image may wait for a batch to fill", metavar="MS")
+    max_queue: int = _opt(256, "images waiting for the model; beyond it, 503 with Retry-After", metavar="IMAGES")
+    preprocess_threads: int = _opt(2, "threads decoding and resizing images, off the event loop", metavar="N")
+    max_upload_bytes: int = _opt(20 * MIB, "largest image file in MiB", flag="max_upload_mb", type=mebibytes,
+                                 metavar="MIB", unit=MIB)
+    max_request_bytes: int = _opt(32 * MIB, "largest request body (all its images together) in MiB",
+                                  flag="max_request_mb", type=mebibytes, metavar="MIB", unit=MIB)
+    max_files: int = _opt(64, "most images in one request", metavar="IMAGES")
+    max_pixels: int = _opt(50_000_000, "most pixels (width x height) of one image, read from its header before "
+                           "decoding", metavar="PIXELS")
+    # Past max_inflight_bytes, 503 + Retry-After: many slow or large uploads together cannot exhaust memory.
+    max_inflight_bytes: int = _opt(256 * MIB, "request bodies held at once over all requests, in MiB; beyond it, 503 "
+                                   "with Retry-After", flag="max_inflight_mb", type=mebibytes, metavar="MIB", unit=MIB)
+    max_connections: int = _opt(512, "open connections at once; beyond it, 503", metavar="N")
+    # None: no authentication (the server binds to 127.0.0.1 by default). Kept out of repr and logs; its flag
+    # (--api-key, else $RESNETKIT_API_KEY) is the command's own.
     api_key: str | None = field(default=None, repr=False)
-    graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
+    graceful_timeout_s: float = _opt(30.0, "on SIGTERM, how long in-flight requests may take to finish",
+                                     flag="graceful_timeout", metavar="S")
 
     def __post_init__(self) -> None:
         if self.runtime not in SERVE_RUNTIMES:
