@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnetkit import create_model, load_model, save_model
+from resnetkit import create_model, load_model
 from resnetkit.cli import main
 from resnetkit.export import (ParityError, Runner, artifact_runner, check_parity, export_int8, export_model,
                               read_onnx_info)

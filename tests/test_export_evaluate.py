@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnetkit import create_model, load_model, save_model
+from resnetkit import create_model, load_model
 from resnetkit.cli import main
 from resnetkit.config import CIFAR_PREPROCESS
 from resnetkit.export import compare_variants, load_image_folder, preprocess_image, top1_accuracy
