@@ -220,6 +220,18 @@ def find_weights(arch: str, tag: str) -> WeightEntry:
     return entry
 
 
+def default_weights(arch: str) -> WeightEntry:
+    """The weights ``create_model(arch, pretrained=True)`` loads: the most accurate of ``arch``'s entries by their
+    card's top-1 (torchvision's ``DEFAULT``: its v2 ImageNet weights); entries without a measured top-1 come
+    last, and a tie goes to the one listed first (shipped before downloaded)."""
+    entries = [e for e in list_weights() if e.arch == arch]
+    if not entries:
+        raise ValueError(f"no pretrained weights for {arch} (see `resnetkit models --pretrained`); "
+                         "create it without pretrained= and train or fine-tune it")
+    return max(entries, key=lambda e: (e.card.get("top1") is not None, e.card.get("top1") or 0.0,
+                                       -entries.index(e)))
+
+
 def identify_weights(path: str | os.PathLike[str], *, arch: str | None = None) -> WeightEntry | None:
     """The catalog entry a weight file is a copy of (matched by SHA-256), or None for an unknown file."""
     digest = file_sha256(path)

@@ -155,15 +155,16 @@ def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet
     return _BUILDERS[config.arch](spec if max_blocks is None else spec.shortened(max_blocks), config)
 
 
-def create_model(name: str, *, pretrained: str | None = None, features_only: bool = False,
+def create_model(name: str, *, pretrained: str | bool | None = None, features_only: bool = False,
                  out_indices: tuple[int, ...] | None = None, **options: object) -> ResNet:
     """Build a registered network, or load a trained one.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
     ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
-    ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``); a catalog
-    name such as ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
+    ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by their tag, or is
+    True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such as
+    ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
     given: it replaces the head for fine-tuning. ``features_only=True`` returns a backbone giving the maps
     ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
     ``feature_info`` (see ``models/features.py``).
@@ -171,6 +172,7 @@ def create_model(name: str, *, pretrained: str | None = None, features_only: boo
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
     >>> model = create_model("resnet20", pretrained="cifar10")
+    >>> model = create_model("resnet50", pretrained=True)  # its best ImageNet weights (torchvision's v2)
     >>> backbone = create_model("resnet50", features_only=True, out_indices=(2, 3, 4))  # stride 8, 16, 32 maps
     """
     model = _create(name, pretrained=pretrained, **options)
@@ -179,14 +181,16 @@ def create_model(name: str, *, pretrained: str | None = None, features_only: boo
     return model
 
 
-def _create(name: str, *, pretrained: str | None, **options: object) -> ResNet:
+def _create(name: str, *, pretrained: str | bool | None, **options: object) -> ResNet:
+    if pretrained is False:
+        pretrained = None
     if pretrained is not None or name not in _REGISTRY:
-        from .pretrained import get_weights, pretrained_model
+        from .pretrained import default_weights, get_weights, pretrained_model
 
         entry = None if pretrained is not None else get_weights(name)
         if pretrained is not None:
             get_spec(name)  # an unknown architecture is named as such, not as missing weights
-            return pretrained_model(name, pretrained, **options)
+            return pretrained_model(name, default_weights(name).tag if pretrained is True else pretrained, **options)
         if entry is not None:
             return pretrained_model(entry.arch, entry.tag, **options)
     return build_model(default_config(name, **options))

@@ -1,0 +1,41 @@
+"""Torch Hub: ``torch.hub.load(checkout, NAME, ...)`` builds what ``create_model`` builds, pretrained=True included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetkit import create_model, list_models
+from resnetkit.models.pretrained import default_weights
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+
+def test_every_registered_network_is_an_entry_point_and_nothing_else(monkeypatch):
+    # list() and help() take a GitHub repository only: the download is replaced by this checkout (no internet).
+    monkeypatch.setattr(torch.hub, "_get_cache_or_reload", lambda *args, **kwargs: REPO)
+    assert sorted(torch.hub.list("OWNER/resnetkit")) == sorted(list_models())
+    assert "pretrained" in torch.hub.help("OWNER/resnetkit", "resnet56")
+
+
+def test_hub_load_gives_the_shipped_network_and_create_models_options():
+    hub = torch.hub.load(REPO, "resnet20", source="local", pretrained=True).eval()
+    shipped = create_model("resnet20", pretrained="cifar10").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(hub(x), shipped(x))
+    model = torch.hub.load(REPO, "resnet50", source="local", variant="v1", num_classes=10)
+    assert model.num_classes == 10 and model.config.variant == "v1"
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in create_model("resnet50", variant="v1", num_classes=10).parameters())
+
+
+def test_pretrained_true_takes_the_most_accurate_weights_and_names_an_arch_without_any():
+    assert default_weights("resnet50").name == "resnet50_imagenet1k_v2"  # torchvision's DEFAULT, 80.86 > 76.13
+    assert default_weights("resnet20").name == "resnet20_cifar10"
+    with pytest.raises(ValueError, match=r"no pretrained weights for resnet1202 .*models --pretrained"):
+        create_model("resnet1202", pretrained=True)
+    assert create_model("resnet20", pretrained=False).fc.weight.std() != create_model(
+        "resnet20", pretrained=True).fc.weight.std()  # False: random weights, not the shipped ones
