@@ -15,12 +15,21 @@ points (``torch.hub.list`` lists every public callable of this module).
 import sys as _sys
 from pathlib import Path as _Path
 
-# torch.hub imports this file from a checkout that is not installed: the package is under src/.
-_sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
+# torch.hub imports this file from a checkout that is not installed: the package is under src/. A resnetkit
+# imported before (an installed copy) stays the one in use: Python keeps its first import.
+_SOURCE = _Path(__file__).resolve().parent / "src"
+_sys.path.insert(0, str(_SOURCE))
 
+import resnetkit as _resnetkit  # noqa: E402
 from resnetkit.models import create_model as _create_model, list_models as _list_models  # noqa: E402
 
-dependencies = ["torch", "torchvision", "safetensors", "numpy", "PIL", "yaml"]
+if _SOURCE not in _Path(_resnetkit.__file__).resolve().parents:
+    import warnings as _warnings
+
+    _warnings.warn(f"torch.hub: resnetkit was imported before from {_resnetkit.__file__}, so that copy builds the "
+                   f"models, not the one in {_SOURCE}", stacklevel=2)
+
+dependencies = ["torch", "torchvision", "safetensors", "numpy", "PIL", "yaml", "tqdm"]
 
 
 def _entry_point(name: str):

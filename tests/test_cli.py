@@ -97,7 +97,7 @@ def test_every_flag_of_every_command_has_help_with_its_default():
 
 def test_a_command_line_without_settings_gives_the_configs_own_defaults():
     """Flags come from the config fields (help and default in one place): nothing given on the line is the config's
-    default, and a flag in another unit (--max-upload-mb) reaches its field converted (bytes)."""
+    default, and a flag in another unit (--max-inflight-mb) reaches its field converted (bytes)."""
     from resnetkit.cli import _config_from_args, build_parser
     from resnetkit.config import MIB, ServeOptions, StudyConfig
 
@@ -110,6 +110,16 @@ def test_a_command_line_without_settings_gives_the_configs_own_defaults():
     serve = _config_from_args(ServeOptions, parser.parse_args(["serve", "m", "--max-inflight-mb", "64.5", "--onnx",
                                                                "m.onnx", "--graceful-timeout", "5"]))
     assert (serve.max_inflight_bytes, serve.onnx_file, serve.graceful_timeout_s) == (64 * MIB + MIB // 2, "m.onnx", 5.0)
+
+
+def test_a_size_in_mib_that_is_not_one_is_refused_naming_the_flag(capsys):
+    import pytest
+
+    for bad in ("nan", "-1", "0", "inf", "abc", ""):
+        with pytest.raises(SystemExit):
+            main(["serve", "m.safetensors", "--max-upload-mb", bad])
+        err = capsys.readouterr().err
+        assert f"argument --max-upload-mb: {bad!r} is not a size in MiB above 0" in err, err
 
 
 def test_top_level_help_speaks_to_users(capsys):

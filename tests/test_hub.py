@@ -39,3 +39,13 @@ def test_pretrained_true_takes_the_most_accurate_weights_and_names_an_arch_witho
         create_model("resnet1202", pretrained=True)
     assert create_model("resnet20", pretrained=False).fc.weight.std() != create_model(
         "resnet20", pretrained=True).fc.weight.std()  # False: random weights, not the shipped ones
+
+
+def test_a_catalog_name_means_its_weights_and_refuses_other_ones():
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(create_model("resnet20_cifar10", pretrained=True).eval()(x),
+                           create_model("resnet20_cifar10").eval()(x))
+    for other in (False, "imagenet1k_v1"):
+        with pytest.raises(ValueError, match=r"resnet20_cifar10 names trained weights of resnet20: .*'resnet20'"):
+            create_model("resnet20_cifar10", pretrained=other)

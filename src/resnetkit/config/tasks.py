@@ -8,7 +8,7 @@ from typing import Any
 
 from .fields import JsonConfig, _opt, check_count, check_finite, mebibytes
 from .model import check_image_side
-from .train import AMP_MODES, check_amp
+from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
@@ -28,7 +28,7 @@ class EvalConfig(JsonConfig):
                                           "scaled to the model", type=int, metavar="PIXELS")
     batch_size: int = _opt(64, "images per forward pass", metavar="IMAGES")
     out_dir: str = _opt("runs/eval", "folder for report.md and its figures")
-    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...", metavar="DEVICE")
     workers: int = _opt(2, "image-decoding worker processes")
     val_split: int = _opt(0, "measure the N images `resnetkit train --val-split N` held out of DATA's training "
                           "split; 0: DATA's test split", metavar="N")
@@ -104,7 +104,7 @@ class PruneConfig(JsonConfig):
                             metavar="SEED")
     out_dir: str = _opt("runs/prune", "folder for the pruned model.safetensors, report.md and the evaluations",
                         metavar="DIR")
-    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...", metavar="DEVICE")
     progress: bool = _opt(True, "progress bars")
     resume: bool = _opt(False, "continue a fine-tune that was stopped part-way from its checkpoint in --out-dir: the "
                         "same command with --resume (the model is pruned again, the same way, and must be pruned to "
@@ -224,18 +224,18 @@ class StudyConfig(JsonConfig):
     schedule: str = _opt("paper", "paper: the cifar10-paper recipe (section 4.2); fast: the cifar10-fast recipe; each "
                          "run takes its recipe's lengths", choices=STUDY_SCHEDULES)
     epochs_scale: float = _opt(1.0, "multiply every schedule length and milestone by F, e.g. 0.1 to fit a CPU "
-                               "(1.0: the paper's 64k iterations)", metavar="F")
+                               "(1.0: each recipe's full length, the paper's 64k iterations for paper)", metavar="F")
     epochs: int = _opt(0, "with --schedule fast: every run N epochs long, instead of the recipe's epochs x F; 0: use F",
                        metavar="N")
-    amp: str = _opt("", "mixed precision of every run; 'auto' takes bf16 on CUDA and, on a CPU, the faster of bf16 "
-                    "and fp32, measured; '': the recipe's", choices=AMP_MODES)
+    amp: str = _opt("", "mixed precision of every run: auto, bf16, fp16 or none; '': the recipe's. 'auto' takes bf16 "
+                    "on CUDA and, on a CPU, the faster of bf16 and fp32, measured", metavar="PRECISION")
     compile: bool = _opt(False, "torch.compile every run's training step: faster steps after a slower start; needs a "
                          "C++ compiler; may be switched on or off when a run resumes")
     seeds: int = _opt(1, "runs per network, seeds 0..N-1 (mean and spread in the table)", metavar="N")
     only: tuple[str, ...] = _opt((), "train only these runs (resnet20, plain56, resnet56-s1, 'plain*'); others can run "
                                  "elsewhere; none: all runs", type=str, metavar="NAME")
     val_split: int = _opt(5000, "training images held out for validation (the paper's 45k/5k split)", metavar="N")
-    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...", metavar="DEVICE")
     progress: bool = _opt(True, "progress bars")
 
     def __post_init__(self) -> None:

@@ -223,7 +223,8 @@ def find_weights(arch: str, tag: str) -> WeightEntry:
 def default_weights(arch: str) -> WeightEntry:
     """The weights ``create_model(arch, pretrained=True)`` loads: the most accurate of ``arch``'s entries by their
     card's top-1 (torchvision's ``DEFAULT``: its v2 ImageNet weights); entries without a measured top-1 come
-    last, and a tie goes to the one listed first (shipped before downloaded)."""
+    last, and a tie goes to the one listed first (shipped before downloaded). Each top-1 is on its own data: an
+    architecture with weights for two datasets (none has today) should be asked for by tag."""
     entries = [e for e in list_weights() if e.arch == arch]
     if not entries:
         raise ValueError(f"no pretrained weights for {arch} (see `resnetkit models --pretrained`); "

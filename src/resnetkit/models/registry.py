@@ -182,17 +182,20 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
 
 
 def _create(name: str, *, pretrained: str | bool | None, **options: object) -> ResNet:
-    if pretrained is False:
-        pretrained = None
-    if pretrained is not None or name not in _REGISTRY:
-        from .pretrained import default_weights, get_weights, pretrained_model
+    if name not in _REGISTRY:  # a catalog name (resnet20_cifar10): those weights, whatever else is asked
+        from .pretrained import get_weights, pretrained_model
 
-        entry = None if pretrained is not None else get_weights(name)
-        if pretrained is not None:
-            get_spec(name)  # an unknown architecture is named as such, not as missing weights
-            return pretrained_model(name, default_weights(name).tag if pretrained is True else pretrained, **options)
+        entry = get_weights(name)
         if entry is not None:
+            if pretrained is False or isinstance(pretrained, str):
+                raise ValueError(f"{name} names trained weights of {entry.arch}: for random weights or other "
+                                 f"ones, create_model({entry.arch!r}, pretrained=...)")
             return pretrained_model(entry.arch, entry.tag, **options)
+    if pretrained is not None and pretrained is not False:
+        from .pretrained import default_weights, pretrained_model
+
+        get_spec(name)  # an unknown architecture is named as such, not as missing weights
+        return pretrained_model(name, default_weights(name).tag if pretrained is True else pretrained, **options)
     return build_model(default_config(name, **options))
 
 
