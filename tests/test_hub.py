@@ -1,4 +1,5 @@
-"""Torch Hub: ``torch.hub.load(checkout, NAME, ...)`` builds what ``create_model`` builds, pretrained=True included."""
+"""Torch Hub: ``torch.hub.load(checkout, NAME, ...)`` builds what ``create_model`` builds, pretrained=True included;
+``list_models(pretrained=True)`` names the trained weights (timm's spelling)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,13 @@ def test_a_catalog_name_means_its_weights_and_refuses_other_ones():
     for other in (False, "imagenet1k_v1"):
         with pytest.raises(ValueError, match=r"resnet20_cifar10 names trained weights of resnet20: .*'resnet20'"):
             create_model("resnet20_cifar10", pretrained=other)
+
+
+def test_list_models_pretrained_names_what_create_model_takes():
+    from resnetkit.models.pretrained import WEIGHTS_DIR
+
+    shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*_cifar10.json"))
+    assert list_models("*cifar10", pretrained=True) == shipped and "resnet20_cifar10" in shipped
+    assert {"resnet50_imagenet1k_v1", "resnet50_imagenet1k_v2"} <= set(list_models("resnet50", pretrained=True))
+    assert "resnet101_imagenet1k_v2" not in list_models("resnet50", pretrained=True)
+    assert list_models("resnet20", pretrained=False) == ["resnet20"]

@@ -146,12 +146,10 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
 
 def pretrained_table(pattern: str = "*") -> str:
     """Every available catalog entry: name, architecture, accuracy from its card, preprocessing, where it lives."""
-    import fnmatch
-
     from .pretrained import WEIGHTS_DIR, list_weights
     from .weights import WeightFileError, read_model_info
 
-    entries = [e for e in list_weights() if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.arch, pattern)]
+    entries = list_weights(pattern)
     if not entries:
         return f"no pretrained weights match {pattern!r}"
     lines = [f"{'name':<32} {'arch':<18} {'top-1 %':>8} {'evaluated on':<40} {'input':>5} {'resize':>6} "

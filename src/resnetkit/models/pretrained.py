@@ -187,10 +187,14 @@ def ship_weights(model_file: str | os.PathLike[str], *, tag: str, card: dict[str
     return path
 
 
-def list_weights(*, available_only: bool = True) -> list[WeightEntry]:
-    """Every catalog entry (shipped ones only when their file is installed), shipped first, then by name."""
+def list_weights(pattern: str = "*", *, available_only: bool = True) -> list[WeightEntry]:
+    """Every catalog entry whose name or architecture matches the shell-style ``pattern`` (shipped ones only when
+    their file is installed), shipped first, then by name."""
+    import fnmatch
+
     entries = [*_shipped_entries(), *_BUILTIN, *_torchvision_entries()]
-    entries = [e for e in entries if e.available or not available_only]
+    entries = [e for e in entries if (e.available or not available_only)
+               and (fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.arch, pattern))]
     return sorted(entries, key=lambda e: (not e.shipped, e.name))
 
 

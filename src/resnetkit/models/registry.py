@@ -99,8 +99,14 @@ _register_defaults()
 _FAMILY_ORDER = list(dict.fromkeys(spec.family for spec in _REGISTRY.values()))  # first registered, first listed
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (``resnet*``, ``plain?0``), sorted by family and depth."""
+def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``resnet*``, ``plain?0``), sorted by family and depth;
+    with ``pretrained``, the names of trained weights instead (``resnet20_cifar10``: ``create_model`` takes them),
+    those whose name or architecture matches, as ``resnetkit models --pretrained PATTERN`` lists them."""
+    if pretrained:
+        from .pretrained import list_weights
+
+        return [entry.name for entry in list_weights(pattern)]
     names = [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
     # Within a layout: residual nets before plain twins, then by name stem (resnet, resnext, seresnet,
     # wide_resnet) and depth.
