@@ -115,7 +115,7 @@ def test_a_command_line_without_settings_gives_the_configs_own_defaults():
 def test_a_size_in_mib_that_is_not_one_is_refused_naming_the_flag(capsys):
     import pytest
 
-    for bad in ("nan", "-1", "0", "inf", "abc", ""):
+    for bad in ("nan", "-1", "0", "inf", "abc", "", "1e-9"):
         with pytest.raises(SystemExit):
             main(["serve", "m.safetensors", "--max-upload-mb", bad])
         err = capsys.readouterr().err

@@ -126,12 +126,13 @@ def check_flag(name: str, value: Any) -> None:
 
 
 def mebibytes(text: str) -> float:
-    """A size in MiB as typed on the command line: a finite number above zero (NaN would pass every comparison)."""
+    """A size in MiB as typed on the command line: a finite number of at least one byte (NaN would pass every
+    comparison)."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value * 1024 * 1024 < 1:
         raise ValueError(f"{text!r} is not a size in MiB above 0 (e.g. 0.5, 8, 256)")
     return value
 
