@@ -7,12 +7,13 @@ import dataclasses
 import math
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+MIB = 1024 * 1024  # bytes in a MiB: sizes are MiB on the command line, bytes in the configs
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], *, what: str) -> T:
@@ -132,7 +133,7 @@ def mebibytes(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value * 1024 * 1024 < 1:
+    if not math.isfinite(value) or value * MIB < 1:
         raise ValueError(f"{text!r} is not a size in MiB above 0 (e.g. 0.5, 8, 256)")
     return value
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .fields import JsonConfig, _opt, check_count, check_finite, mebibytes
+from .fields import MIB, JsonConfig, _opt, check_count, check_finite, mebibytes
 from .model import check_image_side
 from .train import check_amp
 
@@ -124,7 +124,6 @@ class PruneConfig(JsonConfig):
         check_amp(self.amp, recipe_default=True)
 
 
-MIB = 1024 * 1024
 SERVE_RUNTIMES = ("auto", "torch", "onnx", "openvino-int8")
 # `resnetkit bench --runtime` names, for the CLI's help without importing the export layer (about 2 s);
 # export.registry.RUNTIMES describes each, and a test keeps the two the same.

@@ -233,8 +233,8 @@ def default_weights(arch: str) -> WeightEntry:
     if not entries:
         raise ValueError(f"no pretrained weights for {arch} (see `resnetkit models --pretrained`); "
                          "create it without pretrained= and train or fine-tune it")
-    return max(entries, key=lambda e: (e.card.get("top1") is not None, e.card.get("top1") or 0.0,
-                                       -entries.index(e)))
+    # max() returns the first of equal keys: the tie-break is the listing order.
+    return max(entries, key=lambda e: (e.card.get("top1") is not None, e.card.get("top1") or 0.0))
 
 
 def identify_weights(path: str | os.PathLike[str], *, arch: str | None = None) -> WeightEntry | None:
