@@ -16,7 +16,7 @@ epochs=${EPOCHS:-0}                    #   SCHEDULE=fast EPOCHS=80 AMP=none, its
 amp=${AMP:-}                           # empty: the recipe's precision
 val=${VAL:-5000}                       # held-out images, as the paper
 runs=${RUNS:-"resnet20 plain20 resnet32 plain32 resnet44 plain44 resnet56 plain56 resnet110"}
-study=.gpu/study
+study=${STUDY:-.gpu/study}             # fast-e160 (RUNS=resnet56 EPOCHS=160): STUDY=.gpu/study-e160
 out=${OUT:-/tmp/out}
 mkdir -p "$study" "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1

@@ -22,6 +22,10 @@ done
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
 cd "$here/.."
 git add -A "study/$name"
-if git diff --cached --quiet -- "study/$name"; then echo "study/$name: nothing new to carry"; exit 0; fi
+# study.json records the last command's --only: a change to it alone is not progress worth a commit
+if git diff --cached --quiet -- "study/$name" ":(exclude)study/$name/study.json"; then
+  git reset -q -- "study/$name"; git checkout -q -- "study/$name/study.json" 2>/dev/null || true
+  echo "study/$name: nothing new to carry"; exit 0
+fi
 message=$(IFS=,; echo "${state[*]}" | sed 's/,/, /g')
 git commit -q -m "study: carry $name's state ($message)" -- "study/$name" && git log --oneline -1
