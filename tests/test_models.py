@@ -125,6 +125,47 @@ def test_v1_puts_bottleneck_stride_on_the_1x1_and_v15_on_the_3x3():
     assert v1.state_dict().keys() == v15.state_dict().keys()
 
 
+@pytest.mark.parametrize("name, variant", [("resnet20", None), ("resnet50", "v1.5"), ("resnet18", "v2"),
+                                           ("resnext50_32x4d", None), ("seresnet50", None)])
+def test_stochastic_depth_rises_to_the_rate_and_leaves_weights_and_evaluation_alone(name, variant):
+    with_sd = create_model(name, variant=variant, drop_path_rate=0.2, num_classes=10)
+    plain_sd = create_model(name, variant=variant, num_classes=10)
+    rates = [b.drop_path.p if b.drop_path is not None else 0.0 for s in with_sd.stages() for b in s]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+    assert rates == sorted(rates) and len(set(rates)) == len(rates)  # linear: every block its own, rising
+    assert with_sd.state_dict().keys() == plain_sd.state_dict().keys()  # no weights: torchvision names kept
+    assert plain_sd.load_state_dict(with_sd.state_dict(), strict=True)
+    size = 32 if name == "resnet20" else 64
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(with_sd.eval()(x), plain_sd.eval()(x))  # evaluation runs every block
+        with_sd.train()
+        torch.manual_seed(0)
+        first = with_sd(x)
+        assert not torch.equal(first, with_sd(x))  # a training step skips some branches at random
+    assert with_sd.config.drop_path_rate == 0.2  # saved with the model file, as drop_rate is
+
+
+def test_stochastic_depth_is_refused_where_there_is_no_residual_branch_and_set_on_pretrained_weights():
+    with pytest.raises(ValueError, match="plain20 .*no residual branch"):
+        create_model("plain20", drop_path_rate=0.1)
+    for keras_layout in ("keras_cifar_resnet20v1", "keras_resnet50v2"):
+        with pytest.raises(ValueError, match="drop-path"):
+            create_model(keras_layout, drop_path_rate=0.1)
+    for bad in (1.0, -0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="drop_path_rate"):
+            create_model("resnet20", drop_path_rate=bad)
+    # timm's create_model(..., pretrained=True, drop_path_rate=...): the regularisers of a fine-tune
+    trained = create_model("resnet20", pretrained="cifar10", drop_path_rate=0.1, drop_rate=0.25)
+    reference = create_model("resnet20", pretrained="cifar10")
+    assert trained.config.drop_path_rate == 0.1 and trained.drop.p == 0.25
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(trained.eval()(x), reference.eval()(x))
+    with pytest.raises(ValueError, match="the weights fix the architecture"):
+        create_model("resnet20", pretrained="cifar10", width=2.0)
+
+
 def test_v2_is_pre_activation_with_a_final_norm():
     model = create_model("resnet50", variant="v2").eval()
     assert type(model.layer1[0]).__name__ == "PreActBottleneck"

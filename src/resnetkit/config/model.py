@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fields import JsonConfig, _opt, check_count
+from .fields import JsonConfig, _opt, check_count, check_in_range
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,6 +72,9 @@ class ModelConfig(JsonConfig):
                                "else 1)", type=float)
     zero_init_residual: bool = _opt(False, "start each residual branch's last BN (or conv) at zero")
     drop_rate: float = _opt(0.0, "dropout probability before the classifier")
+    drop_path_rate: float = _opt(0.0, "stochastic depth (Huang et al. 2016): the last residual block's probability "
+                                 "of skipping its branch for a sample in a training step, rising linearly from 0 at "
+                                 "the first block (timm's drop_path_rate); 0: off", metavar="P")
     head_hidden: int = _opt(0, "units of a hidden ReLU layer between the pooled features and the classifier (the "
                             "seeds' Dense(256, relu) head); 0: none", metavar="UNITS")
 
@@ -97,8 +100,9 @@ class ModelConfig(JsonConfig):
         if self.width is not None and not (isinstance(self.width, numbers.Real) and 0 < self.width <= MAX_WIDTH):
             raise ValueError(f"width={self.width!r} must be a number > 0 and <= {MAX_WIDTH} (a channel multiplier: "
                              "1 is the paper's network, 10 wide_resnet28_10's)")
-        if not (isinstance(self.drop_rate, numbers.Real) and 0.0 <= self.drop_rate < 1.0):
-            raise ValueError(f"drop_rate={self.drop_rate!r} must be in [0, 1)")
+        check_in_range("drop_rate", self.drop_rate, 0.0, 1.0, meaning="dropout probability before the classifier")
+        check_in_range("drop_path_rate", self.drop_path_rate, 0.0, 1.0,
+                       meaning="the last block's probability of skipping its residual branch")
 
     @property
     def resolved(self) -> bool:

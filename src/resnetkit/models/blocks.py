@@ -6,7 +6,8 @@ state dicts load without renaming. A block receives its shortcut module from the
 
 Successors are options of the same four blocks, not new classes: ``groups`` makes the bottleneck's 3x3 a
 grouped convolution (ResNeXt), ``attention="se"`` re-weights the residual branch's channels before the
-addition (Squeeze-and-Excitation). Every block takes the same keyword arguments, so the stage builder
+addition (Squeeze-and-Excitation), and ``drop_path`` (stochastic depth, set by ``ResNet.set_dropout``) skips the
+residual branch of a whole sample in a training step. Every block takes the same keyword arguments, so the stage builder
 needs to know nothing about which block it builds.
 """
 
@@ -115,6 +116,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(width, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.se = make_attention(attention, out_ch)
+        self.drop_path: nn.Module | None = None  # stochastic depth: ResNet.set_dropout sets it
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=True)
 
@@ -126,6 +128,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -154,6 +158,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(inner, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.se = make_attention(attention, out_ch)
+        self.drop_path: nn.Module | None = None  # stochastic depth: ResNet.set_dropout sets it
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=True)
 
@@ -166,6 +171,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -188,6 +195,7 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, out_ch)
         self.se = make_attention(attention, out_ch)
+        self.drop_path: nn.Module | None = None  # stochastic depth: ResNet.set_dropout sets it
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=False)
 
@@ -202,6 +210,8 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(self.relu(self.bn2(out)))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return out + shortcut if self.residual else out
 
 
@@ -224,6 +234,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(inner)
         self.conv3 = conv1x1(inner, out_ch)
         self.se = make_attention(attention, out_ch)
+        self.drop_path: nn.Module | None = None  # stochastic depth: ResNet.set_dropout sets it
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, with_norm=False)
 
@@ -238,6 +249,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(self.relu(self.bn3(out)))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return out + shortcut if self.residual else out
 
 

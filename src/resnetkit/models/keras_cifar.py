@@ -136,10 +136,11 @@ class KerasCifarResNet(ResNet):
 
     def __init__(self, spec: ArchSpec, config: ModelConfig) -> None:
         nn.Module.__init__(self)
-        if config.variant != spec.default_variant or config.shortcut != "B" or config.width != 1.0:
-            raise ValueError(f"{config.arch} is the network of Keras' cifar10_resnet.py: it has no variant, shortcut "
-                             f"or width options (got variant={config.variant!r}, shortcut={config.shortcut!r}, "
-                             f"width={config.width})")
+        if config.variant != spec.default_variant or config.shortcut != "B" or config.width != 1.0 \
+                or config.drop_path_rate:
+            raise ValueError(f"{config.arch} is the network of Keras' cifar10_resnet.py: it has no variant, shortcut, "
+                             f"width or drop-path options (got variant={config.variant!r}, shortcut={config.shortcut!r}, "
+                             f"width={config.width}, drop_path_rate={config.drop_path_rate})")
         self.spec, self.config = spec, config
         preact = config.variant == "v2"
         block_cls = KERAS_CIFAR_BLOCKS[spec.block]

@@ -66,10 +66,11 @@ class KerasResNetV2(ResNet):
 
     def __init__(self, spec: ArchSpec, config: ModelConfig) -> None:
         nn.Module.__init__(self)
-        if config.variant != "v2" or config.shortcut != "B" or config.width != 1.0:
-            raise ValueError(f"{config.arch} is Keras' ResNetV2 layout: it has no variant, shortcut or width "
-                             f"options (got variant={config.variant!r}, shortcut={config.shortcut!r}, "
-                             f"width={config.width})")
+        if config.variant != "v2" or config.shortcut != "B" or config.width != 1.0 \
+                or config.drop_path_rate:
+            raise ValueError(f"{config.arch} is Keras' ResNetV2 layout: it has no variant, shortcut, width "
+                             f"or drop-path options (got variant={config.variant!r}, shortcut={config.shortcut!r}, "
+                             f"width={config.width}, drop_path_rate={config.drop_path_rate})")
         self.spec, self.config = spec, config
         self.conv1 = nn.Conv2d(config.in_chans, 64, kernel_size=7, stride=2, padding=3, bias=True)
         self.bn1: nn.Module = nn.Identity()

@@ -273,14 +273,17 @@ def _is_resnetkit_file(path: Path) -> bool:
 
 
 def pretrained_model(arch: str, tag: str, **options: Any) -> ResNet:
-    """What ``create_model(arch, pretrained=tag)`` returns; ``num_classes`` resets the head for fine-tuning."""
+    """What ``create_model(arch, pretrained=tag)`` returns; ``num_classes`` resets the head for fine-tuning, and
+    ``drop_rate`` / ``drop_path_rate`` set the regularisers of the fine-tune (they have no weights)."""
     num_classes = options.pop("num_classes", None)
+    dropout = {k: options.pop(k) for k in ("drop_rate", "drop_path_rate") if k in options}
     if options:
         raise ValueError(f"create_model({arch!r}, pretrained={tag!r}): the weights fix the architecture; "
                          f"drop {sorted(options)}")
     model, _ = load_entry(find_weights(arch, tag))
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
+    model.set_dropout(**dropout)
     return model
 
 

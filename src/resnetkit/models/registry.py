@@ -167,11 +167,11 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
     pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
-    ``drop_rate`` (dropout before the classifier). An option given as None keeps the default.
-    ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by their tag, or is
-    True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such as
-    ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` may be
-    given: it replaces the head for fine-tuning. ``features_only=True`` returns a backbone giving the maps
+    ``drop_rate`` (dropout before the classifier), ``drop_path_rate`` (stochastic depth). An option given as None
+    keeps the default. ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by
+    their tag, or is True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such
+    as ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` (it replaces the head for
+    fine-tuning), ``drop_rate`` and ``drop_path_rate`` may be given. ``features_only=True`` returns a backbone giving the maps
     ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
     ``feature_info`` (see ``models/features.py``).
 

@@ -135,6 +135,7 @@ class ResNet(nn.Module):
 
         self.norm: nn.Module = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True)) if preact else nn.Identity()
         self._build_head(in_ch, config)
+        self.set_dropout(drop_path_rate=config.drop_path_rate)
         self._init_weights(config.zero_init_residual)
 
     def _build_head(self, in_ch: int, config: ModelConfig) -> None:
@@ -199,6 +200,29 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def set_dropout(self, *, drop_rate: float | None = None, drop_path_rate: float | None = None) -> None:
+        """Change the training-only regularisers (a pretrained network's too; None keeps one as it is).
+
+        ``drop_rate``: dropout before the classifier. ``drop_path_rate``: stochastic depth (Huang et al. 2016),
+        torchvision's ``StochasticDepth`` on each residual branch, whole samples at a time; the probability rises
+        linearly from 0 at the first block to ``drop_path_rate`` at the last, as timm spaces it. Neither has
+        weights or changes evaluation: the state dict and the outputs in ``eval()`` stay the same.
+        """
+        from torchvision.ops import StochasticDepth
+
+        settings = {k: v for k, v in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)) if v is not None}
+        config = replace(self.config, **settings)  # the config checks the ranges
+        blocks = [b for stage in self.stages() for b in stage
+                  if getattr(b, "residual", False) and hasattr(b, "drop_path")]  # not plain nor Keras blocks
+        if config.drop_path_rate and not blocks:
+            raise ValueError(f"drop_path_rate={config.drop_path_rate}: {config.arch} (shortcut {config.shortcut!r}) "
+                             "has no residual branch to skip; stochastic depth needs a residual network")
+        for i, block in enumerate(blocks):
+            p = config.drop_path_rate * i / max(1, len(blocks) - 1)
+            block.drop_path = StochasticDepth(p, "row") if p else None
+        self.drop.p = config.drop_rate
+        self.config = config
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes``-way classifier (0 removes it), for fine-tuning."""
