@@ -1,4 +1,4 @@
-"""Input pipeline benchmark: ResNet-20 CIFAR-10 training throughput, four variants side by side.
+"""Input pipeline benchmark: ResNet-20 CIFAR-10 training throughput, five variants side by side.
 
   (a) reference: torchvision ImageFolder on the extracted JPEGs, per-sample transforms
       (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), DataLoader(num_workers=2,
@@ -9,9 +9,10 @@
   (c) bare: the same step on one fixed batch, no data at all (the upper bound);
   (d) resnetkit with every further augmentation on as well: rotation 15 deg, width/height shift 0.1,
       brightness and contrast 0.2, cutout 16 px, random erasing p=0.5 (``BatchPipeline``, batch-wise).
+  (e) resnetkit as (b) + torchvision's TrivialAugmentWide (``--auto-augment trivialaugment``), drawn per image.
 
 The variants run interleaved, ``--rounds`` times ``--steps`` timed steps each after ``--warmup`` untimed ones,
-so load from other processes affects all four alike. Decoding/extraction time is reported separately
+so load from other processes affects all alike. Decoding/extraction time is reported separately
 and not counted in images/s (it is paid once; the cache makes later runs skip it).
 
     PYTHONPATH=src python bench/bench_input_pipeline.py [--tar PATH] [--steps 10] [--warmup 3] [--rounds 8] [--amp none]
@@ -128,6 +129,10 @@ def main() -> int:
                                    augment=BatchPipeline(everything, base=BatchAugment(padding=4, flip=True),
                                                          fill=[255 * m for m in CIFAR10_MEAN]),
                                    mean=CIFAR10_MEAN, std=CIFAR10_STD, channels_last=True)
+    trivial_loader = InMemoryLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, seed=0,
+                                    augment=BatchPipeline(ExtraAugment(auto_augment="trivialaugment"),
+                                                          base=BatchAugment(padding=4, flip=True)),
+                                    mean=CIFAR10_MEAN, std=CIFAR10_STD, channels_last=True)
     # A batch drawn across the classes: the first 128 images are all of class 0, and a batch of one class drives the
     # softmax to saturation within a few steps, and the step then ran at 12 images/s instead of 694 (most likely
     # denormal gradients, slow on x86).
@@ -144,6 +149,8 @@ def main() -> int:
             (lambda: iter(lambda: (fixed_images, fixed_labels), None), make_step(bf16=bf16, channels_last=True)),
         "(d) resnetkit as (b) + rotation, shifts, brightness, contrast, cutout, random erasing":
             (lambda: iter(all_on_loader), make_step(bf16=bf16, channels_last=True)),
+        "(e) resnetkit as (b) + TrivialAugmentWide, per image":
+            (lambda: iter(trivial_loader), make_step(bf16=bf16, channels_last=True)),
     }
     for make_batches, step in variants.values():  # once: oneDNN kernel creation, allocator, page cache
         batches = endless(make_batches)
@@ -165,9 +172,10 @@ def main() -> int:
 
     # The augmentation alone, per batch of uint8 images (no step), for both pipelines, interleaved too.
     batch = dataset.images[:BATCH]
-    augment_ms: dict[str, list[float]] = {"(b) pad-crop-flip": [], "(d) pad-crop-flip + all further": []}
+    augment_ms: dict[str, list[float]] = {"(b) pad-crop-flip": [], "(d) pad-crop-flip + all further": [],
+                                          "(e) pad-crop-flip + TrivialAugmentWide": []}
     for _ in range(args.rounds):
-        for name, augment in zip(augment_ms, (ours_loader.augment, all_on_loader.augment)):
+        for name, augment in zip(augment_ms, (ours_loader.augment, all_on_loader.augment, trivial_loader.augment)):
             generator = torch.Generator().manual_seed(0)
             started = time.perf_counter()
             for _ in range(20):

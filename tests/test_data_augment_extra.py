@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from resnetkit.config import TrainConfig
+from resnetkit.config import AUTO_AUGMENTS, TrainConfig
 from resnetkit.data.augment_extra import (BatchPipeline, ExtraAugment, affine_batch, brightness_contrast_batch,
                                           random_cutout, random_erase, with_worker_transforms)
 
@@ -96,3 +96,51 @@ def test_large_images_get_the_torchvision_equivalents_in_the_workers():
     out = transform(torch.randint(0, 256, (3, 300, 260), dtype=torch.uint8))
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     assert (out == 0).all(0).sum() >= 64 * 64  # the cutout square holds the mean colour (0 once normalised)
+
+
+@pytest.mark.parametrize("name", [n for n in AUTO_AUGMENTS if n != "none"])
+def test_each_automatic_policy_is_torchvisions_drawn_for_each_image_on_its_own(name):
+    from torchvision.transforms import v2
+
+    pipeline = BatchPipeline(ExtraAugment(auto_augment=name))
+    assert isinstance(pipeline.policy, (v2.TrivialAugmentWide, v2.RandAugment, v2.AutoAugment, v2.AugMix))
+    same = _batch(1, 32).expand(64, -1, -1, -1).contiguous()  # one image 64 times
+    torch.manual_seed(0)
+    out = pipeline(same, None)
+    assert out.dtype == torch.uint8 and out.shape == same.shape
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 8  # a policy given the batch would draw one op for all
+    torch.manual_seed(0)
+    assert torch.equal(out, pipeline(same, None))  # the global RNG, which a checkpoint restores, decides
+    grey = pipeline(_batch(4, 32)[:, :1], None)  # one-channel images (the digits) too
+    assert grey.shape == (4, 1, 32, 32)
+
+
+def test_automatic_policy_settings_are_checked_and_reach_torchvision():
+    from torchvision.transforms import v2
+
+    config = TrainConfig.from_flat(dict(augment="pad-crop-flip", auto_augment="randaugment", randaugment_ops=3,
+                                        randaugment_magnitude=14))
+    policy = ExtraAugment.from_config(config).policy()
+    assert isinstance(policy, v2.RandAugment) and policy.num_ops == 3 and policy.magnitude == 14
+    assert ExtraAugment().policy() is None and not ExtraAugment().enabled
+    for bad, match in (({"auto_augment": "randaug"}, "auto_augment='randaug' is not one of none, trivialaugment"),
+                       ({"randaugment_magnitude": 31}, "randaugment_magnitude=31 must be a whole number from 0 to 30"),
+                       ({"randaugment_ops": 0}, "randaugment_ops=0 must be a whole number from 1")):
+        with pytest.raises(ValueError, match=match):
+            ExtraAugment.from_config(TrainConfig.from_flat(bad))
+
+
+def test_large_images_get_the_automatic_policy_after_their_crop_and_flip():
+    from torchvision.transforms import v2
+
+    from resnetkit.config import IMAGENET_PREPROCESS
+    from resnetkit.data import random_resized_crop_transform
+
+    transform = with_worker_transforms(ExtraAugment(auto_augment="trivialaugment"),
+                                       random_resized_crop_transform(IMAGENET_PREPROCESS), input_size=224)
+    inner = [type(t).__name__ for t in transform.transforms[1].transforms]
+    assert inner == ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "TrivialAugmentWide", "ToDtype",
+                     "Normalize"]
+    out = transform(torch.randint(0, 256, (3, 300, 260), dtype=torch.uint8))
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+    assert isinstance(transform.transforms[1].transforms[3], v2.TrivialAugmentWide)

@@ -46,12 +46,14 @@ def test_train_recipe_with_overrides_and_resume(tmp_path):
 
 
 def test_a_killed_cli_run_resumed_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
-    # The real path: in-memory data, batch-wise augmentation, bf16, channels_last, EMA, one-cycle, eval every epoch.
+    # The real path: in-memory data, batch-wise augmentation, bf16, channels_last, EMA, one-cycle, eval every epoch;
+    # torchvision's TrivialAugment and stochastic depth draw from the global RNG, which the checkpoint restores.
     from safetensors.torch import load_file
 
     from resnetkit.data.loader import InMemoryLoader
 
-    common = ["train", "--recipe", "demo", "--no-progress", "--ema-decay", "0.9", "--epochs", "3"]
+    common = ["train", "--recipe", "demo", "--no-progress", "--ema-decay", "0.9", "--epochs", "3",
+              "--auto-augment", "trivialaugment", "--drop-path-rate", "0.1"]
     assert main(common + ["--out-dir", str(tmp_path / "full")]) == 0
     real_iter = InMemoryLoader.__iter__
 

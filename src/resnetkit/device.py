@@ -99,10 +99,14 @@ def cpu_bf16_is_faster() -> bool:
     """Whether bf16 autocast trains a residual block faster than fp32 on this CPU: measured, not guessed from its
     instruction sets (avx512_bf16 alone made it faster on one machine and slower on another). One round of
     ``_block_step_seconds`` each, two when they are close; once per process (about a second on 2 cores)."""
-    fp32, bf16 = [_block_step_seconds(False)], [_block_step_seconds(True)]
-    if 0.5 < bf16[0] / fp32[0] < 2:  # close: a second round, interleaved, so background load hits both alike
-        fp32.append(_block_step_seconds(False))
-        bf16.append(_block_step_seconds(True))
+    # Its random layers and inputs must not move the global RNG: that draws a run's augmentation and stochastic
+    # depth, and this runs only in a process's first run (a second run in the process, or a resumed one, would draw
+    # other numbers than the first).
+    with torch.random.fork_rng(devices=[]):
+        fp32, bf16 = [_block_step_seconds(False)], [_block_step_seconds(True)]
+        if 0.5 < bf16[0] / fp32[0] < 2:  # close: a second round, interleaved, so background load hits both alike
+            fp32.append(_block_step_seconds(False))
+            bf16.append(_block_step_seconds(True))
     faster = min(bf16) < BF16_MARGIN * min(fp32)
     log.info("precision auto: a bf16 residual block step took %.1f ms, fp32 %.1f ms on this CPU: %s", 1e3 * min(bf16),
              1e3 * min(fp32), "bf16" if faster else "fp32")

@@ -13,6 +13,9 @@ from .fields import (Flag, JsonConfig, _from_dict, _opt, check_count, check_fini
 from .model import ModelConfig, check_image_side, check_mean_std
 
 AMP_MODES = ("auto", "bf16", "fp16", "none")
+# torchvision's automatic augmentation policies (transforms.v2), by the name --auto-augment takes
+AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment", "autoaugment-imagenet", "autoaugment-cifar10",
+                 "autoaugment-svhn", "augmix")
 
 
 def check_amp(amp: str, *, recipe_default: bool = False) -> None:
@@ -85,6 +88,12 @@ class AugmentConfig:
     height_shift: float = _opt(0.0, "fraction of the height (Keras' height_shift_range); 0: off")
     brightness: float = _opt(0.0, "brightness factor uniform in [1 - x, 1 + x]; 0: off")
     contrast: float = _opt(0.0, "contrast factor uniform in [1 - x, 1 + x]; 0: off")
+    auto_augment: str = _opt("none", "torchvision's policy on each training image after the crop and flip: "
+                             "trivialaugment (TrivialAugmentWide, torchvision's ResNet-50 v2 recipe), randaugment, "
+                             "autoaugment-imagenet / -cifar10 / -svhn (Cubuk et al.'s learnt policies), augmix",
+                             choices=AUTO_AUGMENTS)
+    randaugment_ops: int = _opt(2, "randaugment: operations per image", metavar="N")
+    randaugment_magnitude: int = _opt(9, "randaugment: strength of every operation, 0-30", metavar="M")
     cutout: int = _opt(0, "side in pixels of one square hole per image (16 for CIFAR-10 in DeVries & Taylor); 0: off")
     random_erasing: float = _opt(0.0, "probability per image of erasing a random rectangle (Zhong et al.); 0: off")
     erasing_scale: tuple[float, ...] = _opt((0.02, 0.33), "random erasing's area range, as fractions of the image")

@@ -1,4 +1,5 @@
-"""The seeds' further augmentations: rotation, width/height shift, brightness, contrast, cutout, random erasing.
+"""The further augmentations: the seeds' rotation, width/height shift, brightness, contrast, cutout and random
+erasing, and torchvision's automatic policies (TrivialAugment, RandAugment, AutoAugment, AugMix).
 
 Small images get them batch-wise on the uint8 batch, each one vectorised operation for the whole batch
 (no per-image Python): rotation and shift are one ``affine_grid`` + ``grid_sample`` with a matrix per
@@ -13,6 +14,10 @@ is one ``side`` x ``side`` hole centred anywhere in the image (DeVries & Taylor 
 border), random erasing follows torchvision's ``RandomErasing`` (area fraction ``erasing_scale``, aspect
 ratio 0.3..3.3). Both occlusions fill with the dataset's mean colour: zero after normalisation, as the
 reference implementations (which erase normalised tensors) do.
+
+The automatic policies are torchvision's own transforms (``transforms.v2``), applied to each image on its own
+(a policy given a batch would draw one operation for all of it), after the crop and flip and before the rest,
+in the order of torchvision's reference recipes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..config import AUTO_AUGMENTS
+from ..config.fields import check_count
+
 ERASING_RATIO = (0.3, 3.3)  # torchvision RandomErasing's aspect-ratio range
+RANDAUGMENT_BINS = 31  # torchvision RandAugment's default: magnitudes 0..30
+MAX_RANDAUGMENT_OPS = 16  # far past the 1-3 of the papers: a typo, not a choice
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 
@@ -41,6 +51,9 @@ class ExtraAugment:
     cutout: int = 0  # side of the square hole, pixels
     random_erasing: float = 0.0  # probability per image
     erasing_scale: tuple[float, float] = (0.02, 0.33)  # erased area as a fraction of the image
+    auto_augment: str = "none"  # one of config.AUTO_AUGMENTS
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9  # of RandAugment's 31 bins (0-30)
 
     def __post_init__(self) -> None:
         checks = [("rotation", self.rotation, 0.0, 180.0), ("width_shift", self.width_shift, 0.0, 1.0),
@@ -51,6 +64,12 @@ class ExtraAugment:
                 raise ValueError(f"{name}={value} must be in [{low:g}, {high:g}]")
         if self.cutout < 0:
             raise ValueError(f"cutout={self.cutout} must be >= 0 (the hole's side in pixels)")
+        if self.auto_augment not in AUTO_AUGMENTS:
+            raise ValueError(f"auto_augment={self.auto_augment!r} is not one of {', '.join(AUTO_AUGMENTS)}")
+        check_count("randaugment_ops", self.randaugment_ops, minimum=1, maximum=MAX_RANDAUGMENT_OPS,
+                    meaning="operations per image")
+        check_count("randaugment_magnitude", self.randaugment_magnitude, minimum=0, maximum=RANDAUGMENT_BINS - 1,
+                    meaning="RandAugment's strength")
         low, high = (tuple(self.erasing_scale) + (None, None))[:2]
         if len(self.erasing_scale) != 2 or not 0.0 < low <= high < 1.0:  # type: ignore[operator]
             raise ValueError(f"erasing_scale={tuple(self.erasing_scale)} must be two area fractions "
@@ -59,7 +78,7 @@ class ExtraAugment:
     @property
     def enabled(self) -> bool:
         return any((self.rotation, self.width_shift, self.height_shift, self.brightness, self.contrast,
-                    self.cutout, self.random_erasing))
+                    self.cutout, self.random_erasing, self.auto_augment != "none"))
 
     @classmethod
     def from_config(cls, config: Any) -> ExtraAugment:
@@ -67,7 +86,24 @@ class ExtraAugment:
         a = config.augment
         return cls(rotation=a.rotation, width_shift=a.width_shift, height_shift=a.height_shift,
                    brightness=a.brightness, contrast=a.contrast, cutout=a.cutout,
-                   random_erasing=a.random_erasing, erasing_scale=tuple(a.erasing_scale))  # type: ignore[arg-type]
+                   random_erasing=a.random_erasing, erasing_scale=tuple(a.erasing_scale),  # type: ignore[arg-type]
+                   auto_augment=a.auto_augment, randaugment_ops=a.randaugment_ops,
+                   randaugment_magnitude=a.randaugment_magnitude)
+
+    def policy(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """torchvision's transform for ``auto_augment`` (on one uint8 image, C x H x W), or None when it is off."""
+        from torchvision.transforms import v2
+
+        policies: dict[str, Callable[[], Any]] = {
+            "trivialaugment": v2.TrivialAugmentWide,
+            "randaugment": lambda: v2.RandAugment(num_ops=self.randaugment_ops, magnitude=self.randaugment_magnitude,
+                                                  num_magnitude_bins=RANDAUGMENT_BINS),
+            "autoaugment-imagenet": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
+            "autoaugment-cifar10": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+            "autoaugment-svhn": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.SVHN),
+            "augmix": v2.AugMix,
+        }
+        return None if self.auto_augment == "none" else policies[self.auto_augment]()
 
 
 def _like(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -188,20 +224,22 @@ BatchOp = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 class BatchPipeline:
     """``base`` (crop/flip, or None) followed by the ``ExtraAugment`` ops that are on, as one batch augment.
 
-    Order: crop and flip on the uint8 batch (one gather), then, in float, rotation/shift and
+    Order: crop and flip on the uint8 batch (one gather), the automatic policy image by image, then, in float, rotation/shift and
     brightness/contrast, then both occlusions as one masked fill, and one rounding back to uint8: two
     conversions for the whole chain instead of two per op. ``fill`` is the mean colour in 0..255 per channel.
     """
 
     def __init__(self, options: ExtraAugment, *, base: BatchOp | None = None,
                  fill: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
-        self.options, self.base = options, base
+        self.options, self.base, self.policy = options, base, options.policy()
         self.fill = torch.tensor([round(v) for v in fill], dtype=torch.uint8)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         o = self.options
         if self.base is not None:
             images = self.base(images, generator)
+        if self.policy is not None:  # one draw per image; torchvision's policies use the global RNG (checkpointed)
+            images = torch.stack([self.policy(image) for image in images])
         affine, colour = bool(o.rotation or o.width_shift or o.height_shift), bool(o.brightness or o.contrast)
         x = images.to(torch.float32, memory_format=torch.channels_last) if affine or colour else images
         if affine:
@@ -223,7 +261,8 @@ class BatchPipeline:
 def with_worker_transforms(options: ExtraAugment, transform: Callable[[Any], Any], *, input_size: int) -> Any:
     """``transform`` (a large-image training pipeline ending in ``Normalize``) wrapped with the torchvision v2
     equivalents, run per sample in the loader workers: rotation/shift (``RandomAffine``, black fill: v2 has no
-    border mode) and brightness/contrast (``ColorJitter``) before it, the occlusions (``RandomErasing`` with
+    border mode) and brightness/contrast (``ColorJitter``) before it, the automatic policy inside it (after its crop
+    and flip, on uint8), the occlusions (``RandomErasing`` with
     value 0, the mean colour once normalised) after it. Cutout becomes an always-on square ``RandomErasing``
     of the same area."""
     from torchvision.transforms import v2
@@ -234,6 +273,11 @@ def with_worker_transforms(options: ExtraAugment, transform: Callable[[Any], Any
                                       interpolation=v2.InterpolationMode.BILINEAR))
     if options.brightness or options.contrast:
         before.append(v2.ColorJitter(brightness=options.brightness, contrast=options.contrast))
+    policy = options.policy()
+    if policy is not None:  # after the crop and flip, on the uint8 image: before the pipeline's float conversion
+        steps = list(transform.transforms)
+        at = next(i for i, step in enumerate(steps) if isinstance(step, v2.ToDtype))
+        transform = v2.Compose([*steps[:at], policy, *steps[at:]])
     after: list[Any] = []
     if options.cutout:
         area = min(1.0, (options.cutout / input_size) ** 2)
