@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   resnetkit predict resnet50 --weights resnet50-11ad3fa6.pth photo.jpg
                                                      classify with torchvision's weights (their preprocessing)
   resnetkit train --recipe cifar10-fast --data cifar10 --out-dir runs/r20
+  resnetkit lr-find --recipe cifar10-fast --data cifar10   loss against lr, and suggested lrs (fastai's lr_find)
   resnetkit eval runs/r20/model.safetensors cifar10  top-1/top-5 and a report
   resnetkit export runs/r20/model.safetensors --format onnx
   resnetkit prune runs/r20/model.safetensors cifar10 --ratio 0.5 --fine-tune-epochs 2
@@ -134,6 +135,28 @@ def _train(config: Any, *, finetune: bool = False) -> int:
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
         print(f"resnetkit {'finetune' if finetune else 'train'}: stopped: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import LRFindOptions, config_flags, load_train_config
+    from .train.lr_find import find_lr, write_lr_find
+
+    options = _config_from_args(LRFindOptions, args)
+    config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe", *config_flags(LRFindOptions))))
+    result = find_lr(config, options)
+    paths = write_lr_find(result, Path(config.run.out_dir), title=f"{config.model.arch} on {config.data.source}")
+    ended = "the loss blew up" if result.diverged else f"all {options.steps} steps ran"
+    print(f"{len(result.lrs)} steps from lr {options.start_lr:g} to {result.lrs[-1]:.3g} ({ended})")
+    suggestions = result.suggestions()
+    if not suggestions:
+        print("no suggestion: fewer than 3 steps had a finite loss; lower --start-lr")
+    for name, lr in suggestions.items():
+        print(f"{name:>8}: lr {lr:.3g}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -296,7 +319,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
-                         EvalConfig, ExportConfig, PruneConfig, ServeOptions, StudyConfig, TrainConfig, config_flags)
+                         EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, StudyConfig, TrainConfig,
+                         config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -336,6 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "demo) or a YAML path (default: none, the flags' defaults)")
     _add_config_flags(p, TrainConfig.flags(), recipe=True)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: the loss as the lr rises, and suggested lrs",
+                       formatter_class=_HelpFormatter,
+                       description="The lr range test (Smith 2017; fastai's lr_find): the run a recipe and flags "
+                                   "describe, on a throwaway copy of its network, with the lr rising exponentially "
+                                   "from --start-lr to --end-lr over --steps steps, until the loss blows up. Prints "
+                                   "fastai's three suggestions (valley, steep, minimum/10) and writes lr_find.png "
+                                   "and lr_find.json to --out-dir; trains nothing else and writes no model.")
+    p.add_argument("--recipe", default=None,
+                   help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
+    _add_config_flags(p, config_flags(LRFindOptions))
+    _add_config_flags(p, {k: f for k, f in TrainConfig.flags().items() if k != "lr"}, recipe=True)
+    p.set_defaults(func=_cmd_lr_find)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
                        description="Fine-tune MODEL on the classes of DATA: a new head; stage 1 trains it with the body "

@@ -201,6 +201,27 @@ class ServeOptions:
         return dataclasses.replace(self, **overrides)
 
 
+MAX_LR_FIND_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class LRFindOptions(JsonConfig):
+    """``resnetkit lr-find``: the range of the learning-rate range test and its length; the run itself is a
+    ``TrainConfig`` (recipe and flags)."""
+
+    start_lr: float = _opt(1e-7, "the lr of the first step", metavar="LR")
+    end_lr: float = _opt(10.0, "the lr of the last step (the test stops earlier when the loss blows up)", metavar="LR")
+    steps: int = _opt(100, "optimizer steps, the lr rising exponentially from --start-lr to --end-lr", metavar="N")
+
+    def __post_init__(self) -> None:
+        check_finite("start_lr", self.start_lr, minimum=1e-30)
+        check_finite("end_lr", self.end_lr, minimum=1e-30)
+        if self.end_lr <= self.start_lr:
+            raise ValueError(f"end_lr={self.end_lr:g} must be above start_lr={self.start_lr:g}: the test raises the lr")
+        check_count("steps", self.steps, minimum=5, maximum=MAX_LR_FIND_STEPS,
+                    meaning="optimizer steps of the range test")
+
+
 STUDY_SCHEDULES = ("paper", "fast")
 
 

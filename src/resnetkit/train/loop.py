@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -219,6 +219,9 @@ class Trainer:
                     if config.optim.ema_decay > 0 else None)
         self.step = 0
         self.start_epoch = 0
+        # Called after every optimizer step with its lr and loss (the lr range test records them; it may raise to
+        # end the run).
+        self.step_callback: Callable[[float, torch.Tensor], None] | None = None
         self.history: list[dict[str, Any]] = []
         self.logger = MetricsLogger(self.out_dir, enabled=self.dist.is_main)
 
@@ -328,7 +331,10 @@ class Trainer:
                         loss = loss + self.config.optim.head_l2 * sum(w.float().pow(2).sum() for w in self.head_weights)
                 self.scaler.scale(loss / cfg.optim.accumulate).backward()
             if steps_now:
+                lr = self.optimizer.param_groups[-1]["lr"]  # the head's: the nominal lr (others may be lower)
                 self._optimizer_step()
+                if self.step_callback is not None:
+                    self.step_callback(lr, loss.detach())
             seen += labels.numel()
             sums += torch.stack([loss.detach().double() * labels.numel(), (logits.argmax(1) == labels).sum().double(),
                                  (~torch.isfinite(loss.detach())).double()])

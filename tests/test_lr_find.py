@@ -1,0 +1,64 @@
+"""`resnetkit lr-find`: the lr range test on the run's own training loop, and fastai's three suggestions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from resnetkit.cli import main
+from resnetkit.config import LRFindOptions
+from resnetkit.train.lr_find import LRFindResult
+
+
+def test_the_suggestions_read_the_curve_as_fastai_does():
+    lrs = [10 ** (-6 + 0.1 * i) for i in range(61)]  # 1e-6 .. 1
+    # Flat, then falling (fastest around 1e-3), lowest at 1e-2, then rising: the usual shape.
+    losses = [2.3 - 1.5 / (1 + math.exp(-4 * (math.log10(lr) + 3))) + (0.5 * (math.log10(lr) + 2) ** 2 if lr > 1e-2
+                                                                         else 0.0) for lr in lrs]
+    result = LRFindResult(lrs=lrs, losses=losses, raw_losses=losses)
+    found = result.suggestions()
+    lowest = lrs[losses.index(min(losses))]
+    assert found["minimum"] == pytest.approx(lowest / 10)
+    assert found["steep"] == pytest.approx(1e-3, rel=0.3)  # the steepest fall per decade
+    assert 1e-6 < found["valley"] < lowest  # inside the longest fall, before the bottom
+    assert LRFindResult(lrs=[1e-3, 1e-2], losses=[1.0, 0.5]).suggestions() == {}  # too few points: no guess
+    nan_tail = LRFindResult(lrs=lrs[:10] + [1.0], losses=losses[:10] + [math.nan])
+    assert set(nan_tail.suggestions()) == {"valley", "steep", "minimum"}  # a non-finite last loss is left out
+
+
+def test_lr_find_on_the_digits_rises_exponentially_stops_when_the_loss_blows_up_and_writes_its_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["lr-find", "--recipe", "demo", "--out-dir", str(out), "--no-progress", "--start-lr", "1e-4",
+                 "--end-lr", "1e4", "--steps", "40", "--amp", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "valley: lr" in printed and "steep: lr" in printed and "minimum: lr" in printed
+    record = json.loads((out / "lr_find.json").read_text())
+    lrs = record["lrs"]
+    assert lrs[0] == pytest.approx(1e-4)
+    ratio = (1e4 / 1e-4) ** (1 / 39)
+    assert all(b / a == pytest.approx(ratio, rel=1e-6) for a, b in zip(lrs, lrs[1:]))  # exponential, step by step
+    assert record["diverged"] and len(lrs) < 40  # an lr of 1e4 blows any network up: the test stops early
+    assert all(1e-4 <= lr <= lrs[-1] for lr in record["suggestions"].values())
+    assert record["suggestions"]["valley"] < lrs[-1]
+    # The test trains nothing that stays: only its own files, no checkpoint, model file or logs.
+    assert {p.name for p in out.iterdir()} <= {"lr_find.json", "lr_find.png"}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"start_lr": 1.0, "end_lr": 0.1}, "end_lr=0.1 must be above start_lr=1"),
+    ({"steps": 2}, "steps=2 must be a whole number from 5"),
+    ({"start_lr": math.nan}, "start_lr=nan must be a finite number"),
+    ({"end_lr": math.inf}, "end_lr=inf must be a finite number"),
+])
+def test_a_range_that_cannot_be_tested_is_refused_by_name(settings, message):
+    with pytest.raises(ValueError, match=message):
+        LRFindOptions(**settings)
+
+
+def test_the_command_line_refuses_a_bad_range_in_one_line(tmp_path, capsys):
+    assert main(["lr-find", "--recipe", "demo", "--out-dir", str(tmp_path), "--start-lr", "1", "--end-lr",
+                 "0.5"]) == 2
+    assert "end_lr=0.5 must be above start_lr=1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
