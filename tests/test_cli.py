@@ -79,8 +79,8 @@ def test_every_flag_of_every_command_has_help_with_its_default():
     import argparse
 
     _, commands = _all_parsers()
-    assert {"models", "summary", "train", "demo", "reproduce", "eval", "predict", "serve", "export", "bench"} <= set(
-        commands)
+    assert {"models", "summary", "train", "demo", "reproduce", "eval", "predict", "serve", "export", "bench",
+            "lr-find"} <= set(commands)
     undocumented = []
     for name, parser in commands.items():
         for action in parser._actions:
@@ -120,6 +120,19 @@ def test_a_size_in_mib_that_is_not_one_is_refused_naming_the_flag(capsys):
             main(["serve", "m.safetensors", "--max-upload-mb", bad])
         err = capsys.readouterr().err
         assert f"argument --max-upload-mb: {bad!r} is not a size in MiB above 0" in err, err
+
+
+def test_a_port_that_is_not_one_is_refused_before_the_model_loads(capsys):
+    import pytest
+
+    from resnetkit.cli import build_parser
+
+    for bad in ("-1", "0", "65536", "99999", "abc", "", "80.5"):
+        with pytest.raises(SystemExit):
+            main(["serve", "no-such-model.safetensors", "--port", bad])
+        err = capsys.readouterr().err
+        assert f"argument --port: {bad!r} is not a TCP port: give a whole number from 1 to 65535" in err, err
+    assert build_parser().parse_args(["serve", "m", "--port", "65535"]).port == 65535
 
 
 def test_top_level_help_speaks_to_users(capsys):

@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class names, one per line or a JSON list (default: the model's own)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on, 0.0.0.0 to accept other machines (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default: 8000)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     _add_config_flags(p, config_flags(ServeOptions))
     p.add_argument("--no-batching", action="store_true", help="one image per forward pass, i.e. --max-batch 1 (default: off)")
@@ -577,6 +577,14 @@ def _pixels(text: str) -> int:
         from .config import MAX_IMAGE_SIDE
 
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIDE}") from None
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port given on the command line, refused at parse time (not by the socket, after the model loaded)."""
+    value = int(text) if text.strip().isdigit() else -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a whole number from 1 to 65535")
     return value
 
 
