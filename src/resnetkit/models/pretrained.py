@@ -214,11 +214,16 @@ def close_model_names(name: str) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
+def weights_of(arch: str) -> list[WeightEntry]:
+    """The available entries of one architecture, in the listing's order (shipped first)."""
+    return [e for e in list_weights() if e.arch == arch]
+
+
 def find_weights(arch: str, tag: str) -> WeightEntry:
     """The entry for ``create_model(arch, pretrained=tag)``, or a ValueError listing what ``arch`` has."""
     entry = get_weights(f"{arch}_{tag}")
     if entry is None or entry.arch != arch:
-        tags = [e.tag for e in list_weights() if e.arch == arch]
+        tags = [e.tag for e in weights_of(arch)]
         raise ValueError(f"no pretrained weights {tag!r} for {arch}; available: {tags or 'none'} "
                          "(see `resnetkit models --pretrained`)")
     return entry
@@ -229,7 +234,7 @@ def default_weights(arch: str) -> WeightEntry:
     card's top-1 (torchvision's ``DEFAULT``: its v2 ImageNet weights); entries without a measured top-1 come
     last, and a tie goes to the one listed first (shipped before downloaded). Each top-1 is on its own data: an
     architecture with weights for two datasets (none has today) should be asked for by tag."""
-    entries = [e for e in list_weights() if e.arch == arch]
+    entries = weights_of(arch)
     if not entries:
         raise ValueError(f"no pretrained weights for {arch} (see `resnetkit models --pretrained`); "
                          "create it without pretrained= and train or fine-tune it")
