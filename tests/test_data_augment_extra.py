@@ -118,6 +118,10 @@ def test_each_automatic_policy_is_torchvisions_drawn_for_each_image_on_its_own(n
 def test_automatic_policy_settings_are_checked_and_reach_torchvision():
     from torchvision.transforms import v2
 
+    from resnetkit.data.augment_extra import POLICIES
+
+    assert set(POLICIES) == set(AUTO_AUGMENTS) - {"none"}  # the flag's choices are the policies built
+
     config = TrainConfig.from_flat(dict(augment="pad-crop-flip", auto_augment="randaugment", randaugment_ops=3,
                                         randaugment_magnitude=14))
     policy = ExtraAugment.from_config(config).policy()

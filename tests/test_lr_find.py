@@ -17,7 +17,7 @@ def test_the_suggestions_read_the_curve_as_fastai_does():
     # Flat, then falling (fastest around 1e-3), lowest at 1e-2, then rising: the usual shape.
     losses = [2.3 - 1.5 / (1 + math.exp(-4 * (math.log10(lr) + 3))) + (0.5 * (math.log10(lr) + 2) ** 2 if lr > 1e-2
                                                                          else 0.0) for lr in lrs]
-    result = LRFindResult(lrs=lrs, losses=losses, raw_losses=losses)
+    result = LRFindResult(planned_steps=len(lrs), lrs=lrs, losses=losses, raw_losses=losses)
     found = result.suggestions()
     lowest = lrs[losses.index(min(losses))]
     assert found["minimum"] == pytest.approx(lowest / 10)
@@ -26,12 +26,42 @@ def test_the_suggestions_read_the_curve_as_fastai_does():
     assert LRFindResult(lrs=[1e-3, 1e-2], losses=[1.0, 0.5]).suggestions() == {}  # too few points: no guess
     nan_tail = LRFindResult(lrs=lrs[:10] + [1.0], losses=losses[:10] + [math.nan])
     assert set(nan_tail.suggestions()) == {"valley", "steep", "minimum"}  # a non-finite last loss is left out
+    # fastai reads the curve without its first tenth and its last 5 points: a dip there is no suggestion
+    edges = LRFindResult(planned_steps=61, lrs=lrs, losses=[0.0] + losses[1:-1] + [0.0])
+    assert edges.suggestions()["minimum"] == pytest.approx(lowest / 10)
+
+
+def test_the_longest_fall_is_found_in_n_log_n_on_long_curves():
+    from resnetkit.train.lr_find import _longest_fall
+
+    assert _longest_fall([5, 1, 4, 3, 6, 2, 1]) in ((0, 6), (2, 6))  # 5 4 3 2 1 or 4 3 2 1 ... : length 5
+    falling = [5, 4, 3, 2, 1]
+    start, end = _longest_fall([9, 0] + falling)
+    assert (start, end) == (0, 6)  # 9 5 4 3 2 1
+    noisy = [math.sin(i / 7) - i / 1000 for i in range(100_000)]
+    start, end = _longest_fall(noisy)  # quadratic would take minutes here
+    assert 0 <= start < end < len(noisy)
+
+
+def test_a_fine_tune_is_tested_at_the_stage_it_starts_with(resnet20_file, tmp_path):
+    from resnetkit.config import load_train_config
+    from resnetkit.train.finetune import first_stage
+
+    plain, stage = first_stage(load_train_config("demo"), tmp_path)
+    assert stage == "training" and plain == load_train_config("demo")
+    two_stage = load_train_config("finetune", pretrained=str(resnet20_file), freeze_epochs=1, lr_mult=10.0)
+    tested, stage = first_stage(two_stage, tmp_path)
+    assert "head-only" in stage and tested.finetune.freeze_backbone and tested.finetune.freeze_bn
+    assert tested.finetune.lr_mult == 1.0 and tested.data.mean == (0.4914, 0.4822, 0.4465)  # the start model's
+    whole = load_train_config("finetune", pretrained=str(resnet20_file), freeze_epochs=0, lr_mult=10.0)
+    tested, stage = first_stage(whole, tmp_path)
+    assert stage == "the fine-tune of every layer" and tested.finetune.lr_mult == 10.0
 
 
 def test_lr_find_on_the_digits_rises_exponentially_stops_when_the_loss_blows_up_and_writes_its_files(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["lr-find", "--recipe", "demo", "--out-dir", str(out), "--no-progress", "--start-lr", "1e-4",
-                 "--end-lr", "1e4", "--steps", "40", "--amp", "none"]) == 0
+                 "--end-lr", "1e4", "--steps", "40", "--amp", "none", "--accumulate", "2"]) == 0
     printed = capsys.readouterr().out
     assert "valley: lr" in printed and "steep: lr" in printed and "minimum: lr" in printed
     record = json.loads((out / "lr_find.json").read_text())

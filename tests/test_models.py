@@ -131,10 +131,9 @@ def test_stochastic_depth_rises_to_the_rate_and_leaves_weights_and_evaluation_al
     with_sd = create_model(name, variant=variant, drop_path_rate=0.2, num_classes=10)
     plain_sd = create_model(name, variant=variant, num_classes=10)
     rates = [b.drop_path.p if b.drop_path is not None else 0.0 for s in with_sd.stages() for b in s]
-    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
-    assert rates == sorted(rates) and len(set(rates)) == len(rates)  # linear: every block its own, rising
+    assert rates == pytest.approx([0.2 * i / (len(rates) - 1) for i in range(len(rates))])  # linear, 0 to the rate
     assert with_sd.state_dict().keys() == plain_sd.state_dict().keys()  # no weights: torchvision names kept
-    assert plain_sd.load_state_dict(with_sd.state_dict(), strict=True)
+    plain_sd.load_state_dict(with_sd.state_dict(), strict=True)
     size = 32 if name == "resnet20" else 64
     x = torch.randn(4, 3, size, size)
     with torch.no_grad():
@@ -147,7 +146,7 @@ def test_stochastic_depth_rises_to_the_rate_and_leaves_weights_and_evaluation_al
 
 
 def test_stochastic_depth_is_refused_where_there_is_no_residual_branch_and_set_on_pretrained_weights():
-    with pytest.raises(ValueError, match="plain20 .*no residual branch"):
+    with pytest.raises(ValueError, match="plain20: a plain network has no residual branch"):
         create_model("plain20", drop_path_rate=0.1)
     for keras_layout in ("keras_cifar_resnet20v1", "keras_resnet50v2"):
         with pytest.raises(ValueError, match="drop-path"):

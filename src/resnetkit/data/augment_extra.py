@@ -92,18 +92,24 @@ class ExtraAugment:
 
     def policy(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """torchvision's transform for ``auto_augment`` (on one uint8 image, C x H x W), or None when it is off."""
-        from torchvision.transforms import v2
+        return None if self.auto_augment == "none" else POLICIES[self.auto_augment](self)
 
-        policies: dict[str, Callable[[], Any]] = {
-            "trivialaugment": v2.TrivialAugmentWide,
-            "randaugment": lambda: v2.RandAugment(num_ops=self.randaugment_ops, magnitude=self.randaugment_magnitude,
-                                                  num_magnitude_bins=RANDAUGMENT_BINS),
-            "autoaugment-imagenet": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
-            "autoaugment-cifar10": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
-            "autoaugment-svhn": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.SVHN),
-            "augmix": v2.AugMix,
-        }
-        return None if self.auto_augment == "none" else policies[self.auto_augment]()
+
+def _policies() -> dict[str, Callable[[ExtraAugment], Any]]:
+    from torchvision.transforms import v2
+
+    return {
+        "trivialaugment": lambda o: v2.TrivialAugmentWide(),
+        "randaugment": lambda o: v2.RandAugment(num_ops=o.randaugment_ops, magnitude=o.randaugment_magnitude,
+                                                num_magnitude_bins=RANDAUGMENT_BINS),
+        "autoaugment-imagenet": lambda o: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
+        "autoaugment-cifar10": lambda o: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+        "autoaugment-svhn": lambda o: v2.AutoAugment(v2.AutoAugmentPolicy.SVHN),
+        "augmix": lambda o: v2.AugMix(),
+    }
+
+
+POLICIES = _policies()  # every name of config.AUTO_AUGMENTS but "none" (a test keeps the two the same)
 
 
 def _like(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

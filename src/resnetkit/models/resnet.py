@@ -216,8 +216,9 @@ class ResNet(nn.Module):
         blocks = [b for stage in self.stages() for b in stage
                   if getattr(b, "residual", False) and hasattr(b, "drop_path")]  # not plain nor Keras blocks
         if config.drop_path_rate and not blocks:
-            raise ValueError(f"drop_path_rate={config.drop_path_rate}: {config.arch} (shortcut {config.shortcut!r}) "
-                             "has no residual branch to skip; stochastic depth needs a residual network")
+            why = "a plain network has no residual branch to skip" if config.shortcut == "none" else \
+                "its blocks (a Keras layout) have no stochastic depth"
+            raise ValueError(f"drop_path_rate={config.drop_path_rate}: {config.arch}: {why}; use a resnetkit ResNet")
         for i, block in enumerate(blocks):
             p = config.drop_path_rate * i / max(1, len(blocks) - 1)
             block.drop_path = StochasticDepth(p, "row") if p else None

@@ -103,6 +103,24 @@ def _recorded_origin(path: Path, *, default: str) -> str:
     return default
 
 
+def head_only(config: TrainConfig) -> TrainConfig:
+    """The stage that trains the new head alone (a linear probe, or a fine-tune's first stage): body and
+    BatchNorm statistics frozen, one lr."""
+    return config.with_flat(freeze_backbone=True, freeze_bn=True, lr_mult=1.0)
+
+
+def first_stage(config: TrainConfig, scratch: Path) -> tuple[TrainConfig, str]:
+    """What a run starts with, as ``resnetkit train`` / ``finetune`` would run it, and its name: the training
+    itself, or for a start model (converted into ``scratch``, its mean/std kept) the head-only stage when there
+    is one, else the whole fine-tune."""
+    if not config.finetune.pretrained:
+        return config, "training"
+    config = prepare_start(config, scratch)
+    if config.finetune.freeze_backbone or config.finetune.freeze_epochs > 0:
+        return head_only(config), "the head-only stage (body and BatchNorm frozen)"
+    return config, "the fine-tune of every layer"
+
+
 def run_finetune(config: TrainConfig) -> FinetuneResult:
     """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in
     ``config.run.out_dir``."""
@@ -127,12 +145,12 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
 
     head_stage = None
     if config.finetune.freeze_backbone:
-        final_config = config.with_flat(freeze_bn=True, lr_mult=1.0)
+        final_config = head_only(config)
     else:
         if config.finetune.freeze_epochs > 0:
             head_dir = out_dir / HEAD_STAGE_DIR
-            head_config = config.with_flat(freeze_backbone=True, freeze_bn=True, lr_mult=1.0,
-                                           epochs=config.finetune.freeze_epochs, iterations=0, out_dir=str(head_dir))
+            head_config = head_only(config).with_flat(epochs=config.finetune.freeze_epochs, iterations=0,
+                                                      out_dir=str(head_dir))
             if config.run.resume and (head_dir / MODEL_FILE).exists():
                 log.info("head-only stage already finished in %s; continuing with the full fine-tune", head_dir)
             else:

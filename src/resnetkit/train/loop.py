@@ -25,6 +25,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import AMP_MODES, TrainConfig
+from ..data.loader import derive_seed
 from ..device import resolve_amp
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
 from ..models.registry import resolve_config
@@ -149,6 +150,9 @@ def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -
         raise ValueError(f"{path} was written by a different configuration ({shown}); resume with the same settings, "
                          "or start a new run in another --out-dir")
     return {key: (saved.get(key), current[key]) for key in ("epochs", "iterations") if saved.get(key) != current[key]}
+
+
+GLOBAL_RNG_STREAM = 2  # the last part of the global RNG's derive_seed, apart from the loaders' (crops: 1)
 
 
 class Trainer:
@@ -298,6 +302,9 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         self.train_loader.set_epoch(epoch)
+        # The global RNG draws dropout, stochastic depth, MixUp/CutMix and the automatic augmentation policies:
+        # seeded by epoch and rank, so DDP ranks draw differently and a resumed epoch draws as the uninterrupted one.
+        torch.manual_seed(derive_seed(cfg.run.seed, epoch, self.dist.rank, GLOBAL_RNG_STREAM))
         # Running sums stay on the device and are read every SYNC_EVERY steps: reading them each step
         # would make a GPU wait for the host after every batch (on a CPU it changes nothing).
         seen, first_step, started = 0, self.step, time.perf_counter()
@@ -305,6 +312,7 @@ class Trainer:
         bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}",
                        enabled=cfg.run.progress and self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=self.device)  # the micro-batches' mean loss, for step_callback
         for i, (images, labels) in enumerate(bar):
             if self.step >= self.total_steps:
                 break
@@ -330,11 +338,14 @@ class Trainer:
                     if self.head_weights:
                         loss = loss + self.config.optim.head_l2 * sum(w.float().pow(2).sum() for w in self.head_weights)
                 self.scaler.scale(loss / cfg.optim.accumulate).backward()
+            if self.step_callback is not None:
+                step_loss += loss.detach().float() / cfg.optim.accumulate
             if steps_now:
-                lr = self.optimizer.param_groups[-1]["lr"]  # the head's: the nominal lr (others may be lower)
+                lr = max(g["lr"] for g in self.optimizer.param_groups)  # the head's: the nominal lr
                 self._optimizer_step()
                 if self.step_callback is not None:
-                    self.step_callback(lr, loss.detach())
+                    self.step_callback(lr, step_loss)
+                    step_loss = torch.zeros((), device=self.device)
             seen += labels.numel()
             sums += torch.stack([loss.detach().double() * labels.numel(), (logits.argmax(1) == labels).sum().double(),
                                  (~torch.isfinite(loss.detach())).double()])

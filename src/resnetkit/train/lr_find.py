@@ -1,16 +1,19 @@
 """The learning-rate range test (Smith 2017, fastai's ``lr_find``): what ``resnetkit lr-find`` runs.
 
-The run's own training step (its data, augmentation, mixing, precision, frozen layers, accumulation, start model)
-on a throwaway copy of its network, with the learning rate rising exponentially from ``start_lr`` to ``end_lr``
-over ``steps`` optimizer steps, and the loss after each step, smoothed, against the lr. It stops when the
-smoothed loss passes ``DIVERGED`` times its lowest value or is not finite, as fastai's does. torch-lr-finder runs
-a loop of its own; this one is the training loop itself, so what it measures is what ``resnetkit train`` would do.
+The run's own training step (its data, augmentation, mixing, precision, accumulation, distillation teacher; for a
+start model, the stage a fine-tune begins with) on a throwaway copy of its network, with the learning rate rising
+exponentially from ``start_lr`` to ``end_lr`` over ``steps`` optimizer steps, and the loss of each step, smoothed,
+against the lr. It stops when the smoothed loss passes ``DIVERGED`` times its lowest value or is not finite, as
+fastai's does. torch-lr-finder runs a loop of its own; this one is the training loop itself, so what it measures
+is what ``resnetkit train`` would do.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +25,11 @@ from ..config import LRFindOptions, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import pyplot_or_none
 from ..files import save_figure_atomic, write_text_atomic
-from .data import build_train_data, resolve_augment
+from .data import resolve_augment
 from .distributed import DistInfo
-from .loop import Trainer
-from .run import build_model_for
+from .finetune import first_stage
+from .loop import NonFiniteLossError, Trainer
+from .run import check_outside_data, training_parts
 
 SMOOTHING = 0.98  # fastai's: an exponential moving average of the loss over about 50 steps, bias-corrected
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its lowest
@@ -39,42 +43,48 @@ class _Diverged(Exception):
 class LRFindResult:
     """The lr of every step, the loss after it (raw and smoothed) and why the test ended."""
 
+    planned_steps: int = 0
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # smoothed
     raw_losses: list[float] = field(default_factory=list)
     diverged: bool = False
+    stage: str = "training"  # what was tested: the training, or a fine-tune's first stage
 
     def suggestions(self) -> dict[str, float]:
-        """Three readings of the curve, as fastai offers them: ``valley`` (the middle of the longest stretch over
-        which the loss keeps falling: fastai's default), ``steep`` (where the loss falls fastest per decade of lr,
-        before its lowest point) and ``minimum`` (a tenth of the lr of the lowest loss). Empty when there are fewer than 3 finite points."""
-        points = [(lr, loss) for lr, loss in zip(self.lrs, self.losses) if math.isfinite(loss)]
-        if len(points) < 3:
+        """fastai's three readings of the curve, on the points it reads (the first tenth of the planned steps and
+        the last 5 left out, and everything from the first non-finite loss on): ``valley`` (the middle of the
+        longest stretch over which the loss keeps falling: fastai's default), ``steep`` (the steepest fall per
+        decade of lr) and ``minimum`` (a tenth of the lr of the lowest loss). Empty below 3 points."""
+        cut = next((i for i, loss in enumerate(self.losses) if not math.isfinite(loss)), len(self.losses))
+        lrs, losses = self.lrs[:cut][self.planned_steps // 10:-5], self.losses[:cut][self.planned_steps // 10:-5]
+        if len(losses) < 3:
             return {}
-        lrs, losses = [p[0] for p in points], [p[1] for p in points]
-        lowest = min(range(len(losses)), key=losses.__getitem__)
-        # The steepest fall lies before the lowest loss, past the first tenth (the average is still warming up
-        # there: a few noisy losses move it most).
-        first = len(lrs) // 10 if lowest > len(lrs) // 10 + 1 else 0
-        slopes = {i: (losses[i + 1] - losses[i - 1]) / (math.log10(lrs[i + 1]) - math.log10(lrs[i - 1]))
-                  for i in range(max(1, first), max(lowest, 2))}
+        slopes = [(b - a) / (math.log(lr_b) - math.log(lr_a))
+                  for a, b, lr_a, lr_b in zip(losses, losses[1:], lrs, lrs[1:])]
         start, end = _longest_fall(losses)
-        return {"valley": lrs[(start + end) // 2], "steep": lrs[min(slopes, key=slopes.__getitem__)],
-                "minimum": lrs[lowest] / 10}
+        return {"valley": lrs[(start + end) // 2], "steep": lrs[min(range(len(slopes)), key=slopes.__getitem__)],
+                "minimum": lrs[min(range(len(losses)), key=losses.__getitem__)] / 10}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lrs": self.lrs, "losses": self.losses, "raw_losses": self.raw_losses, "diverged": self.diverged,
-                "suggestions": self.suggestions()}
+        return {"stage": self.stage, "planned_steps": self.planned_steps, "lrs": self.lrs, "losses": self.losses,
+                "raw_losses": self.raw_losses, "diverged": self.diverged, "suggestions": self.suggestions()}
 
 
 def _longest_fall(losses: list[float]) -> tuple[int, int]:
-    """First and last index of the longest strictly falling subsequence of ``losses`` (quadratic: ~100 points)."""
-    length, before = [1] * len(losses), [-1] * len(losses)
-    for i in range(len(losses)):
-        for j in range(i):
-            if losses[j] > losses[i] and length[j] + 1 > length[i]:
-                length[i], before[i] = length[j] + 1, j
-    end = max(range(len(losses)), key=length.__getitem__)
+    """First and last index of a longest strictly falling subsequence of ``losses`` (patience sorting on the
+    negated values: n log n)."""
+    tails: list[float] = []  # tails[k]: the smallest last -loss of a falling run of length k + 1 so far
+    tail_at: list[int] = []
+    before = [-1] * len(losses)
+    for i, loss in enumerate(losses):
+        k = bisect.bisect_left(tails, -loss)
+        before[i] = tail_at[k - 1] if k else -1
+        if k == len(tails):
+            tails.append(-loss)
+            tail_at.append(i)
+        else:
+            tails[k], tail_at[k] = -loss, i
+    end = tail_at[-1]
     start = end
     while before[start] >= 0:
         start = before[start]
@@ -85,20 +95,23 @@ def find_lr(config: TrainConfig, options: LRFindOptions | None = None) -> LRFind
     """Run the range test for the run ``config`` describes (its ``lr``, schedule, EMA and evaluation are replaced;
     nothing is written to its folder)."""
     options = options or LRFindOptions()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("lr-find runs in one process: start it with resnetkit, not torchrun (the lr it suggests "
+                         "holds for the batch size it is given: --batch-size as the whole multi-process batch)")
+    check_outside_data(Path(config.run.out_dir), config.data.source)  # lr_find.png would become a training image
     device = resolve_device(config.run.device)
     torch.manual_seed(config.run.seed)
     with tempfile.TemporaryDirectory(prefix="resnetkit-lr-find-") as scratch:
+        config, stage = first_stage(config.with_flat(out_dir=scratch, resume=False), Path(scratch))
         config = config.with_flat(augment=resolve_augment(config), lr=options.start_lr, schedule="constant",
-                                  warmup=0.0, iterations=options.steps, ema_decay=0.0, eval_every=0, resume=False,
-                                  out_dir=scratch)
-        data = build_train_data(config, dist=DistInfo(), device=device)
-        model = build_model_for(config, data.num_classes)
+                                  warmup=0.0, iterations=options.steps, ema_decay=0.0, eval_every=0)
+        data, model, teacher = training_parts(config, dist=DistInfo(), device=device)
         trainer = Trainer(model, config, data.train, None, num_classes=data.num_classes, device=device,
-                          class_names=data.class_names)
+                          class_names=data.class_names, teacher=teacher)
         ratio = options.end_lr / options.start_lr
         trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
             trainer.optimizer, lambda step: ratio ** (min(step, options.steps - 1) / (options.steps - 1)))
-        result, average = LRFindResult(), 0.0
+        result, average = LRFindResult(planned_steps=options.steps, stage=stage), 0.0
 
         def record(lr: float, loss: torch.Tensor) -> None:
             nonlocal average
@@ -115,7 +128,7 @@ def find_lr(config: TrainConfig, options: LRFindOptions | None = None) -> LRFind
         try:
             for epoch in range(trainer.epochs):
                 trainer.train_one_epoch(epoch)
-        except _Diverged:
+        except (_Diverged, NonFiniteLossError):  # the loop's own check sees a NaN of a step not yet recorded
             result.diverged = True
         finally:
             trainer.logger.close()

@@ -143,6 +143,20 @@ def check_teacher(info: ModelInfo, source: str, class_names: list[str], preproce
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
 
 
+def training_parts(config: TrainConfig, *, dist: DistInfo, device: torch.device
+                   ) -> tuple[TrainData, nn.Module, nn.Module | None]:
+    """What a run trains with: its data (with the class names it is given), its network (from scratch or its start
+    weights) and its distillation teacher (checked against the data), or None."""
+    teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data
+    data: TrainData = build_train_data(config, dist=dist, device=device)
+    if config.data.classes:
+        data.class_names = class_names_for(config.data.classes, data.class_names)
+    if teacher is not None:
+        check_teacher(teacher[1], config.optim.teacher, data.class_names, data.preprocess,
+                      num_classes=teacher[0].num_classes)
+    return data, build_model_for(config, data.num_classes), teacher[0] if teacher is not None else None
+
+
 def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = None) -> TrainResult:
     """Train as ``config`` says; ``report_extra`` adds lines to the report (the fine-tuning choices)."""
     started = time.perf_counter()
@@ -161,16 +175,9 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
         prepare_output_dir(out_dir, flag="--out-dir")
         write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
-    teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data
-    data: TrainData = build_train_data(config, dist=dist, device=device)
-    if config.data.classes:
-        data.class_names = class_names_for(config.data.classes, data.class_names)
-    if teacher is not None:
-        check_teacher(teacher[1], config.optim.teacher, data.class_names, data.preprocess,
-                      num_classes=teacher[0].num_classes)
-    model = build_model_for(config, data.num_classes)
+    data, model, teacher = training_parts(config, dist=dist, device=device)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
-                      class_names=data.class_names, teacher=teacher[0] if teacher is not None else None)
+                      class_names=data.class_names, teacher=teacher)
     try:
         fit = trainer.fit()
     finally:
