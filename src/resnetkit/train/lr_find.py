@@ -54,16 +54,18 @@ class LRFindResult:
         """fastai's three readings of the curve, on the points it reads (the first tenth of the planned steps and
         the last 5 left out, and everything from the first non-finite loss on): ``valley`` (the middle of the
         longest stretch over which the loss keeps falling: fastai's default), ``steep`` (the steepest fall per
-        decade of lr) and ``minimum`` (a tenth of the lr of the lowest loss). Empty below 3 points."""
+        decade of lr before the lowest loss; fastai looks past it too) and ``minimum`` (a tenth of the lr of the lowest loss). Empty below 3 points."""
         cut = next((i for i, loss in enumerate(self.losses) if not math.isfinite(loss)), len(self.losses))
         lrs, losses = self.lrs[:cut][self.planned_steps // 10:-5], self.losses[:cut][self.planned_steps // 10:-5]
         if len(losses) < 3:
             return {}
+        lowest = min(range(len(losses)), key=losses.__getitem__)
+        # Before the lowest loss only: a loss that blew up and settles again (label smoothing bounds it) falls too.
         slopes = [(b - a) / (math.log(lr_b) - math.log(lr_a))
-                  for a, b, lr_a, lr_b in zip(losses, losses[1:], lrs, lrs[1:])]
+                  for a, b, lr_a, lr_b in zip(losses[:max(lowest, 1) + 1], losses[1:], lrs, lrs[1:])]
         start, end = _longest_fall(losses)
         return {"valley": lrs[(start + end) // 2], "steep": lrs[min(range(len(slopes)), key=slopes.__getitem__)],
-                "minimum": lrs[min(range(len(losses)), key=losses.__getitem__)] / 10}
+                "minimum": lrs[lowest] / 10}
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "planned_steps": self.planned_steps, "lrs": self.lrs, "losses": self.losses,
