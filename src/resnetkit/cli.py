@@ -149,7 +149,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     result = find_lr(config, options)
     paths = write_lr_find(result, Path(config.run.out_dir), title=f"{config.model.arch} on {config.data.source}")
     ended = "the loss blew up" if result.diverged else f"all {options.steps} steps ran"
-    print(f"{len(result.lrs)} steps from lr {options.start_lr:g} to {result.lrs[-1]:.3g} ({ended})")
+    print(f"{result.stage}: {len(result.lrs)} steps from lr {options.start_lr:g} to {result.lrs[-1]:.3g} ({ended})")
     suggestions = result.suggestions()
     if not suggestions:
         print("no suggestion: fewer than 3 steps had a finite loss; lower --start-lr")
