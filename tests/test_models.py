@@ -165,6 +165,22 @@ def test_stochastic_depth_is_refused_where_there_is_no_residual_branch_and_set_o
         create_model("resnet20", pretrained="cifar10", width=2.0)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "keras_cifar_resnet20v1"])
+def test_grad_checkpointing_gives_the_same_gradients(name):
+    torch.manual_seed(0)
+    plain_step, checkpointed = create_model(name), create_model(name)
+    checkpointed.load_state_dict(plain_step.state_dict())
+    checkpointed.set_grad_checkpointing()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():  # no gradients: nothing to recompute, the plain forward
+        assert torch.equal(checkpointed.eval()(x), plain_step.eval()(x))
+    for model in (plain_step, checkpointed):
+        torch.nn.functional.cross_entropy(model.train()(x), y).backward()
+    for (name_, a), b in zip(plain_step.named_parameters(), checkpointed.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name_
+    assert not create_model(name).grad_checkpointing  # off unless asked for
+
+
 def test_v2_is_pre_activation_with_a_final_norm():
     model = create_model("resnet50", variant="v2").eval()
     assert type(model.layer1[0]).__name__ == "PreActBottleneck"

@@ -224,6 +224,8 @@ class RunConfig:
                           "measured), 'bf16', 'fp16' (CUDA) or 'none'", choices=AMP_MODES)
     channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on most hardware)")
     compile: bool = _opt(False, "torch.compile the model (slower start, faster steps)")
+    grad_checkpointing: bool = _opt(False, "recompute each block's activations in the backward pass instead of "
+                                    "keeping them: less memory per step (larger batches or images), slower steps")
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...", metavar="DEVICE")
     sync_bn: bool = _opt(False, "SyncBatchNorm under multi-process (DDP) training")
     seed: int = _opt(0, "random seed for initialisation, data order and the validation split")

@@ -103,6 +103,8 @@ def _make_stage(block_cls: type[nn.Module], in_ch: int, width: int, blocks: int,
 class ResNet(nn.Module):
     """A residual (or plain) network; see ``resnetkit.create_model`` for the names and options."""
 
+    grad_checkpointing = False  # set_grad_checkpointing: a training-time choice, not part of the model file
+
     def __init__(self, spec: ArchSpec, config: ModelConfig) -> None:
         super().__init__()
         self.spec = spec
@@ -182,7 +184,7 @@ class ResNet(nn.Module):
         x = self.forward_stem(x)
         outputs = []
         for stage in self.stages():
-            x = stage(x)
+            x = self._run_stage(stage, x)
             outputs.append(x)
         outputs[-1] = self.norm(outputs[-1])
         return outputs
@@ -191,8 +193,22 @@ class ResNet(nn.Module):
         """The last feature map, before pooling: (N, num_features, H/32, W/32) on ImageNet models."""
         x = self.forward_stem(x)
         for stage in self.stages():
-            x = stage(x)
+            x = self._run_stage(stage, x)
         return self.norm(x)
+
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            from torch.utils.checkpoint import checkpoint_sequential
+
+            return checkpoint_sequential(stage, len(stage), x, use_reentrant=False)  # one segment per block
+        return stage(x)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual block's activations in the backward pass instead of keeping them (timm's
+        ``set_grad_checkpointing``): less activation memory for a training step (larger batches or images) for
+        one more forward pass of each block (bench/bench_grad_checkpointing.py). Gradients are those of the plain step; BatchNorm
+        running statistics take one more update per step (the recomputed forward), as in timm."""
+        self.grad_checkpointing = enable
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pre_logits(torch.flatten(self.avgpool(x), 1)))

@@ -41,8 +41,9 @@ from .schedules import build_scheduler, plateau_drops, schedule_from_config
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that may differ between a run and its resumption (where and how fast it runs, and how long);
 # any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
+# How a run runs, not what it learns: a resumed run may change these.
 RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
-                               "iterations", "channels_last", "compile", "amp"})  # how it runs, not what it learns
+                               "iterations", "channels_last", "compile", "amp", "grad_checkpointing"})
 HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)  # parameter names of the head
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,11 @@ class Trainer:
         self.amp_dtype = amp_dtype_for(self.precision, device)
 
         model = model.to(device)
+        if config.run.grad_checkpointing:
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise ValueError(f"grad_checkpointing: {type(model).__name__} is not a resnetkit ResNet; drop "
+                                 "--grad-checkpointing")
+            model.set_grad_checkpointing(True)
         if config.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if config.run.sync_bn and device.type != "cuda":
