@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from resnetkit.cli import main
 
 
@@ -39,8 +41,6 @@ def test_console_script_entry_point_runs():
     import importlib.metadata
     import sysconfig
     from pathlib import Path
-
-    import pytest
 
     import resnetkit.cli
 
@@ -104,6 +104,7 @@ def test_a_command_line_without_settings_gives_the_configs_own_defaults():
     parser = build_parser()
     assert _config_from_args(StudyConfig, parser.parse_args(["reproduce", "cifar10"])) == StudyConfig()
     assert _config_from_args(ServeOptions, parser.parse_args(["serve", "m.safetensors"])) == ServeOptions()
+    assert parser.parse_args(["serve", "m", "--port", "65535"]).port == 65535  # the last TCP port is one
     study = _config_from_args(StudyConfig, parser.parse_args(
         ["reproduce", "cifar10", "--depths", "20", "56", "--only", "plain*", "--out", "s", "--amp", "none"]))
     assert (study.depths, study.only, study.out_dir, study.amp) == ((20, 56), ("plain*",), "s", "none")
@@ -112,32 +113,20 @@ def test_a_command_line_without_settings_gives_the_configs_own_defaults():
     assert (serve.max_inflight_bytes, serve.onnx_file, serve.graceful_timeout_s) == (64 * MIB + MIB // 2, "m.onnx", 5.0)
 
 
-def test_a_size_in_mib_that_is_not_one_is_refused_naming_the_flag(capsys):
-    import pytest
-
-    for bad in ("nan", "-1", "0", "inf", "abc", "", "1e-9"):
+@pytest.mark.parametrize("flag, bads, says", [
+    ("--max-upload-mb", ("nan", "-1", "0", "inf", "abc", "", "1e-9"), "is not a size in MiB above 0"),
+    ("--port", ("-1", "0", "65536", "99999", "abc", "", "80.5"),
+     "is not a TCP port: give a whole number from 1 to 65535"),  # refused before the model loads
+])
+def test_a_serve_size_or_port_that_is_not_one_is_refused_naming_the_flag(flag, bads, says, capsys):
+    for bad in bads:
         with pytest.raises(SystemExit):
-            main(["serve", "m.safetensors", "--max-upload-mb", bad])
+            main(["serve", "no-such-model.safetensors", flag, bad])
         err = capsys.readouterr().err
-        assert f"argument --max-upload-mb: {bad!r} is not a size in MiB above 0" in err, err
-
-
-def test_a_port_that_is_not_one_is_refused_before_the_model_loads(capsys):
-    import pytest
-
-    from resnetkit.cli import build_parser
-
-    for bad in ("-1", "0", "65536", "99999", "abc", "", "80.5"):
-        with pytest.raises(SystemExit):
-            main(["serve", "no-such-model.safetensors", "--port", bad])
-        err = capsys.readouterr().err
-        assert f"argument --port: {bad!r} is not a TCP port: give a whole number from 1 to 65535" in err, err
-    assert build_parser().parse_args(["serve", "m", "--port", "65535"]).port == 65535
+        assert f"argument {flag}: {bad!r} {says}" in err, err
 
 
 def test_top_level_help_speaks_to_users(capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
@@ -147,7 +136,6 @@ def test_top_level_help_speaks_to_users(capsys):
 
 
 def test_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    import pytest
     from torch.utils.flop_counter import FlopCounterMode
 
     assert main(["predict", str(tmp_path / "missing.safetensors"), "x.png"]) == 2
@@ -229,8 +217,6 @@ def test_the_shipped_counts_cover_every_registered_network_and_are_right():
 
 
 def test_models_table_reuses_its_counts_from_the_cache_and_survives_a_damaged_one(tmp_path, monkeypatch, capsys):
-    import pytest
-
     from resnetkit.models import catalog
 
     monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path))
