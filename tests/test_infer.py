@@ -229,3 +229,28 @@ def test_imagenet_resnet50_on_a_large_exif_rotated_photo_matches_torchvision(tmp
     assert np.allclose(result.probabilities, expected[result.indices].numpy(), atol=1e-5)
     [cam] = predictor.grad_cam(tmp_path / "photo.jpg")
     assert cam.heatmap.shape == (3000, 2000) and cam.index == result.indices[0]
+
+
+def test_flip_tta_averages_each_images_softmax_with_its_mirrors(tmp_path, capsys):
+    from resnetkit.cli import main
+
+    torch.manual_seed(0)
+    predictor = load_predictor("resnet20_cifar10", device="cpu")
+    flipping = load_predictor("resnet20_cifar10", device="cpu", tta="flip")
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)  # CIFAR-sized: no resize
+    image, mirror = Image.fromarray(pixels), Image.fromarray(pixels[:, ::-1].copy())
+
+    def by_class(prediction):
+        return dict(zip(prediction.labels, prediction.probabilities))
+
+    alone, mirrored = (by_class(predictor.predict(x, top_k=10)[0]) for x in (image, mirror))
+    averaged = by_class(flipping.predict(image, top_k=10)[0])
+    assert averaged == pytest.approx({c: (alone[c] + mirrored[c]) / 2 for c in alone}, abs=1e-5)
+    assert averaged != pytest.approx(alone, abs=1e-3)  # an asymmetric image: the mirror changes the answer
+    with pytest.raises(ValueError, match="tta='mirror' is not one of none, flip"):
+        load_predictor("resnet20_cifar10", tta="mirror")
+    image.save(tmp_path / "x.png")
+    assert main(["predict", "resnet20_cifar10", str(tmp_path / "x.png"), "--tta", "flip", "--format", "json",
+                 "--top-k", "1", "--device", "cpu"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown[0]["probabilities"][0] == pytest.approx(max(averaged.values()), abs=1e-4)

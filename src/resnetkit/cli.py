@@ -257,7 +257,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     overrides = {k: v for k in ("input_size", "resize_size", "interpolation", "mean", "std")
                  if (v := getattr(args, k)) is not None}
     predictor = load_predictor(args.model, weights=args.weights, class_names=args.classes, device=args.device,
-                               pretrained=args.pretrained, preprocess=overrides)
+                               pretrained=args.pretrained, preprocess=overrides, tta=args.tta)
     predictions = predict_inputs(predictor, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                                  annotate_dir=args.annotate, cam_dir=args.cam, cam_class=args.cam_class)
     print(format_predictions(predictions, args.format))
@@ -319,8 +319,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
-                         EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, StudyConfig, TrainConfig,
-                         config_flags)
+                         TTA_MODES, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, StudyConfig,
+                         TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -467,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override: per-channel standard deviation divided by, on the 0-1 scale (default: the "
                         "model's own)")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default: 5)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: flip averages each image's softmax with its mirror's, as `resnetkit "
+                        "eval --protocol flip` (two forward passes; for models trained on mirrored images) "
+                        "(default: none)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default: table)")
     p.add_argument("--batch-size", type=int, default=32, metavar="IMAGES",
                    help="images per forward pass (default: 32)")

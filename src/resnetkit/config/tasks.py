@@ -11,6 +11,7 @@ from .model import check_image_side
 from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
+TTA_MODES = ("none", "flip")  # resnetkit predict --tta: the image alone, or averaged with its mirror (models/tta.py)
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
 _MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet20_cifar10; see " \
               "`resnetkit models --pretrained`)"

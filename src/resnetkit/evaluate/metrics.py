@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..models.tta import flip_averaged_log_probs
+
 
 @dataclass
 class ClassificationMetrics:
@@ -76,10 +78,7 @@ def evaluate_batches(model: torch.nn.Module, batches, *, num_classes: int, devic
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(images)
-                if flip:
-                    probs = (logits.float().softmax(1) + model(images.flip(-1)).float().softmax(1)) / 2
-                    logits = probs.clamp_min(1e-12).log()
+                logits = flip_averaged_log_probs(model, images) if flip else model(images)
             metrics.update(logits, labels)
     finally:
         model.train(was_training)

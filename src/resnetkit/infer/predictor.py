@@ -18,6 +18,7 @@ from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
 from ..models.resnet import ResNet
+from ..models.tta import TTA_MODES, flip_averaged_log_probs
 from ..models.weights import model_for_state_dict, resolve_weight_path
 from .cam import cam_to_image, grad_cam
 from ..data.classes import read_class_names, resolve_class
@@ -78,7 +79,9 @@ class Predictor:
     """
 
     def __init__(self, model: ResNet, info: ModelInfo, *, device: str | torch.device | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, tta: str = "none") -> None:
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r} is not one of {', '.join(TTA_MODES)}")
         if info.model.in_chans != 3:
             raise ValueError(f"the model takes {info.model.in_chans}-channel input; Predictor feeds RGB images")
         if info.class_names and len(info.class_names) != model.num_classes:
@@ -88,6 +91,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.info = info
         self.batch_size = batch_size
+        self.tta = tta  # "flip": each image's softmax averaged with its mirror's, as resnetkit eval's flip protocol
         self.transform = eval_transform(info.preprocess)
         # Models saved without names still get readable labels: their class indices.
         self.class_names = list(info.class_names) or [str(i) for i in range(model.num_classes)]
@@ -187,8 +191,9 @@ class Predictor:
                 prediction.error = f"{label}: could not be preprocessed ({type(e).__name__}: {e})"
             predictions.append(prediction)
         if tensors:
+            batch = torch.stack(tensors).to(self.device)
             with torch.inference_mode():
-                logits = self.model(torch.stack(tensors).to(self.device))
+                logits = flip_averaged_log_probs(self.model, batch) if self.tta == "flip" else self.model(batch)
             label_predictions(ready, logits, class_names=self.class_names, top_k=top_k)
         return predictions
 
@@ -224,12 +229,12 @@ class Predictor:
 
 def load_predictor(model: str, *, weights: str | None = None, class_names: str | None = None,
                    device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, pretrained: str | None = None,
-                   preprocess: dict[str, Any] | None = None) -> Predictor:
+                   preprocess: dict[str, Any] | None = None, tta: str = "none") -> Predictor:
     """A predictor from a resnetkit ``.safetensors`` file (path or URL), a pretrained name (``resnet20_cifar10``,
     or ``model="resnet20", pretrained="cifar10"``), or a registered name plus ``weights``.
 
     ``preprocess`` overrides fields of the preprocessing (``{"resize_size": 232}``) for weights trained
-    differently from what the file or catalog says. What ``resnetkit predict`` and ``resnetkit serve`` take.
+    differently from what the file or catalog says; ``tta="flip"`` averages each image's softmax with its mirror's. What ``resnetkit predict`` and ``resnetkit serve`` take.
     """
     if pretrained is not None:
         if weights is not None:
@@ -252,9 +257,9 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
                                     "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)"
                                     f"{close_model_names(model)}")
         predictor = Predictor.from_file(model, device=device, batch_size=batch_size)
-    if preprocess:
-        predictor = Predictor(predictor.model, with_preprocess(predictor.info, preprocess), device=predictor.device,
-                              batch_size=batch_size)
+    if preprocess or tta != "none":
+        info = with_preprocess(predictor.info, preprocess or {})
+        predictor = Predictor(predictor.model, info, device=predictor.device, batch_size=batch_size, tta=tta)
     return predictor
 
 
