@@ -403,3 +403,26 @@ def test_a_damaged_onnx_file_is_named_before_the_server_starts(model_file, tmp_p
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxruntime"):
         with pytest.raises(ValueError, match=r"m.int8.onnx: not a readable ONNX file"):
             choose_runtime("auto", device=torch.device("cpu"), model_file=str(beside), onnx_file=None)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_flip_tta_serves_what_predict_tta_flip_answers(tmp_path, runtime):
+    if runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed")
+    path = tmp_path / "r20.safetensors"
+    torch.manual_seed(0)
+    save_model(create_model("resnet20"), path, class_names=[f"c{i}" for i in range(10)])
+    data = _png(size=(32, 32), seed=3)
+    expected = Predictor.from_file(path, device="cpu", tta="flip").predict(data, top_k=3)[0]
+    plain = Predictor.from_file(path, device="cpu").predict(data, top_k=3)[0]
+    assert expected.probabilities != pytest.approx(plain.probabilities, abs=1e-4)  # the mirror counts here
+    app = create_app(Predictor.from_file(path, device="cpu"), runtime=runtime, model_file=str(path), tta="flip")
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.get("/v1/model").json()["tta"] == "flip"
+        [result] = client.post("/v1/predict?top_k=3", files={"files": ("x.png", data, "image/png")}).json()[
+            "predictions"]
+    assert result["indices"] == expected.indices
+    assert result["probabilities"] == pytest.approx(expected.probabilities, abs=1e-4)
+    with pytest.raises(ValueError, match="tta 'mirror' is not one of none, flip"):
+        ServeOptions(tta="mirror")

@@ -234,7 +234,8 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
     or ``model="resnet20", pretrained="cifar10"``), or a registered name plus ``weights``.
 
     ``preprocess`` overrides fields of the preprocessing (``{"resize_size": 232}``) for weights trained
-    differently from what the file or catalog says; ``tta="flip"`` averages each image's softmax with its mirror's. What ``resnetkit predict`` and ``resnetkit serve`` take.
+    differently from what the file or catalog says; ``tta="flip"`` averages each image's softmax with its
+    mirror's. What ``resnetkit predict`` and ``resnetkit serve`` take.
     """
     if pretrained is not None:
         if weights is not None:

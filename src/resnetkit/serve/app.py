@@ -89,7 +89,7 @@ class ServerState:
         try:
             predictor = self.source() if callable(self.source) else self.source
             engine = build_engine(predictor, runtime=options.runtime, model_file=self.model_file,
-                                  onnx_file=options.onnx_file, max_batch=options.max_batch)
+                                  onnx_file=options.onnx_file, max_batch=options.max_batch, tta=options.tta)
             engine.warm_up(options.max_batch)
             batcher = Batcher(engine.forward, max_batch=options.max_batch, max_wait_ms=options.max_wait_ms,
                               max_queue=options.max_queue, on_batch=self.metrics.observe_batch)

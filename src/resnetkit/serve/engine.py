@@ -21,6 +21,7 @@ import torch
 from ..export.runtimes import Runner, onnx_runner, openvino_runner, parameter_bytes, torch_runner
 from ..infer import Prediction, Predictor, label_predictions, load_image
 from ..files import file_sha256
+from ..models.tta import mirror_averaged
 
 logger = logging.getLogger("resnetkit.serve")
 
@@ -97,12 +98,21 @@ class Engine:
     # every shape is compiled during warm-up, never while a request waits. Empty: any size runs as is.
     padded_sizes: tuple[int, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    tta: str = "none"  # "flip": each image's softmax averaged with its mirror's (two runs of the batch)
 
     def preprocess(self, data: bytes, name: str) -> np.ndarray:
         """Encoded image bytes -> the model's input (C, H, W) float32, as ``resnetkit predict`` does it."""
         return self.predictor.transform(load_image(data, name=name)).numpy()
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The batch's logits (N, classes); with ``tta="flip"``, the mirror-averaged log-probabilities."""
+        logits = self._run(batch)
+        if self.tta == "flip":  # the mirrored batch as a second run: every runtime, every padded size, unchanged
+            mirrored = self._run(np.ascontiguousarray(batch[..., ::-1]))
+            return mirror_averaged(torch.from_numpy(np.asarray(logits)), torch.from_numpy(np.asarray(mirrored))).numpy()
+        return logits
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         size = next((s for s in self.padded_sizes if s >= n), n)
         if size > n:
@@ -138,6 +148,7 @@ class Engine:
             "sha256": self.sha256,
             "file": Path(self.model_file).name if self.model_file else None,
             "runtime": self.runtime,
+            "tta": self.tta,
             "device": str(predictor.device),
             "resnetkit_version": __version__,
         }
@@ -182,7 +193,7 @@ def _check_matches(path: str, predictor: Predictor) -> None:
 
 
 def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str | None = None,
-                 onnx_file: str | None = None, max_batch: int = 32) -> Engine:
+                 onnx_file: str | None = None, max_batch: int = 32, tta: str = "none") -> Engine:
     """The predictor plus the runner of ``runtime`` (resolved from ``auto``), not yet warmed up."""
     name, path = choose_runtime(runtime, device=predictor.device, model_file=model_file, onnx_file=onnx_file)
     padded: tuple[int, ...] = ()
@@ -202,4 +213,4 @@ def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str
         padded = tuple(sorted({*[2 ** i for i in range(max_batch.bit_length()) if 2 ** i < max_batch], max_batch}))
     sha = file_sha256(model_file) if model_file and Path(model_file).is_file() else None
     return Engine(predictor, runner, name, model_file=model_file, sha256=sha, padded_sizes=padded,
-                  details={"onnx_file": path})
+                  details={"onnx_file": path}, tta=tta)
