@@ -147,7 +147,8 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     options = _config_from_args(LRFindOptions, args)
     config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe", *config_flags(LRFindOptions))))
     result = find_lr(config, options)
-    paths = write_lr_find(result, Path(config.run.out_dir), title=f"{config.model.arch} on {config.data.source}")
+    paths = write_lr_find(result, Path(config.run.out_dir),
+                          title=f"{config.model.arch} on {Path(config.data.source).name or config.data.source}")
     ended = "the loss blew up" if result.diverged else f"all {options.steps} steps ran"
     print(f"{result.stage}: {len(result.lrs)} steps from lr {options.start_lr:g} to {result.lrs[-1]:.3g} ({ended})")
     suggestions = result.suggestions()
