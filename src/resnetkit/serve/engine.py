@@ -109,7 +109,8 @@ class Engine:
         logits = self._run(batch)
         if self.tta == "flip":  # the mirrored batch as a second run: every runtime, every padded size, unchanged
             mirrored = self._run(np.ascontiguousarray(batch[..., ::-1]))
-            return mirror_averaged(torch.from_numpy(np.asarray(logits)), torch.from_numpy(np.asarray(mirrored))).numpy()
+            both = (torch.from_numpy(np.asarray(out)) for out in (logits, mirrored))
+            return mirror_averaged(*both).numpy()
         return logits
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -54,7 +54,8 @@ class LRFindResult:
         """fastai's three readings of the curve, on the points it reads (the first tenth of the planned steps and
         the last 5 left out, and everything from the first non-finite loss on): ``valley`` (the middle of the
         longest stretch over which the loss keeps falling: fastai's default), ``steep`` (the steepest fall per
-        decade of lr before the lowest loss; fastai looks past it too) and ``minimum`` (a tenth of the lr of the lowest loss). Empty below 3 points."""
+        decade of lr before the lowest loss; fastai looks past it too) and ``minimum`` (a tenth of the lr of the
+        lowest loss). Empty below 3 points."""
         cut = next((i for i, loss in enumerate(self.losses) if not math.isfinite(loss)), len(self.losses))
         lrs, losses = self.lrs[:cut][self.planned_steps // 10:-5], self.losses[:cut][self.planned_steps // 10:-5]
         if len(losses) < 3:
