@@ -18,27 +18,19 @@ import sys
 import time
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
 def _child(model_name: str, batch: int, size: int, steps: int, checkpointing: bool, queue) -> None:
     import torch
 
     from resnetkit import create_model
+    from resnetkit.export.bench import reset_peak_rss, status_mb
 
     torch.manual_seed(0)
     model = create_model(model_name).train()
     model.set_grad_checkpointing(checkpointing)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images, labels = torch.randn(batch, 3, size, size), torch.randint(0, model.num_classes, (batch,))
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS: from here on
-    before, times = _status_mb("VmRSS"), []
+    reset_peak_rss()  # VmHWM := VmRSS: from here on
+    before, times = status_mb("VmRSS"), []
     for _ in range(steps + 1):
         started = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(images), labels)
@@ -46,7 +38,7 @@ def _child(model_name: str, batch: int, size: int, steps: int, checkpointing: bo
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - started)
-    queue.put((_status_mb("VmHWM") - before, statistics.median(times[1:])))
+    queue.put((status_mb("VmHWM") - before, statistics.median(times[1:])))
 
 
 def main() -> int:

@@ -54,3 +54,48 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--recipe", "demo", "--epochs", "1", "--sync-bn", "--device", "cpu",
                  "--out-dir", str(tmp_path), "--no-progress"]) == 2
     assert "sync_bn needs CUDA" in capsys.readouterr().err
+
+
+_DRAWS = """
+import json, os, sys
+import torch
+from resnetkit.cli import main
+from resnetkit.train import loop
+
+draws = []
+def record(self, epoch, _epoch=loop.Trainer.train_one_epoch):
+    self.step_callback = lambda lr, loss: draws.append(torch.rand(()).item())  # the global RNG after each step
+    return _epoch(self, epoch)
+loop.Trainer.train_one_epoch = record
+status = main(sys.argv[1:])
+rank = os.environ.get("RANK", "0")
+with open(os.path.join(os.environ["DRAWS_DIR"], f"rank{rank}.json"), "w") as f:
+    json.dump(draws, f)
+sys.exit(status)
+"""
+
+
+def test_each_ddp_rank_draws_its_own_global_random_numbers_and_the_same_ones_again(tmp_path):
+    """Dropout, stochastic depth, MixUp and the augmentation policies use the global RNG, seeded per epoch and rank:
+    under torchrun the two ranks draw different numbers (identical masks on every rank would waste half the
+    batch's randomness), and the same run again draws the same ones."""
+    import json
+    import os
+
+    script = tmp_path / "draws.py"
+    script.write_text(_DRAWS)
+    runs = []
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
+                   "train", "--recipe", "demo", "--iterations", "4", "--batch-size", "32",
+                   "--amp", "none", "--no-progress", "--out-dir", str(out / "run")]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "DRAWS_DIR": str(out)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append([json.loads((out / f"rank{r}.json").read_text()) for r in range(2)])
+    (rank0, rank1), again = runs
+    assert len(rank0) == len(rank1) == 4  # one draw after each of the 4 steps, on both ranks
+    assert all(a != b for a, b in zip(rank0, rank1))
+    assert again == runs[0]

@@ -238,7 +238,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = _config_from_args(EvalConfig, args)
     result = run_evaluation(config)
     print(f"{config.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
-          f"on {result.count} images; report: {config.out_dir}/report.md")
+          f"on {result.count} images (macro F1 {100 * result.macro_f1():.2f}%, calibration error "
+          f"{100 * result.expected_calibration_error:.2f}%); report: {config.out_dir}/report.md")
     return 0
 
 

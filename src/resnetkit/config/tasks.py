@@ -12,6 +12,7 @@ from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 TTA_MODES = ("none", "flip")  # resnetkit predict --tta: the image alone, or averaged with its mirror (models/tta.py)
+MAX_TOP_LOSSES = 1000  # each is a table row and a thumbnail kept in memory
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
 _MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet20_cifar10; see " \
               "`resnetkit models --pretrained`)"
@@ -36,12 +37,16 @@ class EvalConfig(JsonConfig):
     seed: int = _opt(0, "with --val-split: the training run's seed")
     cifar100_labels: str = _opt("fine", "CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained",
                                 choices=("fine", "coarse"))
+    top_losses: int = _opt(16, "list and show the N images with the highest loss in the report (fastai's "
+                           "top_losses); 0: none", metavar="N")
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r} is not one of {PROTOCOLS}")
         check_count("batch_size", self.batch_size, minimum=1, meaning="images per forward pass")
         check_count("workers", self.workers, minimum=0, meaning="image-decoding processes; 0: in the main process")
+        check_count("top_losses", self.top_losses, minimum=0, maximum=MAX_TOP_LOSSES,
+                    meaning="images listed with the highest loss; 0: none")
         if self.scales is not None:
             if not self.scales:
                 raise ValueError("scales is empty: give one or more shorter-side sizes in pixels, or None for the "

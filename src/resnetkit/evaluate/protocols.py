@@ -39,13 +39,15 @@ def _batches(samples: Iterable[tuple[torch.Tensor, int]], batch_size: int) -> It
 @torch.no_grad()
 def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int]], *, preprocess: Preprocess,
                      num_classes: int, protocol: str = "center", scales: tuple[int, ...] | None = None,
-                     batch_size: int = 64, device: torch.device | str = "cpu") -> ClassificationMetrics:
-    """Accuracy of ``model`` under one protocol; logits are log-averaged softmax over each image's views."""
+                     batch_size: int = 64, device: torch.device | str = "cpu",
+                     keep_worst: int = 0) -> ClassificationMetrics:
+    """Accuracy of ``model`` under one protocol; logits are log-averaged softmax over each image's views.
+    ``keep_worst``: the metrics also keep that many highest-loss samples (``top_losses``)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
     device = torch.device(device)
     model.eval().to(device)
-    metrics = ClassificationMetrics(num_classes)
+    metrics = ClassificationMetrics(num_classes, keep_worst=keep_worst)
     scales = scales or default_scales(preprocess)
     # Each image becomes its views as it arrives, so a batch holds views, never a batch of full-size photos.
     viewed = ((eval_views(image, preprocess, protocol=protocol, scales=scales), label) for image, label in samples)

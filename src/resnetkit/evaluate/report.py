@@ -1,4 +1,5 @@
-"""Reports of a run or an evaluation: Markdown + JSON, training curves and a confusion matrix as PNG.
+"""Reports of a run or an evaluation: Markdown + JSON, and as PNG the training curves, the confusion matrix, the
+reliability diagram and the highest-loss images (fastai's ``plot_top_losses``).
 
 Plots need matplotlib (``pip install 'resnetkit[plots]'``); without it the report says so and the
 numbers are still written.
@@ -7,11 +8,26 @@ numbers are still written.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..files import save_figure_atomic, write_text_atomic
-from .metrics import ClassificationMetrics
+from .metrics import CALIBRATION_BINS, ClassificationMetrics, Sample
+
+TOP_LOSSES_SHOWN = 36  # images in the top-losses figure (6 x 6); the table lists all of them
+
+
+@dataclass(frozen=True)
+class WorstImage:
+    """A high-loss sample as the report shows it: its file (or ``#index``), the numbers, and a thumbnail if shown."""
+
+    name: str
+    sample: Sample
+    thumbnail: torch.Tensor | None = None  # (3, H, W) uint8
 
 
 def pyplot_or_none():
@@ -73,25 +89,100 @@ def plot_confusion(metrics: ClassificationMetrics, class_names: list[str], path:
     return path
 
 
+def plot_calibration(metrics: ClassificationMetrics, path: Path) -> Path | None:
+    """The reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal of a model that
+    is as often right as it is confident, and how many images each bin holds."""
+    plt = pyplot_or_none()
+    rows = metrics.calibration()
+    if plt is None or not rows:
+        return None
+    width = 1 / CALIBRATION_BINS
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge", edgecolor="C0",
+           alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.plot([r["low"] + width / 2 for r in rows], [r["confidence"] for r in rows], "_", color="C3", ms=12, mew=2,
+            label="mean confidence in the bin")  # its distance to the bar's top is the bin's miscalibration
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"reliability (ECE {100 * metrics.expected_calibration_error:.2f}%, {CALIBRATION_BINS} bins)")
+    ax.legend(loc="upper left")
+    ax_count.bar([r["low"] for r in rows], [r["images"] for r in rows], width=width, align="edge", color="C2")
+    ax_count.set(xlabel="confidence (top-1 probability)", ylabel="images")
+    for axis in (ax, ax_count):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_top_losses(worst: list[WorstImage], class_names: list[str], path: Path) -> Path | None:
+    """The highest-loss images with predicted / actual / loss / probability of the actual class above each, as
+    fastai's ``plot_top_losses``."""
+    plt = pyplot_or_none()
+    shown = [w for w in worst[:TOP_LOSSES_SHOWN] if w.thumbnail is not None]
+    if plt is None or not shown:
+        return None
+    columns = min(len(shown), math.ceil(math.sqrt(len(shown))))
+    rows = math.ceil(len(shown) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, w in zip(axes.flat, shown):
+        s = w.sample
+        ax.imshow(w.thumbnail.permute(1, 2, 0).numpy())
+        ax.set_title(f"{class_names[s.predicted]} / {class_names[s.label]}\n{s.loss:.2f} / {s.prob_label:.2g}",
+                     fontsize=8)
+    fig.suptitle("predicted / actual, loss / probability of actual", fontsize=10)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, class_names: list[str],
                  config: dict[str, Any], history: list[dict[str, Any]] | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and the plots into ``out_dir``; returns the paths written."""
+                 extra: dict[str, Any] | None = None, worst: list[WorstImage] | None = None) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the plots into ``out_dir``; returns the paths written. ``worst``:
+    the highest-loss images (an evaluation's; ``run.worst_images``), listed and shown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = metrics.summary(class_names)
-    data = {"title": title, **summary, "config": config, "history": history or [], **(extra or {})}
+    worst = worst or []
+    top_losses = [{"image": w.name, "actual": class_names[w.sample.label], "predicted": class_names[w.sample.predicted],
+                   "prob_predicted": w.sample.prob_predicted, "prob_actual": w.sample.prob_label, "loss": w.sample.loss}
+                  for w in worst]
+    data = {"title": title, **summary, **({"top_losses": top_losses} if worst else {}), "config": config,
+            "history": history or [], **(extra or {})}
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     write_text_atomic(paths["json"], json.dumps(data, indent=2))
     figures = {"curves": plot_curves(history or [], out_dir / "curves.png"),
-               "confusion": plot_confusion(metrics, class_names, out_dir / "confusion.png")}
+               "confusion": plot_confusion(metrics, class_names, out_dir / "confusion.png"),
+               "reliability": plot_calibration(metrics, out_dir / "reliability.png"),
+               "top_losses": plot_top_losses(worst, class_names, out_dir / "top_losses.png")}
     lines = [f"# {title}", "", f"- top-1 accuracy: **{100 * metrics.top1:.2f}%** on {metrics.count} images",
-             f"- top-5 accuracy: {100 * metrics.top5:.2f}%", f"- loss: {metrics.loss:.4f}"]
+             f"- top-5 accuracy: {100 * metrics.top5:.2f}%", f"- loss: {metrics.loss:.4f}",
+             f"- macro F1: {100 * metrics.macro_f1():.2f}%",
+             f"- expected calibration error (ECE, {CALIBRATION_BINS} bins): {100 * metrics.expected_calibration_error:.2f}%"]
     for key, value in (extra or {}).items():
         lines.append(f"- {key.replace('_', ' ')}: {value}")
-    lines += ["", "## Per-class accuracy", "", "| class | accuracy | images |", "|---|---:|---:|"]
+    lines += ["", "## Per class", "", "Recall is the class's accuracy: the share of its images predicted as it; "
+              "precision, the share of the images predicted as it that are it.", "",
+              "| class | recall (accuracy) | precision | F1 | images |", "|---|---:|---:|---:|---:|"]
     totals = metrics.confusion.sum(1).tolist()
-    for name, acc, total in zip(class_names, metrics.per_class_accuracy(), totals):
-        lines.append(f"| {name} | {100 * acc:.2f}% | {total} |")
+    for name, acc, precision, f1, total in zip(class_names, metrics.per_class_accuracy(), metrics.precision(),
+                                               metrics.f1(), totals):
+        lines.append(f"| {name} | {100 * acc:.2f}% | {100 * precision:.2f}% | {100 * f1:.2f}% | {total} |")
+    confused = metrics.most_confused(class_names)
+    if confused:
+        lines += ["", "## Most confused", "", "| actual | predicted as | images | share of actual |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {a} | {p} | {n} | {100 * n / max(1, totals[class_names.index(a)]):.2f}% |"
+                  for a, p, n in confused]
+    if worst:
+        lines += ["", f"## Top losses ({len(worst)} highest-loss images, worst first)", "",
+                  "| # | image | actual | predicted | p(predicted) | p(actual) | loss |", "|---:|---|---|---|---:|---:|---:|"]
+        lines += [f"| {k} | `{r['image'].replace('|', '&#124;')}` | {r['actual']} | {r['predicted']} | {r['prob_predicted']:.3f} | "
+                  f"{r['prob_actual']:.3g} | {r['loss']:.3f} |" for k, r in enumerate(top_losses, 1)]
     if history:
         lines += ["", "## Epochs", "", "| epoch | lr | train loss | train acc | val top-1 | images/s |",
                   "|---:|---:|---:|---:|---:|---:|"]

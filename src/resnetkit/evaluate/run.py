@@ -16,7 +16,7 @@ from ..files import prepare_output_dir
 from ..models import load_model
 from .metrics import ClassificationMetrics
 from .protocols import evaluate_samples
-from .report import write_report
+from .report import TOP_LOSSES_SHOWN, WorstImage, write_report
 
 
 def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
@@ -50,6 +50,39 @@ def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labe
 
 def _first(batch: list):
     return batch[0]
+
+
+def sample_name(dataset, index: int) -> str:
+    """How the report names image ``index`` of an evaluated dataset: its file (a tar's member as TAR:MEMBER), or its
+    place in the split (``#index``) for images decoded in memory (CIFAR batches, the bundled digits)."""
+    from ..data import ImageFileDataset
+
+    files, inner = (dataset.dataset, dataset.indices[index]) if isinstance(dataset, Subset) else (dataset, index)
+    if isinstance(files, ImageFileDataset):
+        tree = files.tree
+        return f"{tree.source}:{tree.paths[inner]}" if tree.is_tar else str(tree.paths[inner])
+    return f"#{index}"
+
+
+def worst_images(dataset, order: list[int], metrics: ClassificationMetrics, *, thumbnail: int = 160) -> list[WorstImage]:
+    """``metrics.top_losses()`` with each image's name, and a thumbnail (its longer side at most ``thumbnail``
+    pixels) for the ones the report's figure shows, read again from ``dataset``: ``order[k]`` is the dataset index of
+    the k-th image measured."""
+    from torchvision.transforms.v2 import functional as F
+
+    worst = []
+    for rank, sample in enumerate(metrics.top_losses()):
+        index = order[sample.position]
+        item = dataset[index] if rank < TOP_LOSSES_SHOWN else None
+        image = None
+        if item is not None:  # it decoded for the evaluation; None only if the file changed since
+            image = item[0].expand(3, -1, -1) if item[0].shape[0] == 1 else item[0]  # grey images drawn as RGB
+            scale = thumbnail / max(image.shape[-2:])
+            if scale < 1:
+                image = F.resize(image, [max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale))],
+                                 antialias=True)
+        worst.append(WorstImage(sample_name(dataset, index), sample, image))
+    return worst
 
 
 def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str) -> torch.Tensor:
@@ -94,18 +127,22 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
     loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=config.workers if reads_files else 0)
 
+    order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
+
     def samples() -> Iterator[tuple[torch.Tensor, int]]:
-        for sample in loader:
+        for index, sample in enumerate(loader):
             if sample is not None:
                 image, label = sample
+                order.append(index)
                 yield image, int(mapping[label])
 
     names = info.class_names or [str(i) for i in range(model.num_classes)]
     metrics = evaluate_samples(model, samples(), preprocess=info.preprocess, num_classes=len(names),
                                protocol=protocol, scales=scales, batch_size=config.batch_size,
-                               device=resolve_device(config.device))
+                               device=resolve_device(config.device), keep_worst=config.top_losses)
     write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
                                                              "split": split, "protocol": protocol, "scales": scales,
-                                                             "preprocess": info.preprocess.to_dict()})
+                                                             "preprocess": info.preprocess.to_dict()},
+                 worst=worst_images(dataset, order, metrics))
     return metrics

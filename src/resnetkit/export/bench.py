@@ -79,10 +79,19 @@ def time_interleaved(runners: list[Runner], batch: np.ndarray, *, rounds: int, p
     return times
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
+    """A memory field of this process from the kernel (``VmRSS`` now, ``VmHWM`` its peak), in MB (Linux only)."""
     with open("/proc/self/status") as f:
         line = next(line for line in f if line.startswith(field + ":"))
     return int(line.split()[1]) / 1024  # the kernel reports kB
+
+
+def reset_peak_rss() -> None:
+    """Make the kernel's peak resident set (``VmHWM``) this process's current one, so a peak measures from here.
+    ``ru_maxrss`` would include the parent's size at fork time (it survives exec); ``VmHWM`` belongs to this address
+    space."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _memory_child(spec: RuntimeSpec, shape: tuple[int, ...],
@@ -90,15 +99,12 @@ def _memory_child(spec: RuntimeSpec, shape: tuple[int, ...],
     try:
         torch.set_num_threads(spec.threads)
         batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        # ru_maxrss would include the parent's size at fork time (it survives exec); the kernel's VmHWM
-        # belongs to this address space and can be reset to the current RSS, so it measures from here.
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status_mb("VmRSS")
+        reset_peak_rss()
+        before = status_mb("VmRSS")
         runner = build_runner(spec)
         for _ in range(3):
             runner(batch)
-        queue.put(_status_mb("VmHWM") - before)
+        queue.put(status_mb("VmHWM") - before)
     except Exception as e:  # report, do not hang the parent
         queue.put(f"{type(e).__name__}: {e}")
 
