@@ -30,7 +30,7 @@ def test_precision_recall_f1_and_the_most_confused_pairs_follow_the_confusion_ma
     assert metrics.precision() == pytest.approx([3 / 5, 1.0, 1 / 2])
     f1 = [2 * p * r / (p + r) for p, r in [(3 / 5, 3 / 4), (1.0, 2 / 4), (1 / 2, 1.0)]]
     assert metrics.f1() == pytest.approx(f1)
-    assert metrics.macro_f1() == pytest.approx(sum(f1) / 3)
+    assert metrics.macro_f1 == pytest.approx(sum(f1) / 3)
     assert metrics.most_confused(["cat", "dog", "ship"]) == [("dog", "cat", 2), ("cat", "ship", 1)]
     assert metrics.most_confused(["cat", "dog", "ship"], limit=1) == [("dog", "cat", 2)]
 
@@ -40,7 +40,7 @@ def test_a_class_never_predicted_has_precision_0_and_a_class_without_images_is_l
     metrics.update(torch.tensor([[5.0, 0, 0], [5.0, 0, 0]]), torch.tensor([0, 1]))
     assert metrics.precision() == pytest.approx([0.5, 0.0, 0.0])
     assert metrics.f1() == pytest.approx([2 / 3, 0.0, 0.0])
-    assert metrics.macro_f1() == pytest.approx((2 / 3 + 0.0) / 2)  # class 2 has no images: not counted
+    assert metrics.macro_f1 == pytest.approx((2 / 3 + 0.0) / 2)  # class 2 has no images: not counted
 
 
 def test_expected_calibration_error_matches_a_direct_computation_over_the_samples():
@@ -86,27 +86,94 @@ def test_top_losses_are_the_highest_per_sample_losses_across_batches_worst_first
     assert ClassificationMetrics(4).top_losses() == []  # not asked for: nothing kept
 
 
-def test_equal_losses_keep_the_earlier_image():
+@pytest.mark.parametrize("batch", [2, 5, 8])
+def test_equal_losses_keep_the_earlier_image(batch):
+    """Ties go to the image measured first, also within a batch larger than the number kept."""
     metrics = ClassificationMetrics(2, keep_worst=2)
     for _ in range(3):
-        metrics.update(torch.zeros(2, 2), torch.tensor([0, 1]))  # every loss is log 2
+        metrics.update(torch.zeros(batch, 2), torch.arange(batch) % 2)  # every loss is log 2
     assert [s.position for s in metrics.top_losses()] == [0, 1]
 
 
+def test_a_very_wrong_answer_keeps_its_own_loss_under_every_protocol():
+    """Averaged views are combined in log space: a probability below float32's smallest is not clamped, so the
+    worst images are ranked by their real losses (a clamp at 1e-12 made every one of them 27.63)."""
+    from resnetkit.evaluate.protocols import evaluate_samples
+
+    class Sure(torch.nn.Module):
+        """'Bright' (0) or 'dark' (1), very sure of it, the same on every crop and mirror of a flat image."""
+
+        def forward(self, x):
+            brightness = x.mean((1, 2, 3))
+            return torch.stack([brightness, -brightness], 1) * 100
+
+    flat = [torch.full((3, 40, 40), level, dtype=torch.uint8) for level in (200, 250)]
+    images = [(flat[0], 1), (flat[1], 1)]  # both bright images called dark: wrong, the second more so
+    for protocol in ("center", "flip", "10crop"):
+        metrics = evaluate_samples(Sure(), images, preprocess=PRE, num_classes=2, protocol=protocol, keep_worst=2)
+        worst = metrics.top_losses()
+        assert [s.position for s in worst] == [1, 0] and worst[0].loss > worst[1].loss > 100, protocol
+
+
+def test_non_finite_outputs_stay_out_of_the_calibration_and_the_top_losses():
+    metrics = ClassificationMetrics(2, keep_worst=3)
+    metrics.update(torch.tensor([[float("nan"), 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1, 0]))
+    assert sum(row["images"] for row in metrics.calibration()) == 2
+    assert [s.position for s in metrics.top_losses()] == [1, 2]
+    assert 0 < metrics.expected_calibration_error < 1
+
+
+@pytest.mark.parametrize("keep", [-1, 2.5, True])
+def test_keep_worst_must_be_a_whole_number(keep):
+    with pytest.raises(ValueError, match="keep_worst"):
+        ClassificationMetrics(2, keep_worst=keep)
+
+
+def test_most_confused_with_repeated_class_names_counts_each_class_on_its_own(tmp_path):
+    """ImageNet names two classes 'crane': each keeps its own row and share."""
+    from resnetkit.evaluate.report import write_report
+
+    metrics = ClassificationMetrics(3)
+    pairs = [(0, 0), (1, 2), (1, 2), (2, 2), (2, 2), (2, 2), (2, 2)]
+    metrics.update(torch.nn.functional.one_hot(torch.tensor([p for _, p in pairs]), 3).float() * 5,
+                   torch.tensor([a for a, _ in pairs]))
+    assert metrics.confused_pairs() == [(1, 2, 2)]
+    write_report(tmp_path, title="t", metrics=metrics, class_names=["crane", "crane", "heron"], config={},
+                 history=[{"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "images_per_s": 10.0}])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| crane | heron | 2 | 100.00% |" in markdown  # the second crane's 2 images, not the first's 1
+    assert "## Per class" in markdown and "## Top losses" not in markdown  # a training report: no file names
+
+
+def test_thumbnails_are_small_rgb_and_keep_the_aspect():
+    from resnetkit.data.memory import InMemoryImageDataset
+    from resnetkit.evaluate.run import worst_images
+
+    images = torch.randint(0, 256, (2, 3, 400, 200), dtype=torch.uint8)
+    dataset = InMemoryImageDataset(images, torch.tensor([0, 1]), ["a", "b"])
+    metrics = ClassificationMetrics(2, keep_worst=2)
+    metrics.update(torch.tensor([[0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1]))
+    worst = worst_images(dataset, [1, 0], metrics)  # the first image measured was dataset index 1
+    assert [w.name for w in worst] == ["#1", "#0"]
+    assert [tuple(w.thumbnail.shape) for w in worst] == [(3, 160, 80)] * 2 and worst[0].thumbnail.dtype == torch.uint8
+
+
 def test_eval_report_names_the_highest_loss_files_and_draws_them(tmp_path, capsys):
-    """`resnetkit eval --top-losses 2` on a folder: the report lists the two files whose loss, computed here
-    independently, is highest, worst first, with their classes; the figures are written."""
+    """`resnetkit eval --top-losses 4` on a folder: the report lists the files by their loss, computed here
+    independently, worst first, with their classes; the figures are written."""
     from resnetkit.cli import main
     from resnetkit.data import decode_rgb, eval_transform
 
     model, files = _model_and_folder(tmp_path)
+    # An unreadable file between readable ones (0.png < 0broken.png < 1.png): the names after it must not shift.
+    (tmp_path / "data" / "test" / "a" / "0broken.png").write_bytes(b"not a png")
     assert main(["eval", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out-dir", str(tmp_path / "ev"),
-                 "--device", "cpu", "--workers", "0", "--top-losses", "2"]) == 0
+                 "--device", "cpu", "--workers", "0", "--top-losses", "4"]) == 0
     with torch.no_grad():
         losses = {str(path): -model(eval_transform(PRE)(decode_rgb(path.read_bytes()))[None]).log_softmax(1)[0, label]
                   .item() for path, label in files}
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
-    expected = sorted(losses, key=losses.get, reverse=True)[:2]
+    expected = sorted(losses, key=losses.get, reverse=True)  # all 4 readable images, worst first
     assert [row["image"] for row in report["top_losses"]] == expected
     assert [row["loss"] for row in report["top_losses"]] == pytest.approx([losses[p] for p in expected], abs=1e-4)
     labels = {str(path): "ab"[label] for path, label in files}

@@ -12,7 +12,8 @@ from resnetkit.config import Preprocess
 from resnetkit.data.preprocess import (BOX_RESIZE_RATIO, center_view, cover_size, eval_views,
                                        fit_to_size, resize_to_cover)
 from resnetkit.infer.annotate import MAX_ENLARGED_SIDE, enlarge
-from resnetkit.infer.cam import fit_within, overlay
+from resnetkit.data.preprocess import fit_within
+from resnetkit.infer.cam import overlay
 
 PRE = Preprocess(resize_size=256, input_size=224)
 

@@ -24,6 +24,7 @@ EXAMPLES = """examples:
                                                      classify with torchvision's weights (their preprocessing)
   resnetkit train --recipe cifar10-fast --data cifar10 --out-dir runs/r20
   resnetkit lr-find --recipe cifar10-fast --data cifar10   loss against lr, and suggested lrs (fastai's lr_find)
+  resnetkit show-batch --recipe cifar10-fast --data cifar10   the first batch as the network gets it (batch.png)
   resnetkit eval runs/r20/model.safetensors cifar10  top-1/top-5 and a report
   resnetkit export runs/r20/model.safetensors --format onnx
   resnetkit prune runs/r20/model.safetensors cifar10 --ratio 0.5 --fine-tune-epochs 2
@@ -161,6 +162,16 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show_batch(args: argparse.Namespace) -> int:
+    from .config import ShowBatchOptions, config_flags, load_train_config
+    from .train.show_batch import show_batch
+
+    options = _config_from_args(ShowBatchOptions, args)
+    config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe", *config_flags(ShowBatchOptions))))
+    print(f"figure: {show_batch(config, options)}")
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -238,7 +249,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = _config_from_args(EvalConfig, args)
     result = run_evaluation(config)
     print(f"{config.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
-          f"on {result.count} images (macro F1 {100 * result.macro_f1():.2f}%, calibration error "
+          f"on {result.count} images (macro F1 {100 * result.macro_f1:.2f}%, calibration error "
           f"{100 * result.expected_calibration_error:.2f}%); report: {config.out_dir}/report.md")
     return 0
 
@@ -321,8 +332,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
-                         TTA_MODES, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, StudyConfig,
-                         TrainConfig, config_flags)
+                         TTA_MODES, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, ShowBatchOptions,
+                         StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -375,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, config_flags(LRFindOptions))
     _add_config_flags(p, {k: f for k, f in TrainConfig.flags().items() if k != "lr"}, recipe=True)
     p.set_defaults(func=_cmd_lr_find)
+
+    p = sub.add_parser("show-batch", help="draw a run's first batch with its labels, to check data and augmentation",
+                       formatter_class=_HelpFormatter,
+                       description="The first batch of the run a recipe and flags describe (fastai's show_batch), as "
+                                   "the network gets it: the same data, loader seeding, augmentation and MixUp/CutMix "
+                                   "as `resnetkit train`, the normalisation undone. Writes batch.png (--split val: "
+                                   "val_batch.png, the evaluation preprocessing) to --out-dir; trains nothing.")
+    p.add_argument("--recipe", default=None,
+                   help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
+    _add_config_flags(p, config_flags(ShowBatchOptions))
+    _add_config_flags(p, TrainConfig.flags(), recipe=True)
+    p.set_defaults(func=_cmd_show_batch)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
                        description="Fine-tune MODEL on the classes of DATA: a new head; stage 1 trains it with the body "

@@ -12,7 +12,7 @@ from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 TTA_MODES = ("none", "flip")  # resnetkit predict --tta: the image alone, or averaged with its mirror (models/tta.py)
-MAX_TOP_LOSSES = 1000  # each is a table row and a thumbnail kept in memory
+MAX_TOP_LOSSES = 1000  # rows of the report's table (and of the heap that keeps them during the evaluation)
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
 _MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet20_cifar10; see " \
               "`resnetkit models --pretrained`)"
@@ -230,6 +230,24 @@ class LRFindOptions(JsonConfig):
             raise ValueError(f"end_lr={self.end_lr:g} must be above start_lr={self.start_lr:g}: the test raises the lr")
         check_count("steps", self.steps, minimum=5, maximum=MAX_LR_FIND_STEPS,
                     meaning="optimizer steps of the range test")
+
+
+MAX_SHOW_BATCH = 64  # images in one figure
+
+
+@dataclass(frozen=True)
+class ShowBatchOptions(JsonConfig):
+    """``resnetkit show-batch``: how many images of a run's first batch to draw, and from which split; the run itself
+    is a ``TrainConfig`` (recipe and flags)."""
+
+    count: int = _opt(16, "images drawn (at most the batch size)", metavar="N")
+    split: str = _opt("train", "train: the first training batch as the network gets it (augmented, mixed); val: the "
+                      "first validation batch (the evaluation preprocessing)", choices=("train", "val"))
+
+    def __post_init__(self) -> None:
+        check_count("count", self.count, minimum=1, maximum=MAX_SHOW_BATCH, meaning="images in the figure")
+        if self.split not in ("train", "val"):
+            raise ValueError(f"split={self.split!r} is not 'train' or 'val'")
 
 
 STUDY_SCHEDULES = ("paper", "fast")

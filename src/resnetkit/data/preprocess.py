@@ -107,6 +107,22 @@ def fit_to_size(image: torch.Tensor, size: tuple[int, int], *, interpolation: st
     return resize_and_crop(image, size, size, interpolation=interpolation)
 
 
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, so that neither side is over ``max_side``; unchanged if it fits."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thumbnail(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """(C, H, W) uint8 scaled down (antialiased, aspect kept) so that neither side is over ``max_side``."""
+    width, height = fit_within(image.shape[-1], image.shape[-2], max_side)
+    if (height, width) == tuple(image.shape[-2:]):
+        return image
+    return TF.resize(image, [height, width], antialias=True)
+
+
 def center_view(image: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     """Shorter side to ``resize_size``, centre crop of ``input_size`` (it pads when the crop is larger)."""
     return resize_and_crop(image, (preprocess.resize_size,) * 2, (preprocess.input_size,) * 2,

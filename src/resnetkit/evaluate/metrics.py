@@ -5,6 +5,7 @@ matrix and its most confused pairs, calibration (ECE and a reliability diagram's
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,8 @@ class ClassificationMetrics:
     _worst: list[tuple[float, int, Sample]] = field(init=False, default_factory=list)  # a min-heap on the loss
 
     def __post_init__(self) -> None:
+        if isinstance(self.keep_worst, bool) or not isinstance(self.keep_worst, int) or self.keep_worst < 0:
+            raise ValueError(f"keep_worst={self.keep_worst!r} must be a whole number >= 0 (highest-loss samples kept)")
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         self.bin_counts = torch.zeros(CALIBRATION_BINS, dtype=torch.long)
         self.bin_confidence = torch.zeros(CALIBRATION_BINS, dtype=torch.float64)
@@ -60,18 +63,24 @@ class ClassificationMetrics:
                                          minlength=self.num_classes ** 2).view(self.num_classes, self.num_classes)
         k = min(5, logits.shape[1])
         self.top5_correct += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
+        # Calibration and the top losses take the rows with finite outputs (a NaN has no confidence or rank; it still
+        # counts as wrong above, and makes the loss NaN, which says that something broke).
+        finite = torch.isfinite(log_probs).all(1)
         # A confidence of exactly 1 belongs to the last bin, (14/15, 1].
-        bins = (confidence * CALIBRATION_BINS).ceil().long().clamp(1, CALIBRATION_BINS) - 1
+        bins = (confidence[finite] * CALIBRATION_BINS).ceil().long().clamp(1, CALIBRATION_BINS) - 1
         self.bin_counts += torch.bincount(bins, minlength=CALIBRATION_BINS)
-        self.bin_confidence += torch.bincount(bins, weights=confidence.double(), minlength=CALIBRATION_BINS)
-        self.bin_correct += torch.bincount(bins, weights=(pred == labels).double(), minlength=CALIBRATION_BINS).long()
+        self.bin_confidence += torch.bincount(bins, weights=confidence[finite].double(), minlength=CALIBRATION_BINS)
+        self.bin_correct += torch.bincount(bins, weights=(pred == labels)[finite].double(),
+                                           minlength=CALIBRATION_BINS).long()
         if self.keep_worst:
-            self._keep_worst(losses, labels, pred, probs)
+            self._keep_worst(losses.masked_fill(~finite, -math.inf), labels, pred, probs)
         self.count += labels.numel()
 
     def _keep_worst(self, losses: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, probs: torch.Tensor) -> None:
-        candidates = losses.topk(min(self.keep_worst, losses.numel())).indices.tolist()  # no more can enter the heap
-        for i in candidates:
+        # The batch's highest losses first, equal ones in batch order (a stable sort: topk picks among ties at
+        # random); no more than keep_worst of them can enter the heap.
+        order = torch.sort(losses, descending=True, stable=True).indices[:self.keep_worst].tolist()
+        for i in (i for i in order if losses[i] > -math.inf):
             # Ties keep the earlier image (the position breaks them: a larger negative position ranks lower).
             key = (losses[i].item(), -(self.count + i))
             if len(self._worst) == self.keep_worst and key <= self._worst[0][:2]:
@@ -109,19 +118,26 @@ class ClassificationMetrics:
         """Each class's F1, the harmonic mean of its precision and recall (0 when both are)."""
         return [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(self.precision(), self.per_class_accuracy())]
 
+    @property
     def macro_f1(self) -> float:
         """The mean F1 over the classes that have images here (sklearn's ``f1_score(average="macro")`` over them)."""
         present = [f for f, n in zip(self.f1(), self.confusion.sum(1).tolist()) if n]
         return sum(present) / max(1, len(present))
 
-    def most_confused(self, class_names: list[str] | None = None, *, limit: int = 10) -> list[tuple[str, str, int]]:
-        """The off-diagonal cells of the confusion matrix with the most images, as ``(actual, predicted, count)``,
-        most first (ties in class order): fastai's ``most_confused``."""
-        names = class_names or [str(i) for i in range(self.num_classes)]
+    def confused_pairs(self, *, limit: int = 10) -> list[tuple[int, int, int]]:
+        """The off-diagonal cells of the confusion matrix with the most images, as ``(actual, predicted, count)``
+        class indices, most first (ties in class order)."""
         off = self.confusion.clone()
         off.fill_diagonal_(0)
-        cells = [(-int(off[i, j]), i, j) for i, j in off.nonzero().tolist()]
-        return [(names[i], names[j], -n) for n, i, j in sorted(cells)[:limit]]
+        counts, cells = torch.sort(off.flatten(), descending=True, stable=True)
+        n = self.num_classes
+        return [(c // n, c % n, k) for k, c in zip(counts[:limit].tolist(), cells[:limit].tolist()) if k > 0]
+
+    def most_confused(self, class_names: list[str] | None = None, *, limit: int = 10) -> list[tuple[str, str, int]]:
+        """``confused_pairs`` with class names: ``(actual, predicted, count)``, most first (fastai's
+        ``most_confused``)."""
+        names = class_names or [str(i) for i in range(self.num_classes)]
+        return [(names[a], names[p], k) for a, p, k in self.confused_pairs(limit=limit)]
 
     def calibration(self) -> list[dict[str, float]]:
         """The reliability diagram's bins that hold images: confidence range, images, mean confidence, accuracy."""
@@ -150,7 +166,7 @@ class ClassificationMetrics:
             "top1": self.top1, "top5": self.top5, "loss": self.loss, "images": self.count,
             "per_class": dict(zip(names, self.per_class_accuracy())),
             "precision": dict(zip(names, self.precision())), "f1": dict(zip(names, self.f1())),
-            "macro_f1": self.macro_f1(),
+            "macro_f1": self.macro_f1,
             "most_confused": [{"actual": a, "predicted": p, "images": n} for a, p, n in self.most_confused(names)],
             "ece": self.expected_calibration_error, "calibration": self.calibration(),
             "confusion": self.confusion.tolist(),

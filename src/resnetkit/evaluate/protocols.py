@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import Preprocess
 from ..data.preprocess import PAPER_SCALES, PROTOCOLS, default_scales, eval_views, to_model_input
+from ..models.tta import averaged_log_probs
 from .metrics import ClassificationMetrics
 
 __all__ = ["PAPER_SCALES", "PROTOCOLS", "default_scales", "evaluate_samples"]
@@ -56,12 +57,12 @@ def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int
         views = [image_views for image_views, _ in batch]
         if protocol == "multiscale":
             # Views differ in size: the network is fully convolutional, so run each view on its own.
-            probs = [torch.cat([model(to_model_input(v, preprocess)[None].to(device)).softmax(1) for v in image_views])
-                     .mean(0) for image_views in views]
-            mean_probs = torch.stack(probs)
+            log_probs = torch.stack([averaged_log_probs(torch.cat([model(to_model_input(v, preprocess)[None].to(device))
+                                                                   for v in image_views]), dim=0)
+                                     for image_views in views])
         else:
             per_image = len(views[0])
             stacked = to_model_input(torch.stack([v for vs in views for v in vs]), preprocess).to(device)
-            mean_probs = model(stacked).softmax(1).view(len(batch), per_image, -1).mean(1)
-        metrics.update(mean_probs.clamp_min(1e-12).log().cpu(), labels)
+            log_probs = averaged_log_probs(model(stacked).view(len(batch), per_image, -1), dim=1)
+        metrics.update(log_probs.cpu(), labels)
     return metrics

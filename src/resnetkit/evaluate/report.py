@@ -140,6 +140,11 @@ def plot_top_losses(worst: list[WorstImage], class_names: list[str], path: Path)
     return path
 
 
+def _table_cell(text: str) -> str:
+    """A file name inside a Markdown table's code span: a pipe would end the cell, a backtick the span."""
+    return text.replace("|", "\\|").replace("`", "'")
+
+
 def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, class_names: list[str],
                  config: dict[str, Any], history: list[dict[str, Any]] | None = None,
                  extra: dict[str, Any] | None = None, worst: list[WorstImage] | None = None) -> dict[str, Path]:
@@ -148,9 +153,9 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = metrics.summary(class_names)
     worst = worst or []
-    top_losses = [{"image": w.name, "actual": class_names[w.sample.label], "predicted": class_names[w.sample.predicted],
-                   "prob_predicted": w.sample.prob_predicted, "prob_actual": w.sample.prob_label, "loss": w.sample.loss}
-                  for w in worst]
+    top_losses = [{"image": w.name, "actual": class_names[w.sample.label],
+                   "predicted": class_names[w.sample.predicted], "prob_predicted": w.sample.prob_predicted,
+                   "prob_actual": w.sample.prob_label, "loss": w.sample.loss} for w in worst]
     data = {"title": title, **summary, **({"top_losses": top_losses} if worst else {}), "config": config,
             "history": history or [], **(extra or {})}
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
@@ -161,8 +166,8 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
                "top_losses": plot_top_losses(worst, class_names, out_dir / "top_losses.png")}
     lines = [f"# {title}", "", f"- top-1 accuracy: **{100 * metrics.top1:.2f}%** on {metrics.count} images",
              f"- top-5 accuracy: {100 * metrics.top5:.2f}%", f"- loss: {metrics.loss:.4f}",
-             f"- macro F1: {100 * metrics.macro_f1():.2f}%",
-             f"- expected calibration error (ECE, {CALIBRATION_BINS} bins): {100 * metrics.expected_calibration_error:.2f}%"]
+             f"- macro F1: {100 * metrics.macro_f1:.2f}%", f"- expected calibration error (ECE, {CALIBRATION_BINS} "
+             f"bins): {100 * metrics.expected_calibration_error:.2f}%"]
     for key, value in (extra or {}).items():
         lines.append(f"- {key.replace('_', ' ')}: {value}")
     lines += ["", "## Per class", "", "Recall is the class's accuracy: the share of its images predicted as it; "
@@ -172,17 +177,19 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
     for name, acc, precision, f1, total in zip(class_names, metrics.per_class_accuracy(), metrics.precision(),
                                                metrics.f1(), totals):
         lines.append(f"| {name} | {100 * acc:.2f}% | {100 * precision:.2f}% | {100 * f1:.2f}% | {total} |")
-    confused = metrics.most_confused(class_names)
+    confused = metrics.confused_pairs()
     if confused:
         lines += ["", "## Most confused", "", "| actual | predicted as | images | share of actual |",
                   "|---|---|---:|---:|"]
-        lines += [f"| {a} | {p} | {n} | {100 * n / max(1, totals[class_names.index(a)]):.2f}% |"
+        lines += [f"| {class_names[a]} | {class_names[p]} | {n} | {100 * n / max(1, totals[a]):.2f}% |"
                   for a, p, n in confused]
     if worst:
         lines += ["", f"## Top losses ({len(worst)} highest-loss images, worst first)", "",
-                  "| # | image | actual | predicted | p(predicted) | p(actual) | loss |", "|---:|---|---|---|---:|---:|---:|"]
-        lines += [f"| {k} | `{r['image'].replace('|', '&#124;')}` | {r['actual']} | {r['predicted']} | {r['prob_predicted']:.3f} | "
-                  f"{r['prob_actual']:.3g} | {r['loss']:.3f} |" for k, r in enumerate(top_losses, 1)]
+                  "| # | image | actual | predicted | p(predicted) | p(actual) | loss |",
+                  "|---:|---|---|---|---:|---:|---:|"]
+        lines += [f"| {k} | `{_table_cell(r['image'])}` | {r['actual']} | {r['predicted']} | "
+                  f"{r['prob_predicted']:.3f} | {r['prob_actual']:.3g} | {r['loss']:.3f} |"
+                  for k, r in enumerate(top_losses, 1)]
     if history:
         lines += ["", "## Epochs", "", "| epoch | lr | train loss | train acc | val top-1 | images/s |",
                   "|---:|---:|---:|---:|---:|---:|"]

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import EvalConfig
+from ..data.preprocess import thumbnail
 from ..device import resolve_device
 from ..files import prepare_output_dir
 from ..models import load_model
@@ -52,35 +53,34 @@ def _first(batch: list):
     return batch[0]
 
 
-def sample_name(dataset, index: int) -> str:
-    """How the report names image ``index`` of an evaluated dataset: its file (a tar's member as TAR:MEMBER), or its
-    place in the split (``#index``) for images decoded in memory (CIFAR batches, the bundled digits)."""
+def _inner(dataset: Dataset, index: int = 0) -> tuple[Dataset, int]:
+    """The dataset that holds image ``index`` of ``dataset`` (a Subset's parent) and its index there."""
+    return (dataset.dataset, int(dataset.indices[index])) if isinstance(dataset, Subset) else (dataset, index)
+
+
+def sample_name(dataset: Dataset, index: int) -> str:
+    """How the report names image ``index`` of an evaluated dataset: its file (a tar's member as TAR:MEMBER), or
+    ``#k``, its place in the set that was decoded in memory (CIFAR batches, the digits, compressed tars; with
+    ``--val-split``, the k-th held-out image)."""
     from ..data import ImageFileDataset
 
-    files, inner = (dataset.dataset, dataset.indices[index]) if isinstance(dataset, Subset) else (dataset, index)
+    files, inner = _inner(dataset, index)
     if isinstance(files, ImageFileDataset):
         tree = files.tree
         return f"{tree.source}:{tree.paths[inner]}" if tree.is_tar else str(tree.paths[inner])
-    return f"#{index}"
+    return f"#{inner}"
 
 
-def worst_images(dataset, order: list[int], metrics: ClassificationMetrics, *, thumbnail: int = 160) -> list[WorstImage]:
-    """``metrics.top_losses()`` with each image's name, and a thumbnail (its longer side at most ``thumbnail``
+def worst_images(dataset: Dataset, order: list[int], metrics: ClassificationMetrics, *,
+                 thumbnail_side: int = 160) -> list[WorstImage]:
+    """``metrics.top_losses()`` with each image's name, and a thumbnail (its longer side at most ``thumbnail_side``
     pixels) for the ones the report's figure shows, read again from ``dataset``: ``order[k]`` is the dataset index of
     the k-th image measured."""
-    from torchvision.transforms.v2 import functional as F
-
     worst = []
     for rank, sample in enumerate(metrics.top_losses()):
         index = order[sample.position]
         item = dataset[index] if rank < TOP_LOSSES_SHOWN else None
-        image = None
-        if item is not None:  # it decoded for the evaluation; None only if the file changed since
-            image = item[0].expand(3, -1, -1) if item[0].shape[0] == 1 else item[0]  # grey images drawn as RGB
-            scale = thumbnail / max(image.shape[-2:])
-            if scale < 1:
-                image = F.resize(image, [max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale))],
-                                 antialias=True)
+        image = None if item is None else thumbnail(item[0], thumbnail_side)  # None: the file changed since
         worst.append(WorstImage(sample_name(dataset, index), sample, image))
     return worst
 

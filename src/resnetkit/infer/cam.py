@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..config import Preprocess
+from ..data.preprocess import fit_within
 from .transforms import crop_box
 
 # Overlays written by `resnetkit predict --cam` are at the image's size up to this many pixels a side: a
@@ -41,14 +42,6 @@ def grad_cam(model: torch.nn.Module, batch: torch.Tensor, targets: list[int] | N
     maps = F.relu((weights * features.detach()).sum(dim=1))
     peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
     return maps / peak, logits.detach()
-
-
-def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) scaled down, aspect kept, so that neither side is over ``max_side``; unchanged if it fits."""
-    if max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def cam_to_image(cam: torch.Tensor, width: int, height: int, preprocess: Preprocess, *,

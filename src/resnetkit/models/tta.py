@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..config import TTA_MODES
 
-__all__ = ["TTA_MODES", "flip_averaged_log_probs", "mirror_averaged"]
+__all__ = ["TTA_MODES", "averaged_log_probs", "flip_averaged_log_probs", "mirror_averaged"]
+
+
+def averaged_log_probs(logits: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """The log of the softmax averaged over the views along ``dim`` of ``logits`` (views, ..., classes), computed in
+    log space: a probability too small for float32 keeps its own loss instead of being rounded to 0 (or clamped)."""
+    return torch.logsumexp(logits.float().log_softmax(-1), dim=dim) - math.log(logits.shape[dim])
 
 
 def flip_averaged_log_probs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -20,5 +28,4 @@ def flip_averaged_log_probs(model: nn.Module, images: torch.Tensor) -> torch.Ten
 def mirror_averaged(logits: torch.Tensor, mirror_logits: torch.Tensor) -> torch.Tensor:
     """The images' and their mirrors' softmax averaged, as log-probabilities (for a runtime that is not a torch
     module: the server's ONNX or OpenVINO runners)."""
-    probs = (logits.float().softmax(1) + mirror_logits.float().softmax(1)) / 2
-    return probs.clamp_min(1e-12).log()
+    return averaged_log_probs(torch.stack([logits, mirror_logits]), dim=0)

@@ -96,7 +96,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
-def _mix_transform(config: TrainConfig, num_classes: int):
+def mix_transform(config: TrainConfig, num_classes: int):
     """Batch-level MixUp / CutMix from torchvision (soft targets), or None."""
     from torchvision.transforms import v2
 
@@ -154,6 +154,13 @@ def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -
 
 
 GLOBAL_RNG_STREAM = 2  # the last part of the global RNG's derive_seed, apart from the loaders' (crops: 1)
+
+
+def seed_epoch_rng(seed: int, epoch: int, rank: int) -> None:
+    """Seed the global RNG for one epoch of one rank: it draws dropout, stochastic depth, MixUp/CutMix and the
+    automatic augmentation policies, so DDP ranks draw differently and a resumed epoch draws as the uninterrupted
+    one."""
+    torch.manual_seed(derive_seed(seed, epoch, rank, GLOBAL_RNG_STREAM))
 
 
 class Trainer:
@@ -224,7 +231,7 @@ class Trainer:
         # Keras' kernel_regularizer=l2(x) on the head: x * sum(w ** 2) added to the loss (weights, not biases).
         self.head_weights = [p for name, p in model.named_parameters() if p.ndim > 1 and p.requires_grad
                              and name.startswith(HEAD_PREFIXES)] if config.optim.head_l2 > 0 else []
-        self.mix = _mix_transform(config, num_classes)
+        self.mix = mix_transform(config, num_classes)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
                     if config.optim.ema_decay > 0 else None)
         self.step = 0
@@ -308,9 +315,7 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         self.train_loader.set_epoch(epoch)
-        # The global RNG draws dropout, stochastic depth, MixUp/CutMix and the automatic augmentation policies:
-        # seeded by epoch and rank, so DDP ranks draw differently and a resumed epoch draws as the uninterrupted one.
-        torch.manual_seed(derive_seed(cfg.run.seed, epoch, self.dist.rank, GLOBAL_RNG_STREAM))
+        seed_epoch_rng(cfg.run.seed, epoch, self.dist.rank)
         # Running sums stay on the device and are read every SYNC_EVERY steps: reading them each step
         # would make a GPU wait for the host after every batch (on a CPU it changes nothing).
         seen, first_step, started = 0, self.step, time.perf_counter()

@@ -143,14 +143,20 @@ def check_teacher(info: ModelInfo, source: str, class_names: list[str], preproce
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
 
 
+def training_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
+    """A run's data as its training loop gets it, with the class names it is given (``--classes``)."""
+    data = build_train_data(config, dist=dist, device=device)
+    if config.data.classes:
+        data.class_names = class_names_for(config.data.classes, data.class_names)
+    return data
+
+
 def training_parts(config: TrainConfig, *, dist: DistInfo, device: torch.device
                    ) -> tuple[TrainData, nn.Module, nn.Module | None]:
     """What a run trains with: its data (with the class names it is given), its network (from scratch or its start
     weights) and its distillation teacher (checked against the data), or None."""
     teacher = load_model(config.optim.teacher) if config.optim.teacher else None  # a bad file fails before the data
-    data: TrainData = build_train_data(config, dist=dist, device=device)
-    if config.data.classes:
-        data.class_names = class_names_for(config.data.classes, data.class_names)
+    data = training_data(config, dist=dist, device=device)
     if teacher is not None:
         check_teacher(teacher[1], config.optim.teacher, data.class_names, data.preprocess,
                       num_classes=teacher[0].num_classes)
