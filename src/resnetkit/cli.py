@@ -79,6 +79,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: b
             parser.add_argument(flag, type=_argument_type(f.type), metavar=f.metavar, **given)
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, options: dict, *, without: tuple[str, ...] = ()) -> None:
+    """A command that looks at a training run without training it (lr-find, show-batch): its own ``options``, then
+    ``--recipe`` and every TrainConfig flag but ``without``, so it describes the run as ``resnetkit train`` would."""
+    from .config import TrainConfig
+
+    parser.add_argument("--recipe", default=None,
+                        help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
+    _add_config_flags(parser, options)
+    _add_config_flags(parser, {k: f for k, f in TrainConfig.flags().items() if k not in without}, recipe=True)
+
+
 def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """A flag's parser; a config's own (``mebibytes``) has its message shown as it is, not as "invalid value"."""
     if convert in (int, float, str):
@@ -381,10 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from --start-lr to --end-lr over --steps steps, until the loss blows up. Prints "
                                    "fastai's three suggestions (valley, steep, minimum/10) and writes lr_find.png "
                                    "and lr_find.json to --out-dir; trains nothing else and writes no model.")
-    p.add_argument("--recipe", default=None,
-                   help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
-    _add_config_flags(p, config_flags(LRFindOptions))
-    _add_config_flags(p, {k: f for k, f in TrainConfig.flags().items() if k != "lr"}, recipe=True)
+    _add_run_flags(p, config_flags(LRFindOptions), without=("lr",))  # the test sets the lr
     p.set_defaults(func=_cmd_lr_find)
 
     p = sub.add_parser("show-batch", help="draw a run's first batch with its labels, to check data and augmentation",
@@ -393,10 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the network gets it: the same data, loader seeding, augmentation and MixUp/CutMix "
                                    "as `resnetkit train`, the normalisation undone. Writes batch.png (--split val: "
                                    "val_batch.png, the evaluation preprocessing) to --out-dir; trains nothing.")
-    p.add_argument("--recipe", default=None,
-                   help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
-    _add_config_flags(p, config_flags(ShowBatchOptions))
-    _add_config_flags(p, TrainConfig.flags(), recipe=True)
+    _add_run_flags(p, config_flags(ShowBatchOptions))
     p.set_defaults(func=_cmd_show_batch)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on new classes (head first, then all layers)",
