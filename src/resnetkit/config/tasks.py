@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .fields import MIB, JsonConfig, _opt, check_count, check_finite, mebibytes
+from .fields import MIB, JsonConfig, _opt, check_count, check_finite, check_in_range, mebibytes
 from .model import check_image_side
 from .train import check_amp
 
@@ -53,6 +53,36 @@ class EvalConfig(JsonConfig):
                                  "default ones")
             for scale in self.scales:
                 check_image_side("scales", scale)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig(JsonConfig):
+    """``resnetkit calibrate``: temperature scaling (Guo et al. 2017) of one model on labelled images it was not
+    trained on, written as a new model file."""
+
+    model: str = _opt("", _MODEL_HELP, positional=True)
+    data: str = _opt("", "labelled images the model did not train on: image folder or tar, 'cifar10' ... (with "
+                     "--val-split: the images training held out)", positional=True)
+    out: str = _opt("", "the calibrated model file to write (.safetensors; not the input model)", metavar="FILE")
+    val_split: int = _opt(0, "use the N images `resnetkit train --val-split N` held out of DATA's training split; "
+                          "0: DATA's test split", metavar="N")
+    seed: int = _opt(0, "with --val-split: the training run's seed; also seeds the check split")
+    check_fraction: float = _opt(0.5, "share of the images kept out of the fit to measure it (stratified); 0: fit on "
+                                 "all and measure nothing", metavar="F")
+    batch_size: int = _opt(64, "images per forward pass", metavar="IMAGES")
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...", metavar="DEVICE")
+    workers: int = _opt(2, "image-decoding worker processes")
+    cifar100_labels: str = _opt("fine", "CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained",
+                                choices=("fine", "coarse"))
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("out is empty: give the calibrated model's file name with --out FILE.safetensors")
+        check_count("batch_size", self.batch_size, minimum=1, meaning="images per forward pass")
+        check_count("workers", self.workers, minimum=0, meaning="image-decoding processes; 0: in the main process")
+        check_count("val_split", self.val_split, minimum=0, meaning="held-out training images; 0: the test split")
+        check_in_range("check_fraction", self.check_fraction, 0.0, 0.9, high_included=True,
+                       meaning="the share of the images that measures the fit")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..data.preprocess import PAPER_SCALES, PROTOCOLS, default_scales, eval_view
 from ..models.tta import averaged_log_probs
 from .metrics import ClassificationMetrics
 
-__all__ = ["PAPER_SCALES", "PROTOCOLS", "default_scales", "evaluate_samples"]
+__all__ = ["PAPER_SCALES", "PROTOCOLS", "default_scales", "evaluate_samples", "protocol_log_probs"]
 
 
 def _batches(samples: Iterable[tuple[torch.Tensor, int]], batch_size: int) -> Iterator[list[tuple[torch.Tensor, int]]]:
@@ -38,17 +38,15 @@ def _batches(samples: Iterable[tuple[torch.Tensor, int]], batch_size: int) -> It
 
 
 @torch.no_grad()
-def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int]], *, preprocess: Preprocess,
-                     num_classes: int, protocol: str = "center", scales: tuple[int, ...] | None = None,
-                     batch_size: int = 64, device: torch.device | str = "cpu",
-                     keep_worst: int = 0) -> ClassificationMetrics:
-    """Accuracy of ``model`` under one protocol; logits are log-averaged softmax over each image's views.
-    ``keep_worst``: the metrics also keep that many highest-loss samples (``top_losses``)."""
+def protocol_log_probs(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int]], *, preprocess: Preprocess,
+                       protocol: str = "center", scales: tuple[int, ...] | None = None, batch_size: int = 64,
+                       device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``model``'s answer under one protocol, batch by batch: ``(log_probs, labels)`` on the CPU, the log of the
+    softmax averaged over each image's views (for ``center``: the logits, shifted by a constant per row)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
     device = torch.device(device)
     model.eval().to(device)
-    metrics = ClassificationMetrics(num_classes, keep_worst=keep_worst)
     scales = scales or default_scales(preprocess)
     # Each image becomes its views as it arrives, so a batch holds views, never a batch of full-size photos.
     viewed = ((eval_views(image, preprocess, protocol=protocol, scales=scales), label) for image, label in samples)
@@ -64,5 +62,17 @@ def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int
             per_image = len(views[0])
             stacked = to_model_input(torch.stack([v for vs in views for v in vs]), preprocess).to(device)
             log_probs = averaged_log_probs(model(stacked).view(len(batch), per_image, -1), dim=1)
-        metrics.update(log_probs.cpu(), labels)
+        yield log_probs.cpu(), labels
+
+
+def evaluate_samples(model: nn.Module, samples: Iterable[tuple[torch.Tensor, int]], *, preprocess: Preprocess,
+                     num_classes: int, protocol: str = "center", scales: tuple[int, ...] | None = None,
+                     batch_size: int = 64, device: torch.device | str = "cpu",
+                     keep_worst: int = 0) -> ClassificationMetrics:
+    """Accuracy of ``model`` under one protocol (``protocol_log_probs``). ``keep_worst``: the metrics also keep
+    that many highest-loss samples (``top_losses``)."""
+    metrics = ClassificationMetrics(num_classes, keep_worst=keep_worst)
+    for log_probs, labels in protocol_log_probs(model, samples, preprocess=preprocess, protocol=protocol,
+                                                scales=scales, batch_size=batch_size, device=device):
+        metrics.update(log_probs, labels)
     return metrics

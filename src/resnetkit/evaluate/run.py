@@ -20,7 +20,7 @@ from .protocols import evaluate_samples
 from .report import TOP_LOSSES_SHOWN, WorstImage, write_report
 
 
-def _open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
+def open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
     """``(dataset, class names, which images)`` to evaluate.
 
     With ``val_split``: the images ``resnetkit train --val-split N --seed S`` held out of ``data``'s
@@ -85,6 +85,23 @@ def worst_images(dataset: Dataset, order: list[int], metrics: ClassificationMetr
     return worst
 
 
+def labelled_samples(dataset: Dataset, mapping: torch.Tensor, *, workers: int,
+                     order: list[int] | None = None) -> Iterator[tuple[torch.Tensor, int]]:
+    """``(image, model's label)`` for each image of ``dataset`` that decodes, in order; decoding runs in ``workers``
+    loader processes for files read one by one. An unreadable file comes back as None from the dataset (logged by
+    path) and is skipped; ``order`` collects the dataset index of each image given."""
+    from ..data import ImageFileDataset
+
+    reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
+    loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=workers if reads_files else 0)
+    for index, sample in enumerate(loader):
+        if sample is not None:
+            image, label = sample
+            if order is not None:
+                order.append(index)
+            yield image, int(mapping[label])
+
+
 def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str) -> torch.Tensor:
     """Dataset label -> model output index, matched by class name (folders sort names their own way)."""
     if not model_classes:
@@ -114,30 +131,17 @@ def check_not_a_training_report(out_dir: Path) -> None:
 def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     """What ``resnetkit eval`` does: ``config.model`` on ``config.data`` with ``config.protocol``; writes the report
     to ``config.out_dir`` and returns the metrics."""
-    from ..data import ImageFileDataset
-
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
     check_not_a_training_report(Path(config.out_dir))
     model, info = load_model(model_path)
-    dataset, class_names, split = _open_dataset(data, val_split=config.val_split, seed=config.seed,
+    dataset, class_names, split = open_dataset(data, val_split=config.val_split, seed=config.seed,
                                                 cifar100_labels=config.cifar100_labels)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
-    # Decoding runs in loader workers; an unreadable file comes back as None (logged by path) and is skipped.
-    reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
-    loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=config.workers if reads_files else 0)
-
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
-
-    def samples() -> Iterator[tuple[torch.Tensor, int]]:
-        for index, sample in enumerate(loader):
-            if sample is not None:
-                image, label = sample
-                order.append(index)
-                yield image, int(mapping[label])
-
+    samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)
     names = info.class_names or [str(i) for i in range(model.num_classes)]
-    metrics = evaluate_samples(model, samples(), preprocess=info.preprocess, num_classes=len(names),
+    metrics = evaluate_samples(model, samples, preprocess=info.preprocess, num_classes=len(names),
                                protocol=protocol, scales=scales, batch_size=config.batch_size,
                                device=resolve_device(config.device), keep_worst=config.top_losses)
     write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",

@@ -1,0 +1,84 @@
+"""``resnetkit calibrate``: temperature scaling, fitted on some held-out images, measured on the others, written
+into the model's classifier so every consumer of the file gets calibrated probabilities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from resnetkit.evaluate.calibrate import apply_temperature, fit_temperature, nll
+
+from test_evaluate_protocols import _model_and_folder
+
+
+def _overconfident(true_temperature: float, n: int = 20000, classes: int = 5):
+    """Logits whose softmax is calibrated by construction (labels drawn from it), then sharpened by 1/T."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(n, classes, generator=g) * 2
+    labels = torch.multinomial(logits.softmax(1), 1, generator=g)[:, 0]
+    return logits * true_temperature, labels
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 1.0, 2.5])
+def test_the_fitted_temperature_undoes_a_known_miscalibration(true_temperature):
+    logits, labels = _overconfident(true_temperature)
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.05)
+    best = nll(logits, labels, fitted)
+    assert best <= nll(logits, labels, fitted * 1.02) and best <= nll(logits, labels, fitted / 1.02)
+    # log-softmax outputs (the protocols' answers) give the same T: a constant per row changes nothing
+    assert fit_temperature(logits.log_softmax(1), labels) == pytest.approx(fitted, rel=1e-6)
+
+
+def test_applying_the_temperature_divides_the_logits_and_keeps_every_prediction():
+    from resnetkit import create_model
+
+    model = create_model("resnet20", num_classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        apply_temperature(model, 2.0)
+        after = model(x)
+    assert torch.allclose(after, before / 2.0, atol=1e-5)
+    assert torch.equal(after.argmax(1), before.argmax(1))
+
+
+def test_calibrate_cli_writes_a_model_whose_logits_are_divided_by_the_reported_temperature(tmp_path, capsys):
+    from resnetkit import load_model
+    from resnetkit.cli import main
+
+    model, files = _model_and_folder(tmp_path)
+    out = tmp_path / "cal.safetensors"
+    argv = ["calibrate", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out", str(out), "--device", "cpu",
+            "--workers", "0", "--check-fraction", "0.5"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fitted on 2 images" in printed and "on the 2 other images" in printed
+    calibrated, info = load_model(out)
+    temperature = info.extra["temperature"]
+    assert f"temperature {temperature:.4f}" in printed and info.extra["calibration"]["fit_images"] == 2
+    assert info.class_names == ["a", "b"] and math.isfinite(temperature) and temperature > 0
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(calibrated(x), model(x) / temperature, atol=1e-4)
+    # Calibrated again: the card keeps the product of both temperatures, which its weights now carry.
+    assert main(argv[:1] + [str(out)] + argv[2:4] + [str(tmp_path / "twice.safetensors")] + argv[5:]) == 0
+    again = load_model(tmp_path / "twice.safetensors")[1].extra
+    assert again["temperature"] == pytest.approx(temperature * again["calibration"]["temperature"])
+
+
+def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_path, capsys):
+    from resnetkit.cli import main
+    from resnetkit.config import CalibrateConfig
+
+    _model_and_folder(tmp_path)
+    model = tmp_path / "m.safetensors"
+    size = model.stat().st_size
+    assert main(["calibrate", str(model), str(tmp_path / "data"), "--out", str(model), "--workers", "0"]) == 2
+    assert "is the model being calibrated" in capsys.readouterr().err and model.stat().st_size == size
+    with pytest.raises(ValueError, match="--out"):
+        CalibrateConfig(model="m", data="d")
+    with pytest.raises(ValueError, match="check_fraction"):
+        CalibrateConfig(model="m", data="d", out="o", check_fraction=0.95)
