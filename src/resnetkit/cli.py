@@ -359,7 +359,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
-                         TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions, ShowBatchOptions,
+                         TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions,
+                         ShowBatchOptions,
                          StudyConfig, TrainConfig, config_flags)
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
