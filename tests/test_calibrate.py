@@ -82,3 +82,54 @@ def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_pa
         CalibrateConfig(model="m", data="d")
     with pytest.raises(ValueError, match="check_fraction"):
         CalibrateConfig(model="m", data="d", out="o", check_fraction=0.95)
+
+
+def test_no_temperature_fits_images_that_are_all_right_with_a_margin():
+    """The likelihood keeps rising as T goes to 0: refused, instead of a T at the end of the search range."""
+    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [4.0, 1.0]])
+    with pytest.raises(ValueError, match="no temperature fits these 3 images"):
+        fit_temperature(logits, torch.tensor([0, 1, 0]))
+
+
+def test_outputs_that_are_not_finite_are_left_out_and_reported(tmp_path, capsys, monkeypatch):
+    """One NaN row among the outputs: T is fitted on the others (a NaN would have sent the search to the end of its
+    range), and the command says how many it left out."""
+    from resnetkit.cli import main
+    from resnetkit.evaluate import calibrate
+
+    _model_and_folder(tmp_path)
+    logits, labels = _overconfident(2.0, n=2000, classes=2)
+    logits[7] = float("nan")
+    monkeypatch.setattr(calibrate, "protocol_log_probs", lambda *a, **k: iter([(logits, labels)]))
+    out = tmp_path / "cal.safetensors"
+    assert main(["calibrate", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out", str(out),
+                 "--device", "cpu", "--workers", "0", "--check-fraction", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "fitted on 1999 images" in captured.out and "1 image(s) gave NaN or infinite outputs" in captured.err
+    from resnetkit import load_model
+
+    assert load_model(out)[1].extra["temperature"] == pytest.approx(2.0, rel=0.1)
+
+
+def test_a_model_without_a_classifier_is_refused_before_any_image_is_run(tmp_path, capsys, monkeypatch):
+    from resnetkit import create_model, save_model
+    from resnetkit.cli import main
+    from resnetkit.evaluate import calibrate
+
+    _model_and_folder(tmp_path)
+    headless = create_model("resnet20", num_classes=0)
+    save_model(headless, tmp_path / "features.safetensors")
+    monkeypatch.setattr(calibrate, "protocol_log_probs", lambda *a, **k: pytest.fail("images were run"))
+    assert main(["calibrate", str(tmp_path / "features.safetensors"), str(tmp_path / "data"), "--out",
+                 str(tmp_path / "o.safetensors"), "--workers", "0"]) == 2
+    assert "no classifier (fc) to calibrate" in capsys.readouterr().err
+
+
+def test_a_check_share_too_small_for_the_classes_is_refused_with_what_to_do(tmp_path, capsys):
+    from resnetkit.cli import main
+
+    _model_and_folder(tmp_path)
+    assert main(["calibrate", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out",
+                 str(tmp_path / "o.safetensors"), "--workers", "0", "--device", "cpu", "--check-fraction", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--check-fraction 0.1 of 4 images" in err and "--check-fraction 0" in err

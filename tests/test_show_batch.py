@@ -12,6 +12,8 @@ def test_the_shown_batch_is_the_one_the_first_training_step_gets(tmp_path, monke
     """Same data, crops, automatic policy and CutMix as `resnetkit train`: the images the network's first forward
     pass receives, normalised, are show-batch's pixels normalised the same way."""
     from resnetkit.train import run as run_module
+    from resnetkit.train.data import build_train_data  # the run's own normalisation
+    from resnetkit.train.distributed import DistInfo
     from resnetkit.train.run import run_training
     from resnetkit.train.show_batch import first_batch
 
@@ -30,9 +32,6 @@ def test_the_shown_batch_is_the_one_the_first_training_step_gets(tmp_path, monke
     pixels, targets, names = first_batch(config, ShowBatchOptions(count=64))
     first = seen[0]  # the training step's (evaluation comes after it)
     assert pixels.shape[0] == first.shape[0] == 64 and targets.shape == (64, 10)  # CutMix: weights over 10 classes
-    from resnetkit.train.data import build_train_data  # the run's own normalisation
-    from resnetkit.train.distributed import DistInfo
-
     pre = build_train_data(config, dist=DistInfo(), device=torch.device("cpu")).preprocess
     mean, std = torch.tensor(pre.mean).view(1, -1, 1, 1), torch.tensor(pre.std).view(1, -1, 1, 1)
     assert torch.allclose((pixels[:, :first.shape[1]] - mean) / std, first, atol=1e-4)
@@ -63,3 +62,15 @@ def test_show_batch_cli_writes_the_figure_and_refuses_a_missing_validation_split
 def test_a_count_outside_1_to_64_is_refused(count):
     with pytest.raises(ValueError, match="count"):
         ShowBatchOptions(count=count)
+
+
+def test_fewer_images_than_asked_are_drawn_with_a_warning_and_no_batch_at_all_is_an_error(tmp_path, capsys):
+    from resnetkit.cli import main
+
+    pytest.importorskip("matplotlib")
+    assert main(["show-batch", "--recipe", "demo", "--count", "16", "--batch-size", "4", "--out-dir",
+                 str(tmp_path / "a")]) == 0
+    assert "drew 4 of the 16 images" in capsys.readouterr().err
+    assert main(["show-batch", "--recipe", "demo", "--batch-size", "100000", "--out-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "use a smaller --batch-size" in err and "StopIteration" not in err

@@ -277,6 +277,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"on the {result.check_images} other images: calibration error (ECE) {100 * before['ece']:.2f}% -> "
               f"{100 * after['ece']:.2f}%, NLL {before['nll']:.4f} -> {after['nll']:.4f}, top-1 "
               f"{100 * after['top1']:.2f}% (unchanged)")
+        if result.worse:
+            print("resnetkit calibrate: warning: the other images' NLL got worse with this temperature: it does not "
+                  "carry over; calibrate on more images", file=sys.stderr)
+    if result.skipped_non_finite:
+        print(f"resnetkit calibrate: warning: {result.skipped_non_finite} image(s) gave NaN or infinite outputs and "
+              "were left out", file=sys.stderr)
     print(f"model: {result.model_path}")
     return 0
 

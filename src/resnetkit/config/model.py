@@ -155,6 +155,12 @@ class ModelInfo:
             "extra": dict(self.extra),
         }
 
+    def held_out_split(self, val_split: int | None = None, seed: int | None = None) -> tuple[int, int]:
+        """(val_split, seed) of the images the model's training held out: as given, else as the file records them
+        (``resnetkit train`` writes both), else 0."""
+        return (val_split if val_split is not None else int(self.extra.get("val_split", 0)),
+                seed if seed is not None else int(self.extra.get("split_seed", 0)))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         names = data.get("class_names", [])

@@ -64,9 +64,11 @@ class CalibrateConfig(JsonConfig):
     data: str = _opt("", "labelled images the model did not train on: image folder or tar, 'cifar10' ... (with "
                      "--val-split: the images training held out)", positional=True)
     out: str = _opt("", "the calibrated model file to write (.safetensors; not the input model)", metavar="FILE")
-    val_split: int = _opt(0, "use the N images `resnetkit train --val-split N` held out of DATA's training split; "
-                          "0: DATA's test split", metavar="N")
-    seed: int = _opt(0, "with --val-split: the training run's seed; also seeds the check split")
+    val_split: int | None = _opt(None, "use the N images `resnetkit train --val-split N` held out of DATA's training "
+                                 "split; 0: DATA's test split; default: what the model file records (resnetkit train "
+                                 "writes it), else 0", type=int, metavar="N")
+    seed: int | None = _opt(None, "the seed of that held-out split (also seeds the check share); default: the model "
+                            "file's, else 0", type=int, metavar="SEED")
     check_fraction: float = _opt(0.5, "share of the images kept out of the fit to measure it (stratified); 0: fit on "
                                  "all and measure nothing", metavar="F")
     batch_size: int = _opt(64, "images per forward pass", metavar="IMAGES")
@@ -80,7 +82,8 @@ class CalibrateConfig(JsonConfig):
             raise ValueError("out is empty: give the calibrated model's file name with --out FILE.safetensors")
         check_count("batch_size", self.batch_size, minimum=1, meaning="images per forward pass")
         check_count("workers", self.workers, minimum=0, meaning="image-decoding processes; 0: in the main process")
-        check_count("val_split", self.val_split, minimum=0, meaning="held-out training images; 0: the test split")
+        if self.val_split is not None:
+            check_count("val_split", self.val_split, minimum=0, meaning="held-out training images; 0: the test split")
         check_in_range("check_fraction", self.check_fraction, 0.0, 0.9, high_included=True,
                        meaning="the share of the images that measures the fit")
 

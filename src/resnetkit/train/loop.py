@@ -156,10 +156,11 @@ def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -
 GLOBAL_RNG_STREAM = 2  # the last part of the global RNG's derive_seed, apart from the loaders' (crops: 1)
 
 
-def seed_epoch_rng(seed: int, epoch: int, rank: int) -> None:
-    """Seed the global RNG for one epoch of one rank: it draws dropout, stochastic depth, MixUp/CutMix and the
-    automatic augmentation policies, so DDP ranks draw differently and a resumed epoch draws as the uninterrupted
-    one."""
+def begin_epoch(loader: BatchLoader, *, seed: int, epoch: int, rank: int) -> None:
+    """Set up one epoch's randomness for one rank: the loader's crops and order (``set_epoch``), then the global RNG,
+    which draws dropout, stochastic depth, MixUp/CutMix and the automatic augmentation policies, so DDP ranks draw
+    differently and a resumed epoch draws as the uninterrupted one."""
+    loader.set_epoch(epoch)
     torch.manual_seed(derive_seed(seed, epoch, rank, GLOBAL_RNG_STREAM))
 
 
@@ -314,8 +315,7 @@ class Trainer:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        self.train_loader.set_epoch(epoch)
-        seed_epoch_rng(cfg.run.seed, epoch, self.dist.rank)
+        begin_epoch(self.train_loader, seed=cfg.run.seed, epoch=epoch, rank=self.dist.rank)
         # Running sums stay on the device and are read every SYNC_EVERY steps: reading them each step
         # would make a GPU wait for the host after every batch (on a CPU it changes nothing).
         seen, first_step, started = 0, self.step, time.perf_counter()

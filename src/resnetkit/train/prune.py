@@ -43,13 +43,6 @@ class PruneResult:
     fine_tune_s: float
 
 
-def held_out_split(config: PruneConfig, info: ModelInfo) -> tuple[int, int]:
-    """(val_split, seed): as given, else as the model file records them (``resnetkit train`` writes both), else 0."""
-    val_split = config.val_split if config.val_split is not None else int(info.extra.get("val_split", 0))
-    seed = config.seed if config.seed is not None else int(info.extra.get("split_seed", 0))
-    return val_split, seed
-
-
 def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
     """The recipe's settings on the model's own data split and preprocessing, every layer at one lr, no evaluation.
 
@@ -57,7 +50,7 @@ def fine_tune_config(config: PruneConfig, info: ModelInfo) -> TrainConfig:
     schedule must be set as fractions of the run's length to stretch over it; one set in its own epochs or
     iterations (the paper's step at 32k, Keras' at epoch 80) is refused rather than silently misplaced.
     """
-    val_split, seed = held_out_split(config, info)
+    val_split, seed = info.held_out_split(config.val_split, config.seed)
     pre = info.preprocess
     overrides: dict[str, object] = dict(
         data=config.data, val_split=val_split, seed=seed, model=info.model.arch,
@@ -177,7 +170,7 @@ def run_pruning(config: PruneConfig) -> PruneResult:
                          f"{type(model).__name__}")
     if config.method == "torch-pruning":
         require_torch_pruning()
-    val_split, seed = held_out_split(config, info)
+    val_split, seed = info.held_out_split(config.val_split, config.seed)
     settings = pruned_by(config, (val_split, seed))
     tune_config = tune_data = None
     if config.fine_tune_epochs > 0:

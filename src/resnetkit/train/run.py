@@ -143,6 +143,13 @@ def check_teacher(info: ModelInfo, source: str, class_names: list[str], preproce
 FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmentations that mirror images
 
 
+def start_run(config: TrainConfig) -> TrainConfig:
+    """What every run does first: seed the global RNG with the run's seed (the network's initial weights), and make
+    ``augment: auto`` the policy it stands for, which the run records."""
+    torch.manual_seed(config.run.seed)
+    return config.with_flat(augment=resolve_augment(config))
+
+
 def training_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
     """A run's data as its training loop gets it, with the class names it is given (``--classes``)."""
     data = build_train_data(config, dist=dist, device=device)
@@ -171,8 +178,7 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    torch.manual_seed(config.run.seed)
-    config = config.with_flat(augment=resolve_augment(config))  # "auto" -> what it picked, recorded
+    config = start_run(config)
     out_dir = Path(config.run.out_dir)
     check_out_dir(out_dir, resume=config.run.resume)
     check_outside_data(out_dir, config.data.source)

@@ -1,51 +1,58 @@
 """``resnetkit show-batch`` (fastai's ``show_batch``): the first batch of a run drawn as a grid of images with their
 labels, to check the data and its augmentation before paying for the training.
 
-The batch is the one the training loop gets first: the same data, loader, epoch seeding and augmentation (the
-automatic policies included), then MixUp/CutMix as the training step applies them, so a mixed image is shown with its
-two classes and their weights. ``split="val"``: the first validation batch, through the evaluation preprocessing.
+The batch is the one the training loop of a single-process run gets first: the same start (``start_run``), data,
+loader, epoch seeding (``begin_epoch``) and augmentation (the automatic policies included), then MixUp/CutMix as the
+training step applies them, so a mixed image is shown with its two classes and their weights. Under torchrun each
+rank gets its own share of the batch and its own random draws, which this does not show. ``split="val"``: the
+first validation batch, through the evaluation preprocessing.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..config import ShowBatchOptions, TrainConfig
+from ..device import resolve_device
 from ..evaluate.report import pyplot_or_none
 from ..files import save_figure_atomic
-from .data import resolve_augment
 from .distributed import DistInfo
-from .loop import mix_transform, seed_epoch_rng
-from .run import check_outside_data, training_data
+from .loop import begin_epoch, mix_transform
+from .run import check_outside_data, start_run, training_data
 
 
 def first_batch(config: TrainConfig, options: ShowBatchOptions | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``(pixels, targets, class names)`` of the first ``options.count`` images of the run's first batch: pixels as
     (N, 3, H, W) floats in [0, 1] (the normalisation undone), targets as labels (N,), or as (N, classes) weights
-    when the run mixes images."""
+    when the run mixes images. The batch of a single-process run, on the run's device (a GPU draws other random
+    crops than a CPU); the caller's random state is left as it was."""
     options = options or ShowBatchOptions()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("show-batch runs in one process: start it with resnetkit, not torchrun")
-    torch.manual_seed(config.run.seed)  # as run_training, before the data is built
-    config = config.with_flat(augment=resolve_augment(config))
-    data = training_data(config, dist=DistInfo(), device=torch.device("cpu"))
-    loader = data.train if options.split == "train" else data.val
-    if loader is None:
-        raise ValueError(f"{config.data.source}: no validation images to show: --val-split N holds N training images "
-                         "out, or give data with a val/ or test/ folder")
-    with torch.random.fork_rng():  # the caller's global RNG is left as it was
+    device = resolve_device(config.run.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        config = start_run(config)
+        data = training_data(config, dist=DistInfo(), device=device)
+        loader = data.train if options.split == "train" else data.val
+        if loader is None:
+            raise ValueError(f"{config.data.source}: no validation images to show: --val-split N holds N training "
+                             "images out, or give data with a val/ or test/ folder")
         if options.split == "train":
-            loader.set_epoch(0)
-            seed_epoch_rng(config.run.seed, 0, 0)
-        images, labels = next(iter(loader))
+            begin_epoch(loader, seed=config.run.seed, epoch=0, rank=0)
+        batch = next(iter(loader), None)
+        if batch is None:
+            raise ValueError(f"{config.data.source}: the {options.split} split gives no batch of "
+                             f"{config.optim.batch_size} images; use a smaller --batch-size or more images")
+        images, labels = batch[0].to(device), batch[1].to(device)
         targets = labels
         mix = mix_transform(config, data.num_classes) if options.split == "train" else None
-        if mix is not None:
+        if mix is not None:  # as the training step mixes: on the device, after the batch is there
             images, targets = mix(images, labels)
     mean = torch.tensor(data.preprocess.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.preprocess.std).view(1, -1, 1, 1)
@@ -91,6 +98,9 @@ def show_batch(config: TrainConfig, options: ShowBatchOptions | None = None) -> 
     out_dir = Path(config.run.out_dir)
     check_outside_data(out_dir, config.data.source)  # the figure would become a training image
     pixels, targets, names = first_batch(config, options)
+    if len(pixels) < options.count:
+        warnings.warn(f"drew {len(pixels)} of the {options.count} images asked for: the first batch holds "
+                      f"{len(pixels)} (--batch-size)", stacklevel=2)
     which = "first training batch" if options.split == "train" else "first validation batch"
     title = f"{config.model.arch} run on {Path(config.data.source).name or config.data.source}: {which}, " \
             f"{len(pixels)} images of {tuple(pixels.shape[-2:])} pixels as the network gets them"
