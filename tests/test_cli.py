@@ -98,7 +98,8 @@ def test_every_flag_of_every_command_has_help_with_its_default():
 def test_a_command_line_without_settings_gives_the_configs_own_defaults():
     """Flags come from the config fields (help and default in one place): nothing given on the line is the config's
     default, and a flag in another unit (--max-inflight-mb) reaches its field converted (bytes)."""
-    from resnetkit.cli import _config_from_args, build_parser
+    from resnetkit.cli import build_parser
+    from resnetkit.cli.commands import _config_from_args
     from resnetkit.config import MIB, ServeOptions, StudyConfig
 
     parser = build_parser()

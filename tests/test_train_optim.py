@@ -132,7 +132,8 @@ def test_bad_optimizer_settings_are_clear_errors():
 
 
 def test_cli_flags_reach_the_optimizer():
-    from resnetkit.cli import build_parser, _overrides
+    from resnetkit.cli import build_parser
+    from resnetkit.cli.commands import _overrides
 
     args = build_parser().parse_args(["train", "--optimizer", "adam", "--betas", "0.8", "0.99", "--eps", "1e-7"])
     config = load_train_config(None, **_overrides(args, exclude=("recipe",)))
@@ -141,7 +142,8 @@ def test_cli_flags_reach_the_optimizer():
 
 def test_a_recipe_with_nesterov_trains_with_adamw_given_no_nesterov():
     """docs/training-options.md's command: cifar10-fast sets Nesterov, which AdamW refuses unless it is turned off."""
-    from resnetkit.cli import build_parser, _overrides
+    from resnetkit.cli import build_parser
+    from resnetkit.cli.commands import _overrides
 
     line = ["train", "--recipe", "cifar10-fast", "--optimizer", "adamw", "--lr", "2e-3", "--weight-decay", "0.05"]
     params = [{"params": [torch.nn.Parameter(torch.ones(1))], "weight_decay": 0.05}]
