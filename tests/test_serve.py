@@ -246,6 +246,14 @@ def test_metrics(client):
     for name in ("resnetkit_batch_size_count", "resnetkit_queue_depth 0.0", "resnetkit_images_predicted_total",
                  "resnetkit_ready 1.0", 'resnetkit_image_errors_total{status="415"}'):
         assert name in text
+    # What the model answered, for drift: one top-1 confidence observed and one count for its class.
+    answer = client.post("/v1/predict", files={"files": ("b.png", _png(), "image/png")}).json()["predictions"][0]
+    text = client.get("/metrics").text
+    assert "resnetkit_prediction_confidence_count 2.0" in text
+    assert f'resnetkit_predicted_class_total{{label="{answer["labels"][0]}"}}' in text
+    below = [float(line.split()[-1]) for line in text.splitlines()
+             if line.startswith('resnetkit_prediction_confidence_bucket{le="0.5"}')]
+    assert below == [2.0 if answer["probabilities"][0] <= 0.5 else 0.0]  # both uploads are the same image
 
 
 def test_openapi_describes_the_v1_api(client):

@@ -213,6 +213,9 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
         answers = engine.label(logits, sources=[uploads[i].name for i in good], top_k=top_k)
         if not any(p.ok for p in answers):  # the model, not the request, is at fault: a 500 that says why
             raise HTTPException(500, answers[0].error)
+        for answer in answers:
+            if answer.ok:
+                metrics.observe_answer(answer.labels[0], answer.probabilities[0])
         labelled = iter(answers)
         predictions = [next(labelled).to_dict() if isinstance(d, np.ndarray)
                        else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "error": d.detail}

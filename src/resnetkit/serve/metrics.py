@@ -1,4 +1,6 @@
-"""Prometheus metrics (``GET /metrics``): requests by route and status, latency, batch sizes, queue depth.
+"""Prometheus metrics (``GET /metrics``): requests by route and status, latency, batch sizes, queue depth, and
+what the model answers: the top-1 confidence and the predicted class of each image, to watch for drift (inputs
+unlike the training data lower the confidence and shift the classes).
 
 Each app gets its own registry, so several apps in one process (tests, a notebook) do not collide.
 The request counters sit in a plain ASGI middleware, outside authentication, so refused requests
@@ -17,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
 
@@ -37,9 +40,19 @@ class Metrics:
         self.image_errors = Counter("resnetkit_image_errors", "Uploads refused, by HTTP status", ["status"],
                                     registry=self.registry)
         self.ready = Gauge("resnetkit_ready", "1 once the model is loaded and warmed up", registry=self.registry)
+        self.confidence = Histogram("resnetkit_prediction_confidence", "Top-1 probability of each image answered",
+                                    buckets=CONFIDENCE_BUCKETS, registry=self.registry)
+        # One label value per class of the model: bounded by the model, never by the requests.
+        self.predicted = Counter("resnetkit_predicted_class", "Images answered, by their top-1 class", ["label"],
+                                 registry=self.registry)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
+
+    def observe_answer(self, label: str, probability: float) -> None:
+        """One image's answer: its top-1 class and probability."""
+        self.confidence.observe(probability)
+        self.predicted.labels(label).inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
