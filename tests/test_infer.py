@@ -254,3 +254,27 @@ def test_flip_tta_averages_each_images_softmax_with_its_mirrors(tmp_path, capsys
                  "--top-k", "1", "--device", "cpu"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown[0]["probabilities"][0] == pytest.approx(max(averaged.values()), abs=1e-4)
+
+
+def test_answers_below_min_confidence_are_marked_uncertain_in_every_format(tmp_path, capsys):
+    """The threshold sits on each image's top-1 probability: just above it an answer stands, just below it the same
+    labels come marked uncertain (JSON and CSV fields, the table's label)."""
+    from resnetkit.cli import main
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    top = load_predictor("resnet20_cifar10", device="cpu").predict(tmp_path / "x.png", top_k=1)[0].probability
+    for threshold, uncertain in ((top - 1e-4, False), (top + 1e-4, True)):
+        answer = load_predictor("resnet20_cifar10", device="cpu", min_confidence=threshold).predict(
+            tmp_path / "x.png", top_k=2)[0]
+        assert answer.uncertain is uncertain and answer.probability == pytest.approx(top, abs=1e-6)
+    argv = ["predict", "resnet20_cifar10", str(tmp_path / "x.png"), "--top-k", "1", "--device", "cpu",
+            "--min-confidence", f"{top + 1e-4:.6f}"]
+    assert main(argv + ["--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["uncertain"] is True
+    assert main(argv + ["--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(",true")
+    assert main(argv) == 0
+    assert "(uncertain)" in capsys.readouterr().out
+    assert main(argv[:-1] + ["1.5"]) == 2
+    assert "min_confidence=1.5 must be a number in [0, 1]" in capsys.readouterr().err

@@ -246,14 +246,19 @@ def test_metrics(client):
     for name in ("resnetkit_batch_size_count", "resnetkit_queue_depth 0.0", "resnetkit_images_predicted_total",
                  "resnetkit_ready 1.0", 'resnetkit_image_errors_total{status="415"}'):
         assert name in text
-    # What the model answered, for drift: one top-1 confidence observed and one count for its class.
+    # What the model answered, for drift: each answer's top-1 confidence and a count for its class.
+    def counts(text: str, label: str) -> tuple[float, float, float]:
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("resnetkit_pred")}
+        return (values["resnetkit_prediction_confidence_count"],
+                values['resnetkit_prediction_confidence_bucket{le="0.5"}'],
+                values.get(f'resnetkit_predicted_class_total{{label="{label}"}}', 0.0))
+
     answer = client.post("/v1/predict", files={"files": ("b.png", _png(), "image/png")}).json()["predictions"][0]
-    text = client.get("/metrics").text
-    assert "resnetkit_prediction_confidence_count 2.0" in text
-    assert f'resnetkit_predicted_class_total{{label="{answer["labels"][0]}"}}' in text
-    below = [float(line.split()[-1]) for line in text.splitlines()
-             if line.startswith('resnetkit_prediction_confidence_bucket{le="0.5"}')]
-    assert below == [2.0 if answer["probabilities"][0] <= 0.5 else 0.0]  # both uploads are the same image
+    before = counts(text, answer["labels"][0])
+    after = counts(client.get("/metrics").text, answer["labels"][0])
+    low = answer["probabilities"][0] <= 0.5
+    assert [b - a for a, b in zip(before, after)] == [1.0, 1.0 if low else 0.0, 1.0]
 
 
 def test_openapi_describes_the_v1_api(client):
@@ -434,3 +439,17 @@ def test_flip_tta_serves_what_predict_tta_flip_answers(tmp_path, runtime):
     assert result["probabilities"] == pytest.approx(expected.probabilities, abs=1e-4)
     with pytest.raises(ValueError, match="tta 'mirror' is not one of none, flip"):
         ServeOptions(tta="mirror")
+
+
+def test_the_server_marks_answers_below_min_confidence_as_predict_does(model_file):
+    data = _png(size=(32, 32), seed=3)
+    top = Predictor.from_file(model_file, device="cpu").predict(data, top_k=1)[0].probability
+    app = create_app(Predictor.from_file(model_file, device="cpu"), runtime="torch", model_file=str(model_file),
+                     min_confidence=min(1.0, top + 1e-4))
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.get("/v1/model").json()["min_confidence"] == pytest.approx(min(1.0, top + 1e-4))
+        [result] = client.post("/v1/predict", files={"files": ("x.png", data, "image/png")}).json()["predictions"]
+    assert result["uncertain"] is True and result["probabilities"][0] == pytest.approx(top, abs=1e-4)
+    with pytest.raises(ValueError, match="min_confidence"):
+        ServeOptions(min_confidence=-0.1)

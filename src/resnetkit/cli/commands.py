@@ -210,7 +210,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     overrides = {k: v for k in ("input_size", "resize_size", "interpolation", "mean", "std")
                  if (v := getattr(args, k)) is not None}
     predictor = load_predictor(args.model, weights=args.weights, class_names=args.classes, device=args.device,
-                               pretrained=args.pretrained, preprocess=overrides, tta=args.tta)
+                               pretrained=args.pretrained, preprocess=overrides, tta=args.tta,
+                               min_confidence=args.min_confidence)
     predictions = predict_inputs(predictor, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                                  annotate_dir=args.annotate, cam_dir=args.cam, cam_class=args.cam_class)
     print(format_predictions(predictions, args.format))

@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: flip averages each image's softmax with its mirror's, as `resnetkit "
                         "eval --protocol flip` (two forward passes; for models trained on mirrored images) "
                         "(default: none)")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="mark an answer uncertain when its top-1 probability is below P (0-1; meaningful with "
+                        "`resnetkit calibrate`d weights) (default: 0, never)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default: table)")
     p.add_argument("--batch-size", type=int, default=32, metavar="IMAGES",
                    help="images per forward pass (default: 32)")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..config import ModelInfo, Preprocess
-from ..config.fields import check_count
+from ..config.fields import check_count, check_in_range
 from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
@@ -39,6 +39,8 @@ class Prediction:
     indices: list[int] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     error: str | None = None
+    # The top-1 probability is below the predictor's ``min_confidence``: the labels are a guess, not an answer.
+    uncertain: bool = False
     # The upright RGB image that was classified, kept only on request (``keep_images=True``).
     image: Image.Image | None = field(default=None, repr=False, compare=False)
 
@@ -56,7 +58,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "labels": list(self.labels), "indices": list(self.indices),
-                "probabilities": list(self.probabilities), "error": self.error}
+                "probabilities": list(self.probabilities), "uncertain": self.uncertain, "error": self.error}
 
 
 @dataclass
@@ -79,9 +81,11 @@ class Predictor:
     """
 
     def __init__(self, model: ResNet, info: ModelInfo, *, device: str | torch.device | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, tta: str = "none") -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, tta: str = "none", min_confidence: float = 0.0) -> None:
         if tta not in TTA_MODES:
             raise ValueError(f"tta={tta!r} is not one of {', '.join(TTA_MODES)}")
+        check_in_range("min_confidence", min_confidence, 0.0, 1.0, high_included=True,
+                       meaning="top-1 probability below which an answer is marked uncertain")
         if info.model.in_chans != 3:
             raise ValueError(f"the model takes {info.model.in_chans}-channel input; Predictor feeds RGB images")
         if info.class_names and len(info.class_names) != model.num_classes:
@@ -92,6 +96,7 @@ class Predictor:
         self.info = info
         self.batch_size = batch_size
         self.tta = tta  # "flip": each image's softmax averaged with its mirror's, as resnetkit eval's flip protocol
+        self.min_confidence = min_confidence
         self.transform = eval_transform(info.preprocess)
         # Models saved without names still get readable labels: their class indices.
         self.class_names = list(info.class_names) or [str(i) for i in range(model.num_classes)]
@@ -194,7 +199,8 @@ class Predictor:
             batch = torch.stack(tensors).to(self.device)
             with torch.inference_mode():
                 logits = flip_averaged_log_probs(self.model, batch) if self.tta == "flip" else self.model(batch)
-            label_predictions(ready, logits, class_names=self.class_names, top_k=top_k)
+            label_predictions(ready, logits, class_names=self.class_names, top_k=top_k,
+                              min_confidence=self.min_confidence)
         return predictions
 
     def class_index(self, target: int | str) -> int:
@@ -229,13 +235,15 @@ class Predictor:
 
 def load_predictor(model: str, *, weights: str | None = None, class_names: str | None = None,
                    device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, pretrained: str | None = None,
-                   preprocess: dict[str, Any] | None = None, tta: str = "none") -> Predictor:
+                   preprocess: dict[str, Any] | None = None, tta: str = "none",
+                   min_confidence: float = 0.0) -> Predictor:
     """A predictor from a resnetkit ``.safetensors`` file (path or URL), a pretrained name (``resnet20_cifar10``,
     or ``model="resnet20", pretrained="cifar10"``), or a registered name plus ``weights``.
 
     ``preprocess`` overrides fields of the preprocessing (``{"resize_size": 232}``) for weights trained
     differently from what the file or catalog says; ``tta="flip"`` averages each image's softmax with its
-    mirror's. What ``resnetkit predict`` and ``resnetkit serve`` take.
+    mirror's; an answer whose top-1 probability is below ``min_confidence`` is marked ``uncertain``. What
+    ``resnetkit predict`` and ``resnetkit serve`` take.
     """
     if pretrained is not None:
         if weights is not None:
@@ -258,9 +266,10 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
                                     "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)"
                                     f"{close_model_names(model)}")
         predictor = Predictor.from_file(model, device=device, batch_size=batch_size)
-    if preprocess or tta != "none":
+    if preprocess or tta != "none" or min_confidence:
         info = with_preprocess(predictor.info, preprocess or {})
-        predictor = Predictor(predictor.model, info, device=predictor.device, batch_size=batch_size, tta=tta)
+        predictor = Predictor(predictor.model, info, device=predictor.device, batch_size=batch_size, tta=tta,
+                              min_confidence=min_confidence)
     return predictor
 
 
@@ -271,9 +280,10 @@ def check_batch_size(batch_size: int | None) -> None:
 
 
 def label_predictions(predictions: Sequence[Prediction], logits: torch.Tensor, *, class_names: Sequence[str],
-                      top_k: int) -> None:
+                      top_k: int, min_confidence: float = 0.0) -> None:
     """Fill each prediction's top-k classes from its row of ``logits`` (N, classes): the one labelling of
-    ``Predictor.predict`` and the server. A row that is NaN or infinite becomes the prediction's error."""
+    ``Predictor.predict`` and the server. A row that is NaN or infinite becomes the prediction's error; a top-1
+    probability below ``min_confidence`` marks the prediction ``uncertain``."""
     probabilities, indices = logits.float().softmax(dim=1).topk(min(top_k, logits.shape[1]), dim=1)
     finite = torch.isfinite(logits).all(dim=1).tolist()
     for prediction, probs, idx, ok in zip(predictions, probabilities.tolist(), indices.tolist(), finite):
@@ -284,6 +294,7 @@ def label_predictions(predictions: Sequence[Prediction], logits: torch.Tensor, *
         prediction.indices = idx
         prediction.probabilities = probs
         prediction.labels = [class_names[i] for i in idx]
+        prediction.uncertain = probs[0] < min_confidence
 
 
 def _as_list(images: Any) -> list[Any]:

@@ -22,15 +22,16 @@ def format_predictions(predictions: list[Prediction], fmt: str = "table") -> str
 
 
 def _csv(predictions: list[Prediction]) -> str:
-    """One row per (image, rank); an unusable image is one row with ``error`` filled in."""
+    """One row per (image, rank); an unusable image is one row with ``error`` filled in; ``uncertain``: the
+    image's top-1 probability is below the predictor's ``min_confidence``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["source", "rank", "index", "label", "probability", "error"])
+    writer.writerow(["source", "rank", "index", "label", "probability", "error", "uncertain"])
     for p in predictions:
         if not p.ok:
-            writer.writerow([p.source, "", "", "", "", p.error])
+            writer.writerow([p.source, "", "", "", "", p.error, ""])
         for rank, (index, label, prob) in enumerate(zip(p.indices, p.labels, p.probabilities), start=1):
-            writer.writerow([p.source, rank, index, label, f"{prob:.6f}", ""])
+            writer.writerow([p.source, rank, index, label, f"{prob:.6f}", "", str(p.uncertain).lower()])
     return out.getvalue().rstrip("\n")
 
 
@@ -43,7 +44,8 @@ def _table(predictions: list[Prediction]) -> str:
             message = (p.error or "").removeprefix(f"{p.source}: ")
             rows.append((p.source, "-", f"error: {message}", ""))
         for rank, (label, prob) in enumerate(zip(p.labels, p.probabilities), start=1):
-            rows.append((p.source if rank == 1 else "", str(rank), label, f"{100 * prob:.2f}%"))
+            marked = f"{label} (uncertain)" if rank == 1 and p.uncertain else label
+            rows.append((p.source if rank == 1 else "", str(rank), marked, f"{100 * prob:.2f}%"))
     # Long error messages would stretch the label column for every row; they are left unpadded.
     width_source = max(len(r[0]) for r in rows)
     width_label = max(len(r[2]) for r in rows if not r[2].startswith("error:"))

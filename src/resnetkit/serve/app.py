@@ -39,6 +39,7 @@ class PredictionOut(BaseModel):
     labels: list[str]
     indices: list[int]
     probabilities: list[float]
+    uncertain: bool = False  # the top-1 probability is below the server's --min-confidence
     error: Optional[str] = None
 
 
@@ -89,7 +90,8 @@ class ServerState:
         try:
             predictor = self.source() if callable(self.source) else self.source
             engine = build_engine(predictor, runtime=options.runtime, model_file=self.model_file,
-                                  onnx_file=options.onnx_file, max_batch=options.max_batch, tta=options.tta)
+                                  onnx_file=options.onnx_file, max_batch=options.max_batch, tta=options.tta,
+                                  min_confidence=options.min_confidence)
             engine.warm_up(options.max_batch)
             batcher = Batcher(engine.forward, max_batch=options.max_batch, max_wait_ms=options.max_wait_ms,
                               max_queue=options.max_queue, on_batch=self.metrics.observe_batch)
@@ -218,7 +220,8 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
                 metrics.observe_answer(answer.labels[0], answer.probabilities[0])
         labelled = iter(answers)
         predictions = [next(labelled).to_dict() if isinstance(d, np.ndarray)
-                       else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "error": d.detail}
+                       else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "uncertain": False,
+                             "error": d.detail}
                        for u, d in zip(uploads, decoded)]
         return JSONResponse({"model": engine.predictor.info.model.arch, "runtime": engine.runtime,
                              "server_ms": round(1e3 * (time.perf_counter() - start), 3), "predictions": predictions})

@@ -99,6 +99,7 @@ class Engine:
     padded_sizes: tuple[int, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
     tta: str = "none"  # "flip": each image's softmax averaged with its mirror's (two runs of the batch)
+    min_confidence: float = 0.0  # answers with a lower top-1 probability are marked uncertain
 
     def preprocess(self, data: bytes, name: str) -> np.ndarray:
         """Encoded image bytes -> the model's input (C, H, W) float32, as ``resnetkit predict`` does it."""
@@ -130,7 +131,7 @@ class Engine:
         """Top-k predictions from logits (N, classes), labelled as ``Predictor.predict`` labels them."""
         predictions = [Prediction(source=s) for s in sources]
         label_predictions(predictions, torch.from_numpy(np.asarray(logits, dtype=np.float32)),
-                          class_names=self.predictor.class_names, top_k=top_k)
+                          class_names=self.predictor.class_names, top_k=top_k, min_confidence=self.min_confidence)
         return predictions
 
     def describe(self) -> dict[str, Any]:
@@ -150,6 +151,7 @@ class Engine:
             "file": Path(self.model_file).name if self.model_file else None,
             "runtime": self.runtime,
             "tta": self.tta,
+            "min_confidence": self.min_confidence,
             "device": str(predictor.device),
             "resnetkit_version": __version__,
         }
@@ -194,7 +196,8 @@ def _check_matches(path: str, predictor: Predictor) -> None:
 
 
 def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str | None = None,
-                 onnx_file: str | None = None, max_batch: int = 32, tta: str = "none") -> Engine:
+                 onnx_file: str | None = None, max_batch: int = 32, tta: str = "none",
+                 min_confidence: float = 0.0) -> Engine:
     """The predictor plus the runner of ``runtime`` (resolved from ``auto``), not yet warmed up."""
     name, path = choose_runtime(runtime, device=predictor.device, model_file=model_file, onnx_file=onnx_file)
     padded: tuple[int, ...] = ()
@@ -214,4 +217,4 @@ def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str
         padded = tuple(sorted({*[2 ** i for i in range(max_batch.bit_length()) if 2 ** i < max_batch], max_batch}))
     sha = file_sha256(model_file) if model_file and Path(model_file).is_file() else None
     return Engine(predictor, runner, name, model_file=model_file, sha256=sha, padded_sizes=padded,
-                  details={"onnx_file": path}, tta=tta)
+                  details={"onnx_file": path}, tta=tta, min_confidence=min_confidence)

@@ -115,7 +115,8 @@ function card(p, file) {
   if (p.error) {
     bars.append(el("div", "error", p.error));
   } else {
-    const caption = el("figcaption", "top", `${p.labels[0]} ${(100 * p.probabilities[0]).toFixed(1)}%`);
+    const caption = el("figcaption", "top", `${p.labels[0]} ${(100 * p.probabilities[0]).toFixed(1)}%` +
+                       (p.uncertain ? " (uncertain)" : ""));
     figure.append(caption);
     p.labels.forEach((label, k) => {
       const bar = el("div", "bar"), track = el("div", "track"), fill = el("div", "fill");
