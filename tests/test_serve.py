@@ -247,16 +247,18 @@ def test_metrics(client):
                  "resnetkit_ready 1.0", 'resnetkit_image_errors_total{status="415"}'):
         assert name in text
     # What the model answered, for drift: each answer's top-1 confidence and a count for its class.
-    def counts(text: str, label: str) -> tuple[float, float, float]:
+    def counts(text: str, index: int, label: str) -> tuple[float, float, float]:
         values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith("resnetkit_pred")}
         return (values["resnetkit_prediction_confidence_count"],
                 values['resnetkit_prediction_confidence_bucket{le="0.5"}'],
-                values.get(f'resnetkit_predicted_class_total{{label="{label}"}}', 0.0))
+                values[f'resnetkit_predicted_class_total{{index="{index}",label="{label}"}}'])
 
+    # Every class of the model is a series from the start, predicted or not.
+    assert all(f'resnetkit_predicted_class_total{{index="{i}",label="{name}"}}' in text for i, name in enumerate(NAMES))
     answer = client.post("/v1/predict", files={"files": ("b.png", _png(), "image/png")}).json()["predictions"][0]
-    before = counts(text, answer["labels"][0])
-    after = counts(client.get("/metrics").text, answer["labels"][0])
+    before = counts(text, answer["indices"][0], answer["labels"][0])
+    after = counts(client.get("/metrics").text, answer["indices"][0], answer["labels"][0])
     low = answer["probabilities"][0] <= 0.5
     assert [b - a for a, b in zip(before, after)] == [1.0, 1.0 if low else 0.0, 1.0]
 
@@ -441,15 +443,25 @@ def test_flip_tta_serves_what_predict_tta_flip_answers(tmp_path, runtime):
         ServeOptions(tta="mirror")
 
 
-def test_the_server_marks_answers_below_min_confidence_as_predict_does(model_file):
+@pytest.mark.parametrize("above", [True, False])
+def test_the_server_marks_answers_below_min_confidence_as_predict_does(model_file, above):
+    """Just above the answer's top-1 probability the threshold marks it uncertain, just below it does not; a
+    predictor's own threshold is the server's when the server sets none; Grad-CAM of the predicted class says it
+    too (X-Uncertain); an unreadable upload is never marked."""
     data = _png(size=(32, 32), seed=3)
     top = Predictor.from_file(model_file, device="cpu").predict(data, top_k=1)[0].probability
-    app = create_app(Predictor.from_file(model_file, device="cpu"), runtime="torch", model_file=str(model_file),
-                     min_confidence=min(1.0, top + 1e-4))
+    threshold = top + 1e-4 if above else top - 1e-4
+    app = create_app(Predictor.from_file(model_file, device="cpu", min_confidence=threshold), runtime="torch",
+                     model_file=str(model_file))
     with TestClient(app) as client:
         wait_ready(client)
-        assert client.get("/v1/model").json()["min_confidence"] == pytest.approx(min(1.0, top + 1e-4))
-        [result] = client.post("/v1/predict", files={"files": ("x.png", data, "image/png")}).json()["predictions"]
-    assert result["uncertain"] is True and result["probabilities"][0] == pytest.approx(top, abs=1e-4)
+        assert client.get("/v1/model").json()["min_confidence"] == pytest.approx(threshold)
+        result, unreadable = client.post("/v1/predict", files=[("files", ("x.png", data, "image/png")),
+                                                               ("files", ("y.png", b"not a png", "image/png"))]
+                                         ).json()["predictions"]
+        cam = client.post("/v1/cam", files={"files": ("x.png", data, "image/png")})
+    assert result["uncertain"] is above and result["probabilities"][0] == pytest.approx(top, abs=1e-4)
+    assert unreadable["uncertain"] is False and unreadable["error"]
+    assert cam.headers["X-Uncertain"] == str(above).lower()
     with pytest.raises(ValueError, match="min_confidence"):
         ServeOptions(min_confidence=-0.1)

@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown_before  # main() called from Python leaves warnings and logging as it found them
         package_log.setLevel(level_before)
 
+
 def _warning_line(command: str) -> Callable[..., None]:
     """Warnings as the CLI's other messages: ``resnetkit COMMAND: warning: ...``, without Python's file, line and
     source text (the message itself names the file or value it is about)."""
@@ -58,6 +59,7 @@ def _warning_line(command: str) -> Callable[..., None]:
         print(f"resnetkit {command}: warning: {kind}{message}", file=sys.stderr if file is None else file)
 
     return show
+
 
 def _one_line(error: BaseException) -> str:
     """The message a user can act on. An error raised by resnetkit's own code says what was wrong and what to

@@ -14,6 +14,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(pretrained_table(args.pattern) if args.pretrained else models_table(args.pattern, input_size=args.input_size))
     return 0
 
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from ..models import create_model, default_preprocess, summarize, summary_table
 
@@ -26,14 +27,17 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     print(summary_table(summarize(model, input_size=size)))
     return 0
 
+
 def _config_from_args(cls: type, args: argparse.Namespace, **settings: Any) -> Any:
     """A config dataclass filled from the parsed arguments named as its flags (and ``settings``, not flags)."""
     from ..config import config_flags
 
     return cls(**{f.field: f.field_value(getattr(args, name)) for name, f in config_flags(cls).items()}, **settings)
 
+
 def _overrides(args: argparse.Namespace, *, exclude: tuple[str, ...]) -> dict[str, object]:
     return {k: v for k, v in vars(args).items() if k not in ("command", "func", "debug", *exclude)}
+
 
 def _print_result(result) -> None:
     if result.model_path is None:
@@ -44,11 +48,13 @@ def _print_result(result) -> None:
     for name, path in result.report_paths.items():
         print(f"{name}: {path}")
 
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_train_config
 
     config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe",)))
     return _train(config)
+
 
 def _train(config: Any, *, finetune: bool = False) -> int:
     """Run training (``finetune``: ``run_finetune``, also for a one-stage linear probe) and print where its results
@@ -66,6 +72,7 @@ def _train(config: Any, *, finetune: bool = False) -> int:
         print(f"resnetkit {'finetune' if finetune else 'train'}: stopped: {e}", file=sys.stderr)
         return 1
     return 0
+
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -89,6 +96,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         print(f"{name}: {path}")
     return 0
 
+
 def _cmd_show_batch(args: argparse.Namespace) -> int:
     from ..config import ShowBatchOptions, config_flags, load_train_config
     from ..train.show_batch import show_batch
@@ -97,6 +105,7 @@ def _cmd_show_batch(args: argparse.Namespace) -> int:
     config = load_train_config(args.recipe, **_overrides(args, exclude=("recipe", *config_flags(ShowBatchOptions))))
     print(f"figure: {show_batch(config, options)}")
     return 0
+
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -125,6 +134,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         config = config.with_flat(freeze_epochs=0)
     return _train(config, finetune=True)
 
+
 def _cmd_features(args: argparse.Namespace) -> int:
     from ..infer.features import check_features_out, extract_features, write_features
     from ..infer.predictor import Predictor
@@ -141,6 +151,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
           + (f"; skipped {len(features.skipped)} unreadable image(s)" if features.skipped else ""))
     return 0
 
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..config import load_train_config
 
@@ -156,6 +167,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{config.run.out_dir}/")
     return _train(config)
 
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ..config import StudyConfig
     from ..reproduce import run_study
@@ -163,6 +175,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     study = _config_from_args(StudyConfig, args)
     print(f"report: {run_study(study)}")
     return 0
+
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..config import EvalConfig
@@ -174,6 +187,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"on {result.count} images (macro F1 {100 * result.macro_f1:.2f}%, calibration error "
           f"{100 * result.expected_calibration_error:.2f}%); report: {config.out_dir}/report.md")
     return 0
+
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ..config import CalibrateConfig
@@ -195,6 +209,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"model: {result.model_path}")
     return 0
 
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from ..config import PruneConfig
     from ..train.prune import run_pruning
@@ -203,6 +218,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     result = run_pruning(config)
     print(f"{result.report.summary()}\nmodel: {result.model_path}; report: {config.out_dir}/report.md")
     return 0
+
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..infer import format_predictions, load_predictor, predict_inputs
@@ -221,6 +237,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 print(f"resnetkit predict: {p.error}", file=sys.stderr)
     return 0 if any(p.ok for p in predictions) else 1
 
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..config import ServeOptions
     from ..serve import MissingDependencyError, api_key_from_env, serve
@@ -236,6 +253,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     return 0
 
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..config import ExportConfig
     from ..export import ParityError, export_from_file
@@ -246,6 +264,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"resnetkit export: PARITY CHECK FAILED: {e}", file=sys.stderr)
         return 1
     return 0
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..export.bench import bench_table, benchmark, load_average

@@ -56,6 +56,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict, *, recipe: b
         else:
             parser.add_argument(flag, type=_argument_type(f.type), metavar=f.metavar, **given)
 
+
 def _add_run_flags(parser: argparse.ArgumentParser, options: dict, *, without: tuple[str, ...] = ()) -> None:
     """A command that looks at a training run without training it (lr-find, show-batch): its own ``options``, then
     ``--recipe`` and every TrainConfig flag but ``without``, so it describes the run as ``resnetkit train`` would."""
@@ -65,6 +66,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, options: dict, *, without: t
                         help="bundled recipe name or a YAML path, as for train (default: none, the flags' defaults)")
     _add_config_flags(parser, options)
     _add_config_flags(parser, {k: f for k, f in TrainConfig.flags().items() if k not in without}, recipe=True)
+
 
 def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """A flag's parser; a config's own (``mebibytes``) has its message shown as it is, not as "invalid value"."""
@@ -79,15 +81,17 @@ def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     return parse
 
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
 
+
 def build_parser() -> argparse.ArgumentParser:
     from ..config import (BENCH_RUNTIMES, INTERPOLATIONS, SHORTCUTS, VARIANTS,
                          TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig, ServeOptions,
-                         ShowBatchOptions,
-                         StudyConfig, TrainConfig, config_flags)
+                         ShowBatchOptions, StudyConfig, TrainConfig, config_flags)
+    from ..config.tasks import MIN_CONFIDENCE_HELP
 
     parser = argparse.ArgumentParser(prog="resnetkit", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_HelpFormatter)
@@ -253,9 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: flip averages each image's softmax with its mirror's, as `resnetkit "
                         "eval --protocol flip` (two forward passes; for models trained on mirrored images) "
                         "(default: none)")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="mark an answer uncertain when its top-1 probability is below P (0-1; meaningful with "
-                        "`resnetkit calibrate`d weights) (default: 0, never)")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P", help=f"{MIN_CONFIDENCE_HELP} (default: 0)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default: table)")
     p.add_argument("--batch-size", type=int, default=32, metavar="IMAGES",
                    help="images per forward pass (default: 32)")
@@ -321,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="on an error, show the full traceback; log every detail (default: off)")
     return parser
 
+
 def _pixels(text: str) -> int:
     """An image side given on the command line, refused at parse time by the configs' own rule."""
     from ..config.model import check_image_side
@@ -333,6 +336,7 @@ def _pixels(text: str) -> int:
 
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIDE}") from None
     return value
+
 
 def _port(text: str) -> int:
     """A TCP port given on the command line, refused at parse time (not by the socket, after the model loaded)."""

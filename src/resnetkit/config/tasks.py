@@ -12,6 +12,16 @@ from .train import check_amp
 
 PROTOCOLS = ("center", "flip", "10crop", "multiscale")
 TTA_MODES = ("none", "flip")  # resnetkit predict --tta: the image alone, or averaged with its mirror (models/tta.py)
+MIN_CONFIDENCE_HELP = "mark an answer uncertain when its top-1 probability is below this (0-1; meaningful with " \
+                      "`resnetkit calibrate`d weights); 0: never"
+
+
+def check_min_confidence(value: float) -> None:
+    """``--min-confidence``: a probability, 0 (never uncertain) to 1."""
+    check_in_range("min_confidence", value, 0.0, 1.0, high_included=True,
+                   meaning="top-1 probability below which an answer is marked uncertain")
+
+
 MAX_TOP_LOSSES = 1000  # rows of the report's table (and of the heap that keeps them during the evaluation)
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program", "tflite")
 _MODEL_HELP = "a resnetkit .safetensors model file, its URL, or a pretrained name (resnet20_cifar10; see " \
@@ -183,8 +193,7 @@ class ServeOptions:
     top_k: int = _opt(5, "top-k for requests that do not ask", metavar="K")
     tta: str = _opt("none", "test-time augmentation: flip averages each image's softmax with its mirror's, as "
                     "`resnetkit predict --tta flip` (two runs of every batch)", choices=TTA_MODES)
-    min_confidence: float = _opt(0.0, "mark an answer uncertain when its top-1 probability is below this (0-1; "
-                                 "meaningful with `resnetkit calibrate`d weights); 0: never", metavar="P")
+    min_confidence: float = _opt(0.0, MIN_CONFIDENCE_HELP, metavar="P")
     runtime: str = _opt("auto", "auto: openvino-int8 when MODEL's INT8 ONNX file (resnetkit export --int8) is beside "
                         "it or given with --onnx and OpenVINO is installed, else onnx (exported at startup), else torch",
                         choices=SERVE_RUNTIMES)
@@ -219,8 +228,7 @@ class ServeOptions:
             raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(SERVE_RUNTIMES)}")
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta {self.tta!r} is not one of {', '.join(TTA_MODES)}")
-        check_in_range("min_confidence", self.min_confidence, 0.0, 1.0, high_included=True,
-                       meaning="top-1 probability below which an answer is marked uncertain")
+        check_min_confidence(self.min_confidence)
         for name in ("top_k", "max_batch", "max_queue", "preprocess_threads", "max_upload_bytes",
                      "max_request_bytes", "max_files", "max_pixels", "max_inflight_bytes", "max_connections"):
             if getattr(self, name) < 1:

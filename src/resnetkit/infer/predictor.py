@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from ..config import ModelInfo, Preprocess
-from ..config.fields import check_count, check_in_range
+from ..config.fields import check_count
+from ..config.tasks import check_min_confidence
 from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
@@ -84,8 +85,7 @@ class Predictor:
                  batch_size: int = DEFAULT_BATCH_SIZE, tta: str = "none", min_confidence: float = 0.0) -> None:
         if tta not in TTA_MODES:
             raise ValueError(f"tta={tta!r} is not one of {', '.join(TTA_MODES)}")
-        check_in_range("min_confidence", min_confidence, 0.0, 1.0, high_included=True,
-                       meaning="top-1 probability below which an answer is marked uncertain")
+        check_min_confidence(min_confidence)
         if info.model.in_chans != 3:
             raise ValueError(f"the model takes {info.model.in_chans}-channel input; Predictor feeds RGB images")
         if info.class_names and len(info.class_names) != model.num_classes:
@@ -245,6 +245,7 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
     mirror's; an answer whose top-1 probability is below ``min_confidence`` is marked ``uncertain``. What
     ``resnetkit predict`` and ``resnetkit serve`` take.
     """
+    check_min_confidence(min_confidence)  # before any weights are read or downloaded
     if pretrained is not None:
         if weights is not None:
             raise ValueError("give either --pretrained or --weights, not both")

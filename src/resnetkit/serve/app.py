@@ -39,7 +39,7 @@ class PredictionOut(BaseModel):
     labels: list[str]
     indices: list[int]
     probabilities: list[float]
-    uncertain: bool = False  # the top-1 probability is below the server's --min-confidence
+    uncertain: bool  # the top-1 probability is below the server's --min-confidence
     error: Optional[str] = None
 
 
@@ -91,7 +91,7 @@ class ServerState:
             predictor = self.source() if callable(self.source) else self.source
             engine = build_engine(predictor, runtime=options.runtime, model_file=self.model_file,
                                   onnx_file=options.onnx_file, max_batch=options.max_batch, tta=options.tta,
-                                  min_confidence=options.min_confidence)
+                                  min_confidence=options.min_confidence or predictor.min_confidence)
             engine.warm_up(options.max_batch)
             batcher = Batcher(engine.forward, max_batch=options.max_batch, max_wait_ms=options.max_wait_ms,
                               max_queue=options.max_queue, on_batch=self.metrics.observe_batch)
@@ -104,6 +104,7 @@ class ServerState:
             return
         self.engine, self.batcher = engine, batcher
         self.metrics.watch_queue(lambda: batcher.depth)
+        self.metrics.expect_classes(engine.predictor.class_names)
         self.ready = True
         self.metrics.ready.set(1)
         logger.info("%s ready on %s (batches up to %d, waiting up to %g ms)",
@@ -217,7 +218,7 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
             raise HTTPException(500, answers[0].error)
         for answer in answers:
             if answer.ok:
-                metrics.observe_answer(answer.labels[0], answer.probabilities[0])
+                metrics.observe_answer(answer.indices[0], answer.labels[0], answer.probabilities[0])
         labelled = iter(answers)
         predictions = [next(labelled).to_dict() if isinstance(d, np.ndarray)
                        else {"source": u.name, "labels": [], "indices": [], "probabilities": [], "uncertain": False,
@@ -249,8 +250,10 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
             metrics.image_errors.labels(str(result.status)).inc()
             raise HTTPException(result.status, result.detail)
         png, label, probability = result
-        return Response(png, media_type="image/png", headers={
-            "X-Class": label.encode("ascii", "replace").decode(), "X-Probability": f"{probability:.6f}"})
+        headers = {"X-Class": label.encode("ascii", "replace").decode(), "X-Probability": f"{probability:.6f}"}
+        if target is None:  # the predicted class: its probability is the answer's confidence
+            headers["X-Uncertain"] = str(probability < engine.min_confidence).lower()
+        return Response(png, media_type="image/png", headers=headers)
 
     # The first version's routes, kept working for existing clients (not in the API description).
     app.add_api_route("/predict", predict, methods=["POST"], include_in_schema=False)

@@ -42,17 +42,23 @@ class Metrics:
         self.ready = Gauge("resnetkit_ready", "1 once the model is loaded and warmed up", registry=self.registry)
         self.confidence = Histogram("resnetkit_prediction_confidence", "Top-1 probability of each image answered",
                                     buckets=CONFIDENCE_BUCKETS, registry=self.registry)
-        # One label value per class of the model: bounded by the model, never by the requests.
-        self.predicted = Counter("resnetkit_predicted_class", "Images answered, by their top-1 class", ["label"],
-                                 registry=self.registry)
+        # One series per class of the model (its index: names may repeat, ImageNet has two "crane"): bounded by the
+        # model, never by the requests.
+        self.predicted = Counter("resnetkit_predicted_class", "Images answered, by their top-1 class",
+                                 ["index", "label"], registry=self.registry)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
 
-    def observe_answer(self, label: str, probability: float) -> None:
+    def expect_classes(self, class_names: list[str]) -> None:
+        """A zero for every class of the model, so that a class never predicted is a series too (drift alerts)."""
+        for index, name in enumerate(class_names):
+            self.predicted.labels(str(index), name)
+
+    def observe_answer(self, index: int, label: str, probability: float) -> None:
         """One image's answer: its top-1 class and probability."""
         self.confidence.observe(probability)
-        self.predicted.labels(label).inc()
+        self.predicted.labels(str(index), label).inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
