@@ -217,3 +217,15 @@ def test_top_losses_outside_0_to_1000_is_refused_naming_the_setting(count):
 
     with pytest.raises(ValueError, match="top_losses"):
         EvalConfig(model="m", data="d", top_losses=count)
+
+
+def test_a_figure_not_drawn_again_is_removed_so_an_old_one_cannot_pass_for_current(tmp_path):
+    from resnetkit.evaluate.report import write_report
+
+    pytest.importorskip("matplotlib")
+    metrics = ClassificationMetrics(2)
+    metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    (tmp_path / "top_losses.png").write_bytes(b"an earlier evaluation's figure")
+    paths = write_report(tmp_path, title="t", metrics=metrics, class_names=["a", "b"], config={})
+    assert "top_losses" not in paths and not (tmp_path / "top_losses.png").exists()
+    assert (tmp_path / "confusion.png").exists() and (tmp_path / "reliability.png").exists()

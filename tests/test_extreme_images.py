@@ -9,10 +9,9 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.config import Preprocess
-from resnetkit.data.preprocess import (BOX_RESIZE_RATIO, center_view, cover_size, eval_views,
+from resnetkit.data.preprocess import (BOX_RESIZE_RATIO, center_view, cover_size, eval_views, fit_within,
                                        fit_to_size, resize_to_cover)
 from resnetkit.infer.annotate import MAX_ENLARGED_SIDE, enlarge
-from resnetkit.data.preprocess import fit_within
 from resnetkit.infer.cam import overlay
 
 PRE = Preprocess(resize_size=256, input_size=224)

@@ -194,6 +194,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ..evaluate.calibrate import run_calibration
 
     result = run_calibration(_config_from_args(CalibrateConfig, args))
+    print(f"images: {result.images}")
     print(f"temperature {result.temperature:.4f}, fitted on {result.fit_images} images")
     if result.check_images:
         before, after = result.before, result.after

@@ -193,7 +193,8 @@ class ServeOptions:
     top_k: int = _opt(5, "top-k for requests that do not ask", metavar="K")
     tta: str = _opt("none", "test-time augmentation: flip averages each image's softmax with its mirror's, as "
                     "`resnetkit predict --tta flip` (two runs of every batch)", choices=TTA_MODES)
-    min_confidence: float = _opt(0.0, MIN_CONFIDENCE_HELP, metavar="P")
+    min_confidence: float | None = _opt(None, MIN_CONFIDENCE_HELP + " (default: the predictor's own, 0 from the "
+                                        "command line)", type=float, metavar="P")
     runtime: str = _opt("auto", "auto: openvino-int8 when MODEL's INT8 ONNX file (resnetkit export --int8) is beside "
                         "it or given with --onnx and OpenVINO is installed, else onnx (exported at startup), else torch",
                         choices=SERVE_RUNTIMES)
@@ -228,7 +229,8 @@ class ServeOptions:
             raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(SERVE_RUNTIMES)}")
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta {self.tta!r} is not one of {', '.join(TTA_MODES)}")
-        check_min_confidence(self.min_confidence)
+        if self.min_confidence is not None:
+            check_min_confidence(self.min_confidence)
         for name in ("top_k", "max_batch", "max_queue", "preprocess_threads", "max_upload_bytes",
                      "max_request_bytes", "max_files", "max_pixels", "max_inflight_bytes", "max_connections"):
             if getattr(self, name) < 1:

@@ -96,6 +96,7 @@ class CalibrationResult:
     before: dict[str, float] = field(default_factory=dict)  # top1, nll, ece on the check images; empty without
     after: dict[str, float] = field(default_factory=dict)
     skipped_non_finite: int = 0  # images whose outputs were NaN or infinite: left out of the fit and the check
+    images: str = ""  # which images: "5000 images held out of the training split (--val-split 5000, seed 0)", ...
     model_path: Path | None = None
 
     @property
@@ -169,7 +170,7 @@ def run_calibration(config: CalibrateConfig) -> CalibrationResult:
     fit, check = _check_split(labels, config.check_fraction, seed=seed)
     temperature = fit_temperature(log_probs[fit], labels[fit])
     result = CalibrationResult(temperature, fit_images=len(fit), check_images=0 if check is None else len(check),
-                               skipped_non_finite=int((~finite).sum()))
+                               skipped_non_finite=int((~finite).sum()), images=split)
     if check is not None:
         result.before = _measured(log_probs[check], labels[check], model.num_classes)
         result.after = _measured(log_probs[check] / temperature, labels[check], model.num_classes)

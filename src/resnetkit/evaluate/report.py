@@ -19,6 +19,7 @@ from ..files import save_figure_atomic, write_text_atomic
 from .metrics import CALIBRATION_BINS, ClassificationMetrics, Sample
 
 TOP_LOSSES_SHOWN = 36  # images in the top-losses figure (6 x 6); the table lists all of them
+THUMBNAIL_SIDE = 160  # pixels, the longer side of each image in that figure
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
         if path is not None:
             lines += ["", f"![{name}]({path.name})"]
             paths[name] = path
+        else:  # not drawn this time: an earlier report's figure in the same folder would look current
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
     if not any(figures.values()):
         lines += ["", "(plots skipped: install matplotlib, `pip install 'resnetkit[plots]'`)"]
     lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2), "```", ""]

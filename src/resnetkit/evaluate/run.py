@@ -17,7 +17,7 @@ from ..files import prepare_output_dir
 from ..models import load_model
 from .metrics import ClassificationMetrics
 from .protocols import evaluate_samples
-from .report import TOP_LOSSES_SHOWN, WorstImage, write_report
+from .report import THUMBNAIL_SIDE, TOP_LOSSES_SHOWN, WorstImage, write_report
 
 
 def open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
@@ -53,7 +53,7 @@ def _first(batch: list):
     return batch[0]
 
 
-def _inner(dataset: Dataset, index: int = 0) -> tuple[Dataset, int]:
+def _inner(dataset: Dataset, index: int) -> tuple[Dataset, int]:
     """The dataset that holds image ``index`` of ``dataset`` (a Subset's parent) and its index there."""
     return (dataset.dataset, int(dataset.indices[index])) if isinstance(dataset, Subset) else (dataset, index)
 
@@ -71,16 +71,15 @@ def sample_name(dataset: Dataset, index: int) -> str:
     return f"#{inner}"
 
 
-def worst_images(dataset: Dataset, order: list[int], metrics: ClassificationMetrics, *,
-                 thumbnail_side: int = 160) -> list[WorstImage]:
-    """``metrics.top_losses()`` with each image's name, and a thumbnail (its longer side at most ``thumbnail_side``
+def worst_images(dataset: Dataset, order: list[int], metrics: ClassificationMetrics) -> list[WorstImage]:
+    """``metrics.top_losses()`` with each image's name, and a thumbnail (its longer side at most ``THUMBNAIL_SIDE``
     pixels) for the ones the report's figure shows, read again from ``dataset``: ``order[k]`` is the dataset index of
     the k-th image measured."""
     worst = []
     for rank, sample in enumerate(metrics.top_losses()):
         index = order[sample.position]
         item = dataset[index] if rank < TOP_LOSSES_SHOWN else None
-        image = None if item is None else thumbnail(item[0], thumbnail_side)  # None: the file changed since
+        image = None if item is None else thumbnail(item[0], THUMBNAIL_SIDE)  # None: the file changed since
         worst.append(WorstImage(sample_name(dataset, index), sample, image))
     return worst
 
@@ -136,7 +135,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     check_not_a_training_report(Path(config.out_dir))
     model, info = load_model(model_path)
     dataset, class_names, split = open_dataset(data, val_split=config.val_split, seed=config.seed,
-                                                cifar100_labels=config.cifar100_labels)
+                                               cifar100_labels=config.cifar100_labels)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
     samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)

@@ -94,7 +94,8 @@ def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[st
     outputs = [names[p.source] for p in usable]
     if annotate_dir is not None:
         for prediction, name in zip(usable, outputs):
-            text = label_text(prediction.label, prediction.probability) + (" (uncertain)" if prediction.uncertain else "")
+            text = label_text(prediction.label, prediction.probability)
+            text += " (uncertain)" if prediction.uncertain else ""
             draw_label(prediction.image, text).save(Path(annotate_dir) / name)
     if cam_dir is not None:
         cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable],

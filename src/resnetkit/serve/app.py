@@ -91,7 +91,8 @@ class ServerState:
             predictor = self.source() if callable(self.source) else self.source
             engine = build_engine(predictor, runtime=options.runtime, model_file=self.model_file,
                                   onnx_file=options.onnx_file, max_batch=options.max_batch, tta=options.tta,
-                                  min_confidence=options.min_confidence or predictor.min_confidence)
+                                  min_confidence=predictor.min_confidence if options.min_confidence is None
+                                  else options.min_confidence)
             engine.warm_up(options.max_batch)
             batcher = Batcher(engine.forward, max_batch=options.max_batch, max_wait_ms=options.max_wait_ms,
                               max_queue=options.max_queue, on_batch=self.metrics.observe_batch)
@@ -251,7 +252,8 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
             raise HTTPException(result.status, result.detail)
         png, label, probability = result
         headers = {"X-Class": label.encode("ascii", "replace").decode(), "X-Probability": f"{probability:.6f}"}
-        if target is None:  # the predicted class: its probability is the answer's confidence
+        if target is None and engine.tta == "none":  # the predicted class's probability: the answer's confidence
+            # (with --tta flip the answer averages two views, Grad-CAM runs one: no header rather than a wrong one)
             headers["X-Uncertain"] = str(probability < engine.min_confidence).lower()
         return Response(png, media_type="image/png", headers=headers)
 
