@@ -229,3 +229,33 @@ def test_a_figure_not_drawn_again_is_removed_so_an_old_one_cannot_pass_for_curre
     paths = write_report(tmp_path, title="t", metrics=metrics, class_names=["a", "b"], config={})
     assert "top_losses" not in paths and not (tmp_path / "top_losses.png").exists()
     assert (tmp_path / "confusion.png").exists() and (tmp_path / "reliability.png").exists()
+
+
+def test_measuring_a_whole_training_set_with_a_model_that_held_images_out_of_one_warns(tmp_path):
+    """A data set without a test split is measured whole (what is given is measured), but a model file that records a
+    held-out split gets a warning naming --val-split: otherwise eval on the training tar reports training accuracy."""
+    import shutil
+    import warnings
+
+    from resnetkit import save_model
+    from resnetkit.config import EvalConfig, ModelInfo
+    from resnetkit.evaluate.run import run_evaluation
+
+    model, _ = _model_and_folder(tmp_path)
+    (tmp_path / "data" / "test" / "b" / "broken.png").unlink()
+    shutil.copytree(tmp_path / "data" / "test", tmp_path / "train_only")
+    save_model(model, tmp_path / "held.safetensors", info=ModelInfo(
+        model=model.config, class_names=["a", "b"], preprocess=PRE, extra={"val_split": 2, "split_seed": 3}))
+
+    def warned(model_file: str, data, **options) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_evaluation(EvalConfig(model=str(tmp_path / model_file), data=str(data), out_dir=str(tmp_path / "ev"),
+                                      device="cpu", workers=0, top_losses=0, **options))
+        return [str(w.message) for w in caught if "held out" in str(w.message)]
+
+    [message] = warned("held.safetensors", tmp_path / "train_only")
+    assert "--val-split 2 --seed 3" in message and str(tmp_path / "train_only") in message
+    assert warned("held.safetensors", tmp_path / "data") == []  # its test split is measured
+    assert warned("held.safetensors", tmp_path / "train_only", val_split=2, seed=3) == []
+    assert warned("m.safetensors", tmp_path / "train_only") == []  # the file records no held-out split

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..config import EvalConfig
+from ..config import EvalConfig, ModelInfo
 from ..data.preprocess import thumbnail
 from ..device import resolve_device
 from ..files import prepare_output_dir
@@ -91,7 +92,7 @@ def labelled_samples(dataset: Dataset, mapping: torch.Tensor, *, workers: int,
     path) and is skipped; ``order`` collects the dataset index of each image given."""
     from ..data import ImageFileDataset
 
-    reads_files = isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, ImageFileDataset)
+    reads_files = isinstance(_inner(dataset, 0)[0], ImageFileDataset) if len(dataset) else False
     loader = DataLoader(dataset, batch_size=1, collate_fn=_first, num_workers=workers if reads_files else 0)
     for index, sample in enumerate(loader):
         if sample is not None:
@@ -115,6 +116,20 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
+def warn_if_trained_on(split: str, info: ModelInfo, *, data: str, val_split: int) -> None:
+    """Warn when ``eval`` measures every image of a training set (DATA has no test split) with a model whose file
+    records images held out of its training set: if DATA is that set, the number mostly measures images the model
+    trained on, and ``--val-split`` gives the held-out ones. Evaluating what is given (timm's ``validate.py``, torchvision's
+    reference scripts) stays the rule; the data may be a new folder of the model's classes."""
+    held_out, seed = info.held_out_split()
+    if split.startswith("all images") and not val_split and held_out:
+        warnings.warn(f"{data} has no test split, so every image of it is measured; the model file records "
+                      f"{held_out} images held out of its training data ({info.extra.get('trained_on', 'not named')})"
+                      f": if {data} is that data, most of these images trained the model; give --val-split "
+                      f"{held_out}{'' if seed == 0 else f' --seed {seed}'} to measure only the held-out ones",
+                      stacklevel=2)
+
+
 def check_not_a_training_report(out_dir: Path) -> None:
     """Refuse to write over a training run's report (it has a per-epoch history; an evaluation's has none)."""
     report = out_dir / "report.json"
@@ -136,6 +151,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     model, info = load_model(model_path)
     dataset, class_names, split = open_dataset(data, val_split=config.val_split, seed=config.seed,
                                                cifar100_labels=config.cifar100_labels)
+    warn_if_trained_on(split, info, data=data, val_split=config.val_split)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
     samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)
