@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from resnetkit.cli import main
 from resnetkit.config import LRFindOptions
@@ -92,3 +93,34 @@ def test_the_command_line_refuses_a_bad_range_in_one_line(tmp_path, capsys):
                  "0.5"]) == 2
     assert "end_lr=0.5 must be above start_lr=1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_range_test_starts_as_the_training_run_does(tmp_path, monkeypatch):
+    """The same seed, initial weights, augmentation policy (augment: auto) and first batch as `resnetkit train` of
+    the same recipe: the curve's first point is the run's own first step."""
+    from resnetkit.config import LRFindOptions, load_train_config
+    from resnetkit.train import run as run_module
+    from resnetkit.train.lr_find import find_lr
+    from resnetkit.train.run import run_training
+
+    starts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    build = run_module.build_model_for
+
+    def recording(config, num_classes):
+        model = build(config, num_classes)
+        weights = model.conv1.weight.detach().clone()
+
+        def first_step(module, args) -> None:
+            starts.append((weights, args[0].detach().clone()))
+            hook.remove()
+
+        hook = model.register_forward_pre_hook(first_step)
+        return model
+
+    monkeypatch.setattr(run_module, "build_model_for", recording)
+    config = load_train_config("demo", iterations=1, amp="none", out_dir=str(tmp_path / "run"), progress=False,
+                               seed=7)
+    run_training(config)
+    find_lr(config.with_flat(out_dir=str(tmp_path / "lr")), LRFindOptions(steps=5))
+    (trained_weights, trained_batch), (tested_weights, tested_batch) = starts
+    assert torch.equal(trained_weights, tested_weights) and torch.equal(trained_batch, tested_batch)

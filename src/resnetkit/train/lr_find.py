@@ -25,11 +25,10 @@ from ..config import LRFindOptions, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import pyplot_or_none
 from ..files import save_figure_atomic, write_text_atomic
-from .data import resolve_augment
 from .distributed import DistInfo
 from .finetune import first_stage
 from .loop import NonFiniteLossError, Trainer
-from .run import check_outside_data, training_parts
+from .run import check_outside_data, start_run, training_parts
 
 SMOOTHING = 0.98  # fastai's: an exponential moving average of the loss over about 50 steps, bias-corrected
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its lowest
@@ -103,11 +102,12 @@ def find_lr(config: TrainConfig, options: LRFindOptions | None = None) -> LRFind
                          "holds for the batch size it is given: --batch-size as the whole multi-process batch)")
     check_outside_data(Path(config.run.out_dir), config.data.source)  # lr_find.png would become a training image
     device = resolve_device(config.run.device)
-    torch.manual_seed(config.run.seed)
     with tempfile.TemporaryDirectory(prefix="resnetkit-lr-find-") as scratch:
         config, stage = first_stage(config.with_flat(out_dir=scratch, resume=False), Path(scratch))
-        config = config.with_flat(augment=resolve_augment(config), lr=options.start_lr, schedule="constant",
-                                  warmup=0.0, iterations=options.steps, ema_decay=0.0, eval_every=0)
+        # The stage's start as run_training makes it (the seed, then the network), so the range test's first
+        # steps are the run's own.
+        config = start_run(config).with_flat(lr=options.start_lr, schedule="constant", warmup=0.0,
+                                             iterations=options.steps, ema_decay=0.0, eval_every=0)
         data, model, teacher = training_parts(config, dist=DistInfo(), device=device)
         trainer = Trainer(model, config, data.train, None, num_classes=data.num_classes, device=device,
                           class_names=data.class_names, teacher=teacher)
