@@ -1,8 +1,8 @@
-"""The HTTP app: uploads in, labelled top-k out, batched; readiness, metrics, runtimes, the old routes."""
+"""The HTTP app: uploads in, labelled top-k out, batched; readiness, metrics, Grad-CAM, the page, the confidence
+threshold (runtimes: test_serve_runtimes.py; the command and its options: test_serve_cli.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import threading
 import time
@@ -14,15 +14,13 @@ from PIL import Image
 
 from resnetkit import create_model, save_model
 from resnetkit.infer import Predictor
-from resnetkit.infer.images import load_pixels
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 pytest.importorskip("prometheus_client")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from resnetkit.serve import MissingDependencyError, ServeOptions, create_app  # noqa: E402
-from resnetkit.serve.engine import choose_runtime  # noqa: E402
+from resnetkit.serve import ServeOptions, create_app  # noqa: E402
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -292,155 +290,6 @@ def test_index_page_posts_to_v1_predict(client):
     # Was 'fetch("predict"': the page now calls the versioned API.
     assert 'fetch("v1/predict' in response.text and 'type="file"' in response.text
     assert "image-rendering: pixelated" in response.text and 'fetch("v1/cam"' in response.text
-
-
-def test_onnx_runtime_matches_torch(predictor, model_file):
-    pytest.importorskip("onnxruntime")
-    app = create_app(predictor, runtime="auto", model_file=str(model_file))  # no INT8 file beside: onnx
-    data = _png(seed=3)
-    with TestClient(app) as client:
-        wait_ready(client)
-        body = client.post("/v1/predict", files={"files": ("a.png", data, "image/png")}).json()
-    assert body["runtime"] == "onnx"
-    [expected] = predictor.predict(data, top_k=5)
-    assert body["predictions"][0]["indices"] == expected.indices
-    assert np.allclose(body["predictions"][0]["probabilities"], expected.probabilities, atol=1e-4)
-
-
-def test_openvino_int8_runtime_is_chosen_when_the_int8_file_is_beside_the_model(predictor, model_file):
-    pytest.importorskip("openvino")
-    pytest.importorskip("onnxruntime")
-    from resnetkit.export import export_int8
-
-    int8 = model_file.with_name("resnet20.int8.onnx")  # where `resnetkit export --int8` writes it
-    export_int8(model_file, torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)), output=int8,
-                min_top1_agreement=0.0)
-    try:
-        assert choose_runtime("auto", device=torch.device("cpu"), model_file=str(model_file), onnx_file=None) == (
-            "openvino-int8", str(int8))
-        with TestClient(create_app(predictor, model_file=str(model_file), max_batch=6)) as client:
-            wait_ready(client)
-            engine = client.app.state.resnetkit.engine
-            assert engine.padded_sizes == (1, 2, 4, 6)  # shapes compiled during warm-up
-            files = [("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(3)]
-            body = client.post("/v1/predict?top_k=10", files=files).json()
-        assert body["runtime"] == "openvino-int8"
-        for result in body["predictions"]:
-            assert sorted(result["indices"]) == list(range(10)) and abs(sum(result["probabilities"]) - 1) < 1e-3
-        # The same INT8 file run by onnxruntime on the same preprocessed images gives about the same probabilities
-        # (the two runtimes' INT8 kernels differ by CPU: the bound is a quarter of the probabilities' spread).
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-        batch = torch.stack([predictor.transform(load_pixels(_png(seed=i))) for i in range(3)]).numpy()
-        reference = torch.softmax(torch.from_numpy(session.run(None, {session.get_inputs()[0].name: batch})[0]), 1)
-        for result, probs in zip(body["predictions"], reference):
-            served = torch.zeros(10)
-            served[result["indices"]] = torch.tensor(result["probabilities"])
-            spread = float(probs.max() - probs.min())  # ~0.19 here, where the two differed by <= 0.005
-            assert torch.allclose(served, probs, atol=0.25 * spread)
-    finally:
-        int8.unlink(missing_ok=True)
-        int8.with_name(int8.name + ".json").unlink(missing_ok=True)
-
-
-def test_openvino_int8_without_its_file_says_how_to_make_it(model_file):
-    with pytest.raises(ValueError, match=r"resnetkit export MODEL --int8 --images"):
-        choose_runtime("openvino-int8", device=torch.device("cpu"), model_file=str(model_file), onnx_file=None)
-
-
-def test_options_are_checked():
-    with pytest.raises(ValueError, match="runtime 'tensorrt'"):
-        ServeOptions(runtime="tensorrt")
-    with pytest.raises(ValueError, match="max_batch=0"):
-        ServeOptions(max_batch=0)
-    with pytest.raises(TypeError, match="unknown serve option"):
-        ServeOptions().with_overrides(max_batchsize=4)
-    with pytest.raises(ValueError, match="max_queue=8 is below max_files=64.*--max-queue"):
-        ServeOptions(max_queue=8)  # a request of 64 images could never be queued: 503 forever
-    with pytest.raises(ValueError, match="--max-inflight-mb"):
-        ServeOptions(max_inflight_bytes=1024)
-
-
-def test_missing_fastapi_gives_a_clear_error(predictor, monkeypatch):
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fastapi" else real_find_spec(name, *a))
-    with pytest.raises(MissingDependencyError, match=r"needs fastapi: pip install 'resnetkit\[serve\]'"):
-        create_app(predictor)
-
-
-def test_serve_command_reports_missing_dependency(monkeypatch, capsys, tmp_path):
-    import importlib.util
-
-    from resnetkit.cli import main
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "uvicorn" else real_find_spec(name, *a))
-    assert main(["serve", str(tmp_path / "model.safetensors")]) == 2
-    assert "needs uvicorn" in capsys.readouterr().err
-
-
-def test_serve_command_with_a_missing_model_file_exits_2(capsys, tmp_path):
-    from resnetkit.cli import main
-
-    assert main(["serve", str(tmp_path / "nothing.safetensors")]) == 2
-    assert "nothing.safetensors: neither a model file" in capsys.readouterr().err
-
-
-def test_serve_flags_reach_the_options(monkeypatch, model_file):
-    import resnetkit.serve as serve_module
-    from resnetkit.cli import main
-
-    seen: dict = {}
-    monkeypatch.setattr(serve_module, "serve", lambda model, **kwargs: seen.update(kwargs, model=model))
-    monkeypatch.setenv("RESNETKIT_API_KEY", "from-env")
-    assert main(["serve", str(model_file), "--no-batching", "--max-upload-mb", "1.5", "--runtime", "torch"]) == 0
-    options = seen["options"]  # the command passes one typed ServeOptions
-    assert seen["model"] == str(model_file) and options.runtime == "torch" and seen["host"] == "127.0.0.1"
-    assert (options.max_batch, options.max_wait_ms) == (1, 0.0) and options.max_upload_bytes == 1_572_864
-    assert options.api_key == "from-env" and isinstance(options, ServeOptions)
-
-
-def test_a_damaged_onnx_file_is_named_before_the_server_starts(model_file, tmp_path):
-    pytest.importorskip("onnx")
-    damaged = tmp_path / "model.onnx"
-    damaged.write_bytes(b"\x08\x07garbage that is not a protobuf model" * 3)
-    for runtime in ("auto", "onnx"):
-        with pytest.raises(ValueError, match=r"model.onnx: not a readable ONNX file .*resnetkit export MODEL"):
-            choose_runtime(runtime, device=torch.device("cpu"), model_file=str(model_file), onnx_file=str(damaged))
-    beside = tmp_path / "m.safetensors"
-    beside.write_bytes(model_file.read_bytes())
-    (tmp_path / "m.int8.onnx").write_bytes(b"\x08\x07not onnx")
-    if importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxruntime"):
-        with pytest.raises(ValueError, match=r"m.int8.onnx: not a readable ONNX file"):
-            choose_runtime("auto", device=torch.device("cpu"), model_file=str(beside), onnx_file=None)
-
-
-@pytest.mark.parametrize("runtime", ["torch", "onnx"])
-def test_flip_tta_serves_what_predict_tta_flip_answers(tmp_path, runtime):
-    if runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-        pytest.skip("onnxruntime is not installed")
-    path = tmp_path / "r20.safetensors"
-    torch.manual_seed(0)
-    save_model(create_model("resnet20"), path, class_names=[f"c{i}" for i in range(10)])
-    data = _png(size=(32, 32), seed=3)
-    expected = Predictor.from_file(path, device="cpu", tta="flip").predict(data, top_k=3)[0]
-    plain = Predictor.from_file(path, device="cpu").predict(data, top_k=3)[0]
-    assert expected.probabilities != pytest.approx(plain.probabilities, abs=1e-4)  # the mirror counts here
-    app = create_app(Predictor.from_file(path, device="cpu"), runtime=runtime, model_file=str(path), tta="flip")
-    with TestClient(app) as client:
-        wait_ready(client)
-        assert client.get("/v1/model").json()["tta"] == "flip"
-        [result] = client.post("/v1/predict?top_k=3", files={"files": ("x.png", data, "image/png")}).json()[
-            "predictions"]
-    assert result["indices"] == expected.indices
-    assert result["probabilities"] == pytest.approx(expected.probabilities, abs=1e-4)
-    with pytest.raises(ValueError, match="tta 'mirror' is not one of none, flip"):
-        ServeOptions(tta="mirror")
 
 
 @pytest.mark.parametrize("above", [True, False])
