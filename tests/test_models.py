@@ -63,6 +63,27 @@ def test_se_resnet_loads_timm_state_dict_strict_with_identical_logits(name):
     assert count_params(ours) == TIMM_SE_PARAMS[name]
 
 
+# ResNet-D (Bag of Tricks): deep stem and average-pool shortcuts, against timm's resnet*d (the same state-dict keys).
+TIMM_D_PARAMS = {"resnet18d": 11_708_744, "resnet26d": 16_014_408, "resnet50d": 25_576_264}
+
+
+@pytest.mark.parametrize("name", list(TIMM_D_PARAMS))
+def test_resnet_d_loads_timm_state_dict_strict_with_identical_logits(name):
+    timm = pytest.importorskip("timm")
+    ours = create_model(name)
+    _assert_identical_logits(ours, timm.create_model(name))
+    assert count_params(ours) == TIMM_D_PARAMS[name]
+
+
+def test_shortcut_d_averages_before_a_stride_1_projection_and_is_an_option_of_every_resnet():
+    """Option D is B with the stride moved to a 2x2 average pool: same parameters and MACs as B, another function."""
+    b, d = create_model("resnet20", shortcut="B"), create_model("resnet20", shortcut="D")
+    assert count_params(b) == count_params(d) and count_macs(b, 32) == count_macs(d, 32)
+    pool, conv, _ = d.layer2[0].downsample
+    assert isinstance(pool, torch.nn.AvgPool2d) and conv.stride == (1, 1)
+    assert d.layer1[0].downsample is None  # no shape change: the identity, as B
+
+
 @pytest.mark.parametrize("name", list(TORCHVISION_GMACS))
 def test_macs_match_torchvision_for_v15_and_paper_table1_for_v1(name):
     v15 = count_macs(create_model(name), 224) / 1e9
@@ -201,7 +222,7 @@ def test_options_num_classes_in_chans_width_dropout_zero_init():
     with pytest.raises(TypeError, match="num_clases"):
         create_model("resnet18", num_clases=10)
     with pytest.raises(ValueError, match="shortcut"):
-        create_model("resnet18", shortcut="D")
+        create_model("resnet18", shortcut="E")
     with pytest.raises(ValueError, match="unknown model 'resnet19'"):
         create_model("resnet19")
 

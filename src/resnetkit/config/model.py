@@ -15,7 +15,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 VARIANTS = ("v1", "v1.5", "v2")
-SHORTCUTS = ("A", "B", "C", "none")
+SHORTCUTS = ("A", "B", "C", "D", "none")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # the resize filters a preprocessing may name
 # The largest image side resnetkit resizes to, in pixels: far beyond any real model's input (ImageNet models take
 # 224-640), small enough that a typo (--input-size 20000) or a crafted model file (input_size 100000: a 30 GB
@@ -67,7 +67,8 @@ class ModelConfig(JsonConfig):
     variant: str | None = _opt(None, "'v1' (paper), 'v1.5' (torchvision), 'v2' (pre-activation); default: the "
                                "architecture's", type=str)
     shortcut: str | None = _opt(None, "'A' zero-pad, 'B' projection when the shape changes, 'C' projection always, "
-                                "'none'; default: the architecture's", type=str)
+                                "'D' B with a 2x2 average pool doing the stride (ResNet-D, He et al. 2019), 'none'; "
+                                "default: the architecture's", type=str)
     width: float | None = _opt(None, "channel width multiplier; default: the architecture's (10 for wide_resnet28_10, "
                                "else 1)", type=float)
     zero_init_residual: bool = _opt(False, "start each residual branch's last BN (or conv) at zero")
@@ -85,7 +86,8 @@ class ModelConfig(JsonConfig):
             raise ValueError(
                 f"shortcut={self.shortcut!r} is not one of {SHORTCUTS} "
                 "(A: identity with zero-padded channels, B: projection when the shape changes, "
-                "C: projection on every block, none: a plain network)"
+                "C: projection on every block, D: as B with a 2x2 average pool before a stride-1 projection, "
+                "none: a plain network)"
             )
         if not isinstance(self.arch, str):
             raise ValueError(f"model name {self.arch!r} must be a string such as 'resnet50' (see `resnetkit models`)")

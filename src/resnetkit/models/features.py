@@ -68,9 +68,9 @@ class FeatureExtractor(nn.Module):
 
 def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
     """Channels and stride of the stem (index 0) and of every stage (1..), as timm's ``feature_info``."""
-    stem_reduction = model.conv1.stride[0]
+    convs = [m for m in model.conv1.modules() if isinstance(m, nn.Conv2d)]  # one, or a deep stem's three
     return [{"module": "conv1" if isinstance(model.bn1, nn.Identity) else "bn1",
-             "num_chs": model.conv1.out_channels, "reduction": stem_reduction},
+             "num_chs": convs[-1].out_channels, "reduction": convs[0].stride[0]},
             *model.feature_info]
 
 

@@ -142,17 +142,39 @@ def _torchvision_entries() -> tuple[WeightEntry, ...]:
     return tuple(entries)
 
 
-# timm's "ResNet strikes back" weights (Wightman et al. 2021): bicubic, crop fraction 0.95, so resize
-# floor(224 / 0.95) = 235 before the 224 crop, as timm's own eval transform does.
-TIMM_A1 = Preprocess(input_size=224, resize_size=235, interpolation="bicubic")
-_TIMM_RELEASES = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights"
-# Their accuracy is in timm's results tables, which are not installed with timm: the card leaves it out
-# rather than quote a number nobody here checked.
-for _arch, _file in (("resnet50", "resnet50_a1_0-14fe96d1.pth"), ("seresnet50", "seresnet50_a1_0-ffa00869.pth")):
+# timm's ImageNet weights published with a hash in the file name (the ones on the Hugging Face hub alone have none
+# to check a download against), in timm's order, so its default comes first. Each is evaluated as timm's own eval
+# transform does: bicubic, the shorter side resized to floor(input / crop fraction), then the centre crop (the
+# "ResNet strikes back" ones, A1-A3: crop fraction 0.95, 224 -> 235). Their accuracy is in timm's results tables,
+# which are not installed with timm: the cards leave it out rather than quote a number nobody here checked.
+_RSB = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights"
+_TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights"
+_GLUON = "https://github.com/rwightman/pytorch-pretrained-gluonresnet/releases/download/v0.1"
+_TIMM_RECIPES = {"a1": "ResNet strikes back, A1 (arXiv:2110.00476)", "a2": "ResNet strikes back, A2 (arXiv:2110.00476)",
+                 "a3": "ResNet strikes back, A3 (arXiv:2110.00476)", "ra2": "timm's RandAugment recipe RA2",
+                 "bt": "timm's Bag-of-Tricks recipe", "gluon": "GluonCV (MXNet), ported by timm"}
+TIMM_WEIGHTS = (  # (arch, tag, URL, input size, resize size)
+    ("resnet50", "a1_in1k", f"{_RSB}/resnet50_a1_0-14fe96d1.pth", 224, 235),
+    ("seresnet50", "a1_in1k", f"{_RSB}/seresnet50_a1_0-ffa00869.pth", 224, 235),
+    ("resnet18d", "ra2_in1k", f"{_TIMM}/resnet18d_ra2-48a79e06.pth", 224, 256),
+    ("resnet26d", "bt_in1k", f"{_TIMM}/resnet26d-69e92c46.pth", 224, 256),
+    ("resnet34d", "ra2_in1k", f"{_TIMM}/resnet34d_ra2-f8dcfcaf.pth", 224, 256),
+    ("resnet50d", "ra2_in1k", f"{_TIMM}/resnet50d_ra2-464e36ba.pth", 224, 256),
+    ("resnet50d", "a1_in1k", f"{_RSB}/resnet50d_a1_0-e20cff14.pth", 224, 235),
+    ("resnet50d", "a2_in1k", f"{_RSB}/resnet50d_a2_0-a3adc64d.pth", 224, 235),
+    ("resnet50d", "a3_in1k", f"{_RSB}/resnet50d_a3_0-403fdfad.pth", 160, 168),  # trained at 160
+    ("resnet50d", "gluon_in1k", f"{_GLUON}/gluon_resnet50_v1d-818a1b1b.pth", 224, 256),
+    ("resnet101d", "ra2_in1k", f"{_TIMM}/resnet101d_ra2-2803ffab.pth", 256, 269),
+    ("resnet101d", "gluon_in1k", f"{_GLUON}/gluon_resnet101_v1d-0f9c8644.pth", 224, 256),
+    ("resnet152d", "ra2_in1k", f"{_TIMM}/resnet152d_ra2-5cac0439.pth", 256, 269),
+    ("resnet152d", "gluon_in1k", f"{_GLUON}/gluon_resnet152_v1d-bd354e12.pth", 224, 256),
+    ("resnet200d", "ra2_in1k", f"{_TIMM}/resnet200d_ra2-bdba9bf9.pth", 256, 269),
+)
+for _arch, _tag, _url, _input, _resize in TIMM_WEIGHTS:
     register_weights(WeightEntry(
-        f"{_arch}_a1_in1k", _arch, "a1_in1k", f"{_TIMM_RELEASES}/{_file}", _hash_prefix(_file),
-        {"source": "timm", "dataset": "ImageNet-1K", "recipe": "ResNet strikes back, A1 (arXiv:2110.00476)"},
-        TIMM_A1, "imagenet1k"))
+        f"{_arch}_{_tag}", _arch, _tag, _url, _hash_prefix(_url),
+        {"source": "timm", "dataset": "ImageNet-1K", "recipe": _TIMM_RECIPES[_tag.split("_")[0]]},
+        Preprocess(input_size=_input, resize_size=_resize, interpolation="bicubic"), "imagenet1k"))
 
 
 def _shipped_entries() -> list[WeightEntry]:

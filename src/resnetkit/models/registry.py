@@ -14,7 +14,7 @@ from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
 from .features import features_only as features_only_model
 from .keras_cifar import V1_DEPTHS as KERAS_CIFAR_V1_DEPTHS, V2_DEPTHS as KERAS_CIFAR_V2_DEPTHS, KerasCifarResNet
 from .keras_v2 import KERAS_V2_LAYERS, KerasResNetV2
-from .resnet import CIFAR_STEM, IMAGENET_STEM, ArchSpec, ResNet
+from .resnet import CIFAR_STEM, DEEP_STEM, IMAGENET_STEM, ArchSpec, ResNet
 
 _REGISTRY: dict[str, ArchSpec] = {}
 _BUILDERS: dict[str, type[ResNet]] = {}  # names built by a ResNet subclass of their own (the Keras layouts)
@@ -37,6 +37,9 @@ CIFAR_BASIC_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n+2
 CIFAR_BOTTLENECK_DEPTHS = (164, 1001)  # 9n+2, pre-activation
 # ResNeXt (Xie et al. 2017): name -> (depth, groups, width per group), torchvision's three.
 RESNEXT = {"resnext50_32x4d": (50, 32, 4), "resnext101_32x8d": (101, 32, 8), "resnext101_64x4d": (101, 64, 4)}
+# ResNet-D (He et al. 2019, "Bag of Tricks"): v1.5's stride placement, a deep stem and average-pool shortcuts (D);
+# the depths timm names resnet*d, ResNet-26 (2 bottlenecks per stage) among them.
+RESNET_D_LAYERS = {**{d: IMAGENET_LAYERS[d] for d in (18, 34, 50, 101, 152, 200)}, 26: ("bottleneck", (2, 2, 2, 2))}
 SE_IMAGENET_DEPTHS = (50, 101)  # SE-ResNet (Hu et al. 2018), the layout timm's seresnet weights use
 SE_CIFAR_DEPTHS = (20, 56)
 
@@ -54,6 +57,9 @@ def _register_defaults() -> None:
         if block == "basic" or depth <= 152:
             register(f"plain{depth}", replace(IMAGENET, block=block, layers=layers, default_shortcut="none",
                                               plain=True))
+    for depth, (block, layers) in RESNET_D_LAYERS.items():
+        register(f"resnet{depth}d", replace(IMAGENET, block=block, layers=layers, stem=DEEP_STEM,
+                                            default_shortcut="D"))
     for depth in (50, 101):
         register(f"wide_resnet{depth}_2", replace(IMAGENET, block="bottleneck", layers=IMAGENET_LAYERS[depth][1],
                                                   default_width=2.0))
@@ -166,7 +172,7 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
     """Build a registered network, or load a trained one.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
-    pre-activation), ``shortcut`` ("A", "B", "C"), ``width`` (multiplier), ``zero_init_residual``,
+    pre-activation), ``shortcut`` ("A", "B", "C", "D"), ``width`` (multiplier), ``zero_init_residual``,
     ``drop_rate`` (dropout before the classifier), ``drop_path_rate`` (stochastic depth). An option given as None
     keeps the default. ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by
     their tag, or is True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such
