@@ -385,3 +385,19 @@ def test_weights_that_overflow_give_an_error_not_nan_percent(tmp_path):
     path = save_model(model, tmp_path / "overflow.safetensors")
     [prediction] = Predictor.from_file(path, device="cpu").predict(torch.zeros(3, 32, 32, dtype=torch.uint8))
     assert not prediction.ok and "NaN or infinite" in prediction.error and prediction.labels == []
+
+
+def test_a_file_for_another_architecture_is_refused_naming_the_one_it_fits(tmp_path):
+    """timm's ResNet-18-D weights given for resnet18, or a ResNet-20 saved with projection shortcuts given for the
+    default (option A): the error names the registered network, with options, whose tensors the file holds."""
+    timm = pytest.importorskip("timm")
+    torch.save(timm.create_model("resnet18d", num_classes=7).state_dict(), tmp_path / "d.pth")
+    with pytest.raises(WeightFileError, match=r"the file's tensors fit resnet18d: give that architecture"):
+        load_pretrained(create_model("resnet18", num_classes=7), str(tmp_path / "d.pth"))
+    torch.save(create_model("resnet20", shortcut="B").state_dict(), tmp_path / "b.pth")
+    with pytest.raises(WeightFileError, match=r"fit resnet20 with shortcut='B'"):
+        load_pretrained(create_model("resnet20"), str(tmp_path / "b.pth"))
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "odd.pth")  # fits nothing: no suggestion
+    with pytest.raises(WeightFileError) as refused:
+        load_pretrained(create_model("resnet20"), str(tmp_path / "odd.pth"))
+    assert "fit" not in str(refused.value).split("width=")[-1]

@@ -10,6 +10,8 @@ import fnmatch
 import re
 from dataclasses import fields, replace
 
+import torch
+
 from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
 from .features import features_only as features_only_model
 from .keras_cifar import V1_DEPTHS as KERAS_CIFAR_V1_DEPTHS, V2_DEPTHS as KERAS_CIFAR_V2_DEPTHS, KerasCifarResNet
@@ -209,6 +211,44 @@ def _create(name: str, *, pretrained: str | bool | None, **options: object) -> R
         get_spec(name)  # an unknown architecture is named as such, not as missing weights
         return pretrained_model(name, default_weights(name).tag if pretrained is True else pretrained, **options)
     return build_model(default_config(name, **options))
+
+
+# The options that change a network's state-dict keys or shapes, tried when looking for what a file was saved from.
+_KEY_CHANGING_OPTIONS: tuple[dict[str, str], ...] = ({}, {"variant": "v2"}, {"shortcut": "A"}, {"shortcut": "B"},
+                                                     {"shortcut": "C"}, {"shortcut": "D"})
+
+
+def architectures_fitting(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """What a state dict's tensors (key -> shape) were saved from: each registered network, with the options that
+    change keys (variant v2, the shortcut), whose tensors are exactly these, as ``create_model`` arguments
+    (``resnet18d``, ``resnet20 with shortcut='B'``). Only names with the file's blocks per stage are built, on the
+    meta device, so the search costs a few empty networks (it runs when a file does not fit the one asked for)."""
+    blocks: dict[int, int] = {}
+    for key in shapes:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            stage, index = int(match[1]), int(match[2])
+            blocks[stage] = max(blocks.get(stage, 0), index + 1)
+    layers = tuple(blocks.get(stage, 0) for stage in range(1, max(blocks, default=0) + 1))
+    fc = shapes.get("fc.weight")
+    num_classes = fc[0] if fc is not None and len(fc) == 2 else 0
+    found = []
+    for name, spec in _REGISTRY.items():
+        if spec.layers != layers:
+            continue
+        for options in _KEY_CHANGING_OPTIONS:
+            try:
+                config = default_config(name, num_classes=num_classes, **options)
+                with torch.device("meta"):
+                    model = build_model(config)
+            except (ValueError, TypeError):  # an option the layout refuses (a plain net's shortcut, Keras' v1)
+                continue
+            if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+                shown = ", ".join(f"{k}={v!r}" for k, v in options.items()
+                                  if v != getattr(default_config(name), k))
+                found.append(f"{name} with {shown}" if shown else name)
+                break
+    return found
 
 
 def default_preprocess(name: str) -> Preprocess:

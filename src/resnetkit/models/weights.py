@@ -353,6 +353,11 @@ def check_weights_fit(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
         if isinstance(config, ModelConfig):
             problems.append(f"check the architecture options: the model is {config.arch} variant={config.variant} "
                             f"shortcut={config.shortcut} width={config.width}")
+        from .registry import architectures_fitting
+
+        fitting = architectures_fitting({k: tuple(v.shape) for k, v in state_dict.items()})
+        if fitting:
+            problems.append(f"the file's tensors fit {' or '.join(fitting[:3])}: give that architecture")
     if not problems:
         problems = _bad_values(own, state_dict)
     if problems:
