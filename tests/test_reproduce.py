@@ -61,6 +61,10 @@ def test_responses_are_taken_after_bn_before_the_addition_and_gradients_leave_th
     assert all(isinstance(m, torch.nn.BatchNorm2d) for _, m in points)
     preact = response_layers(create_model("resnet20", variant="v2"))
     assert len(preact) == 19 and all(isinstance(m, torch.nn.Conv2d) for _, m in preact)
+    deep = [name for name, _ in response_layers(create_model("resnet20", shortcut="D", num_classes=10))][:2]
+    assert [name for name, _ in response_layers(create_model("resnet18d"))][:4] == [
+        "conv1.1", "conv1.4", "bn1", "layer1.0.bn1"]  # a deep stem: each 3x3's own BN, the last one's is bn1
+    assert deep == ["bn1", "layer1.0.bn1"]
 
     images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     stds = layer_response_std(model, images)

@@ -397,6 +397,13 @@ def test_a_file_for_another_architecture_is_refused_naming_the_one_it_fits(tmp_p
     torch.save(create_model("resnet20", shortcut="B").state_dict(), tmp_path / "b.pth")
     with pytest.raises(WeightFileError, match=r"fit resnet20 with shortcut='B'"):
         load_pretrained(create_model("resnet20"), str(tmp_path / "b.pth"))
+    torch.save(timm.create_model("resnet18d", in_chans=1).state_dict(), tmp_path / "gray.pth")
+    with pytest.raises(WeightFileError, match=r"fit resnet18d with in_chans=1: give"):
+        load_pretrained(create_model("resnet18"), str(tmp_path / "gray.pth"))
+    from resnetkit.models.registry import architectures_fitting
+
+    # Crafted keys: a stage number of 10^10 or 5,000 digits is not read as a count to build.
+    assert architectures_fitting({"layer10000000000.0.w": (1,), "layer" + "9" * 5000 + ".0.w": (1,)}) == []
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "odd.pth")  # fits nothing: no suggestion
     with pytest.raises(WeightFileError) as refused:
         load_pretrained(create_model("resnet20"), str(tmp_path / "odd.pth"))

@@ -116,13 +116,18 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
-def warn_if_trained_on(split: str, info: ModelInfo, *, data: str, val_split: int) -> None:
+def warn_if_trained_on(data: str, info: ModelInfo, *, val_split: int) -> None:
     """Warn when ``eval`` measures every image of a training set (DATA has no test split) with a model whose file
     records images held out of its training set: if DATA is that set, the number mostly measures images the model
-    trained on, and ``--val-split`` gives the held-out ones. Evaluating what is given (timm's ``validate.py``, torchvision's
-    reference scripts) stays the rule; the data may be a new folder of the model's classes."""
-    held_out, seed = info.held_out_split()
-    if split.startswith("all images") and not val_split and held_out:
+    trained on, and ``--val-split`` gives the held-out ones. Evaluating what is given (timm's ``validate.py``,
+    torchvision's reference scripts) stays the rule; the data may be a new folder of the model's classes."""
+    from ..data import resolve_source
+
+    try:
+        held_out, seed = info.held_out_split()
+    except (TypeError, ValueError):  # a record that is not a number: no split to point to
+        return
+    if not val_split and held_out and resolve_source(data).evaluation_split == "train":
         warnings.warn(f"{data} has no test split, so every image of it is measured; the model file records "
                       f"{held_out} images held out of its training data ({info.extra.get('trained_on', 'not named')})"
                       f": if {data} is that data, most of these images trained the model; give --val-split "
@@ -151,7 +156,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     model, info = load_model(model_path)
     dataset, class_names, split = open_dataset(data, val_split=config.val_split, seed=config.seed,
                                                cifar100_labels=config.cifar100_labels)
-    warn_if_trained_on(split, info, data=data, val_split=config.val_split)
+    warn_if_trained_on(data, info, val_split=config.val_split)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
     samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)

@@ -221,31 +221,37 @@ _KEY_CHANGING_OPTIONS: tuple[dict[str, str], ...] = ({}, {"variant": "v2"}, {"sh
 def architectures_fitting(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """What a state dict's tensors (key -> shape) were saved from: each registered network, with the options that
     change keys (variant v2, the shortcut), whose tensors are exactly these, as ``create_model`` arguments
-    (``resnet18d``, ``resnet20 with shortcut='B'``). Only names with the file's blocks per stage are built, on the
-    meta device, so the search costs a few empty networks (it runs when a file does not fit the one asked for)."""
+    (``resnet18d``, ``resnet20 with shortcut='B'``); the class count and input channels are read from the tensors.
+    Only names with the file's blocks per stage are built, on the meta device, so the search costs a few empty
+    networks (it runs when a file does not fit the one asked for); a file with more stages or blocks than any
+    registered network fits none, found without building anything."""
     blocks: dict[int, int] = {}
     for key in shapes:
-        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        match = re.match(r"layer(\d{1,2})\.(\d{1,4})\.", key)  # a crafted key cannot make the count huge
         if match:
             stage, index = int(match[1]), int(match[2])
             blocks[stage] = max(blocks.get(stage, 0), index + 1)
-    layers = tuple(blocks.get(stage, 0) for stage in range(1, max(blocks, default=0) + 1))
+    if not blocks or max(blocks) > max(len(spec.layers) for spec in _REGISTRY.values()):
+        return []
+    layers = tuple(blocks.get(stage, 0) for stage in range(1, max(blocks) + 1))
     fc = shapes.get("fc.weight")
-    num_classes = fc[0] if fc is not None and len(fc) == 2 else 0
+    stem = shapes.get("conv1.weight") or shapes.get("conv1.0.weight")  # a deep stem's first convolution
+    sizes = {"num_classes": fc[0] if fc is not None and len(fc) == 2 else 0,
+             "in_chans": stem[1] if stem is not None and len(stem) == 4 else 3}
     found = []
     for name, spec in _REGISTRY.items():
         if spec.layers != layers:
             continue
         for options in _KEY_CHANGING_OPTIONS:
             try:
-                config = default_config(name, num_classes=num_classes, **options)
+                config = default_config(name, **sizes, **options)
                 with torch.device("meta"):
                     model = build_model(config)
             except (ValueError, TypeError):  # an option the layout refuses (a plain net's shortcut, Keras' v1)
                 continue
             if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
-                shown = ", ".join(f"{k}={v!r}" for k, v in options.items()
-                                  if v != getattr(default_config(name), k))
+                given = {**options, **{k: v for k, v in sizes.items() if k == "in_chans" and v != 3}}
+                shown = ", ".join(f"{k}={v!r}" for k, v in given.items() if v != getattr(default_config(name), k))
                 found.append(f"{name} with {shown}" if shown else name)
                 break
     return found

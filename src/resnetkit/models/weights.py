@@ -355,7 +355,8 @@ def check_weights_fit(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
                             f"shortcut={config.shortcut} width={config.width}")
         from .registry import architectures_fitting
 
-        fitting = architectures_fitting({k: tuple(v.shape) for k, v in state_dict.items()})
+        fitting = architectures_fitting({k: tuple(v.shape) for k, v in state_dict.items()
+                                         if isinstance(k, str) and isinstance(v, torch.Tensor)})
         if fitting:
             problems.append(f"the file's tensors fit {' or '.join(fitting[:3])}: give that architecture")
     if not problems:

@@ -41,7 +41,12 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
             prefix, _, conv = name.rpartition(".")
-            bn_name = (prefix + "." if prefix else "") + conv.replace("conv", "bn")
+            if conv.isdigit():  # in a deep stem (conv1.0 ...): the next module, or after the last, the stem's bn1
+                owner, _, sequence = prefix.rpartition(".")
+                bn_name = f"{prefix}.{int(conv) + 1}" if f"{prefix}.{int(conv) + 1}" in modules else \
+                    (owner + "." if owner else "") + sequence.replace("conv", "bn")
+            else:
+                bn_name = (prefix + "." if prefix else "") + conv.replace("conv", "bn")
             bn = modules.get(bn_name)
             after_bn = isinstance(bn, nn.BatchNorm2d) and bn.num_features == module.out_channels and \
                 getattr(model, "config", None) is not None and model.config.variant != "v2"
