@@ -33,7 +33,7 @@ class EvalConfig(JsonConfig):
     """``resnetkit eval``: one model on one labelled dataset with one protocol, and a report."""
 
     model: str = _opt("", _MODEL_HELP, positional=True)
-    data: str = _opt("", "image folder (root/<class>/<image>), tar of one, 'cifar10', 'digits' ...", positional=True)
+    data: str = _opt("", "image folder (root/<class>/<image>), tar of one, CSV of image,label rows, 'cifar10', 'digits' ...", positional=True)
     protocol: str = _opt("center", "views per image: center crop, + its mirror, the 10 crops, or several scales",
                          choices=PROTOCOLS)
     scales: tuple[int, ...] | None = _opt(None, "multiscale: shorter-side sizes; default: the paper's 224..640, "

@@ -45,8 +45,8 @@ class DataConfig(JsonConfig):
 
     _what = "data config"
 
-    source: str = _opt("digits", "a folder of class folders, a tar of one, 'cifar10', 'cifar100', 'digits', or a "
-                       "CIFAR archive", flag="data")
+    source: str = _opt("digits", "a folder of class folders, a tar of one, a CSV of image,label rows, 'cifar10', "
+                       "'cifar100', 'digits', or a CIFAR archive", flag="data")
     root: str | None = None
     val_split: int = _opt(0, "images held out of the training split for validation (stratified, seeded); 0: none")
     seed: int = 0

@@ -24,6 +24,7 @@ import torch
 
 from ..config import cache_dir
 from ..files import atomic_path, file_sha256, walk_files
+from .labels_csv import csv_fingerprint, is_labels_csv
 from .memory import InMemoryImageDataset
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def _file_sha256(path: str, version: tuple[int, ...]) -> str:
 def source_fingerprint(source: str | os.PathLike[str]) -> list[Any]:
     """What identifies a source's content: a file's SHA-256; a folder's path and its files' paths, sizes, mtimes."""
     path = Path(source).resolve()
+    if is_labels_csv(path):  # the listing and the files it names, which live outside it
+        return ["csv", str(path), csv_fingerprint(path)]
     if path.is_file():
         stat = path.stat()
         version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

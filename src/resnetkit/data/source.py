@@ -1,8 +1,8 @@
 """What a data source string names, decided once: ``resolve_source("cifar10")`` -> a ``DataSource``.
 
 A source is a name (``"digits"``, ``"cifar10"``, ``"cifar100"``) or a path: CIFAR batches (the official
-folder or archive, or a folder holding one), or an image tree (a folder or tar of ``<class>/<image>``,
-optionally under ``train/`` and ``test/`` or ``val/``). Loading (``api.load_data``), training's choice of
+folder or archive, or a folder holding one), an image tree (a folder or tar of ``<class>/<image>``,
+optionally under ``train/`` and ``test/`` or ``val/``), or a CSV listing images with their labels. Loading (``api.load_data``), training's choice of
 augmentation and loader, ``resnetkit eval`` and export all ask the resolved object rather than
 classifying the string again.
 """
@@ -15,11 +15,13 @@ from functools import cached_property
 from pathlib import Path
 
 from .cifar import CIFAR_NAMES, detect_format
+from .labels_csv import is_labels_csv
 from .tree import TAR_SUFFIXES, is_compressed, is_tar_path, tree_splits
 
 DIGITS, CIFAR_NAME, CIFAR_FILES, IMAGE_FOLDER, IMAGE_TAR = ("digits", "cifar-name", "cifar-archive", "image-folder",
                                                             "image-tar")
-KINDS = (DIGITS, CIFAR_NAME, CIFAR_FILES, IMAGE_FOLDER, IMAGE_TAR)
+IMAGE_CSV = "image-csv"  # images listed with their labels in a CSV file (data/labels_csv.py)
+KINDS = (DIGITS, CIFAR_NAME, CIFAR_FILES, IMAGE_FOLDER, IMAGE_TAR, IMAGE_CSV)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class DataSource:
 
     @property
     def is_image_tree(self) -> bool:
-        return self.kind in (IMAGE_FOLDER, IMAGE_TAR)
+        """Read by ``tree.index_tree``: a folder or tar of class folders, or a labels CSV."""
+        return self.kind in (IMAGE_FOLDER, IMAGE_TAR, IMAGE_CSV)
 
     @cached_property
     def file_by_file(self) -> bool:
@@ -41,7 +44,7 @@ class DataSource:
 
         Everything else (names, CIFAR batches, compressed tars) is decoded into memory instead.
         """
-        return self.kind == IMAGE_FOLDER or (self.kind == IMAGE_TAR and not is_compressed(self.path))
+        return self.kind in (IMAGE_FOLDER, IMAGE_CSV) or (self.kind == IMAGE_TAR and not is_compressed(self.path))
 
     @cached_property
     def splits(self) -> tuple[str, ...]:
@@ -82,11 +85,14 @@ def resolve_source(source: str | os.PathLike[str] | DataSource) -> DataSource:
     if not path.is_dir() and not path.is_file():  # a pipe or device would block the first read forever
         raise ValueError(f"data source {text!r} is not a regular file or folder (a pipe, socket or device); give a "
                          "folder or tar of <class>/<image>, or a dataset name")
+    if is_labels_csv(path):
+        return DataSource(text, IMAGE_CSV, path)
     if is_cifar_source(path):
         return DataSource(text, CIFAR_FILES, path)
     if path.is_dir():
         return DataSource(text, IMAGE_FOLDER, path)
     if is_tar_path(path):
         return DataSource(text, IMAGE_TAR, path)
-    raise ValueError(f"data source {text!r} is a file but not an archive of images ({', '.join(TAR_SUFFIXES)}) or "
-                     "CIFAR batches; give a folder or tar of <class>/<image>, or a dataset name")
+    raise ValueError(f"data source {text!r} is a file but not an archive of images ({', '.join(TAR_SUFFIXES)}), "
+                     "a labels CSV (.csv) or CIFAR batches; give a folder or tar of <class>/<image>, a CSV of "
+                     "image,label rows, or a dataset name")

@@ -186,13 +186,19 @@ def _choose_split(relative: list[str], split: str) -> str | None:
 def tree_splits(source: str | os.PathLike[str], *, all_names: bool = False) -> tuple[str, ...]:
     """Which of ``("train", "test")`` ``index_tree`` finds in a tree (a tree without split folders is all "train");
     ``all_names`` asks about every split name ``index_tree`` takes (``"val"`` too)."""
-    relative = [rel for rel, _ in _list_files(Path(source))[0]]
+    from .labels_csv import csv_splits, is_labels_csv
+
     names = tuple(SPLIT_FOLDERS) if all_names else ("train", "test")
+    if is_labels_csv(source):  # its test rows are the val split too, as a tree's val/ folder
+        found = csv_splits(source)
+        return tuple(split for split in names if (split if split == "train" else "test") in found)
+    relative = [rel for rel, _ in _list_files(Path(source))[0]]
     return tuple(split for split in names if _choose_split(relative, split) is not None)
 
 
 def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> ImageTree | None:
-    """Index one split of an image tree (folder or tar); None when the tree has no such split.
+    """Index one split of an image tree (folder or tar) or of a labels CSV (``data/labels_csv.py``); None when the
+    tree has no such split.
 
     Files without an image extension, and images not inside a class folder, are left out and listed
     in ``skipped`` (and logged). Decoding problems are found later, when images are decoded.
@@ -202,6 +208,10 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
         raise FileNotFoundError(f"image tree {path} does not exist; give the folder or .tar of your images "
                                 "(root/<class>/<image>, optionally with train/ and val/ or test/ splits), e.g. "
                                 "--data /data/imagenet")
+    from .labels_csv import index_csv, is_labels_csv
+
+    if is_labels_csv(path):  # images listed with their labels instead of in class folders
+        return index_csv(path, split=split)
     files, spans, left_out = _list_files(path)
     prefix = _choose_split([rel for rel, _ in files], split)
     if prefix is None:

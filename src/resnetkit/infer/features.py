@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.labels_csv import is_labels_csv
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir, write_text_atomic
 from ..models.weights import has_resnetkit_metadata
@@ -50,10 +51,10 @@ class FeatureSet:
 
 
 def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str], list[int], list[str]]:
-    """``(sources, names, labels, class_names)``: a tree ``root/<class>/<image>`` (folder or tar) gives
-    labels; a loose folder, file or glob gives label -1. Sources are paths, or lazy readers for tar members."""
+    """``(sources, names, labels, class_names)``: a tree ``root/<class>/<image>`` (folder or tar) or a labels CSV
+    gives labels; a loose folder, file or glob gives label -1. Sources are paths, or lazy readers for tar members."""
     path = Path(data)
-    if path.exists() and (path.is_dir() or is_tar_path(path)):
+    if path.exists() and (path.is_dir() or is_tar_path(path) or is_labels_csv(path)):
         try:
             tree = index_tree(path, split=split)
         except ValueError:  # a folder of images not in class folders: unlabelled

@@ -1,0 +1,116 @@
+"""Images listed with their labels in a CSV file (fastai's from_csv, Keras' flow_from_dataframe): `--data labels.csv`
+reads as a folder of class folders does, for training, evaluation, the decoded-image cache and features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnetkit.data import index_tree, resolve_source
+from resnetkit.data.cache import source_fingerprint
+from resnetkit.data.tree import tree_splits
+
+
+def _images(root, count: int = 12, size: int = 12) -> list[str]:
+    """``count`` small PNGs in root/images, brighter for the "light" class; returns their relative names."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        value = 200 if i % 2 else 40
+        pixels = np.clip(np.random.default_rng(i).normal(value, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        names.append(f"images/{i}.png")
+    return names
+
+
+def _csv(root, text: str, name: str = "labels.csv"):
+    (root / name).write_text(text)
+    return root / name
+
+
+def test_rows_become_a_tree_with_sorted_classes_splits_and_named_skips(tmp_path):
+    names = _images(tmp_path)
+    rows = [f"{n},{'light' if i % 2 else 'dark'},{'test' if i >= 10 else 'train'}" for i, n in enumerate(names)]
+    rows += ["images/missing.png,dark,train", "images/0.txt,dark,train", "images/1.png,,train"]
+    path = _csv(tmp_path, "filename,label,split\n" + "\n".join(rows) + "\n")
+    source = resolve_source(str(path))
+    assert source.kind == "image-csv" and source.file_by_file and source.evaluation_split == "test"
+    train, test = index_tree(path, split="train"), index_tree(path, split="test")
+    assert train.class_names == ["dark", "light"] and len(train) == 10 and len(test) == 2
+    assert train.paths[1] == str(tmp_path / "images" / "1.png") and train.labels[:2] == [0, 1]
+    reasons = {where.split(" (")[0].rsplit("/", 1)[-1]: why for where, why in train.skipped}
+    assert reasons == {"missing.png": "no such file", "0.txt": reasons["0.txt"], "1.png": "no label"}
+    assert "extension" in reasons["0.txt"] and "line 14" in train.skipped[0][0]
+    assert tree_splits(path) == ("train", "test") and index_tree(path, split="val").paths == test.paths
+    from resnetkit.infer.features import list_images
+
+    sources, _, labels, classes = list_images(str(path), split="test")  # `resnetkit features` reads it too
+    assert sources == test.paths and labels == test.labels and classes == ["dark", "light"]
+
+
+def test_fastais_is_valid_column_named_columns_in_any_order_a_bom_and_semicolons(tmp_path):
+    names = _images(tmp_path, count=4)
+    body = "\n".join(f"{'TRUE' if i == 3 else 'false'};cls{i % 2};{n}" for i, n in enumerate(names))
+    path = _csv(tmp_path, "\ufeffis_valid;Label;Image\n" + body + "\n")
+    assert [len(index_tree(path, split=s)) for s in ("train", "test")] == [3, 1]
+    only_train = _csv(tmp_path, "image,label\n" + "\n".join(f"{n},a" for n in names), "plain.csv")
+    assert tree_splits(only_train) == ("train",) and index_tree(only_train, split="test") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty; a labels CSV starts with a header row"),
+    ("image,label\n", "a header and no rows"),
+    ("image\nimages/0.png\n", "names no image and label columns"),
+    ("image,label,split\nimages/0.png,a,holdout\n", "line 2: split 'holdout' is not train"),
+    ("image,label,is_valid\nimages/0.png,a,maybe\n", "line 2: is_valid 'maybe'"),
+    ("image,label,split\nimages/0.png\n", "line 2: 1 column"),
+    ("image,label\nimages/0.png," + "x" * 5000 + "\n", "over 4096 characters"),
+])
+def test_a_csv_that_cannot_be_read_is_refused_naming_the_file_and_line(tmp_path, text, message):
+    _images(tmp_path, count=1)
+    path = _csv(tmp_path, text)
+    with pytest.raises(ValueError, match=message) as refused:
+        index_tree(path)
+    assert str(path) in str(refused.value)
+
+
+def test_not_utf8_and_rows_naming_no_image_are_refused(tmp_path):
+    _images(tmp_path, count=1)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("image,label\nimages/0.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv: not UTF-8 text"):
+        index_tree(latin)
+    with pytest.raises(ValueError, match="none of the 1 train row"):
+        index_tree(_csv(tmp_path, "image,label\nnowhere.png,a\n"))
+
+
+def test_the_cache_key_follows_the_listed_images_not_only_the_csv(tmp_path):
+    names = _images(tmp_path, count=2)
+    path = _csv(tmp_path, "image,label\n" + "\n".join(f"{n},c{i}" for i, n in enumerate(names)) + "\n")
+    before = source_fingerprint(path)
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "images" / "0.png")  # same name, new image
+    assert source_fingerprint(path) != before
+
+
+def test_train_then_eval_on_a_csv(tmp_path):
+    """`resnetkit train --data labels.csv` learns the rows' classes; `resnetkit eval` measures its test rows."""
+    from resnetkit.cli import main
+
+    names = _images(tmp_path, count=40)
+    rows = [f"{n},{'light' if i % 2 else 'dark'},{'val' if i >= 32 else 'train'}" for i, n in enumerate(names)]
+    path = _csv(tmp_path, "image,label,split\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "demo", "--data", str(path), "--model", "resnet20", "--epochs", "8",
+                 "--batch-size", "8", "--out-dir", str(out), "--no-progress", "--amp", "none"]) == 0
+    from resnetkit import load_model
+
+    assert load_model(out / "model.safetensors")[1].class_names == ["dark", "light"]
+    assert main(["eval", str(out / "model.safetensors"), str(path), "--out-dir", str(tmp_path / "ev"),
+                 "--workers", "0", "--top-losses", "2"]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["images"] == 8 and report["top1"] == 1.0  # dark against light: learnt in eight epochs
+    assert all(row["image"].startswith(str(tmp_path / "images")) for row in report["top_losses"])
+    assert report["config"]["split"] == "test"  # the rows marked val
