@@ -86,6 +86,12 @@ def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "ckpt.pth")
     loaded = load_state_dict_file(tmp_path / "ckpt.pth")
     _assert_same_state(loaded, sd)
+    # A network saved after torch.compile (and inside DDP): its names under "_orig_mod." (and "module.").
+    torch.save({f"module._orig_mod.{k}": v for k, v in sd.items()}, tmp_path / "compiled.pth")
+    _assert_same_state(load_state_dict_file(tmp_path / "compiled.pth"), sd)
+    torch.save({0: torch.zeros(1), **sd}, tmp_path / "odd-key.pth")  # a key that is no name: refused, no crash
+    with pytest.raises(WeightFileError, match="not a state dict of named tensors"):
+        load_state_dict_file(tmp_path / "odd-key.pth")
 
 
 def test_url_download_path_is_real_and_cached(tmp_path):

@@ -266,8 +266,9 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightFileError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        raise WeightFileError(f"{path}: holds a {type(obj).__name__}, not a state dict of named tensors")
     # A saved view such as zeros(1).expand(1_000_000, 2048) is 4 bytes on disk but would make the network it
     # implies allocate gigabytes; real weights are stored whole.
     views = [f"{k}: {tuple(v.shape)} over {v.untyped_storage().nbytes():,} bytes" for k, v in obj.items()
@@ -275,8 +276,10 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if views:
         raise WeightFileError(f"{path}: {len(views)} tensor(s) claim more values than the file stores (first: "
                               f"{views[:2]}); the file is crafted or damaged: use a file you trust")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+    # DistributedDataParallel's "module." and torch.compile's "_orig_mod." wrap the network's own names.
+    for prefix in ("module.", "_orig_mod.", "module."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
     return obj
 
 
