@@ -18,6 +18,7 @@ from ..config.tasks import check_min_confidence
 from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
+from ..models.hf_hub import is_hf_hub_name
 from ..models.resnet import ResNet
 from ..models.tta import TTA_MODES, flip_averaged_log_probs
 from ..models.weights import model_for_state_dict, resolve_weight_path
@@ -262,7 +263,8 @@ def load_predictor(model: str, *, weights: str | None = None, class_names: str |
             raise ValueError(f"{model}: --weights and --classes go with an architecture name (see `resnetkit "
                              "models`); a resnetkit model file (or pretrained name) already holds its weights and "
                              "class names")
-        if not is_url(model) and not os.path.exists(model) and get_weights(model) is None:
+        if not is_url(model) and not os.path.exists(model) and get_weights(model) is None and \
+                not is_hf_hub_name(model):
             raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name (see "
                                     "`resnetkit models`) nor a pretrained name (see `resnetkit models --pretrained`)"
                                     f"{close_model_names(model)}")

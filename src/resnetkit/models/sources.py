@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..config import ModelInfo
+from .hf_hub import is_hf_hub_name
 from .pretrained import close_model_names
 from .registry import default_preprocess, list_models
 from .resnet import ResNet
@@ -38,6 +39,8 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
     if weights is not None:
         raise ValueError(f"{model}: --weights goes with an architecture name (see `resnetkit models`); a model file "
                          "already holds its weights")
+    if is_hf_hub_name(model):
+        return load_model(model)
     path = resolve_weight_path(model)
     if not path.exists():
         raise FileNotFoundError(f"{model}: neither a model file nor a registered architecture name "

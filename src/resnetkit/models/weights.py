@@ -86,14 +86,19 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 
 def load_model(source: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
                ) -> tuple[ResNet, ModelInfo]:
-    """The model a user names, in eval mode, with its info: a resnetkit ``.safetensors`` file, its URL, or a
-    catalog name (``resnet20_cifar10``, ``resnet50_imagenet1k_v2``; see ``resnetkit models --pretrained``).
+    """The model a user names, in eval mode, with its info: a resnetkit ``.safetensors`` file, its URL, a
+    catalog name (``resnet20_cifar10``, ``resnet50_imagenet1k_v2``; see ``resnetkit models --pretrained``), or timm's
+    weights on the Hugging Face Hub (``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``).
 
     This is the one resolver behind every command that takes a model: predict, eval, export and serve.
     """
     from .pretrained import get_weights, load_entry
 
     text = os.fspath(source)
+    if text.startswith("hf-hub:"):  # timm's weights on the Hugging Face Hub (models/hf_hub.py)
+        from .hf_hub import load_hf_hub
+
+        return load_hf_hub(text, map_location=map_location)
     if is_url(text):
         return load_model_file(resolve_weight_path(text), map_location=map_location)
     if not os.path.exists(text):

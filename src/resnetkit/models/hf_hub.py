@@ -1,0 +1,121 @@
+"""timm's weights on the Hugging Face Hub, by timm's own spelling: ``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``.
+
+timm publishes each set of weights as a repository holding ``config.json`` (the architecture and the evaluation
+preprocessing, ``pretrained_cfg``) and ``model.safetensors`` (or ``pytorch_model.bin``). Both are downloaded once
+into the weight cache (``resolve_weight_path``) from ``$HF_ENDPOINT`` (default https://huggingface.co, the
+variable huggingface_hub reads), the network is the registered one of the same name (timm's state-dict keys are
+resnetkit's), and the preprocessing is timm's: bicubic or as given, the shorter side resized to
+floor(input / crop fraction), the centre crop. The Hub names no digest in its URLs: the files are checked as
+every weight file is (shapes against the network before anything is allocated), not against a known hash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from typing import Any
+
+import torch
+
+from ..config import ModelInfo, Preprocess
+from .registry import list_models
+from .resnet import ResNet
+from .weights import WeightFileError, load_state_dict_file, model_for_state_dict, resolve_weight_path
+
+PREFIX = "hf-hub:"
+REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Hub's own rule
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order of preference
+MAX_CONFIG_BYTES = 1 << 20  # timm's configs are 1-2 kB
+
+
+def is_hf_hub_name(text: str) -> bool:
+    return text.startswith(PREFIX)
+
+
+def hub_url(repo: str, file: str) -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{repo}/resolve/main/{file}"
+
+
+def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
+    """The network ``hf-hub:OWNER/REPO`` holds, in eval mode, with timm's preprocessing and its class names (the
+    config's ``label_names``, else ImageNet's for 1,000 classes)."""
+    repo = name[len(PREFIX):] if is_hf_hub_name(name) else name
+    if not REPO.fullmatch(repo):
+        raise ValueError(f"{name}: not a Hugging Face repository name; give hf-hub:OWNER/NAME, e.g. "
+                         "hf-hub:timm/resnet50d.ra4_e3600_r224_in1k")
+    config = _read_config(repo)
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or arch not in list_models():
+        raise ValueError(f"{name} holds timm's {arch!r}, which resnetkit does not build; resnetkit builds timm's "
+                         "resnet*, resnet*d, seresnet*, resnext*, wide_resnet* (see `resnetkit models`)")
+    path, state = _weights(repo)
+    args = config.get("model_args")
+    in_chans = args.get("in_chans", 3) if isinstance(args, dict) else 3
+    model = model_for_state_dict(arch, state, source=f"{path} ({name})", in_chans=in_chans).to(map_location).eval()
+    info = ModelInfo(model=model.config, preprocess=_preprocess(config.get("pretrained_cfg") or {}, name),
+                     class_names=_class_names(config, model.num_classes), extra={"weights": name})
+    return model, info
+
+
+def _read_config(repo: str) -> dict[str, Any]:
+    path = resolve_weight_path(hub_url(repo, "config.json"))
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise WeightFileError(f"{path}: a config.json of {path.stat().st_size:,} bytes is not timm's; use a "
+                              "repository you trust")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightFileError(f"{path} (hf-hub:{repo}/config.json): not JSON ({error}); delete it to download it "
+                              "again") from None
+    if not isinstance(config, dict):
+        raise WeightFileError(f"{path} (hf-hub:{repo}/config.json): holds a {type(config).__name__}, not timm's "
+                              "config object")
+    return config
+
+
+def _weights(repo: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """The repository's weights: model.safetensors, else pytorch_model.bin (older repositories have only that)."""
+    failures = []
+    for file in WEIGHT_FILES:
+        try:
+            path = resolve_weight_path(hub_url(repo, file))
+        except WeightFileError as error:
+            failures.append(str(error))
+            continue
+        return str(path), load_state_dict_file(path)
+    raise WeightFileError(f"hf-hub:{repo}: no weight file could be downloaded ({'; '.join(failures)})")
+
+
+def _preprocess(cfg: dict[str, Any], name: str) -> Preprocess:
+    """timm's evaluation transform as a ``Preprocess``: input size, resize floor(input / crop_pct), filter, mean/std."""
+    try:
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        crop = float(cfg.get("crop_pct", 0.875))
+        if not 0 < crop <= 1:
+            raise ValueError(f"crop_pct {crop}")
+        values = {"input_size": size, "resize_size": math.floor(size / crop),
+                  "interpolation": cfg.get("interpolation", "bicubic")}
+        values.update({k: tuple(cfg[k]) for k in ("mean", "std") if k in cfg})
+        preprocess = Preprocess.from_dict(values)
+    except (TypeError, ValueError, IndexError) as error:
+        raise WeightFileError(f"{name}: its config.json's pretrained_cfg cannot be read as a preprocessing "
+                              f"({error})") from None
+    if cfg.get("crop_mode", "center") != "center":
+        warnings.warn(f"{name}: timm evaluates it with crop_mode {cfg['crop_mode']!r}; resnetkit resizes the "
+                      "shorter side and takes the centre crop", stacklevel=3)
+    return preprocess
+
+
+def _class_names(config: dict[str, Any], num_classes: int) -> list[str]:
+    names = config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names")
+    if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return names
+    if num_classes == 1000:
+        from .pretrained import CLASS_LISTS
+
+        return CLASS_LISTS["imagenet1k"]()
+    return []

@@ -1,0 +1,100 @@
+"""timm's weights on the Hugging Face Hub by timm's spelling (``hf-hub:timm/NAME``), downloaded over real HTTP from a
+local server standing in for the Hub ($HF_ENDPOINT), in the layout timm's own ``save_for_hf`` writes."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+
+import pytest
+import torch
+
+from resnetkit.models import load_model
+from resnetkit.models.weights import WeightFileError
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A local HTTP server over ``tmp_path/hub`` as $HF_ENDPOINT, and a fresh weight cache."""
+    root = tmp_path / "hub"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
+    yield root
+    server.shutdown()
+
+
+def _publish(root, repo: str, model: torch.nn.Module, **options) -> None:
+    from timm.models import _hub
+
+    _hub.save_for_hf(model, str(root / repo / "resolve" / "main"), **options)
+
+
+def _timm(name: str, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(name, **options).eval()
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so the comparison is not of identities
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_a_timm_hub_repository_loads_with_identical_logits_and_timms_preprocessing(hub):
+    reference = _timm("resnet18d")
+    _publish(hub, "timm/resnet18d.test_in1k", reference, safe_serialization=True)
+    model, info = load_model("hf-hub:timm/resnet18d.test_in1k")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    cfg = reference.pretrained_cfg  # resnet18d's default: 224, crop 0.875, bicubic
+    assert (info.preprocess.input_size, info.preprocess.resize_size) == (224, int(224 / cfg["crop_pct"]))
+    assert info.preprocess.interpolation == cfg["interpolation"] and info.preprocess.mean == tuple(cfg["mean"])
+    assert len(info.class_names) == 1000 and info.class_names[0] == "tench"  # ImageNet's, for 1,000 classes
+    assert info.model.arch == "resnet18d" and info.extra["weights"] == "hf-hub:timm/resnet18d.test_in1k"
+
+
+def test_label_names_in_the_config_and_an_older_repository_with_only_pytorch_model_bin(hub):
+    reference = _timm("resnet18", num_classes=3)
+    _publish(hub, "someone/three", reference, model_config={"label_names": ["ant", "bee", "cow"]})  # .bin only
+    model, info = load_model("hf-hub:someone/three")
+    assert info.class_names == ["ant", "bee", "cow"] and model.num_classes == 3
+    with torch.no_grad():
+        assert torch.equal(model(torch.ones(1, 3, 32, 32)), reference(torch.ones(1, 3, 32, 32)))
+
+
+def test_what_resnetkit_does_not_build_or_cannot_read_is_refused_naming_it(hub):
+    _publish(hub, "timm/vit", _timm("resnet18"), safe_serialization=True)
+    config = hub / "timm/vit/resolve/main/config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "architecture": "vit_base_patch16_224"}))
+    with pytest.raises(ValueError, match="timm's 'vit_base_patch16_224', which resnetkit does not build"):
+        load_model("hf-hub:timm/vit")
+    (hub / "timm/bad/resolve/main").mkdir(parents=True)
+    (hub / "timm/bad/resolve/main/config.json").write_text("{not json")
+    with pytest.raises(WeightFileError, match="not JSON"):
+        load_model("hf-hub:timm/bad")
+    with pytest.raises(WeightFileError, match="could not download"):
+        load_model("hf-hub:timm/missing")
+    with pytest.raises(ValueError, match="not a Hugging Face repository name"):
+        load_model("hf-hub:../../etc")
+
+
+def test_predict_takes_an_hf_hub_name(hub, tmp_path, capsys):
+    from PIL import Image
+
+    from resnetkit.cli import main
+
+    _publish(hub, "timm/resnet18d.test_in1k", _timm("resnet18d"), safe_serialization=True)
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "red.png")
+    assert main(["predict", "hf-hub:timm/resnet18d.test_in1k", str(tmp_path / "red.png"), "--top-k", "2"]) == 0
+    assert "1 of 1 image(s) predicted" in capsys.readouterr().out
