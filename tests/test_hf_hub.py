@@ -98,3 +98,12 @@ def test_predict_takes_an_hf_hub_name(hub, tmp_path, capsys):
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "red.png")
     assert main(["predict", "hf-hub:timm/resnet18d.test_in1k", str(tmp_path / "red.png"), "--top-k", "2"]) == 0
     assert "1 of 1 image(s) predicted" in capsys.readouterr().out
+
+
+def test_export_of_an_hf_hub_name_writes_into_the_current_folder(hub, tmp_path, monkeypatch):
+    from resnetkit.cli import main
+
+    _publish(hub, "timm/resnet18d.test_in1k", _timm("resnet18d"), safe_serialization=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "hf-hub:timm/resnet18d.test_in1k", "--format", "torchscript"]) == 0
+    assert (tmp_path / "resnet18d.test_in1k.torchscript.pt").is_file()

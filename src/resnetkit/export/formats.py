@@ -30,8 +30,10 @@ MAX_BATCH = 4096
 
 
 def default_output(model_path: str | os.PathLike[str], fmt: str) -> Path:
+    """Beside a model file; in the current folder for a pretrained name, a URL or an ``hf-hub:`` name."""
     path = Path(model_path)
-    return path.with_name(path.name.removesuffix(".safetensors") + SUFFIXES[fmt])
+    name = path.name.removesuffix(".safetensors") + SUFFIXES[fmt]
+    return path.with_name(name) if path.is_file() else Path(name)
 
 
 def info_json(info: ModelInfo, **extra: object) -> str:
