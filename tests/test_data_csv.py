@@ -61,7 +61,8 @@ def test_fastais_is_valid_column_named_columns_in_any_order_a_bom_and_semicolons
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "empty; a labels CSV starts with a header row"),
+    ("", "no header row; a labels CSV starts with a header row"),
+    ("images/0.png,a\nimages/1.png,b\n", "the first row .* names an image: .* add one"),
     ("image,label\n", "a header and no rows"),
     ("image\nimages/0.png\n", "names no image and label columns"),
     ("image,label,split\nimages/0.png,a,holdout\n", "line 2: split 'holdout' is not train"),
@@ -75,6 +76,41 @@ def test_a_csv_that_cannot_be_read_is_refused_naming_the_file_and_line(tmp_path,
     with pytest.raises(ValueError, match=message) as refused:
         index_tree(path)
     assert str(path) in str(refused.value)
+
+
+def test_csvs_as_pandas_and_excel_write_them(tmp_path):
+    """pandas' index column first (unnamed), doubled quotes inside quotes, a semicolon header with a comma inside a
+    column name, Windows backslashes."""
+    names = _images(tmp_path, count=4)
+    pandas = _csv(tmp_path, ",file_name,species\n" + "".join(f'{i},{n},"big ""cat"""\n' if i % 2 else
+                                                                f"{i},{n},dog\n" for i, n in enumerate(names)))
+    tree = index_tree(pandas)
+    assert tree.class_names == ['big "cat"', "dog"] and len(tree) == 4
+    mixed = _csv(tmp_path, "image;label;note, misc\n" + "".join(f"{n};c{i % 2};x, y\n" for i, n in enumerate(names)),
+                 "mixed.csv")
+    assert index_tree(mixed).class_names == ["c0", "c1"]
+    windows = _csv(tmp_path, "image,label\n" + "".join(f"{n.replace('/', chr(92))},c{i % 2}\n"
+                                                         for i, n in enumerate(names)), "windows.csv")
+    assert len(index_tree(windows)) == 4
+
+
+def test_both_splits_index_one_class_list_and_disagreeing_rows_warn(tmp_path):
+    """A class with no validation rows (a random split of rare classes) keeps its index in both splits; an image
+    under two labels or in both splits, and labels equal but for case, are warned about."""
+    names = _images(tmp_path, count=6)
+    rows = [f"{names[0]},rare,train", f"{names[1]},cat,train", f"{names[2]},cat,val", f"{names[3]},dog,val",
+            f"{names[4]},dog,train"]
+    path = _csv(tmp_path, "image,label,split\n" + "\n".join(rows) + "\n")
+    train, test = index_tree(path, split="train"), index_tree(path, split="test")
+    assert train.class_names == test.class_names == ["cat", "dog", "rare"] and test.labels == [0, 1]
+    clash = _csv(tmp_path, "image,label,split\n" + "\n".join(
+        [f"{names[0]},cat,train", f"{names[0]},dog,train", f"{names[1]},cat,train", f"{names[1]},cat,val",
+         f"{names[2]},Cat,train"]) + "\n", "clash.csv")
+    with pytest.warns(UserWarning) as caught:
+        index_tree(clash)
+    message = str(caught[0].message)
+    assert "labelled 'cat' (line 2) and 'dog' (line 3)" in message and "in both splits (lines 4 and 5)" in message
+    assert "differ only in case" in message
 
 
 def test_not_utf8_and_rows_naming_no_image_are_refused(tmp_path):

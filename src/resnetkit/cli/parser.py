@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("start", metavar="MODEL",
                    help="a resnetkit .safetensors or Keras .h5/.weights.h5 file, a pretrained name (resnet20_cifar10), "
                         "or an architecture name with --weights")
-    p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, 'cifar10' ...")
+    p.add_argument("data_source", metavar="DATA", help="image folder (root/<class>/<image>) or tar, a CSV of image,label "
+                                                              "rows, 'cifar10' ...")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
                    help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
                         "(default: none)")
@@ -179,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "NAME.json beside it).")
     p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
                                                   "name with --weights")
-    p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a folder or a file")
+    p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a labels CSV, "
+                                                  "a folder or a file")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors (required, no default)")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
                    help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, config_flags(StudyConfig))
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("eval", help="evaluate a model on a labelled image folder, tar or dataset")
+    p = sub.add_parser("eval", help="evaluate a model on a labelled image folder, tar, CSV or dataset")
     _add_config_flags(p, config_flags(EvalConfig))
     p.set_defaults(func=_cmd_eval)
 

@@ -71,8 +71,8 @@ class CalibrateConfig(JsonConfig):
     trained on, written as a new model file."""
 
     model: str = _opt("", _MODEL_HELP, positional=True)
-    data: str = _opt("", "labelled images the model did not train on: image folder or tar, 'cifar10' ... (with "
-                     "--val-split: the images training held out)", positional=True)
+    data: str = _opt("", "labelled images the model did not train on: image folder, tar or labels CSV, 'cifar10' ... "
+                     "(with --val-split: the images training held out)", positional=True)
     out: str = _opt("", "the calibrated model file to write (.safetensors; not the input model)", metavar="FILE")
     val_split: int | None = _opt(None, "use the N images `resnetkit train --val-split N` held out of DATA's training "
                                  "split; 0: DATA's test split; default: what the model file records (resnetkit train "

@@ -14,7 +14,9 @@ so training, evaluation, caching and feature extraction read it as they read a f
 from __future__ import annotations
 
 import csv
+import functools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,28 +39,44 @@ def is_labels_csv(path: str | os.PathLike[str]) -> bool:
 class Row:
     line: int  # in the file, counting the header as line 1
     image: str  # as written in the file
-    path: Path  # where it is read from
+    path: str  # where it is read from
     label: str
     split: str  # "train" or "test"
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[Row]:
-    """Every row of a labels CSV, in file order; ``ValueError`` naming the file and line for what cannot be read."""
+    """Every row of a labels CSV, in file order; ``ValueError`` naming the file and line for what cannot be read.
+    Read once per version of the file (a run asks for its splits, its cache key and each split's images)."""
     path = Path(path)
+    stat = path.stat()
+    return list(_read_rows(str(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)))
+
+
+def _delimiter(header_line: str) -> str:
+    """The header's delimiter: the one of comma, semicolon and tab it holds most of, outside quotes (csv.Sniffer
+    guesses the whole dialect from one line and prefers a comma among equals: `image;label;note, misc`)."""
+    unquoted = header_line.split('"')[::2]
+    counts = {d: sum(part.count(d) for part in unquoted) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])  # the first of equals: a comma
+    return best if counts[best] else ","
+
+
+@functools.lru_cache(maxsize=4)
+def _read_rows(path_text: str, version: tuple[int, ...]) -> tuple[Row, ...]:
+    del version  # the cache key: any write to the file changes it
+    path = Path(path_text)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: the byte-order mark Excel writes
-            sample = handle.read(4096)
-            handle.seek(0)
-            try:
-                dialect: Any = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
-            except csv.Error:
-                dialect = csv.excel  # one column, or nothing to tell by: commas
-            reader = csv.reader(handle, dialect)
+            delimiter = _delimiter(handle.readline())
+            handle.seek(0)  # utf-8-sig skips the byte-order mark again
+            reader = csv.reader(handle, delimiter=delimiter)  # the rest of the dialect is RFC 4180's ("" in quotes)
             header = next(reader, None)
             if not header or not any(cell.strip() for cell in header):
-                raise ValueError(f"{path}: empty; a labels CSV starts with a header row such as `image,label`")
+                raise ValueError(f"{path}: no header row; a labels CSV starts with a header row such as `image,label`")
             columns = _columns(path, [cell.strip().lower() for cell in header])
-            rows = [_row(path, reader.line_num, cells, columns) for cells in reader if any(c.strip() for c in cells)]
+            folder = str(path.parent)
+            rows = tuple(_row(path, folder, reader.line_num, cells, columns) for cells in reader
+                         if any(c.strip() for c in cells))
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save the CSV as UTF-8") \
             from None
@@ -71,11 +89,19 @@ def read_rows(path: str | os.PathLike[str]) -> list[Row]:
 
 
 def _columns(path: Path, header: list[str]) -> dict[str, int]:
+    from .tree import IMAGE_EXTENSIONS
+
+    if any(cell.endswith(IMAGE_EXTENSIONS) for cell in header):
+        raise ValueError(f"{path}: the first row {header[:3]} names an image: a labels CSV starts with a header row "
+                         "such as `image,label`; add one")
+    # pandas' df.to_csv() writes its index first, under an empty name: not the image column.
+    first = 1 if header[0] in ("", "unnamed: 0") else 0
+
     def find(names: tuple[str, ...], fallback: int) -> int | None:
         named = next((header.index(name) for name in names if name in header), None)
         return named if named is not None else (fallback if fallback < len(header) else None)
 
-    image, label = find(IMAGE_COLUMNS, 0), find(LABEL_COLUMNS, 1)
+    image, label = find(IMAGE_COLUMNS, first), find(LABEL_COLUMNS, first + 1)
     if image is None or label is None or image == label:
         raise ValueError(f"{path}: the header {header[:6]} names no image and label columns; give a header such as "
                          f"`image,label` (image: one of {', '.join(IMAGE_COLUMNS)}; label: one of "
@@ -87,7 +113,7 @@ def _columns(path: Path, header: list[str]) -> dict[str, int]:
     return columns
 
 
-def _row(path: Path, line: int, cells: list[str], columns: dict[str, int]) -> Row:
+def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str, int]) -> Row:
     if len(cells) <= max(columns.values()):
         raise ValueError(f"{path}, line {line}: {len(cells)} column(s) where the header has at least "
                          f"{max(columns.values()) + 1}; every row needs its image and label")
@@ -105,7 +131,10 @@ def _row(path: Path, line: int, cells: list[str], columns: dict[str, int]) -> Ro
         if value not in (*TRUE_WORDS, *FALSE_WORDS):
             raise ValueError(f"{path}, line {line}: is_valid {value!r} is not true/false, 1/0 or yes/no")
         split = "test" if value in TRUE_WORDS else "train"
-    return Row(line, image, path.parent / image, label, split)  # an absolute image path stays as it is
+    where = os.path.join(folder, image)  # an absolute image path stays as it is
+    if "\\" in image and os.sep == "/" and not os.path.exists(where):  # written on Windows: images\0001.jpg
+        where = os.path.join(folder, image.replace("\\", "/"))
+    return Row(line, image, where, label, split)
 
 
 def csv_splits(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -116,32 +145,64 @@ def csv_splits(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 def index_csv(path: str | os.PathLike[str], *, split: str = "train") -> ImageTree | None:
     """One split of a labels CSV as an ``ImageTree`` (None when no row is in it): rows whose file is missing, not an
-    image by its extension, or without a label are left out and listed in ``skipped``. ``split`` "val" reads the
-    test rows, as a tree's ``val/`` folder stands for its test split."""
-    from .tree import IMAGE_EXTENSIONS, ImageTree
-
+    image by its extension, or without a label are left out and listed in ``skipped``. The classes are every usable
+    row's label, whichever its split, so both splits index one list (a rare class may have no validation rows).
+    ``split`` "val" reads the test rows, as a tree's ``val/`` folder stands for its test split."""
     wanted = "train" if split == "train" else "test"
-    images, skipped = [], []
-    for row in read_rows(path):
-        if row.split != wanted:
-            continue
-        reason = ("no label" if not row.label else
-                  "not an image file (extension; give the file name with its extension)"
-                  if not row.image.lower().endswith(IMAGE_EXTENSIONS) else
-                  "no such file" if not row.path.is_file() else None)
-        if reason:
-            skipped.append((f"{row.path} ({Path(path).name}, line {row.line})", reason))
-        else:
-            images.append(row)
+    usable, skipped = _usable_rows(path)
+    images = [row for row in usable if row.split == wanted]
+    skipped = [(where, why) for where, why, row in skipped if row.split == wanted]
     if not images:
         if not skipped:
             return None
         raise ValueError(f"{path}: none of the {len(skipped)} {wanted} row(s) names a readable image (first: "
                          f"{skipped[0][0]}: {skipped[0][1]}); paths are relative to the CSV's folder")
-    class_names = sorted({row.label for row in images})
+    class_names = sorted({row.label for row in usable})
     index = {name: k for k, name in enumerate(class_names)}
-    return ImageTree(source=str(path), paths=[str(row.path) for row in images],
+    from .tree import ImageTree
+
+    return ImageTree(source=str(path), paths=[row.path for row in images],
                      labels=[index[row.label] for row in images], class_names=class_names, skipped=skipped)
+
+
+def _usable_rows(path: str | os.PathLike[str]) -> tuple[list[Row], list[tuple[str, str, Row]]]:
+    """The rows whose image exists with an image extension and a label, and ``(where, why, row)`` of the others;
+    warns once about rows that disagree (an image under two labels or in both splits, labels equal but for case)."""
+    from .tree import IMAGE_EXTENSIONS
+
+    usable, skipped = [], []
+    for row in read_rows(path):
+        reason = ("no label" if not row.label else
+                  "not an image file (extension; give the file name with its extension)"
+                  if not row.image.lower().endswith(IMAGE_EXTENSIONS) else
+                  "no such file" if not os.path.isfile(row.path) else None)
+        if reason:
+            skipped.append((f"{row.path} ({Path(path).name}, line {row.line})", reason, row))
+        else:
+            usable.append(row)
+    _warn_disagreements(path, usable)
+    return usable, skipped
+
+
+def _warn_disagreements(path: str | os.PathLike[str], rows: list[Row]) -> None:
+    first: dict[str, Row] = {}
+    problems = []
+    for row in rows:
+        seen = first.setdefault(os.path.normpath(row.path), row)
+        if seen is not row and seen.label != row.label:
+            problems.append(f"{row.image} is labelled {seen.label!r} (line {seen.line}) and {row.label!r} "
+                            f"(line {row.line})")
+        elif seen is not row and seen.split != row.split:
+            problems.append(f"{row.image} is in both splits (lines {seen.line} and {row.line}): the validation "
+                            "measures an image the network trained on")
+    by_case: dict[str, set[str]] = {}
+    for row in rows:
+        by_case.setdefault(row.label.casefold(), set()).add(row.label)
+    problems += [f"labels {sorted(labels)} differ only in case: they are {len(labels)} classes"
+                 for labels in by_case.values() if len(labels) > 1]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        warnings.warn(f"{path}: {'; '.join(problems[:3])}{more}", stacklevel=4)
 
 
 def csv_fingerprint(path: str | os.PathLike[str]) -> list[Any]:
@@ -150,7 +211,7 @@ def csv_fingerprint(path: str | os.PathLike[str]) -> list[Any]:
     entries: list[Any] = []
     for row in read_rows(path):
         try:
-            stat = row.path.stat()
+            stat = os.stat(row.path)
             entries.append([row.image, row.label, row.split, stat.st_size, stat.st_mtime_ns])
         except OSError:
             entries.append([row.image, row.label, row.split, None, None])

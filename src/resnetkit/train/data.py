@@ -174,5 +174,6 @@ def build_train_data(config: TrainConfig, *, dist: DistInfo, device: torch.devic
         data = small_image_data(config, dist=dist, device=device)
     if data.num_classes < 2:  # one class: every prediction right, a model that learnt nothing reported at 100%
         raise ValueError(f"{config.data.source}: {data.num_classes} class(es) ({', '.join(data.class_names) or 'none'}); "
-                         "a classifier needs at least 2 class folders of images (root/<class>/<image>)")
+                         "a classifier needs at least 2 classes of images (class folders root/<class>/<image>, or "
+                         "the labels of a CSV)")
     return data
