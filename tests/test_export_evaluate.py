@@ -48,6 +48,28 @@ def test_folder_loads_with_the_model_class_order(folder_labelled_by_the_model, m
     assert len(load_image_folder(folder_labelled_by_the_model, info.preprocess, limit=5)) == 5
 
 
+def test_a_tar_or_a_labels_csv_of_the_same_images_gives_the_same_set(folder_labelled_by_the_model, model_file,
+                                                                     tmp_path):
+    """`export --images` takes what train and eval take: an uncompressed tar of the folder, or a CSV listing it."""
+    import tarfile
+
+    _, info = load_model(model_file)
+    folder = load_image_folder(folder_labelled_by_the_model, info.preprocess, class_names=CLASSES)
+    files = sorted(folder_labelled_by_the_model.rglob("*.png"))
+    with tarfile.open(tmp_path / "images.tar", "w") as archive:
+        for file in files:
+            archive.add(file, arcname=file.relative_to(folder_labelled_by_the_model).as_posix())
+    (tmp_path / "images.csv").write_text("image,label\n" + "".join(
+        f"{file.relative_to(tmp_path).as_posix()},{file.parent.name}\n" for file in files))
+    for other in (tmp_path / "images.tar", tmp_path / "images.csv"):
+        data = load_image_folder(other, info.preprocess, class_names=CLASSES)
+        assert torch.equal(data.labels, folder.labels) and torch.equal(data.images, folder.images)
+    with tarfile.open(tmp_path / "images.tar.gz", "w:gz") as archive:
+        archive.add(files[0], arcname=files[0].relative_to(folder_labelled_by_the_model).as_posix())
+    with pytest.raises(ValueError, match="decompress"):
+        load_image_folder(tmp_path / "images.tar.gz", info.preprocess)
+
+
 def test_folder_with_unknown_class_is_refused(folder_labelled_by_the_model):
     (folder_labelled_by_the_model / "zebra").mkdir()
     with pytest.raises(ValueError, match="zebra"):

@@ -1,6 +1,6 @@
-"""Images for calibration, parity checks and accuracy reports: a labelled folder or tensors.
+"""Images for calibration, parity checks and accuracy reports: a labelled folder, tar or CSV, or tensors.
 
-A folder is indexed by the data package's tree reader (``data.index_tree``, as training and
+A folder, tar or CSV is indexed by the data package's tree reader (``data.index_tree``, as training and
 ``resnetkit eval`` index it), each file decoded by the one decoder and preprocessed by the one
 evaluation transform of the model's own ``Preprocess``, so an export's accuracy report measures what a
 user of the exported model will see.
@@ -46,7 +46,8 @@ def preprocess_image(path: str | os.PathLike[str], preprocess: Preprocess) -> to
 
 def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
                       class_names: list[str] | None = None, limit: int | None = None) -> LabelledImages:
-    """Read ``root/<class>/<image>`` (or its test/ or val/ split) into memory.
+    """Read ``root/<class>/<image>`` (or its test/ or val/ split), an uncompressed tar of one or a labels CSV (its
+    test rows when it has some) into memory.
 
     With ``class_names`` (the model's own list) labels follow the model's order and a class folder that
     names an unknown class is an error; without it the sorted folder names are the classes. ``limit``
@@ -54,10 +55,15 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     class. Files that cannot be decoded are reported by path and left out.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder; expected root/<class>/<image files>")
-    subfolders = [p.name for p in root.iterdir() if p.is_dir()]
-    tree = index_tree(root, split=resolve_source(root).evaluation_split) if subfolders else None
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder or file; expected root/<class>/<image files>, a tar of one "
+                                "or a labels CSV")
+    source = resolve_source(root)
+    if not (source.is_image_tree and source.file_by_file):
+        raise ValueError(f"{root}: labelled images are read one by one from a folder root/<class>/<image files>, an "
+                         "uncompressed tar of one or a labels CSV (decompress a .tar.gz once, e.g. gunzip)")
+    subfolders = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    tree = index_tree(root, split=source.evaluation_split) if subfolders or not root.is_dir() else None
     if tree is None:
         raise ValueError(f"{root}: no class sub-folders; expected root/<class>/<image files>")
     # An empty folder is a class too: one the model does not know is an error even before it holds images.
