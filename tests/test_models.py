@@ -55,24 +55,16 @@ def test_resnext_loads_torchvision_state_dict_strict_with_identical_logits(name)
     assert count_params(ours) == TORCHVISION_RESNEXT_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", list(TIMM_SE_PARAMS))
-def test_se_resnet_loads_timm_state_dict_strict_with_identical_logits(name):
-    timm = pytest.importorskip("timm")
-    ours = create_model(name)
-    _assert_identical_logits(ours, timm.create_model(name))
-    assert count_params(ours) == TIMM_SE_PARAMS[name]
-
-
-# ResNet-D (Bag of Tricks): deep stem and average-pool shortcuts, against timm's resnet*d (the same state-dict keys).
+# SE-ResNet and ResNet-D (Bag of Tricks: deep stem, average-pool shortcuts) against timm, whose keys they share.
 TIMM_D_PARAMS = {"resnet18d": 11_708_744, "resnet26d": 16_014_408, "resnet50d": 25_576_264}
 
 
-@pytest.mark.parametrize("name", list(TIMM_D_PARAMS))
-def test_resnet_d_loads_timm_state_dict_strict_with_identical_logits(name):
+@pytest.mark.parametrize("name", [*TIMM_SE_PARAMS, *TIMM_D_PARAMS])
+def test_timm_families_load_timm_state_dicts_strict_with_identical_logits(name):
     timm = pytest.importorskip("timm")
     ours = create_model(name)
     _assert_identical_logits(ours, timm.create_model(name))
-    assert count_params(ours) == TIMM_D_PARAMS[name]
+    assert count_params(ours) == {**TIMM_SE_PARAMS, **TIMM_D_PARAMS}[name]
 
 
 def test_shortcut_d_averages_before_a_stride_1_projection_and_is_an_option_of_every_resnet():
