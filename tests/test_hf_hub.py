@@ -107,3 +107,15 @@ def test_export_of_an_hf_hub_name_writes_into_the_current_folder(hub, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(["export", "hf-hub:timm/resnet18d.test_in1k", "--format", "torchscript"]) == 0
     assert (tmp_path / "resnet18d.test_in1k.torchscript.pt").is_file()
+
+
+def test_create_model_takes_timms_hf_hub_spelling_with_a_new_head(hub):
+    """timm.create_model("hf-hub:...", pretrained=True, num_classes=5): the trained body, a fresh 5-way head."""
+    from resnetkit import create_model
+
+    reference = _timm("resnet18d")
+    _publish(hub, "timm/resnet18d.test_in1k", reference, safe_serialization=True)
+    model = create_model("hf-hub:timm/resnet18d.test_in1k", pretrained=True, num_classes=5, drop_path_rate=0.1)
+    assert model.num_classes == 5 and torch.equal(model.conv1[0].weight, reference.conv1[0].weight)
+    with pytest.raises(ValueError, match="the weights fix the architecture; drop \\['variant'\\]"):
+        create_model("hf-hub:timm/resnet18d.test_in1k", variant="v2")

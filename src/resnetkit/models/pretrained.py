@@ -302,12 +302,20 @@ def _is_resnetkit_file(path: Path) -> bool:
 def pretrained_model(arch: str, tag: str, **options: Any) -> ResNet:
     """What ``create_model(arch, pretrained=tag)`` returns; ``num_classes`` resets the head for fine-tuning, and
     ``drop_rate`` / ``drop_path_rate`` set the regularisers of the fine-tune (they have no weights)."""
-    num_classes = options.pop("num_classes", None)
-    dropout = {k: options.pop(k) for k in ("drop_rate", "drop_path_rate") if k in options}
-    if options:
-        raise ValueError(f"create_model({arch!r}, pretrained={tag!r}): the weights fix the architecture; "
-                         f"drop {sorted(options)}")
-    model, _ = load_entry(find_weights(arch, tag))
+    check_trained_options(options, call=f"create_model({arch!r}, pretrained={tag!r})")
+    return with_trained_options(load_entry(find_weights(arch, tag))[0], **options)
+
+
+def check_trained_options(options: Mapping[str, Any], *, call: str) -> None:
+    """Trained weights fix the architecture: only ``num_classes``, ``drop_rate`` and ``drop_path_rate`` may be
+    given with them."""
+    fixed = sorted(set(options) - {"num_classes", "drop_rate", "drop_path_rate"})
+    if fixed:
+        raise ValueError(f"{call}: the weights fix the architecture; drop {fixed}")
+
+
+def with_trained_options(model: ResNet, *, num_classes: int | None = None, **dropout: Any) -> ResNet:
+    """A trained network with a new ``num_classes``-way head (for fine-tuning) and its dropout settings."""
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
     model.set_dropout(**dropout)

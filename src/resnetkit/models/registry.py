@@ -178,7 +178,7 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
     ``drop_rate`` (dropout before the classifier), ``drop_path_rate`` (stochastic depth). An option given as None
     keeps the default. ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by
     their tag, or is True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such
-    as ``resnet20_cifar10`` works as ``name`` too. With weights, only ``num_classes`` (it replaces the head for
+    as ``resnet20_cifar10``, or timm's ``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``, works as ``name`` too. With weights, only ``num_classes`` (it replaces the head for
     fine-tuning), ``drop_rate`` and ``drop_path_rate`` may be given. ``features_only=True`` returns a backbone giving the maps
     ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
     ``feature_info`` (see ``models/features.py``).
@@ -196,6 +196,14 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
 
 
 def _create(name: str, *, pretrained: str | bool | None, **options: object) -> ResNet:
+    if name.startswith("hf-hub:"):  # timm's spelling for its weights on the Hugging Face Hub (models/hf_hub.py)
+        from .hf_hub import load_hf_hub
+        from .pretrained import check_trained_options, with_trained_options
+
+        if pretrained is False:
+            raise ValueError(f"{name} names trained weights; for random ones give the architecture's name")
+        check_trained_options(options, call=f"create_model({name!r})")
+        return with_trained_options(load_hf_hub(name)[0], **options)  # type: ignore[arg-type]
     if name not in _REGISTRY:  # a catalog name (resnet20_cifar10): those weights, whatever else is asked
         from .pretrained import get_weights, pretrained_model
 
