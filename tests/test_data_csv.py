@@ -150,3 +150,22 @@ def test_train_then_eval_on_a_csv(tmp_path):
     assert report["images"] == 8 and report["top1"] == 1.0  # dark against light: learnt in eight epochs
     assert all(row["image"].startswith(str(tmp_path / "images")) for row in report["top_losses"])
     assert report["config"]["split"] == "test"  # the rows marked val
+
+
+def test_kaggle_ids_without_an_extension_find_their_one_image(tmp_path):
+    """Kaggle's dog-breed layout: labels.csv of `id,breed` beside train/<id>.jpg (and test/ of unlabelled images);
+    an id two files answer to is skipped, saying so."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (50 * i, 0, 0)).save(tmp_path / "train" / f"id{i}.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "id3.png")  # the same id in another folder
+    path = _csv(tmp_path, "id,breed\n" + "".join(f"id{i},{'pug' if i % 2 else 'collie'}\n" for i in range(4)) +
+                "nowhere,pug\n")
+    tree = index_tree(path)
+    assert tree.paths == [str(tmp_path / "train" / f"id{i}.jpg") for i in range(3)]
+    assert tree.class_names == ["collie", "pug"] and tree.labels == [0, 1, 0]
+    reasons = dict(tree.skipped)
+    assert any("several image files" in why and "id3.jpg" in why for why in reasons.values())
+    assert any(where.startswith(str(tmp_path / "nowhere")) and "no image file of that name" in why
+               for where, why in reasons.items())

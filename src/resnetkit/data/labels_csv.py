@@ -4,8 +4,8 @@ Keras' ``flow_from_dataframe``), for data whose classes are not folders (a Kaggl
 
 The file starts with a header row. The image column is the one named ``image``, ``file``, ``filename``, ``fname``,
 ``path`` or ``filepath`` (else the first column), the label column the one named ``label``, ``class``,
-``category`` or ``target`` (else the second). Image paths are relative to the CSV's folder, or absolute, with
-their extension. An optional ``split`` column (``train``; ``test``, ``val``, ``valid`` or ``validation``) or
+``category`` or ``target`` (else the second). Image paths are relative to the CSV's folder, or absolute; a name
+without an image extension (Kaggle's ids) is the one image file of that name (``_with_found_ids``). An optional ``split`` column (``train``; ``test``, ``val``, ``valid`` or ``validation``) or
 fastai's ``is_valid`` column (``true``/``false``, ``1``/``0``) puts a row in the test split; without one every
 row is training data. Classes are the sorted labels, as folder names are; the listing becomes an ``ImageTree``,
 so training, evaluation, caching and feature extraction read it as they read a folder.
@@ -17,7 +17,7 @@ import csv
 import functools
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ class Row:
     path: str  # where it is read from
     label: str
     split: str  # "train" or "test"
+    problem: str = ""  # why the row's image cannot be found, when its name leaves that open (an id)
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[Row]:
@@ -85,7 +86,52 @@ def _read_rows(path_text: str, version: tuple[int, ...]) -> tuple[Row, ...]:
                          "image") from None
     if not rows:
         raise ValueError(f"{path}: a header and no rows; list one image and its label per row")
-    return rows
+    return _with_found_ids(rows, str(path.parent))
+
+
+def _with_found_ids(rows: tuple[Row, ...], folder: str) -> tuple[Row, ...]:
+    """Rows naming an image without its extension (Kaggle's ids: ``0a1b2c``, with ``train/0a1b2c.jpg`` beside the
+    CSV) get the one image file of that name in its folder (for a bare id: the CSV's folder or a folder in it);
+    fastai asks for ``folder=`` and ``suffix=`` instead. None or several such files: the row keeps its name and is
+    skipped, saying so."""
+    from .tree import IMAGE_EXTENSIONS
+
+    ids = [row for row in rows if not row.image.lower().endswith(IMAGE_EXTENSIONS)]
+    if not ids:
+        return rows
+    found: dict[str, dict[str, list[str]]] = {}  # folder searched -> name without extension -> image files
+
+    def images_in(directory: str) -> dict[str, list[str]]:
+        if directory not in found:
+            by_stem: dict[str, list[str]] = {}
+            bare = directory == folder
+            places = [directory] + ([e.path for e in _entries(directory) if e.is_dir()] if bare else [])
+            for place in places:
+                for entry in _entries(place):
+                    if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+                        by_stem.setdefault(os.path.splitext(entry.name)[0], []).append(entry.path)
+            found[directory] = by_stem
+        return found[directory]
+
+    resolved: dict[int, Row] = {}
+    for row in ids:
+        parent, name = os.path.split(row.path)
+        matches = images_in(parent if os.path.normpath(parent) != os.path.normpath(folder) else folder).get(name, [])
+        resolved[row.line] = (
+            replace(row, path=matches[0]) if len(matches) == 1 else
+            replace(row, problem=f"several image files of that name ({', '.join(sorted(matches)[:3])}): give the file "
+                                 "name with its extension") if matches else
+            replace(row, problem="no image file of that name (with an image extension) in its folder or the CSV's "
+                                 "folders"))
+    return tuple(resolved.get(row.line, row) for row in rows)
+
+
+def _entries(directory: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except OSError:
+        return []
 
 
 def _columns(path: Path, header: list[str]) -> dict[str, int]:
@@ -172,10 +218,9 @@ def _usable_rows(path: str | os.PathLike[str]) -> tuple[list[Row], list[tuple[st
 
     usable, skipped = [], []
     for row in read_rows(path):
-        reason = ("no label" if not row.label else
-                  "not an image file (extension; give the file name with its extension)"
-                  if not row.image.lower().endswith(IMAGE_EXTENSIONS) else
-                  "no such file" if not os.path.isfile(row.path) else None)
+        reason = ("no label" if not row.label else row.problem or
+                  ("not an image file (extension)" if not row.path.lower().endswith(IMAGE_EXTENSIONS) else
+                   "no such file" if not os.path.isfile(row.path) else None))
         if reason:
             skipped.append((f"{row.path} ({Path(path).name}, line {row.line})", reason, row))
         else:
