@@ -160,6 +160,7 @@ def test_kaggle_ids_without_an_extension_find_their_one_image(tmp_path):
     for i in range(4):
         Image.new("RGB", (8, 8), (50 * i, 0, 0)).save(tmp_path / "train" / f"id{i}.jpg")
     Image.new("RGB", (8, 8)).save(tmp_path / "test" / "id3.png")  # the same id in another folder
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a link loop beside them is passed over, not followed
     path = _csv(tmp_path, "id,breed\n" + "".join(f"id{i},{'pug' if i % 2 else 'collie'}\n" for i in range(4)) +
                 "nowhere,pug\n")
     tree = index_tree(path)

@@ -119,3 +119,44 @@ def test_create_model_takes_timms_hf_hub_spelling_with_a_new_head(hub):
     assert model.num_classes == 5 and torch.equal(model.conv1[0].weight, reference.conv1[0].weight)
     with pytest.raises(ValueError, match="the weights fix the architecture; drop \\['variant'\\]"):
         create_model("hf-hub:timm/resnet18d.test_in1k", variant="v2")
+
+
+def test_a_fine_tune_starts_from_an_hf_hub_name_and_train_pretrained_reads_its_weight_file(hub, tmp_path):
+    from resnetkit.config import load_train_config
+    from resnetkit.models.weights import resolve_weight_path
+    from resnetkit.train.finetune import prepare_start
+
+    reference = _timm("resnet18d")
+    _publish(hub, "timm/resnet18d.test_in1k", reference, safe_serialization=True)
+    config = prepare_start(load_train_config("finetune", pretrained="hf-hub:timm/resnet18d.test_in1k"), tmp_path)
+    assert config.model.arch == "resnet18d" and config.data.mean == tuple(reference.pretrained_cfg["mean"])
+    start, _ = load_model(config.finetune.pretrained)
+    assert torch.equal(start.conv1[0].weight, reference.conv1[0].weight)
+    assert resolve_weight_path("hf-hub:timm/resnet18d.test_in1k").name.endswith("model.safetensors")
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ([1, 2], "pretrained_cfg is a list"),
+    ({"input_size": "224"}, "input_size 224 is not a list of whole numbers"),
+    ({"input_size": {"a": 1}}, "not a list of whole numbers"),
+    ({"input_size": [3, 10 ** 400, 10 ** 400]}, "cannot be read as a preprocessing"),
+    ({"crop_pct": 0}, "crop_pct 0"),
+    ({"mean": [0.5]}, "mean="),
+])
+def test_a_crafted_config_is_refused_naming_the_repository(hub, cfg, message):
+    _publish(hub, "timm/crafted", _timm("resnet18"), safe_serialization=True)
+    config = hub / "timm/crafted/resolve/main/config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "pretrained_cfg": cfg}))
+    with pytest.raises(WeightFileError, match=message) as refused:
+        load_model("hf-hub:timm/crafted")
+    assert "hf-hub:timm/crafted" in str(refused.value)
+
+
+def test_the_endpoint_must_be_a_url_and_a_tag_is_refused(hub, monkeypatch):
+    from resnetkit import create_model
+
+    with pytest.raises(ValueError, match="pretrained=True or leave it out"):
+        create_model("hf-hub:timm/resnet18d.test_in1k", pretrained="a1")
+    monkeypatch.setenv("HF_ENDPOINT", "huggingface.co")
+    with pytest.raises(ValueError, match="HF_ENDPOINT='huggingface.co' is not a URL"):
+        load_model("hf-hub:timm/anything")

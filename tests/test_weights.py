@@ -89,6 +89,8 @@ def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):
     # A network saved after torch.compile (and inside DDP): its names under "_orig_mod." (and "module.").
     torch.save({f"module._orig_mod.{k}": v for k, v in sd.items()}, tmp_path / "compiled.pth")
     _assert_same_state(load_state_dict_file(tmp_path / "compiled.pth"), sd)
+    save_file({f"_orig_mod.{k}": v.contiguous() for k, v in sd.items()}, tmp_path / "compiled.safetensors")
+    _assert_same_state(load_state_dict_file(tmp_path / "compiled.safetensors"), sd)
     torch.save({0: torch.zeros(1), **sd}, tmp_path / "odd-key.pth")  # a key that is no name: refused, no crash
     with pytest.raises(WeightFileError, match="not a state dict of named tensors"):
         load_state_dict_file(tmp_path / "odd-key.pth")

@@ -126,7 +126,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     elif not is_url(args.start) and not Path(args.start).exists() and (entry := get_weights(args.start)):
         overrides.update(model=entry.arch, pretrained=args.start)  # a pretrained name (resnet20_cifar10)
     else:
-        if not is_url(args.start):
+        if not is_url(args.start) and not args.start.startswith("hf-hub:"):
             check_self_describing(Path(args.start), shown=args.start)  # a .pth needs ARCH --weights FILE
         overrides["pretrained"] = args.start
     config = load_train_config(args.recipe, data=args.data_source, **overrides)

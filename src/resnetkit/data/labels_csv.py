@@ -105,10 +105,10 @@ def _with_found_ids(rows: tuple[Row, ...], folder: str) -> tuple[Row, ...]:
         if directory not in found:
             by_stem: dict[str, list[str]] = {}
             bare = directory == folder
-            places = [directory] + ([e.path for e in _entries(directory) if e.is_dir()] if bare else [])
+            places = [directory] + ([e.path for e in _entries(directory) if _is(e, "dir")] if bare else [])
             for place in places:
                 for entry in _entries(place):
-                    if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+                    if entry.name.lower().endswith(IMAGE_EXTENSIONS) and _is(entry, "file"):
                         by_stem.setdefault(os.path.splitext(entry.name)[0], []).append(entry.path)
             found[directory] = by_stem
         return found[directory]
@@ -121,9 +121,18 @@ def _with_found_ids(rows: tuple[Row, ...], folder: str) -> tuple[Row, ...]:
             replace(row, path=matches[0]) if len(matches) == 1 else
             replace(row, problem=f"several image files of that name ({', '.join(sorted(matches)[:3])}): give the file "
                                  "name with its extension") if matches else
+            replace(row, problem="not an image file (extension)") if os.path.splitext(name)[1] else
             replace(row, problem="no image file of that name (with an image extension) in its folder or the CSV's "
                                  "folders"))
     return tuple(resolved.get(row.line, row) for row in rows)
+
+
+def _is(entry: os.DirEntry[str], kind: str) -> bool:
+    """``entry.is_dir()`` / ``is_file()``, False for an entry that cannot be followed (a link loop, no permission)."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:
+        return False
 
 
 def _entries(directory: str) -> list[os.DirEntry[str]]:

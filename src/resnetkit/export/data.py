@@ -72,8 +72,8 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     names = list(class_names) if class_names else list(tree.class_names)
     unknown = sorted({*folders, *tree.class_names} - set(names))
     if unknown:
-        raise ValueError(f"{root}: folder(s) {unknown[:5]} are not among the model's {len(names)} class names "
-                         f"(first: {names[:5]}); rename the folders or leave the class out")
+        raise ValueError(f"{root}: class(es) {unknown[:5]} are not among the model's {len(names)} class names "
+                         f"(first: {names[:5]}); rename those classes or leave them out")
     per_class = [[i for i, label in enumerate(tree.labels) if label == k] for k in range(len(tree.class_names))]
     order = [files[i] for i in range(max(map(len, per_class))) for files in per_class if i < len(files)]
     transform = eval_transform(preprocess)

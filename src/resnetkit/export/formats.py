@@ -32,7 +32,7 @@ MAX_BATCH = 4096
 def default_output(model_path: str | os.PathLike[str], fmt: str) -> Path:
     """Beside a model file; in the current folder for a pretrained name, a URL or an ``hf-hub:`` name."""
     path = Path(model_path)
-    name = path.name.removesuffix(".safetensors") + SUFFIXES[fmt]
+    name = path.name.split("?")[0].removesuffix(".safetensors") + SUFFIXES[fmt]  # a URL's query is no name
     return path.with_name(name) if path.is_file() else Path(name)
 
 

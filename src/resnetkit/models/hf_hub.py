@@ -16,11 +16,13 @@ import math
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import ModelInfo, Preprocess
+from ..files import is_url
 from .registry import list_models
 from .resnet import ResNet
 from .weights import WeightFileError, load_state_dict_file, model_for_state_dict, resolve_weight_path
@@ -37,28 +39,54 @@ def is_hf_hub_name(text: str) -> bool:
 
 def hub_url(repo: str, file: str) -> str:
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    if not is_url(endpoint):
+        raise ValueError(f"HF_ENDPOINT={endpoint!r} is not a URL; give one such as https://huggingface.co (or unset "
+                         "it)")
     return f"{endpoint}/{repo}/resolve/main/{file}"
+
+
+def _repo(name: str) -> str:
+    repo = name[len(PREFIX):] if is_hf_hub_name(name) else name
+    if not REPO.fullmatch(repo):
+        raise ValueError(f"{name}: not a Hugging Face repository name; give hf-hub:OWNER/NAME, e.g. "
+                         "hf-hub:timm/resnet50d.ra4_e3600_r224_in1k (the main revision; no @revision)")
+    return repo
 
 
 def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
     """The network ``hf-hub:OWNER/REPO`` holds, in eval mode, with timm's preprocessing and its class names (the
     config's ``label_names``, else ImageNet's for 1,000 classes)."""
-    repo = name[len(PREFIX):] if is_hf_hub_name(name) else name
-    if not REPO.fullmatch(repo):
-        raise ValueError(f"{name}: not a Hugging Face repository name; give hf-hub:OWNER/NAME, e.g. "
-                         "hf-hub:timm/resnet50d.ra4_e3600_r224_in1k")
+    repo = _repo(name)
     config = _read_config(repo)
     arch = config.get("architecture")
     if not isinstance(arch, str) or arch not in list_models():
-        raise ValueError(f"{name} holds timm's {arch!r}, which resnetkit does not build; resnetkit builds timm's "
-                         "resnet*, resnet*d, seresnet*, resnext*, wide_resnet* (see `resnetkit models`)")
-    path, state = _weights(repo)
+        raise ValueError(f"{name} holds timm's {str(arch)[:80]!r}, which resnetkit does not build; resnetkit builds "
+                         "timm's resnet*, resnet*d, seresnet*, resnext*, wide_resnet* (see `resnetkit models`)")
+    preprocess = _preprocess(config.get("pretrained_cfg", {}), name)
+    path = hub_weight_file(name)
     args = config.get("model_args")
     in_chans = args.get("in_chans", 3) if isinstance(args, dict) else 3
-    model = model_for_state_dict(arch, state, source=f"{path} ({name})", in_chans=in_chans).to(map_location).eval()
-    info = ModelInfo(model=model.config, preprocess=_preprocess(config.get("pretrained_cfg") or {}, name),
-                     class_names=_class_names(config, model.num_classes), extra={"weights": name})
-    return model, info
+    try:
+        model = model_for_state_dict(arch, load_state_dict_file(path), source=f"{path} ({name})", in_chans=in_chans)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, WeightFileError):
+            raise
+        raise WeightFileError(f"{name}: its config.json's model_args do not describe a network ({error})") from None
+    info = ModelInfo(model=model.config, preprocess=preprocess, class_names=_class_names(config, model.num_classes),
+                     extra={"weights": name})
+    return model.to(map_location).eval(), info
+
+
+def hub_weight_file(name: str) -> Path:
+    """The repository's weight file, downloaded once: model.safetensors, else pytorch_model.bin (older repositories
+    have only that)."""
+    repo, failures = _repo(name), []
+    for file in WEIGHT_FILES:
+        try:
+            return resolve_weight_path(hub_url(repo, file))
+        except WeightFileError as error:
+            failures.append(str(error))
+    raise WeightFileError(f"{name}: no weight file could be downloaded ({'; '.join(failures)})")
 
 
 def _read_config(repo: str) -> dict[str, Any]:
@@ -77,36 +105,28 @@ def _read_config(repo: str) -> dict[str, Any]:
     return config
 
 
-def _weights(repo: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """The repository's weights: model.safetensors, else pytorch_model.bin (older repositories have only that)."""
-    failures = []
-    for file in WEIGHT_FILES:
-        try:
-            path = resolve_weight_path(hub_url(repo, file))
-        except WeightFileError as error:
-            failures.append(str(error))
-            continue
-        return str(path), load_state_dict_file(path)
-    raise WeightFileError(f"hf-hub:{repo}: no weight file could be downloaded ({'; '.join(failures)})")
-
-
-def _preprocess(cfg: dict[str, Any], name: str) -> Preprocess:
+def _preprocess(cfg: Any, name: str) -> Preprocess:
     """timm's evaluation transform as a ``Preprocess``: input size, resize floor(input / crop_pct), filter, mean/std."""
     try:
-        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        if not isinstance(cfg, dict):
+            raise TypeError(f"pretrained_cfg is a {type(cfg).__name__}, not an object")
+        shape = cfg.get("input_size", [3, 224, 224])
+        if not isinstance(shape, (list, tuple)) or not shape or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in shape):
+            raise TypeError(f"input_size {str(shape)[:40]} is not a list of whole numbers")
         crop = float(cfg.get("crop_pct", 0.875))
         if not 0 < crop <= 1:
             raise ValueError(f"crop_pct {crop}")
-        values = {"input_size": size, "resize_size": math.floor(size / crop),
+        values = {"input_size": shape[-1], "resize_size": math.floor(shape[-1] / crop),
                   "interpolation": cfg.get("interpolation", "bicubic")}
         values.update({k: tuple(cfg[k]) for k in ("mean", "std") if k in cfg})
         preprocess = Preprocess.from_dict(values)
-    except (TypeError, ValueError, IndexError) as error:
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as error:
         raise WeightFileError(f"{name}: its config.json's pretrained_cfg cannot be read as a preprocessing "
                               f"({error})") from None
     if cfg.get("crop_mode", "center") != "center":
-        warnings.warn(f"{name}: timm evaluates it with crop_mode {cfg['crop_mode']!r}; resnetkit resizes the "
-                      "shorter side and takes the centre crop", stacklevel=3)
+        warnings.warn(f"{name}: timm evaluates it with crop_mode {str(cfg['crop_mode'])[:40]!r}; resnetkit resizes "
+                      "the shorter side and takes the centre crop", stacklevel=3)
     return preprocess
 
 

@@ -200,8 +200,9 @@ def _create(name: str, *, pretrained: str | bool | None, **options: object) -> R
         from .hf_hub import load_hf_hub
         from .pretrained import check_trained_options, with_trained_options
 
-        if pretrained is False:
-            raise ValueError(f"{name} names trained weights; for random ones give the architecture's name")
+        if pretrained is False or isinstance(pretrained, str):
+            raise ValueError(f"{name} names one set of trained weights: give pretrained=True or leave it out (for "
+                             "random weights or other ones, give the architecture's name)")
         check_trained_options(options, call=f"create_model({name!r})")
         return with_trained_options(load_hf_hub(name)[0], **options)  # type: ignore[arg-type]
     if name not in _REGISTRY:  # a catalog name (resnet20_cifar10): those weights, whatever else is asked

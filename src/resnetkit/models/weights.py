@@ -247,7 +247,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         raise WeightFileError(f"{path}: only {path.stat().st_size} bytes; the file is truncated or empty")
     if path.suffix == ".safetensors" or is_safetensors(path):
         try:
-            return load_file(str(path))
+            return _without_wrapper_prefixes(load_file(str(path)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise WeightFileError(f"{path}: not a readable .safetensors file ({e}); it may be truncated: "
                                   "re-download or re-save it") from e
@@ -281,11 +281,15 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if views:
         raise WeightFileError(f"{path}: {len(views)} tensor(s) claim more values than the file stores (first: "
                               f"{views[:2]}); the file is crafted or damaged: use a file you trust")
-    # DistributedDataParallel's "module." and torch.compile's "_orig_mod." wrap the network's own names.
+    return _without_wrapper_prefixes(obj)
+
+
+def _without_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DistributedDataParallel's "module." and torch.compile's "_orig_mod." wrap the network's own names."""
     for prefix in ("module.", "_orig_mod.", "module."):
-        if all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
@@ -399,6 +403,10 @@ def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] |
 
     ``sha256`` (a digest or its leading hex digits) is checked on download; a file that differs is deleted.
     """
+    if path_or_url.startswith("hf-hub:"):  # the weight file of timm's repository (models/hf_hub.py)
+        from .hf_hub import hub_weight_file
+
+        return hub_weight_file(path_or_url)
     local = file_url_path(path_or_url)
     if local is not None and os.path.exists(local) and not os.path.isfile(local):  # reading a pipe would wait
         raise WeightFileError(f"{path_or_url}: not a regular file (a folder, pipe or device); give a weight file")

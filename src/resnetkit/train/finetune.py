@@ -25,6 +25,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..files import prepare_output_dir, write_text_atomic
 from ..models import save_model
+from ..models.hf_hub import is_hf_hub_name
 from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.weights import resolve_weight_path
 from .run import MODEL_FILE, TrainResult, check_out_dir, run_training
@@ -60,8 +61,10 @@ def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
     if not config.finetune.pretrained:
         raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
                          "file, or ARCH --weights FILE), or --pretrained FILE")
-    path = resolve_weight_path(config.finetune.pretrained)
-    if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
+    if is_hf_hub_name(config.finetune.pretrained):  # timm's repository names its architecture and preprocessing
+        model, info = open_model(config.finetune.pretrained)
+    elif is_keras_file(path := resolve_weight_path(config.finetune.pretrained)) or (
+            path.suffix == ".safetensors" and has_resnetkit_info(path)):
         model, info = open_model(str(path))
     else:  # a torchvision / timm state dict: the architecture is the config's
         model, info = open_model(config.model.arch, weights=str(path), variant=config.model.variant,
