@@ -170,3 +170,12 @@ def test_kaggle_ids_without_an_extension_find_their_one_image(tmp_path):
     assert any("several image files" in why and "id3.jpg" in why for why in reasons.values())
     assert any(where.startswith(str(tmp_path / "nowhere")) and "no image file of that name" in why
                for where, why in reasons.items())
+
+
+def test_an_id_with_dots_is_an_id_and_a_text_file_is_not_an_image(tmp_path):
+    _images(tmp_path, count=1)
+    (tmp_path / "notes.txt").write_text("x")
+    path = _csv(tmp_path, "image,label\nimages/0.png,a\n1.2.840.113619,a\nnotes.txt,a\n")
+    reasons = {where.split(" (")[0].rsplit("/", 1)[-1]: why for where, why in index_tree(path).skipped}
+    assert reasons == {"1.2.840.113619": reasons["1.2.840.113619"], "notes.txt": "not an image file (extension)"}
+    assert reasons["1.2.840.113619"].startswith("no image file of that name")

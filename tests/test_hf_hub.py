@@ -160,3 +160,17 @@ def test_the_endpoint_must_be_a_url_and_a_tag_is_refused(hub, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "huggingface.co")
     with pytest.raises(ValueError, match="HF_ENDPOINT='huggingface.co' is not a URL"):
         load_model("hf-hub:timm/anything")
+
+
+def test_arch_with_hf_hub_weights_brings_the_repositorys_preprocessing_and_must_match(hub):
+    from resnetkit.infer import Predictor
+    from resnetkit.models.sources import open_model
+
+    reference = _timm("resnet18d")
+    _publish(hub, "timm/resnet18d.test_in1k", reference, safe_serialization=True)
+    predictor = Predictor.from_name("resnet18d", weights="hf-hub:timm/resnet18d.test_in1k")
+    assert predictor.info.preprocess.interpolation == "bicubic" and len(predictor.info.class_names) == 1000
+    _, info = open_model("resnet18d", weights="hf-hub:timm/resnet18d.test_in1k")
+    assert info.preprocess == predictor.info.preprocess
+    with pytest.raises(ValueError, match="holds resnet18d, not resnet18: give hf-hub:timm/resnet18d.test_in1k as"):
+        Predictor.from_name("resnet18", weights="hf-hub:timm/resnet18d.test_in1k")

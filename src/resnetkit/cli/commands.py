@@ -120,6 +120,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if args.start in list_models():  # ARCH --weights FILE (torchvision, timm, Keras)
         if not args.weights:
             raise ValueError(f"{args.start} is an architecture name: give its weights with --weights FILE_OR_URL")
+        if args.weights.startswith("hf-hub:"):  # the repository names its architecture: it must be this one
+            from ..models.hf_hub import check_hub_architecture
+
+            check_hub_architecture(args.start, args.weights)
         overrides.update(model=args.start, pretrained=args.weights)
     elif args.weights:
         raise ValueError(f"{args.start}: --weights goes with an architecture name; a model file holds its weights")

@@ -121,10 +121,16 @@ def _with_found_ids(rows: tuple[Row, ...], folder: str) -> tuple[Row, ...]:
             replace(row, path=matches[0]) if len(matches) == 1 else
             replace(row, problem=f"several image files of that name ({', '.join(sorted(matches)[:3])}): give the file "
                                  "name with its extension") if matches else
-            replace(row, problem="not an image file (extension)") if os.path.splitext(name)[1] else
+            replace(row, problem="not an image file (extension)") if _file_extension(name) else
             replace(row, problem="no image file of that name (with an image extension) in its folder or the CSV's "
                                  "folders"))
     return tuple(resolved.get(row.line, row) for row in rows)
+
+
+def _file_extension(name: str) -> bool:
+    """Whether ``name`` ends in what reads as a file type (``.txt``, ``.dcm``), not part of an id (``1.2.840.1136``)."""
+    suffix = os.path.splitext(name)[1][1:]
+    return 0 < len(suffix) <= 5 and suffix.isalpha()
 
 
 def _is(entry: os.DirEntry[str], kind: str) -> bool:

@@ -18,7 +18,7 @@ from ..config.tasks import check_min_confidence
 from ..device import resolve_device
 from ..models import list_models, load_model, load_state_dict_file
 from ..models.pretrained import close_model_names, find_weights, get_weights, identify_weights, load_entry, with_preprocess
-from ..models.hf_hub import is_hf_hub_name
+from ..models.hf_hub import is_hf_hub_name, load_hf_hub_as
 from ..models.resnet import ResNet
 from ..models.tta import TTA_MODES, flip_averaged_log_probs
 from ..models.weights import model_for_state_dict, resolve_weight_path
@@ -129,6 +129,8 @@ class Predictor:
             if entry.arch != name:
                 raise ValueError(f"weights {entry.name} are for {entry.arch}, not {name}")
             model, info = load_entry(entry)
+        elif is_hf_hub_name(os.fspath(weights)):  # the repository's preprocessing and class names come with it
+            model, info = load_hf_hub_as(name, os.fspath(weights))
         else:
             path = resolve_weight_path(os.fspath(weights))
             model = model_for_state_dict(name, load_state_dict_file(path), source=str(path), **options)

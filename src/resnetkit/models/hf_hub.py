@@ -56,13 +56,10 @@ def _repo(name: str) -> str:
 def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
     """The network ``hf-hub:OWNER/REPO`` holds, in eval mode, with timm's preprocessing and its class names (the
     config's ``label_names``, else ImageNet's for 1,000 classes)."""
-    repo = _repo(name)
-    config = _read_config(repo)
-    arch = config.get("architecture")
-    if not isinstance(arch, str) or arch not in list_models():
-        raise ValueError(f"{name} holds timm's {str(arch)[:80]!r}, which resnetkit does not build; resnetkit builds "
-                         "timm's resnet*, resnet*d, seresnet*, resnext*, wide_resnet* (see `resnetkit models`)")
-    preprocess = _preprocess(config.get("pretrained_cfg", {}), name)
+    config = _read_config(_repo(name))
+    arch = _architecture(config, name)
+    cfg = config.get("pretrained_cfg")
+    preprocess = _preprocess({} if cfg is None else cfg, name)
     path = hub_weight_file(name)
     args = config.get("model_args")
     in_chans = args.get("in_chans", 3) if isinstance(args, dict) else 3
@@ -77,13 +74,34 @@ def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple
     return model.to(map_location).eval(), info
 
 
-def hub_weight_file(name: str) -> Path:
+def load_hf_hub_as(arch: str, name: str) -> tuple[ResNet, ModelInfo]:
+    """``ARCH --weights hf-hub:...``: the repository's network with its preprocessing and class names, which must be
+    ``arch`` (the repository names its own)."""
+    check_hub_architecture(arch, name)
+    return load_hf_hub(name)
+
+
+def check_hub_architecture(arch: str, name: str) -> None:
+    held = _architecture(_read_config(_repo(name)), name)
+    if held != arch:
+        raise ValueError(f"{name} holds {held}, not {arch}: give {name} as the model, without an architecture name")
+
+
+def _architecture(config: dict[str, Any], name: str) -> str:
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or arch not in list_models():
+        raise ValueError(f"{name} holds timm's {str(arch)[:80]!r}, which resnetkit does not build; resnetkit builds "
+                         "timm's resnet*, resnet*d, seresnet*, resnext*, wide_resnet* (see `resnetkit models`)")
+    return arch
+
+
+def hub_weight_file(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The repository's weight file, downloaded once: model.safetensors, else pytorch_model.bin (older repositories
     have only that)."""
     repo, failures = _repo(name), []
     for file in WEIGHT_FILES:
         try:
-            return resolve_weight_path(hub_url(repo, file))
+            return resolve_weight_path(hub_url(repo, file), cache_dir=cache_dir)
         except WeightFileError as error:
             failures.append(str(error))
     raise WeightFileError(f"{name}: no weight file could be downloaded ({'; '.join(failures)})")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..config import ModelInfo
-from .hf_hub import is_hf_hub_name
+from .hf_hub import is_hf_hub_name, load_hf_hub_as
 from .pretrained import close_model_names
 from .registry import default_preprocess, list_models
 from .resnet import ResNet
@@ -29,6 +29,8 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
         if weights is None:
             raise ValueError(f"{model} is an architecture name: give its weights with --weights FILE_OR_URL, or pass "
                              "a model file")
+        if is_hf_hub_name(weights):  # the repository's preprocessing and class names come with it
+            return load_hf_hub_as(model, weights)
         path = resolve_weight_path(weights)
         if is_keras_file(path):
             from .keras import load_keras_model

@@ -406,7 +406,10 @@ def resolve_weight_path(path_or_url: str, *, cache_dir: str | os.PathLike[str] |
     if path_or_url.startswith("hf-hub:"):  # the weight file of timm's repository (models/hf_hub.py)
         from .hf_hub import hub_weight_file
 
-        return hub_weight_file(path_or_url)
+        if sha256:
+            raise WeightFileError(f"{path_or_url}: the Hub's URLs name no digest, so sha256={sha256!r} cannot be "
+                                  "checked against the download; give the file's URL or path instead")
+        return hub_weight_file(path_or_url, cache_dir=cache_dir)
     local = file_url_path(path_or_url)
     if local is not None and os.path.exists(local) and not os.path.isfile(local):  # reading a pipe would wait
         raise WeightFileError(f"{path_or_url}: not a regular file (a folder, pipe or device); give a weight file")
