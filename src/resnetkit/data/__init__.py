@@ -18,14 +18,14 @@ from .image import ImageLoadError, decode_rgb, pil_to_rgb
 from .loader import InMemoryLoader
 from .memory import InMemoryImageDataset, split_holdout, stratified_split
 from .preprocess import EvalTransform, center_view, eval_transform, eval_views, fit_to_size, to_model_input
-from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, IMAGE_FOLDER, IMAGE_TAR, DataSource, resolve_source
+from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, IMAGE_CSV, IMAGE_FOLDER, IMAGE_TAR, DataSource, resolve_source
 from .transforms import (FileLoader, ImageFileDataset, build_file_loader, collate_skipping_bad,
                          paper_train_transform, random_resized_crop_transform)
 from .tree import ImageTree, index_tree
 
 __all__ = [
     "BatchAugment", "CIFAR_FILES", "CIFAR_NAME", "DIGITS", "DataConfig", "DataSource", "DataSplits", "EvalTransform", "FileLoader", "ImageFileDataset",
-    "IMAGE_FOLDER", "IMAGE_TAR", "ImageLoadError", "ImageTree", "InMemoryImageDataset", "InMemoryLoader", "build_file_loader", "cache_dir",
+    "IMAGE_CSV", "IMAGE_FOLDER", "IMAGE_TAR", "ImageLoadError", "ImageTree", "InMemoryImageDataset", "InMemoryLoader", "build_file_loader", "cache_dir",
     "center_view", "collate_skipping_bad", "data_root", "decode_rgb", "decode_tree", "download_cifar",
     "eval_transform", "eval_views", "common_image_size", "fit_to_size", "index_tree", "load_cifar", "load_data",
     "load_digits_dataset", "load_image_dataset", "load_tree_in_memory", "normalize", "open_image_files",
