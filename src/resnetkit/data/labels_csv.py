@@ -5,10 +5,11 @@ Keras' ``flow_from_dataframe``), for data whose classes are not folders (a Kaggl
 The file starts with a header row. The image column is the one named ``image``, ``file``, ``filename``, ``fname``,
 ``path`` or ``filepath`` (else the first column), the label column the one named ``label``, ``class``,
 ``category`` or ``target`` (else the second). Image paths are relative to the CSV's folder, or absolute; a name
-without an image extension (Kaggle's ids) is the one image file of that name (``_with_found_ids``). An optional ``split`` column (``train``; ``test``, ``val``, ``valid`` or ``validation``) or
-fastai's ``is_valid`` column (``true``/``false``, ``1``/``0``) puts a row in the test split; without one every
-row is training data. Classes are the sorted labels, as folder names are; the listing becomes an ``ImageTree``,
-so training, evaluation, caching and feature extraction read it as they read a folder.
+without an image extension (Kaggle's ids) is the one image file of that name (``_with_found_ids``). An optional
+``split`` column (``train``; ``test``, ``val``, ``valid`` or ``validation``) or fastai's ``is_valid`` column
+(``true``/``false``, ``1``/``0``) puts a row in the test split; without one every row is training data. Classes
+are the sorted labels of every usable row, as folder names are; the listing becomes an ``ImageTree``, so training,
+evaluation, caching, feature extraction and export read it as they read a folder.
 """
 
 from __future__ import annotations

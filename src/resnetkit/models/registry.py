@@ -178,10 +178,10 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
     ``drop_rate`` (dropout before the classifier), ``drop_path_rate`` (stochastic depth). An option given as None
     keeps the default. ``pretrained`` names trained weights from the catalog (``resnetkit models --pretrained``) by
     their tag, or is True for the architecture's most accurate ones (timm's ``pretrained=True``); a catalog name such
-    as ``resnet20_cifar10``, or timm's ``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``, works as ``name`` too. With weights, only ``num_classes`` (it replaces the head for
-    fine-tuning), ``drop_rate`` and ``drop_path_rate`` may be given. ``features_only=True`` returns a backbone giving the maps
-    ``out_indices`` (0 stem, 1.. stages; default: every stage) with their channels and strides in
-    ``feature_info`` (see ``models/features.py``).
+    as ``resnet20_cifar10``, or timm's ``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``, works as ``name`` too. With
+    weights, only ``num_classes`` (it replaces the head for fine-tuning), ``drop_rate`` and ``drop_path_rate`` may be
+    given. ``features_only=True`` returns a backbone giving the maps ``out_indices`` (0 stem, 1.. stages; default:
+    every stage) with their channels and strides in ``feature_info`` (see ``models/features.py``).
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
