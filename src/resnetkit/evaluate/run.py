@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import EvalConfig, ModelInfo
 from ..data.preprocess import thumbnail
+from ..data.source import DataSource, resolve_source
 from ..device import resolve_device
 from ..files import prepare_output_dir
 from ..models import load_model
@@ -21,7 +22,7 @@ from .protocols import evaluate_samples
 from .report import THUMBNAIL_SIDE, TOP_LOSSES_SHOWN, WorstImage, write_report
 
 
-def open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
+def open_dataset(data: str | DataSource, *, val_split: int = 0, seed: int = 0, cifar100_labels: str = "fine"):
     """``(dataset, class names, which images)`` to evaluate.
 
     With ``val_split``: the images ``resnetkit train --val-split N --seed S`` held out of ``data``'s
@@ -33,6 +34,7 @@ def open_dataset(data: str, *, val_split: int = 0, seed: int = 0, cifar100_label
     from .. import data as datasets
 
     source = datasets.resolve_source(data)
+    data = source.text
     if val_split:
         described = f"{val_split} images held out of the training split (--val-split {val_split}, seed {seed})"
         if source.file_by_file:
@@ -116,18 +118,17 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
-def warn_if_trained_on(data: str, info: ModelInfo, *, val_split: int) -> None:
+def warn_if_trained_on(source: DataSource, info: ModelInfo, *, val_split: int) -> None:
     """Warn when ``eval`` measures every image of a training set (DATA has no test split) with a model whose file
     records images held out of its training set: if DATA is that set, the number mostly measures images the model
     trained on, and ``--val-split`` gives the held-out ones. Evaluating what is given (timm's ``validate.py``,
     torchvision's reference scripts) stays the rule; the data may be a new folder of the model's classes."""
-    from ..data import resolve_source
-
     try:
         held_out, seed = info.held_out_split()
     except (TypeError, ValueError):  # a record that is not a number: no split to point to
         return
-    if not val_split and held_out and resolve_source(data).evaluation_split == "train":
+    if not val_split and held_out and source.evaluation_split == "train":
+        data = source.text
         warnings.warn(f"{data} has no test split, so every image of it is measured; the model file records "
                       f"{held_out} images held out of its training data ({info.extra.get('trained_on', 'not named')})"
                       f": if {data} is that data, most of these images trained the model; give --val-split "
@@ -154,9 +155,10 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
     check_not_a_training_report(Path(config.out_dir))
     model, info = load_model(model_path)
-    dataset, class_names, split = open_dataset(data, val_split=config.val_split, seed=config.seed,
+    source = resolve_source(data)  # once: an image tree's splits are found by listing it
+    dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=config.seed,
                                                cifar100_labels=config.cifar100_labels)
-    warn_if_trained_on(data, info, val_split=config.val_split)
+    warn_if_trained_on(source, info, val_split=config.val_split)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
     samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)
