@@ -53,11 +53,15 @@ def _repo(name: str) -> str:
     return repo
 
 
-def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple[ResNet, ModelInfo]:
+def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu",
+                expected_arch: str | None = None) -> tuple[ResNet, ModelInfo]:
     """The network ``hf-hub:OWNER/REPO`` holds, in eval mode, with timm's preprocessing and its class names (the
-    config's ``label_names``, else ImageNet's for 1,000 classes)."""
+    config's ``label_names``, else ImageNet's for 1,000 classes); refused before its weights are fetched when it is
+    not ``expected_arch``."""
     config = _read_config(_repo(name))
     arch = _architecture(config, name)
+    if expected_arch is not None:
+        _check_architecture(arch, expected_arch, name)
     cfg = config.get("pretrained_cfg")
     preprocess = _preprocess({} if cfg is None else cfg, name)
     path = hub_weight_file(name)
@@ -77,12 +81,14 @@ def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu") -> tuple
 def load_hf_hub_as(arch: str, name: str) -> tuple[ResNet, ModelInfo]:
     """``ARCH --weights hf-hub:...``: the repository's network with its preprocessing and class names, which must be
     ``arch`` (the repository names its own)."""
-    check_hub_architecture(arch, name)
-    return load_hf_hub(name)
+    return load_hf_hub(name, expected_arch=arch)
 
 
 def check_hub_architecture(arch: str, name: str) -> None:
-    held = _architecture(_read_config(_repo(name)), name)
+    _check_architecture(_architecture(_read_config(_repo(name)), name), arch, name)
+
+
+def _check_architecture(held: str, arch: str, name: str) -> None:
     if held != arch:
         raise ValueError(f"{name} holds {held}, not {arch}: give {name} as the model, without an architecture name")
 
