@@ -179,3 +179,35 @@ def test_an_id_with_dots_is_an_id_and_a_text_file_is_not_an_image(tmp_path):
     reasons = {where.split(" (")[0].rsplit("/", 1)[-1]: why for where, why in index_tree(path).skipped}
     assert reasons == {"1.2.840.113619": reasons["1.2.840.113619"], "notes.txt": "not an image file (extension)"}
     assert reasons["1.2.840.113619"].startswith("no image file of that name")
+
+
+def test_a_first_row_of_ids_is_refused_and_ids_are_looked_up_again_when_images_arrive(tmp_path):
+    """A CSV of bare ids without its header would lose its first row as column names; an id whose image is copied
+    in later is found by the next read (the folders are not cached with the file)."""
+    (tmp_path / "train").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / f"id{i}.jpg")
+    with pytest.raises(ValueError, match="the first row .*'id0'.* names an image: .* add one"):
+        index_tree(_csv(tmp_path, "id0,collie\nid1,pug\n", "noheader.csv"))
+    path = _csv(tmp_path, "id,breed\nid0,collie\nid1,pug\nid2,pug\n")
+    assert len(index_tree(path).paths) == 2
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "id2.jpg")
+    assert index_tree(path).paths[-1] == str(tmp_path / "train" / "id2.jpg")
+
+
+def test_a_huge_line_is_refused_before_it_is_read_whole_and_labels_are_unicode_normalised(tmp_path):
+    from resnetkit.data import labels_csv
+
+    names = _images(tmp_path, count=2)
+    path = tmp_path / "huge.csv"
+    path.write_text("image,label\n" + "a" * (labels_csv.MAX_LINE_CHARS + 10) + "\n")
+    with pytest.raises(ValueError, match="huge.csv: a line of 1,048,576 characters or more"):
+        index_tree(path)
+    path.write_text("a" * (labels_csv.MAX_LINE_CHARS * 3))  # the header line too
+    with pytest.raises(ValueError, match="huge.csv: a line of"):
+        index_tree(path)
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # the same label typed on two systems
+    tree = index_tree(_csv(tmp_path, f"image,label\n{names[0]},{composed}\n{names[1]},{decomposed}\n"))
+    assert tree.class_names == [composed] and tree.labels == [0, 0]
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")  # named like the column: the header stays a header
+    assert len(index_tree(_csv(tmp_path, f"image,label\n{names[0]},a\n", "named.csv")).paths) == 1

@@ -259,3 +259,9 @@ def test_measuring_a_whole_training_set_with_a_model_that_held_images_out_of_one
     assert warned("held.safetensors", tmp_path / "data") == []  # its test split is measured
     assert warned("held.safetensors", tmp_path / "train_only", val_split=2, seed=3) == []
     assert warned("m.safetensors", tmp_path / "train_only") == []  # the file records no held-out split
+    for damaged in (float("inf"), -5, 2.5, "many"):  # a crafted record: no warning quoting it, and eval still runs
+        save_model(model, tmp_path / "odd.safetensors", info=ModelInfo(
+            model=model.config, class_names=["a", "b"], preprocess=PRE, extra={"val_split": damaged}))
+        assert warned("odd.safetensors", tmp_path / "train_only") == []
+    with pytest.raises(ValueError, match="records val_split 'inf', not a whole number >= 0; give --val-split"):
+        ModelInfo(model=model.config, extra={"val_split": float("inf")}).held_out_split()

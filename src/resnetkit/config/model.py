@@ -160,8 +160,8 @@ class ModelInfo:
     def held_out_split(self, val_split: int | None = None, seed: int | None = None) -> tuple[int, int]:
         """(val_split, seed) of the images the model's training held out: as given, else as the file records them
         (``resnetkit train`` writes both), else 0."""
-        return (val_split if val_split is not None else int(self.extra.get("val_split", 0)),
-                seed if seed is not None else int(self.extra.get("split_seed", 0)))
+        return (val_split if val_split is not None else _recorded_count(self.extra, "val_split"),
+                seed if seed is not None else _recorded_count(self.extra, "split_seed"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
@@ -174,3 +174,14 @@ class ModelInfo:
             preprocess=Preprocess.from_dict(data.get("preprocess", {})),
             extra=dict(data.get("extra", {})),
         )
+
+
+def _recorded_count(extra: dict[str, Any], key: str) -> int:
+    """A whole number >= 0 the model file records (0 when absent); ``ValueError`` naming it for anything else (a
+    crafted or damaged file: ``Infinity``, ``-3``, ``"many"``)."""
+    value = extra.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not 0 <= value < 2**63:
+        raise ValueError(f"the model file records {key} {str(value)[:40]!r}, not a whole number >= 0; give "
+                         f"--{key.replace('_', '-').replace('split-seed', 'seed')} yourself")
+    return int(value)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import functools
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ IMAGE_COLUMNS = ("image", "file", "filename", "fname", "path", "filepath")
 LABEL_COLUMNS = ("label", "class", "category", "target")
 TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
+MAX_LINE_CHARS = 1 << 20  # a row of paths and labels; a longer line is not a labels CSV and is not read whole
 MAX_FIELD_CHARS = 4096  # a path or a label; csv's own limit (131,072) would let one row hold a 128 kB "label"
 
 
@@ -51,7 +54,8 @@ def read_rows(path: str | os.PathLike[str]) -> list[Row]:
     Read once per version of the file (a run asks for its splits, its cache key and each split's images)."""
     path = Path(path)
     stat = path.stat()
-    return list(_read_rows(str(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)))
+    rows = _read_rows(str(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+    return list(_with_found_ids(rows, str(path.parent)))  # not cached: the folders' images may change
 
 
 def _delimiter(header_line: str) -> str:
@@ -69,14 +73,16 @@ def _read_rows(path_text: str, version: tuple[int, ...]) -> tuple[Row, ...]:
     path = Path(path_text)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: the byte-order mark Excel writes
-            delimiter = _delimiter(handle.readline())
+            delimiter = _delimiter(next(_bounded_lines(path, handle), ""))
             handle.seek(0)  # utf-8-sig skips the byte-order mark again
-            reader = csv.reader(handle, delimiter=delimiter)  # the rest of the dialect is RFC 4180's ("" in quotes)
+            # the rest of the dialect is RFC 4180's ("" in quotes)
+            reader = csv.reader(_bounded_lines(path, handle), delimiter=delimiter)
             header = next(reader, None)
             if not header or not any(cell.strip() for cell in header):
                 raise ValueError(f"{path}: no header row; a labels CSV starts with a header row such as `image,label`")
             columns = _columns(path, [cell.strip().lower() for cell in header])
             folder = str(path.parent)
+            _check_not_an_image_row(path, folder, header, columns)
             rows = tuple(_row(path, folder, reader.line_num, cells, columns) for cells in reader
                          if any(c.strip() for c in cells))
     except UnicodeDecodeError as error:
@@ -87,7 +93,31 @@ def _read_rows(path_text: str, version: tuple[int, ...]) -> tuple[Row, ...]:
                          "image") from None
     if not rows:
         raise ValueError(f"{path}: a header and no rows; list one image and its label per row")
-    return _with_found_ids(rows, str(path.parent))
+    return rows
+
+
+def _bounded_lines(path: Path, handle: Any) -> Iterator[str]:
+    """The file's lines, refusing one of ``MAX_LINE_CHARS`` or more before it is read whole (a file of one 800 MB
+    line would otherwise sit in memory before any check)."""
+    while line := handle.readline(MAX_LINE_CHARS):
+        if len(line) >= MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            raise ValueError(f"{path}: a line of {MAX_LINE_CHARS:,} characters or more: not a labels CSV; give one "
+                             "image,label row per line")
+        yield line
+
+
+def _check_not_an_image_row(path: Path, folder: str, header: list[str], columns: dict[str, int]) -> None:
+    """Refuse a first row that is data, not a header: its image cell names an image file (``0a1b2c,collie`` with
+    ``train/0a1b2c.jpg`` beside the CSV), which would otherwise be read as the column names and lost."""
+    if header[columns["image"]].strip().lower() in IMAGE_COLUMNS:  # a column name, even beside an image.png
+        return
+    try:
+        first = _row(path, folder, 1, header, columns)
+    except ValueError:
+        return
+    if first.image and os.path.isfile(_with_found_ids((first,), folder)[0].path):
+        raise ValueError(f"{path}: the first row {header[:3]} names an image: a labels CSV starts with a header row "
+                         "such as `image,label`; add one")
 
 
 def _with_found_ids(rows: tuple[Row, ...], folder: str) -> tuple[Row, ...]:
@@ -181,7 +211,8 @@ def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str
                          f"{max(columns.values()) + 1}; every row needs its image and label")
     if any(len(cell) > MAX_FIELD_CHARS for cell in cells):
         raise ValueError(f"{path}, line {line}: a field over {MAX_FIELD_CHARS} characters: not a path or a label")
-    image, label = cells[columns["image"]].strip(), cells[columns["label"]].strip()
+    # NFC: a label typed on macOS (decomposed accents) and one typed elsewhere are one class
+    image, label = cells[columns["image"]].strip(), unicodedata.normalize("NFC", cells[columns["label"]].strip())
     split = "train"
     if "split" in columns:
         value = cells[columns["split"]].strip().lower()
