@@ -73,6 +73,21 @@ def test_label_names_in_the_config_and_an_older_repository_with_only_pytorch_mod
         assert torch.equal(model(torch.ones(1, 3, 32, 32)), reference(torch.ones(1, 3, 32, 32)))
 
 
+def test_an_older_repositorys_flat_config_gives_its_preprocessing_and_labels(hub):
+    """Older timm repositories keep the preprocessing and ``labels`` at the config's top level (no pretrained_cfg);
+    timm reads them so, and so does resnetkit."""
+    reference = _timm("resnet18", num_classes=3)
+    _publish(hub, "someone/flat", reference, safe_serialization=True)
+    (hub / "someone/flat/resolve/main/config.json").write_text(json.dumps({
+        "architecture": "resnet18", "num_classes": 3, "input_size": [3, 256, 256], "crop_pct": 1.0,
+        "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "labels": ["a", "b", "c"]}))
+    model, info = load_model("hf-hub:someone/flat")
+    assert (info.preprocess.input_size, info.preprocess.resize_size, info.preprocess.interpolation) == (
+        256, 256, "bilinear")
+    assert info.preprocess.mean == (0.5,) * 3 and info.preprocess.std == (0.25,) * 3
+    assert info.class_names == ["a", "b", "c"] and model.num_classes == 3
+
+
 def test_what_resnetkit_does_not_build_or_cannot_read_is_refused_naming_it(hub):
     _publish(hub, "timm/vit", _timm("resnet18"), safe_serialization=True)
     config = hub / "timm/vit/resolve/main/config.json"
@@ -83,6 +98,15 @@ def test_what_resnetkit_does_not_build_or_cannot_read_is_refused_naming_it(hub):
     (hub / "timm/bad/resolve/main/config.json").write_text("{not json")
     with pytest.raises(WeightFileError, match="not JSON"):
         load_model("hf-hub:timm/bad")
+    (hub / "timm/deep/resolve/main").mkdir(parents=True)
+    (hub / "timm/deep/resolve/main/config.json").write_text("[" * 100_000 + "]" * 100_000)  # 200 kB, too deep
+    with pytest.raises(WeightFileError, match="hf-hub:timm/deep/config.json\\): not JSON"):
+        load_model("hf-hub:timm/deep")
+    (hub / "timm/big/resolve/main").mkdir(parents=True)
+    (hub / "timm/big/resolve/main/config.json").write_text(" " * (2 << 20))
+    with pytest.raises(WeightFileError, match="hf-hub:timm/big: its config.json of 2,097,152 bytes is not timm's"):
+        load_model("hf-hub:timm/big")
+    assert all(p.stat().st_size < 1 << 20 for p in (hub.parent / "cache").rglob("*"))  # the big one is not kept
     with pytest.raises(WeightFileError, match="could not download"):
         load_model("hf-hub:timm/missing")
     with pytest.raises(ValueError, match="not a Hugging Face repository name"):

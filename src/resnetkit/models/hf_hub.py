@@ -114,18 +114,29 @@ def hub_weight_file(name: str, *, cache_dir: str | os.PathLike[str] | None = Non
 
 
 def _read_config(repo: str) -> dict[str, Any]:
+    """The repository's config.json in timm's current layout (older repositories keep the preprocessing and
+    ``labels`` at the top level, with no ``pretrained_cfg``: read as timm's ``_parse_model_cfg`` reads them)."""
     path = resolve_weight_path(hub_url(repo, "config.json"))
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise WeightFileError(f"{path}: a config.json of {path.stat().st_size:,} bytes is not timm's; use a "
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)  # not kept in the cache
+        raise WeightFileError(f"hf-hub:{repo}: its config.json of {size:,} bytes is not timm's (a few kB); use a "
                               "repository you trust")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WeightFileError(f"{path} (hf-hub:{repo}/config.json): not JSON ({error}); delete it to download it "
-                              "again") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: [[[[... nested deeply
+        raise WeightFileError(f"{path} (hf-hub:{repo}/config.json): not JSON ({str(error)[:100]}); delete it to "
+                              "download it again") from None
     if not isinstance(config, dict):
         raise WeightFileError(f"{path} (hf-hub:{repo}/config.json): holds a {type(config).__name__}, not timm's "
                               "config object")
+    if "pretrained_cfg" not in config:
+        legacy = {key: value for key, value in config.items()
+                  if key not in ("architecture", "num_features", "model_args")}
+        if "labels" in legacy:
+            legacy["label_names"] = legacy.pop("labels")
+        config = {**{key: config[key] for key in ("architecture", "model_args") if key in config},
+                  "pretrained_cfg": legacy}
     return config
 
 
