@@ -145,3 +145,36 @@ def test_large_undecodable_files_are_not_all_held_in_memory_at_once(tmp_path, mo
         tracemalloc.stop()
     assert len(dataset) == 2 and len(dataset.skipped) == count
     assert peak < 5 * size, f"{peak / 2**20:.0f} MiB held for {count} files of {size / 2**20:.0f} MiB"
+
+
+def _ico_around_png(width: int) -> bytes:
+    """A valid .ico whose one entry is a width x width RGBA PNG of zeros (Pillow decodes it while opening)."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, width)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 22) + png
+
+
+def test_formats_outside_the_read_list_are_refused_before_pils_plugins_decode_or_run_anything():
+    """An icon (its PNG decoded on open, past the pixel limit's header check) and EPS (rendered by Ghostscript) are
+    refused by format, naming the file; a camera's multi-picture JPEG (MPO) is still a JPEG."""
+    import io
+
+    from resnetkit.data.image import decode_rgb, image_size
+
+    ico = _ico_around_png(64)
+    assert Image.open(io.BytesIO(ico)).format == "ICO"  # a real icon PIL would open
+    for name, data in (("icon.ico", ico), ("page.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")):
+        with pytest.raises(ImageLoadError, match=f"{name}: not an image file resnetkit reads .*convert it"):
+            decode_rgb(data, name=name)
+        with pytest.raises(Exception):
+            image_size(data)
+    frames = [Image.new("RGB", (16, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    pixels = decode_rgb(buffer.getvalue(), name="camera.jpg")
+    assert pixels.shape == (3, 8, 16) and pixels[0].float().mean() > 200  # the first (red) picture

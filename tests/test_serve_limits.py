@@ -145,6 +145,10 @@ def test_api_key_from_the_environment(monkeypatch):
     ("notes.txt", b"hello", "notes.txt: not an image file"),
     ("empty.jpg", b"", "empty.jpg: empty"),
     ("cut.png", _png(size=(64, 64))[:80], "cut.png: damaged image data"),
+    # an icon: PIL would decode its PNG while reading the header (a small file past --max-pixels, held in memory)
+    ("icon.ico", struct.pack("<3H4B2H2I", 0, 1, 1, 0, 0, 0, 0, 1, 32, len(_png(size=(64, 64))), 22) +
+     _png(size=(64, 64)),
+     "icon.ico: not an image file resnetkit reads"),
 ])
 def test_bad_upload_is_400_naming_the_file(client, name, data, message):
     response = client.post("/predict", files={"file": (name, data, "image/png")})

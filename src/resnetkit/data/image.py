@@ -44,7 +44,12 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 BACKGROUND = 255  # transparent pixels show as white
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-NOT_AN_IMAGE = "not an image file PIL can read (unknown format or corrupt header)"
+# The formats opened at all: what image folders list (extensions in tree.py) and AVIF. PIL's other plugins are
+# not: ICO/CUR decode their embedded PNG while "reading the header" (a 700 kB icon became 700 MB before the pixel
+# limit could refuse it) and EPS hands the file to Ghostscript.
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "GIF", "TIFF", "PPM")
+NOT_AN_IMAGE = ("not an image file resnetkit reads (JPEG, PNG, WebP, AVIF, BMP, GIF, TIFF, PNM), or its header is "
+                "corrupt; convert it to PNG or JPEG")
 BAND_PIXELS = 1 << 18  # pixels per band of rows in ``to_rgb8``: about 5 MB of temporaries for RGBA
 
 
@@ -64,10 +69,7 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
     if not data:
         raise _fail(name, "empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Between 1x and 2x the limit PIL only warns; the check below refuses instead, naming the file.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            header = Image.open(io.BytesIO(data))  # reads the header only: size, mode, format
+        header = open_header(data)
     except Image.DecompressionBombError as error:
         raise _bomb(name, str(error).rstrip(".")) from None
     except UnidentifiedImageError:
@@ -93,6 +95,21 @@ def decode_rgb(data: bytes, *, name: str | None = None) -> torch.Tensor:
             detail = f"; torchvision: {torchvision_error}" if torchvision_error else ""
             raise _fail(name, f"damaged image data ({type(error).__name__}: {error}{detail})") from None
         return pil_to_rgb(header, name=name)
+
+
+def open_header(data: bytes) -> Image.Image:
+    """PIL's image of ``data`` with its header read (size, mode, format) and its pixels not yet decoded, for the
+    formats of ``READ_FORMATS`` only (``UnidentifiedImageError`` for others); ``DecompressionBombError`` over twice
+    PIL's pixel limit (between 1x and 2x PIL only warns: ``check_pixel_count`` refuses instead, naming the file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=READ_FORMATS)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header of ``data``, as ``open_header`` reads it (nothing kept open)."""
+    with open_header(data) as image:
+        return image.size
 
 
 def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) -> bytes:

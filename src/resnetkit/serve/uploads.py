@@ -12,8 +12,6 @@ server's memory.
 from __future__ import annotations
 
 import contextlib
-import io
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +19,7 @@ from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from ..data.image import image_size
 from ..infer import ImageLoadError
 from .engine import Engine
 from .options import ServeOptions
@@ -243,10 +242,7 @@ def check_upload(upload: Upload, options: ServeOptions) -> None:
         raise UploadError(400, f"{upload.name}: empty (0 bytes)")
     limit = min(options.max_pixels, Image.MAX_IMAGE_PIXELS or options.max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload.data)) as image:  # reads the header only
-                width, height = image.size
+        width, height = image_size(upload.data)  # the header only
     except Image.DecompressionBombError as e:
         raise UploadError(413, f"{upload.name}: refused as a decompression bomb ({e})") from None
     except Exception:
