@@ -119,7 +119,9 @@ def test_class_name_file_that_is_binary_or_a_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match="a folder, not a class-name file"):
         read_class_names(tmp_path)
     for name, text, message in (("pairs.json", '{"0": [], "1": "b"}', "expected a JSON list of names"),
-                                ("deep.json", "[" * 100_000 + "]" * 100_000, "does not parse \\(RecursionError\\)")):
+                                ("deep.json", "[" * 100_000 + "]" * 100_000, "does not parse \\(RecursionError\\)"),
+                                ("crlf.json", '["air\\r\\nX-Injected: 1", "b"]', "class 0 .* holds a control character"),
+                                ("nul.txt", "a\nb\x00c\n", "class 1 'b\\\\x00c' holds a control character")):
         (tmp_path / name).write_text(text)
         with pytest.raises(ValueError, match=f"{name}: .*{message}"):
             read_class_names(tmp_path / name)

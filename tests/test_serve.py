@@ -314,3 +314,24 @@ def test_the_server_marks_answers_below_min_confidence_as_predict_does(model_fil
     assert cam.headers["X-Uncertain"] == str(above).lower()
     with pytest.raises(ValueError, match="min_confidence"):
         ServeOptions(min_confidence=-0.1)
+
+
+def test_a_class_name_outside_ascii_reaches_the_cam_header_percent_encoded(tmp_path):
+    """HTTP header values are ASCII: `X-Class` carries other names as encodeURIComponent writes them (the page
+    decodes them); a name with a control character is refused when the model file loads."""
+    from urllib.parse import unquote
+
+    names = ["café", "猫", "50%", *NAMES[3:]]
+    path = tmp_path / "unicode.safetensors"
+    torch.manual_seed(0)
+    save_model(create_model("resnet20"), path, class_names=names)
+    app = create_app(Predictor.from_file(path, device="cpu"), runtime="torch", model_file=str(path))
+    with TestClient(app) as unicode_client:
+        wait_ready(unicode_client)
+        for target, name in enumerate(names[:3]):
+            response = unicode_client.post(f"/v1/cam?target={target}", files={"files": ("a.png", _png(), "image/png")})
+            assert response.status_code == 200 and unquote(response.headers["X-Class"]) == name
+            assert response.headers["X-Class"].isascii()
+    save_model(create_model("resnet20"), tmp_path / "crlf.safetensors", class_names=["air\r\nX-Injected: 1", *names[1:]])
+    with pytest.raises(ValueError, match=r"class 0 'air\\r\\nX-Injected: 1' holds a control character"):
+        Predictor.from_file(tmp_path / "crlf.safetensors", device="cpu")

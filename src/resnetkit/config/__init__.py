@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .fields import Flag, cache_dir, config_flags
 from .model import (CIFAR10_MEAN, CIFAR10_STD, CIFAR_PREPROCESS, IMAGENET_MEAN, IMAGENET_PREPROCESS, IMAGENET_STD,
-                    INTERPOLATIONS, MAX_IMAGE_SIDE, SHORTCUTS, VARIANTS, ModelConfig, ModelInfo, Preprocess)
+                    INTERPOLATIONS, MAX_IMAGE_SIDE, SHORTCUTS, VARIANTS, ModelConfig, ModelInfo, Preprocess,
+                    check_class_names)
 from .tasks import (API_KEY_ENV, BENCH_RUNTIMES, EXPORT_FORMATS, MIB, PROTOCOLS, PRUNE_METHODS, SERVE_RUNTIMES,
                     STUDY_SCHEDULES, TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig,
                     ServeOptions, ShowBatchOptions, StudyConfig)
@@ -28,5 +29,5 @@ __all__ = [
     "TTA_MODES", "VARIANTS", "AugmentConfig", "CalibrateConfig", "DataConfig", "EvalConfig", "ExportConfig",
     "FinetuneConfig", "Flag", "LRFindOptions", "ModelConfig", "ModelInfo", "OptimConfig", "Preprocess",
     "PruneConfig", "RunConfig", "ScheduleConfig", "ServeOptions", "ShowBatchOptions", "StudyConfig", "TrainConfig",
-    "cache_dir", "config_flags", "load_train_config", "recipe_path",
+    "cache_dir", "check_class_names", "config_flags", "load_train_config", "recipe_path",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,7 +171,7 @@ class ModelInfo:
             raise ValueError(f"class_names must be a list of strings, got {str(names)[:80]}")
         return cls(
             model=ModelConfig.from_dict(data["model"]),
-            class_names=list(data.get("class_names", [])),
+            class_names=check_class_names(names, "class_names"),
             preprocess=Preprocess.from_dict(data.get("preprocess", {})),
             extra=dict(data.get("extra", {})),
         )
@@ -185,3 +186,13 @@ def _recorded_count(extra: dict[str, Any], key: str) -> int:
         raise ValueError(f"the model file records {key} {str(value)[:40]!r}, not a whole number >= 0; give "
                          f"--{key.replace('_', '-').replace('split-seed', 'seed')} yourself")
     return int(value)
+
+
+def check_class_names(names: list[str], where: str) -> list[str]:
+    """``names`` as a list, refusing a name with a control character (a newline, NUL, escape): it would break the
+    lines of a report, a CSV or a terminal and an HTTP header, and no dataset's class is named so."""
+    for index, name in enumerate(names):
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            raise ValueError(f"{where}: class {index} {name[:40]!r} holds a control character (newline, tab, NUL "
+                             "...); name it in printable characters")
+    return list(names)

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from ..config import check_class_names
+
 
 EXPECTED = ("give a UTF-8 text file with one class name per line, a JSON list of names, or a JSON object of "
             "index -> name")
@@ -36,11 +38,11 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: thousands of nested brackets
             raise ValueError(f"{path}: looks like JSON but does not parse ({type(e).__name__}); {EXPECTED}") from None
-        return _names_from_json(data, path)
+        return check_class_names(_names_from_json(data, path), str(path))
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ValueError(f"{path}: no class names in the file; write one name per line")
-    return names
+    return check_class_names(names, str(path))
 
 
 def _names_from_json(data: object, path: Path) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Optional, Union
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -29,6 +30,9 @@ from .page import INDEX_HTML
 from .uploads import BodyBudget, BodyTicket, Upload, UploadError, check_upload, decode, read_uploads
 
 logger = logging.getLogger("resnetkit.serve")
+# X-Class: printable ASCII as it is, the rest (accents, other scripts, "%") percent-encoded UTF-8, as
+# encodeURIComponent writes it (decodeURIComponent reads it back; a raw non-ASCII header value is not portable)
+HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 CAM_MAX_SIDE = 512  # overlays of large photos are made and sent scaled down: the page shows them small anyway
 
 ModelSource = Union[Predictor, Callable[[], Predictor]]
@@ -251,7 +255,7 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
             metrics.image_errors.labels(str(result.status)).inc()
             raise HTTPException(result.status, result.detail)
         png, label, probability = result
-        headers = {"X-Class": label.encode("ascii", "replace").decode(), "X-Probability": f"{probability:.6f}"}
+        headers = {"X-Class": quote(label, safe=HEADER_SAFE), "X-Probability": f"{probability:.6f}"}
         if target is None and engine.tta == "none":  # the predicted class's probability: the answer's confidence
             # (with --tta flip the answer averages two views, Grad-CAM runs one: no header rather than a wrong one)
             headers["X-Uncertain"] = str(probability < engine.min_confidence).lower()

@@ -154,7 +154,7 @@ async function toggleCam(row, pictures, caption, button, file) {
     overlay.classList.add("overlay");
     pictures.append(overlay);
     row.classList.add("with-cam");
-    caption.append(el("span", "sub", `right: where the model looked for "${response.headers.get("X-Class")}"`));
+    caption.append(el("span", "sub", `right: where the model looked for "${decodeURIComponent(response.headers.get("X-Class"))}"`));
     button.textContent = "Hide Grad-CAM";
   } catch (err) {
     button.textContent = "Show Grad-CAM";
