@@ -58,6 +58,23 @@ def test_serve_command_with_a_missing_model_file_exits_2(capsys, tmp_path):
     assert "nothing.safetensors: neither a model file" in capsys.readouterr().err
 
 
+def test_a_port_in_use_is_one_error_line_before_anything_starts(capsys, model_file):
+    """uvicorn bound the port after the app had begun warming the model in a thread, then exited the process: it
+    died of SIGABRT inside torch. The port is now bound first and its refusal named."""
+    import socket
+
+    from resnetkit.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(model_file), "--port", str(port), "--runtime", "torch"]) == 2
+    assert f"--port {port}: cannot listen there" in capsys.readouterr().err
+    assert main(["serve", str(model_file), "--host", "no such host.invalid", "--runtime", "torch"]) == 2
+    assert "--host 'no such host.invalid': not an address to listen on" in capsys.readouterr().err
+
+
 def test_serve_flags_reach_the_options(monkeypatch, model_file):
     import resnetkit.serve as serve_module
     from resnetkit.cli import main

@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Union
@@ -73,6 +74,26 @@ def _exit_zero_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound here rather than by uvicorn: uvicorn binds after the app's startup has
+    begun warming the model in a thread and then exits the process, which aborted in torch (SIGABRT) instead of
+    saying that the port is taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as error:
+        raise ValueError(f"--host {host!r}: not an address to listen on ({error})") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+        listening.bind(address)
+    except OSError as error:
+        listening.close()
+        raise ValueError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error}); choose "
+                         "another --port, or stop what is using it") from None
+    listening.set_inheritable(True)
+    return listening
+
+
 def serve(model: str, *, weights: str | None = None, class_names: str | None = None, device: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, options: ServeOptions | None = None, access_log: bool = False,
           **overrides: Any) -> None:
@@ -103,8 +124,9 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
                                            limit_concurrency=options.max_connections,
                                            timeout_graceful_shutdown=options.graceful_timeout_s))
-    with _exit_zero_on_signals():
-        server.run()
+    # bound before the app starts warming the model up: a busy port is one error line, nothing left running
+    with _bind(host, port) as listening, _exit_zero_on_signals():
+        server.run(sockets=[listening])
     if failures:
         raise ValueError(f"the model could not be served: {failures[0]}")
 
