@@ -262,6 +262,9 @@ def _rewrite(tmp_path: Path, name: str, *, metadata: str | None = None, edit=Non
     ("three-names", dict(edit=lambda d: d.update(class_names=["a", "b", "c"])), "3 class names for a 10-class"),
     ("nan", dict(tensors=lambda k, v: v.fill_(float("nan")) if v.is_floating_point() else v), "NaN or infinite"),
     ("integers", dict(tensors=lambda k, v: v.to(torch.int32)), "integers where the network has real numbers"),
+    ("float8-nan", dict(tensors=lambda k, v: (v.fill_(float("nan")) if k == "bn1.running_var" else v).to(
+        torch.float8_e5m2) if v.is_floating_point() else v), "NaN or infinite"),  # torch.isfinite has no float8
+    ("control-name", dict(edit=lambda d: d.update(class_names=["a\nb", *"bcdefghij"])), "holds a control character"),
     ("negative-variance", dict(tensors=lambda k, v: -v if k == "bn1.running_var" else v),
      "BatchNorm variance(s) are negative"),
     ("unknown-filter", dict(edit=lambda d: d["preprocess"].update(interpolation="lanczos9")),
@@ -416,3 +419,10 @@ def test_a_file_for_another_architecture_is_refused_naming_the_one_it_fits(tmp_p
     with pytest.raises(WeightFileError) as refused:
         load_pretrained(create_model("resnet20"), str(tmp_path / "odd.pth"))
     assert "fit" not in str(refused.value).split("width=")[-1]
+
+
+def test_a_float8_weight_file_loads_into_float32(tmp_path):
+    """float8 storage (torch.isfinite and comparisons have no float8 kernels) is checked and loaded as any float."""
+    path = _rewrite(tmp_path, "float8", tensors=lambda k, v: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v)
+    model, _ = load_model(path)
+    assert next(model.parameters()).dtype == torch.float32

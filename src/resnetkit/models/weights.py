@@ -377,6 +377,12 @@ def check_weights_fit(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
         raise WeightFileError(f"{source}: cannot load into the model: " + "; ".join(problems))
 
 
+def _checkable(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in a type torch compares and tests for NaN (the float8 types implement neither; they load into the
+    network's float32 as any float does)."""
+    return tensor.float() if tensor.dtype.itemsize == 1 else tensor
+
+
 def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Tensors that would load without an error but make a useless model: integers where the model has floats
     (they would be cast, to zeros for a crafted file), NaN or infinity (every prediction would be NaN)."""
@@ -385,12 +391,12 @@ def _bad_values(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
     if wrong_type:
         return [f"{len(wrong_type)} tensor(s) hold integers where the network has real numbers (first: "
                 f"{wrong_type[:3]}); the file is damaged or holds something else: use a file you trust"]
-    not_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    not_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(_checkable(v)).all()]
     if not_finite:
         return [f"{len(not_finite)} tensor(s) hold NaN or infinite values (first: {not_finite[:3]}); the weights "
                 "come from a run that diverged or the file is damaged: use an earlier checkpoint or retrain"]
     negative = [k for k, v in state_dict.items() if k.endswith("running_var") and v.is_floating_point()
-                and bool((v < 0).any())]
+                and bool((_checkable(v) < 0).any())]
     if negative:
         return [f"{len(negative)} BatchNorm variance(s) are negative (first: {negative[:3]}), which no training "
                 "writes: every prediction would be NaN; the file is damaged or crafted: use a file you trust"]
