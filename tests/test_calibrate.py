@@ -114,6 +114,7 @@ def test_outputs_that_are_not_finite_are_left_out_and_reported(tmp_path, capsys,
 def test_a_model_without_a_classifier_is_refused_before_any_image_is_run(tmp_path, capsys, monkeypatch):
     from resnetkit import create_model, save_model
     from resnetkit.cli import main
+    from resnetkit.config import ModelInfo
     from resnetkit.evaluate import calibrate
 
     _model_and_folder(tmp_path)
@@ -123,6 +124,13 @@ def test_a_model_without_a_classifier_is_refused_before_any_image_is_run(tmp_pat
     assert main(["calibrate", str(tmp_path / "features.safetensors"), str(tmp_path / "data"), "--out",
                  str(tmp_path / "o.safetensors"), "--workers", "0"]) == 2
     assert "no classifier (fc) to calibrate" in capsys.readouterr().err
+    for recorded in ("x", [1], float("nan"), True):  # a crafted or damaged card: named, not float()'s own error
+        model = create_model("resnet20", num_classes=2)
+        save_model(model, tmp_path / "odd.safetensors", info=ModelInfo(
+            model=model.config, class_names=["a", "b"], extra={"temperature": recorded}))
+        assert main(["calibrate", str(tmp_path / "odd.safetensors"), str(tmp_path / "data"), "--out",
+                     str(tmp_path / "o.safetensors"), "--workers", "0"]) == 2
+        assert "odd.safetensors: its card records temperature" in capsys.readouterr().err
 
 
 def test_a_check_share_too_small_for_the_classes_is_refused_with_what_to_do(tmp_path, capsys):

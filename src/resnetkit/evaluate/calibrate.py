@@ -148,9 +148,10 @@ def run_calibration(config: CalibrateConfig) -> CalibrationResult:
     if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
         raise ValueError(f"{config.model}: has no classifier (fc) to calibrate; a feature extractor's outputs are "
                          "not class scores")
-    earlier = float(info.extra.get("temperature", 1.0))  # a model calibrated before carries it in its weights
-    if not (math.isfinite(earlier) and earlier > 0):
-        raise ValueError(f"{config.model}: its card records temperature {earlier!r}; calibrate the uncalibrated model")
+    earlier = info.extra.get("temperature", 1.0)  # a model calibrated before carries it in its weights
+    if isinstance(earlier, bool) or not isinstance(earlier, (int, float)) or not (
+            math.isfinite(earlier) and earlier > 0):
+        raise ValueError(f"{config.model}: its card records temperature {str(earlier)[:40]!r}; calibrate the uncalibrated model")
     val_split, seed = info.held_out_split(config.val_split, config.seed)
     dataset, class_names, split = open_dataset(config.data, val_split=val_split, seed=seed,
                                                cifar100_labels=config.cifar100_labels)
