@@ -52,7 +52,7 @@ def test_task_configs_refuse_nonsense_numbers(make, shown):
     ({"std": (0.0, 0.0, 0.0)}, r"std=\[0, 0, 0\]"), ({"std": (-1.0, 1.0, 1.0)}, r"std=\[-1, 1, 1\]"),
     ({"mean": (math.nan,) * 3}, r"mean=\[nan, nan, nan\]"), ({"std": (math.inf,) * 3}, r"std=\[inf, inf, inf\]"),
     ({"mean": "abc"}, "mean='abc'"), ({"input_size": 0}, "input_size=0"), ({"resize_size": 20000}, "resize_size=20000"),
-    ({"input_size": 32.5}, "input_size=32.5"),
+    ({"input_size": 32.5}, "input_size=32.5"), ({"std": (1e-300,) * 3}, r"std=\[1e-300, 1e-300, 1e-300\].*>= 0.001"),
 ])
 def test_preprocess_refuses_what_would_give_nan_predictions_or_exhaust_memory(fields, shown):
     with pytest.raises(ValueError, match=shown):

@@ -32,15 +32,19 @@ def check_image_side(name: str, value: Any) -> None:
     check_count(name, value, minimum=1, maximum=MAX_IMAGE_SIDE, meaning="pixels")
 
 
+MIN_STD = 1e-3  # Caffe's inputs on the 0-255 scale are std 1/255 = 0.0039 here; 1e-300 made every input infinite
+
+
 def check_mean_std(mean: Any, std: Any) -> None:
-    """Normalisation values: finite numbers, as many means as stds, every std > 0 (else every input is NaN)."""
+    """Normalisation values: finite numbers, as many means as stds, every std at least ``MIN_STD`` (0 makes every
+    input NaN, a tiny one infinite)."""
     def numbers_in(values: Any) -> bool:
         return isinstance(values, (tuple, list)) and len(values) > 0 and all(
             isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
-    if not numbers_in(mean) or not numbers_in(std) or len(mean) != len(std) or min(std) <= 0:
-        raise ValueError(f"mean={_shown(mean)} std={_shown(std)}: give a finite mean and a std > 0 for each channel "
-                         "(RGB, on the 0-1 scale, e.g. mean 0.485 0.456 0.406 std 0.229 0.224 0.225)")
+    if not numbers_in(mean) or not numbers_in(std) or len(mean) != len(std) or min(std) < MIN_STD:
+        raise ValueError(f"mean={_shown(mean)} std={_shown(std)}: give a finite mean and a std >= {MIN_STD} for each "
+                         "channel (RGB, on the 0-1 scale, e.g. mean 0.485 0.456 0.406 std 0.229 0.224 0.225)")
 
 
 def _shown(values: Any) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..config import IMAGENET_PREPROCESS, MAX_IMAGE_SIDE, Preprocess, TrainConfig
+from ..config.model import check_mean_std
 from ..data import (DIGITS, IMAGE_TAR, BatchAugment, ImageFileDataset, InMemoryLoader, build_file_loader,
                     common_image_size, eval_transform, load_data, paper_train_transform, random_resized_crop_transform,
                     resolve_source, stratified_split)
@@ -70,9 +71,10 @@ def _normalization(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float,
     mean, std = config.data.mean, config.data.std
     if not mean and not std:
         return None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+    if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean={mean} std={std}: give three values each (RGB, images in 0..1), "
-                         "every std > 0, or neither to normalise with the data's own statistics")
+                         "or neither to normalise with the data's own statistics")
+    check_mean_std(tuple(mean), tuple(std))  # the rule every model file's preprocessing follows
     return tuple(mean), tuple(std)
 
 
