@@ -32,9 +32,14 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    if device.type not in ("cpu", "cuda", "mps", "xpu", "meta"):
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # meta holds no numbers: nothing could be computed
         raise ValueError(f"device={name!r} (--device): resnetkit runs on cpu or cuda (or mps, xpu); use auto, cpu, "
                          "cuda or cuda:N")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ValueError(f"device={name!r} (--device): torch has one CPU device and uses all its cores; use cpu")
+    backend = getattr(torch.backends, "mps", None) if device.type == "mps" else getattr(torch, "xpu", None)
+    if device.type in ("mps", "xpu") and not (backend is not None and backend.is_available()):
+        raise ValueError(f"device={name!r} (--device): no {device.type} device on this machine; use auto or cpu")
     return device
 
 

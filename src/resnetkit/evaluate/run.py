@@ -152,6 +152,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     """What ``resnetkit eval`` does: ``config.model`` on ``config.data`` with ``config.protocol``; writes the report
     to ``config.out_dir`` and returns the metrics."""
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
+    device = resolve_device(config.device)  # a device that is not there is said before any work
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
     check_not_a_training_report(Path(config.out_dir))
     model, info = load_model(model_path)
@@ -165,7 +166,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     names = info.class_names or [str(i) for i in range(model.num_classes)]
     metrics = evaluate_samples(model, samples, preprocess=info.preprocess, num_classes=len(names),
                                protocol=protocol, scales=scales, batch_size=config.batch_size,
-                               device=resolve_device(config.device), keep_worst=config.top_losses)
+                               device=device, keep_worst=config.top_losses)
     write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
                                                              "split": split, "protocol": protocol, "scales": scales,
