@@ -204,7 +204,7 @@ def test_output_formats(predictor, photo, tmp_path):
     rows = list(csv.DictReader(io.StringIO(format_predictions(results, "csv"))))
     assert [r["rank"] for r in rows] == ["1", "2", ""]
     assert float(rows[0]["probability"]) == pytest.approx(results[0].probabilities[0], abs=1e-6)
-    with pytest.raises(ValueError, match="not an image file resnetkit reads"):
+    with pytest.raises(ValueError, match="unknown format"):
         format_predictions(results, "xml")
 
 

@@ -205,3 +205,25 @@ def test_a_folder_is_searched_as_training_searches_it_links_followed_loops_ended
     (tmp_path / "shots" / "top" / "loop").symlink_to(tmp_path / "shots")  # and this must not repeat forever
     found = expand_inputs([str(tmp_path / "shots")])
     assert found == [str(tmp_path / "shots/top/a.png"), str(tmp_path / "shots/top/linked/b.png")]
+
+
+def test_a_folder_lists_entries_it_cannot_read_and_an_imageless_input_is_said(tmp_path, capsys, model_file):
+    """A pipe or a dangling link named as an image inside a folder gets an error row instead of vanishing; an empty
+    folder beside other inputs is warned about; a file name with a newline stays one row of the table."""
+    import os
+
+    from resnetkit.cli import main
+
+    _save(tmp_path / "imgs" / "ok.png")
+    _save(tmp_path / "imgs" / "new\nline.png", seed=1)
+    os.mkfifo(tmp_path / "imgs" / "pipe.png")
+    (tmp_path / "imgs" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(model_file), str(tmp_path / "empty"), str(tmp_path / "imgs"), "--top-k", "1"]) == 0
+    out, err = capsys.readouterr()
+    rows = out.strip().splitlines()
+    assert len(rows) == 6 and rows[-1] == "2 of 4 image(s) predicted, 2 failed"
+    assert any("pipe.png" in row and "not a regular file" in row for row in rows)
+    assert any("dangling.jpg" in row and "error:" in row for row in rows)
+    assert any("new\\nline.png" in row for row in rows)
+    assert f"no images found in {tmp_path / 'empty'}; the other inputs are predicted" in err

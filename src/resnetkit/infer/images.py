@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -121,7 +122,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     result naming them rather than vanishing; folders and globs contribute only image files.
     """
     expanded: list[str] = []
+    imageless: list[str] = []  # folders and patterns that name no image: said, not passed over in silence
     for item in inputs:
+        before = len(expanded)
         if is_url(item):
             expanded.append(item)
         elif os.path.isdir(item):
@@ -134,10 +137,15 @@ def expand_inputs(inputs: list[str]) -> list[str]:
                     expanded.append(match)
         else:
             expanded.append(item)
+        if len(expanded) == before:
+            imageless.append(item)
+    if imageless and expanded:  # with nothing at all, the caller refuses naming the inputs
+        warnings.warn(f"no images found in {', '.join(imageless)}; the other inputs are predicted", stacklevel=2)
     return list(dict.fromkeys(expanded))  # a file named twice (folder and glob) is predicted once
 
 
 def _images_under(folder: Path) -> list[str]:
     """The image files under a folder, found as training and eval find them (linked folders followed, each
-    real folder once)."""
-    return sorted(p for p in walk_files(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(p))
+    real folder once); an entry named as an image that is not a regular file (a pipe, a dangling link) is kept, so
+    that it gets an error naming it."""
+    return sorted(p for p in walk_files(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)

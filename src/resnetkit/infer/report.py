@@ -39,13 +39,14 @@ def _table(predictions: list[Prediction]) -> str:
     """The top-k of each image under its name, probabilities in percent; errors in place."""
     rows = [("image", "rank", "label", "prob")]
     for p in predictions:
+        source = _one_line(p.source)
         if not p.ok:
             # The message names the file for use elsewhere; here the name is already in the first column.
-            message = (p.error or "").removeprefix(f"{p.source}: ")
-            rows.append((p.source, "-", f"error: {message}", ""))
+            message = _one_line((p.error or "").removeprefix(f"{p.source}: "))
+            rows.append((source, "-", f"error: {message}", ""))
         for rank, (label, prob) in enumerate(zip(p.labels, p.probabilities), start=1):
             marked = f"{label} (uncertain)" if rank == 1 and p.uncertain else label
-            rows.append((p.source if rank == 1 else "", str(rank), marked, f"{100 * prob:.2f}%"))
+            rows.append((source if rank == 1 else "", str(rank), marked, f"{100 * prob:.2f}%"))
     # Long error messages would stretch the label column for every row; they are left unpadded.
     width_source = max(len(r[0]) for r in rows)
     width_label = max(len(r[2]) for r in rows if not r[2].startswith("error:"))
@@ -59,3 +60,11 @@ def _table(predictions: list[Prediction]) -> str:
     lines.append(f"{ok} of {len(predictions)} image(s) predicted" + (f", {len(predictions) - ok} failed"
                                                                      if ok < len(predictions) else ""))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters written as escapes: a file named ``a\\nb.png`` stays one row of the table
+    (JSON and CSV quote such names themselves)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text)
