@@ -146,8 +146,20 @@ def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path
     (out / "start.json").write_text('{"pretrained": "the original"}')
     assert main(["finetune", str(start_file), "digits", "--epochs", "1", "--out-dir", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "already holds a run's results" in err and "start.safetensors" in err
+    assert "already holds a run's results" in err and "start.safetensors" in err and "pass --resume" in err
     assert (out / "start.json").read_text() == '{"pretrained": "the original"}'
+
+
+def test_a_refused_finetune_leaves_nothing_that_blocks_the_corrected_command(tmp_path, start_file, capsys):
+    """Too few images for the batch size is refused once training starts; what the refused run wrote (start model,
+    start.json, the head stage's folder) goes with it, so the corrected command runs in the same --out-dir."""
+    out = tmp_path / "ft"
+    assert main(["finetune", str(start_file), "digits", "--batch-size", "4096", "--epochs", "1", "--out-dir",
+                 str(out), "--no-progress"]) == 2
+    assert "batch(es) of 4096" in capsys.readouterr().err
+    assert not any(out.iterdir())
+    assert main(["finetune", str(start_file), "digits", "--freeze", "--iterations", "1", "--amp", "none",
+                 "--out-dir", str(out), "--no-progress"]) == 0
 
 
 def test_linear_probe_trains_only_the_head(tmp_path, start_file, one_thread, initial_heads):

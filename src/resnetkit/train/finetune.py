@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..models import save_model
 from ..models.hf_hub import is_hf_hub_name
 from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.weights import resolve_weight_path
-from .run import MODEL_FILE, TrainResult, check_out_dir, run_training
+from .run import CHECKPOINT_NAME, MODEL_FILE, TrainResult, check_out_dir, run_training
 
 log = logging.getLogger(__name__)
 START_FILE = "start.safetensors"  # the start model, converted once
@@ -124,6 +125,20 @@ def first_stage(config: TrainConfig, scratch: Path) -> tuple[TrainConfig, str]:
     return config, "the fine-tune of every layer"
 
 
+def _remove_unless_resumable(out_dir: Path, new_files: list[Path]) -> None:
+    """After a refused or failed fine-tune: remove what this run wrote (its start model, origin, head-stage folder)
+    when no stage got as far as a checkpoint, so that the corrected command runs in the same --out-dir; a run with a
+    checkpoint keeps everything for --resume."""
+    head_dir = out_dir / HEAD_STAGE_DIR
+    if any((folder / name).exists() for folder in (out_dir, head_dir) for name in (CHECKPOINT_NAME, MODEL_FILE)):
+        return
+    for path in new_files:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def run_finetune(config: TrainConfig) -> FinetuneResult:
     """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in
     ``config.run.out_dir``."""
@@ -137,31 +152,36 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     if config.finetune.freeze_epochs < 0:
         raise ValueError(f"freeze_epochs={config.finetune.freeze_epochs} must be >= 0 (0 skips the head-only stage)")
     start_file, origin_file = out_dir / START_FILE, out_dir / ORIGIN_FILE
-    if config.run.resume and start_file.exists():  # converted by the run being resumed: the same tensors
-        origin = _recorded_origin(origin_file, default=str(start_file))
-        config = prepare_start(config.with_flat(pretrained=str(start_file)), out_dir)
-    else:
-        origin = config.finetune.pretrained
-        config = prepare_start(config, out_dir)
-        write_text_atomic(origin_file, json.dumps({"pretrained": origin}, indent=2))
-    report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
+    new_files = [path for path in (start_file, origin_file, out_dir / HEAD_STAGE_DIR) if not path.exists()]
+    try:
+        if config.run.resume and start_file.exists():  # converted by the run being resumed: the same tensors
+            origin = _recorded_origin(origin_file, default=str(start_file))
+            config = prepare_start(config.with_flat(pretrained=str(start_file)), out_dir)
+        else:
+            origin = config.finetune.pretrained
+            config = prepare_start(config, out_dir)
+            write_text_atomic(origin_file, json.dumps({"pretrained": origin}, indent=2))
+        report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
 
-    head_stage = None
-    if config.finetune.freeze_backbone:
-        final_config = head_only(config)
-    else:
-        if config.finetune.freeze_epochs > 0:
-            head_dir = out_dir / HEAD_STAGE_DIR
-            head_config = head_only(config).with_flat(epochs=config.finetune.freeze_epochs, iterations=0,
-                                                      out_dir=str(head_dir))
-            if config.run.resume and (head_dir / MODEL_FILE).exists():
-                log.info("head-only stage already finished in %s; continuing with the full fine-tune", head_dir)
-            else:
-                head_stage = run_training(head_config)
-                if head_stage.top1 is not None:
-                    report["top1_after_head_only_stage"] = round(head_stage.top1, 4)
-            config = config.with_flat(pretrained=str(head_dir / MODEL_FILE))
-        final_config = config
-    final = run_training(final_config, report_extra=report)
+        head_stage = None
+        if config.finetune.freeze_backbone:
+            final_config = head_only(config)
+        else:
+            if config.finetune.freeze_epochs > 0:
+                head_dir = out_dir / HEAD_STAGE_DIR
+                head_config = head_only(config).with_flat(epochs=config.finetune.freeze_epochs, iterations=0,
+                                                          out_dir=str(head_dir))
+                if config.run.resume and (head_dir / MODEL_FILE).exists():
+                    log.info("head-only stage already finished in %s; continuing with the full fine-tune", head_dir)
+                else:
+                    head_stage = run_training(head_config)
+                    if head_stage.top1 is not None:
+                        report["top1_after_head_only_stage"] = round(head_stage.top1, 4)
+                config = config.with_flat(pretrained=str(head_dir / MODEL_FILE))
+            final_config = config
+        final = run_training(final_config, report_extra=report)
+    except Exception:
+        _remove_unless_resumable(out_dir, new_files)
+        raise
     return FinetuneResult(final=final, head_stage=head_stage, wall_time_s=time.perf_counter() - started)
 

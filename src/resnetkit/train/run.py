@@ -48,7 +48,9 @@ def check_out_dir(out_dir: Path, *, resume: bool, also: tuple[str, ...] = ()) ->
         raise ValueError(f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, or "
                          "choose another --out-dir: a new run would overwrite it")
     why = f"there is no {CHECKPOINT_NAME} to resume from" if resume else "a new run would overwrite them"
-    raise ValueError(f"{out_dir} already holds a run's results ({', '.join(found)}); {why}: choose another --out-dir, "
+    stopped = not resume and any(name in also for name in found)  # a fine-tune stopped between its stages
+    raise ValueError(f"{out_dir} already holds a run's results ({', '.join(found)}); {why}: "
+                     f"{'pass --resume to continue it, ' if stopped else ''}choose another --out-dir, "
                      "or move them away to use this folder again")
 
 
