@@ -170,10 +170,11 @@ def test_a_refused_study_command_leaves_its_record_as_it_was(tmp_path, capsys):
     out = tmp_path / "study"
     out.mkdir()
     (out / "study.json").write_text('{"the": "record"}')
-    for bad in (["--depths", "21"], ["--only", "zzz"]):
+    for bad in (["--depths", "21"], ["--only", "zzz"], ["--data", str(tmp_path / "nowhere")]):
         assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(out), *bad]) == 2
         capsys.readouterr()
         assert (out / "study.json").read_text() == '{"the": "record"}'
+        assert sorted(p.name for p in out.iterdir()) == ["study.json"]  # no run folder begun either
     (tmp_path / "file").write_text("")
     assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..files import prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
+from ..data import resolve_source
 from ..models.registry import CIFAR_BASIC_DEPTHS
 from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE, same_setting
 from ..train.run import MODEL_FILE, check_same_run, run_training
@@ -109,6 +110,7 @@ def run_study(study: StudyConfig) -> Path:
     runs = plan_runs(study)
     # Every run's settings, and the finished runs' agreement with them, are checked before study.json is written:
     # a refused command leaves the study's record as it was.
+    resolve_source(study.data)  # a --data that is not there is said before the study's folder is touched
     configs = [train_config_for(study, run) for run in runs]
     for config in configs:
         if (Path(config.run.out_dir) / ANALYSIS_FILE).exists():
