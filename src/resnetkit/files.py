@@ -21,7 +21,8 @@ def _create_beside(path: Path) -> Path:
     """A new, empty file in ``path``'s folder, created with mode 0666 so the process's umask applies, as it
     does to a plain ``open()`` (``tempfile.mkstemp`` would make it 0600, unreadable to other users)."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        # ends in the target's own suffix: writers that check it (torch.export wants .pt2) see the name they expect
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return tmp
