@@ -125,3 +125,27 @@ def test_bench_refuses_batch_sizes_before_building_anything(batch, shown, capsys
     assert main(["bench", "resnet20", "--runtime", "torch", "--batch", batch]) == 2
     err = capsys.readouterr().err
     assert shown in err and "Traceback" not in err
+
+
+def test_int8_calibrates_on_any_folder_of_images_and_only_a_report_needs_labels(tmp_path, capsys):
+    """`export --int8 --images photos/` takes a plain folder of photos, or class folders the model does not name
+    (calibration needs images, not labels); `--report` still needs folders named with the model's classes."""
+    from PIL import Image
+
+    from resnetkit.export.data import load_calibration_images
+
+    flat, unknown = tmp_path / "photos", tmp_path / "albums"
+    rng = np.random.default_rng(0)  # noise: the shipped network's top-1 is clear on it (flat colours are near ties)
+    for i in range(16):
+        for folder in (flat, unknown / ("holiday" if i % 2 else "garden")):
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (flat / "notes.txt").write_text("not an image")  # passed over, as predict passes it over
+    assert load_calibration_images(flat, CIFAR_PREPROCESS).shape == (16, 3, 32, 32)
+    assert load_calibration_images(unknown, CIFAR_PREPROCESS, limit=4).shape == (4, 3, 32, 32)
+    out = tmp_path / "m.int8.onnx"
+    assert main(["export", "resnet20_cifar10", "--int8", "--images", str(flat), "--output", str(out)]) == 0
+    assert out.exists() and "parity" in capsys.readouterr().out
+    assert main(["export", "resnet20_cifar10", "--images", str(unknown), "--report", "torch", "--output",
+                 str(tmp_path / "r.onnx")]) == 2
+    assert "class(es) ['garden', 'holiday'] are not among the model's 10 class names" in capsys.readouterr().err

@@ -107,8 +107,9 @@ class ExportConfig(JsonConfig):
                        choices=EXPORT_FORMATS)
     output: str | None = _opt(None, "artifact path; PATH.json is written too; default: beside MODEL, or MODEL.onnx "
                               "in the current folder for a pretrained name", type=str, metavar="PATH")
-    images: str | None = _opt(None, "labelled folder root/<class>/<image>, an uncompressed tar of one or a labels "
-                              "CSV: parity inputs, INT8 calibration, the --report set; default: none, random inputs",
+    images: str | None = _opt(None, "images for parity and INT8 calibration (any folder of images); with --report, "
+                              "labelled: root/<class>/<image> with the model's class names, an uncompressed tar of "
+                              "one or a labels CSV; default: none, random inputs",
                               type=str, metavar="FOLDER")
     limit: int = _opt(256, "use at most this many images from --images", metavar="IMAGES")
     int8: bool = _opt(False, "INT8 static quantization (ONNX or TFLite, calibrated on --images)")

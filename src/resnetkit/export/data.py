@@ -93,6 +93,30 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     return LabelledImages(torch.stack(images), torch.tensor(labels, dtype=torch.long), names)
 
 
+def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess, *,
+                            limit: int | None = None) -> torch.Tensor:
+    """Preprocessed images to calibrate INT8 on and check parity with, where no labels are needed: a plain folder of
+    images (searched as ``predict`` searches one), or any folder, tar or CSV ``load_image_folder`` reads, whatever
+    its class names (ONNX Runtime's and LiteRT's calibration take unlabelled inputs too)."""
+    from ..infer.images import expand_inputs
+
+    root = Path(root)
+    if not (root.is_dir() and not any(entry.is_dir() for entry in root.iterdir())):
+        return load_image_folder(root, preprocess, limit=limit).images
+    transform, images, skipped = eval_transform(preprocess), [], []
+    for path in expand_inputs([str(root)]):
+        if limit is not None and len(images) == limit:
+            break
+        try:
+            images.append(transform(decode_rgb(Path(path).read_bytes(), name=path)))
+        except (OSError, ValueError) as error:
+            skipped.append((path, str(error)))
+    report_skipped(skipped, source=str(root))
+    if not images:
+        raise ValueError(f"{root}: no image in it could be decoded; give a folder of images to calibrate on")
+    return torch.stack(images)
+
+
 def as_labelled(data: LabelledImages | tuple[torch.Tensor, torch.Tensor] | str | os.PathLike[str], *,
                 preprocess: Preprocess, class_names: list[str] | None = None,
                 limit: int | None = None) -> LabelledImages:

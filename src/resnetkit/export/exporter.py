@@ -123,7 +123,7 @@ def check_output(output: str | os.PathLike[str], fmt: str, *, inputs: tuple[str 
 
 def export_from_file(config: ExportConfig) -> str:
     """What ``resnetkit export`` does: export (optionally INT8) and optionally report variants; returns the text."""
-    from .data import load_image_folder
+    from .data import load_calibration_images, load_image_folder
     from .evaluate import compare_variants
 
     model_path, fmt, images, int8 = config.model, config.format, config.images, config.int8
@@ -143,17 +143,20 @@ def export_from_file(config: ExportConfig) -> str:
             raise ValueError("a variant report needs --images FOLDER with labelled images")
 
     model, info = load_model(model_path)
-    labelled = None
-    if images is not None:
+    labelled, calibration = None, None
+    if report:  # accuracy needs labels the model knows
         labelled = load_image_folder(images, info.preprocess, class_names=info.class_names or None, limit=limit)
-    parity_inputs = None if labelled is None else labelled.images[:64]
+        calibration = labelled.images
+    elif images is not None:  # calibration and parity need images only
+        calibration = load_calibration_images(images, info.preprocess, limit=limit)
+    parity_inputs = None if calibration is None else calibration[:64]
     if fmt == "tflite":  # LiteRT: its own converter, quantizer and interpreter (the optional tflite extra)
         from .tflite import export_tflite
 
-        result = export_tflite(model, info, output, calibration=labelled.images if int8 else None,
+        result = export_tflite(model, info, output, calibration=calibration if int8 else None,
                                parity_inputs=parity_inputs)
     elif int8:
-        result = export_int8(model, labelled.images, output=output, info=info)
+        result = export_int8(model, calibration, output=output, info=info)
     else:
         result = export_model(model, fmt=fmt, output=output, info=info, parity_inputs=parity_inputs)
     lines = [result.summary()]
