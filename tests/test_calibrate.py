@@ -82,6 +82,9 @@ def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_pa
         CalibrateConfig(model="m", data="d")
     with pytest.raises(ValueError, match="check_fraction"):
         CalibrateConfig(model="m", data="d", out="o", check_fraction=0.95)
+    # the shipped model records 5,000 held-out images, more than the digits have: the message says where it came from
+    assert main(["calibrate", "resnet20_cifar10", "digits", "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert "the 5000 is recorded in resnet20_cifar10" in capsys.readouterr().err
 
 
 def test_no_temperature_fits_images_that_are_all_right_with_a_margin():

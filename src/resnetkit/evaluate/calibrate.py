@@ -153,8 +153,14 @@ def run_calibration(config: CalibrateConfig) -> CalibrationResult:
             math.isfinite(earlier) and earlier > 0):
         raise ValueError(f"{config.model}: its card records temperature {str(earlier)[:40]!r}; calibrate the uncalibrated model")
     val_split, seed = info.held_out_split(config.val_split, config.seed)
-    dataset, class_names, split = open_dataset(config.data, val_split=val_split, seed=seed,
-                                               cifar100_labels=config.cifar100_labels)
+    try:
+        dataset, class_names, split = open_dataset(config.data, val_split=val_split, seed=seed,
+                                                   cifar100_labels=config.cifar100_labels)
+    except ValueError as error:
+        if config.val_split is not None or not val_split:
+            raise
+        raise ValueError(f"{error} (the {val_split} is recorded in {config.model}: the images its training held "
+                         f"out; give --val-split 0 to use {config.data}'s test split or all its images)") from None
     mapping = label_map(list(class_names), info.class_names, data=config.data, model=config.model)
     outputs, answers = [], []
     for log_probs, labels in protocol_log_probs(model, labelled_samples(dataset, mapping, workers=config.workers),
