@@ -243,6 +243,9 @@ def test_features_command_writes_features_files_and_labels(tmp_path, image_tree,
     assert np.load(npy).shape == (6, 32, 16, 16)  # ResNet-20's second stage: 32 channels at stride 2 of 32 px
     side = json.loads(npy.with_suffix(".json").read_text())
     assert side["labels"] == [0, 0, 0, 1, 1, 1] and side["stage"] == 2 and len(side["files"]) == 6
+    capsys.readouterr()
+    assert main(["features", str(resnet20_file), "digits", "--out", str(tmp_path / "d.safetensors")]) == 2
+    assert "digits: a dataset name, which train and eval read; features reads image files" in capsys.readouterr().err
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(tmp_path / "x.csv")]) == 2
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "4"]) == 2
 

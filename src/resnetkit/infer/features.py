@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.cifar import CIFAR_NAMES
 from ..data.labels_csv import is_labels_csv
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir, write_text_atomic
@@ -54,6 +55,9 @@ def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str
     """``(sources, names, labels, class_names)``: a tree ``root/<class>/<image>`` (folder or tar) or a labels CSV
     gives labels; a loose folder, file or glob gives label -1. Sources are paths, or lazy readers for tar members."""
     path = Path(data)
+    if not path.exists() and data in ("digits", *CIFAR_NAMES):  # eval and train read these; features reads image files
+        raise ValueError(f"{data}: a dataset name, which train and eval read; features reads image files: give a "
+                         "folder of images (in class folders for labels), a tar of one or a labels CSV")
     if path.exists() and (path.is_dir() or is_tar_path(path) or is_labels_csv(path)):
         try:
             tree = index_tree(path, split=split)
