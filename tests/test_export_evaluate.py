@@ -101,7 +101,11 @@ def test_cli_bench_prints_a_table_per_runtime_and_batch(capsys):
                  "--rounds", "2", "--no-memory"])
     assert code == 0
     table = capsys.readouterr().out
-    assert table.count("| resnet20 |") == 6 and "p50 ms" in table
+    assert table.count("| resnet20 |") == 6 and "p50 ms" in table and "speed-up vs onnx-int8-default" in table
+    from resnetkit.export.bench import BenchRow, bench_table
+
+    alone = bench_table([BenchRow("m", "torch", 1, 2.0, 3.0, 1.5, None)])  # the baseline not run: no column of "-"
+    assert "speed-up" not in alone and alone.splitlines()[-1] == "| m | torch | 1 | 2.00 | 3.00 | 1.50 | 500.0 | - |"
 
 
 def test_the_help_lists_every_runtime_bench_knows():

@@ -173,19 +173,24 @@ def benchmark(model: str | os.PathLike[str] | ResNet, *, runtimes: list[str], ba
 
 
 def bench_table(rows: list[BenchRow], *, baseline: str | None = "onnx-int8-default") -> str:
-    """A Markdown table; the speed-up is against ``baseline`` at the same model and batch when it was run.
+    """A Markdown table; the speed-up is against ``baseline`` at the same model and batch, a column only when
+    ``baseline`` was run.
 
     Throughput is batch / p50 latency.
     """
-    lines = [f"| model | runtime | batch | p50 ms | p90 ms | best ms | images/s | peak RSS MB | "
-             f"p50 speed-up vs {baseline} |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if not any(r.runtime == baseline for r in rows):
+        baseline = None  # not run: no column of dashes
+    lines = ["| model | runtime | batch | p50 ms | p90 ms | best ms | images/s | peak RSS MB |"
+             + (f" p50 speed-up vs {baseline} |" if baseline else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "")]
     for r in rows:
-        base = next((b for b in rows if b.runtime == baseline and b.model == r.model and b.batch == r.batch), None)
-        speedup = f"{base.p50_ms / r.p50_ms:.2f}x" if base else "-"
         peak = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
-        lines.append(f"| {r.model} | {r.runtime} | {r.batch} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.best_ms:.2f} | "
-                     f"{r.images_per_s:.1f} | {peak} | {speedup} |")
+        line = (f"| {r.model} | {r.runtime} | {r.batch} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.best_ms:.2f} | "
+                f"{r.images_per_s:.1f} | {peak} |")
+        if baseline:
+            base = next((b for b in rows if b.runtime == baseline and b.model == r.model and b.batch == r.batch), None)
+            line += f" {base.p50_ms / r.p50_ms:.2f}x |" if base else " - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
