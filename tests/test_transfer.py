@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from torchvision.transforms.functional import to_pil_image
 
 from resnetkit import create_model, list_models, load_model, save_model
 from resnetkit.cli import main
@@ -243,9 +244,19 @@ def test_features_command_writes_features_files_and_labels(tmp_path, image_tree,
     assert np.load(npy).shape == (6, 32, 16, 16)  # ResNet-20's second stage: 32 channels at stride 2 of 32 px
     side = json.loads(npy.with_suffix(".json").read_text())
     assert side["labels"] == [0, 0, 0, 1, 1, 1] and side["stage"] == 2 and len(side["files"]) == 6
-    capsys.readouterr()
-    assert main(["features", str(resnet20_file), "digits", "--out", str(tmp_path / "d.safetensors")]) == 2
-    assert "digits: a dataset name, which train and eval read; features reads image files" in capsys.readouterr().err
+    digits = tmp_path / "digits.safetensors"  # a dataset by name, as train and eval read it: its test split
+    assert main(["features", str(resnet20_file), "digits", "--split", "test", "--out", str(digits)]) == 0
+    with safe_open(str(digits), framework="np") as f:
+        features, labels, meta = f.get_tensor("features"), f.get_tensor("labels"), f.metadata()
+    from resnetkit.data import load_image_dataset
+
+    test = load_image_dataset("digits", split="test")
+    assert features.shape == (len(test), 64) and labels.tolist() == test.labels.tolist()
+    assert json.loads(meta["class_names"]) == test.class_names and json.loads(meta["files"])[3] == "digits#3"
+    image = predictor.transform(to_pil_image(test.images[3])).unsqueeze(0)
+    with torch.no_grad():
+        expected = predictor.model.forward_head(predictor.model.forward_features(image), pre_logits=True)
+    assert np.allclose(features[3], expected[0].numpy(), atol=1e-5)
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(tmp_path / "x.csv")]) == 2
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "4"]) == 2
 

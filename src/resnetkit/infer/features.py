@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.cifar import CIFAR_NAMES
+from ..data.api import load_image_dataset
+from ..data.source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
 from ..data.labels_csv import is_labels_csv
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir, write_text_atomic
@@ -52,12 +53,15 @@ class FeatureSet:
 
 
 def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str], list[int], list[str]]:
-    """``(sources, names, labels, class_names)``: a tree ``root/<class>/<image>`` (folder or tar) or a labels CSV
-    gives labels; a loose folder, file or glob gives label -1. Sources are paths, or lazy readers for tar members."""
+    """``(sources, names, labels, class_names)``: a dataset (``digits``, ``cifar10``, CIFAR's batches), a tree
+    ``root/<class>/<image>`` (folder or tar) or a labels CSV gives labels; a loose folder, file or glob gives label
+    -1. Sources are paths, or lazy readers of tar members and decoded images (named ``DATA#k``)."""
     path = Path(data)
-    if not path.exists() and data in ("digits", *CIFAR_NAMES):  # eval and train read these; features reads image files
-        raise ValueError(f"{data}: a dataset name, which train and eval read; features reads image files: give a "
-                         "folder of images (in class folders for labels), a tar of one or a labels CSV")
+    named = _decoded_in_memory(data)
+    if named is not None:  # the digits, CIFAR by name or as its batches: decoded as train and eval decode them
+        dataset = load_image_dataset(named, split=split)
+        items = [_DatasetImage(dataset.images, i) for i in range(len(dataset))]
+        return items, [f"{data}#{i}" for i in range(len(dataset))], dataset.labels.tolist(), list(dataset.class_names)
     if path.exists() and (path.is_dir() or is_tar_path(path) or is_labels_csv(path)):
         try:
             tree = index_tree(path, split=split)
@@ -79,6 +83,25 @@ def list_images(data: str, *, split: str = "train") -> tuple[list[Any], list[str
     if not files:
         raise ValueError(f"no images found in {data}")
     return list(files), list(files), [-1] * len(files), []
+
+
+def _decoded_in_memory(data: str) -> DataSource | None:
+    """The source ``data`` names when it is a dataset rather than image files (``digits``, ``cifar10``, CIFAR's
+    batches), else None (folders, tars, CSVs, files and globs are listed as files)."""
+    try:
+        source = resolve_source(data)
+    except (OSError, ValueError):
+        return None
+    return source if source.kind in (DIGITS, CIFAR_NAME, CIFAR_FILES) else None
+
+
+@dataclass
+class _DatasetImage:
+    images: torch.Tensor
+    index: int
+
+    def read(self) -> torch.Tensor:
+        return self.images[self.index]
 
 
 @dataclass
@@ -113,7 +136,7 @@ def extract_features(predictor: Predictor, data: str, *, stage: int | None = Non
             tensors, ok = [], []
             for i in batch:
                 try:
-                    source = sources[i].read() if isinstance(sources[i], _TarMember) else sources[i]
+                    source = sources[i].read() if isinstance(sources[i], (_TarMember, _DatasetImage)) else sources[i]
                     tensors.append(predictor.transform(load_image(source, name=names[i])))
                     ok.append(i)
                 except ImageLoadError as e:
