@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a resnetkit .safetensors or Keras .h5 file, or an architecture "
                                                   "name with --weights")
     p.add_argument("data", metavar="DATA", help="image tree (root/<class>/<image>, folder or tar), a labels CSV, "
-                                                  "a folder or a file")
+                                                  "a folder, a file, or a dataset: digits, cifar10, cifar100")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy or .safetensors (required, no default)")
     p.add_argument("--weights", metavar="FILE_OR_URL", default=None,
                    help="torchvision / timm / resnetkit / Keras weights for MODEL given as an architecture name "
