@@ -86,6 +86,11 @@ def test_an_older_repositorys_flat_config_gives_its_preprocessing_and_labels(hub
         256, 256, "bilinear")
     assert info.preprocess.mean == (0.5,) * 3 and info.preprocess.std == (0.25,) * 3
     assert info.class_names == ["a", "b", "c"] and model.num_classes == 3
+    _publish(hub, "someone/crlf", reference, safe_serialization=True)  # a class name that would break a header
+    config = hub / "someone/crlf/resolve/main/config.json"
+    config.write_text((hub / "someone/flat/resolve/main/config.json").read_text().replace('"b"', '"b\\r\\nX: 1"'))
+    with pytest.raises(ValueError, match="hf-hub:someone/crlf: its config.json's label_names: class 1 .* control"):
+        load_model("hf-hub:someone/crlf")
 
 
 def test_what_resnetkit_does_not_build_or_cannot_read_is_refused_naming_it(hub):

@@ -206,13 +206,15 @@ def _columns(path: Path, header: list[str]) -> dict[str, int]:
 
 
 def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str, int]) -> Row:
+    from .tree import _shown
+
     if len(cells) <= max(columns.values()):
         raise ValueError(f"{path}, line {line}: {len(cells)} column(s) where the header has at least "
                          f"{max(columns.values()) + 1}; every row needs its image and label")
     if any(len(cell) > MAX_FIELD_CHARS for cell in cells):
         raise ValueError(f"{path}, line {line}: a field over {MAX_FIELD_CHARS} characters: not a path or a label")
-    # NFC: a label typed on macOS (decomposed accents) and one typed elsewhere are one class
-    image, label = cells[columns["image"]].strip(), unicodedata.normalize("NFC", cells[columns["label"]].strip())
+    # a label is a class name as a folder's name is one: control characters (a tab) become U+FFFD
+    image, label = cells[columns["image"]].strip(), _shown(cells[columns["label"]].strip())
     split = "train"
     if "split" in columns:
         value = cells[columns["split"]].strip().lower()
@@ -287,10 +289,11 @@ def _warn_disagreements(path: str | os.PathLike[str], rows: list[Row]) -> None:
         elif seen is not row and seen.split != row.split:
             problems.append(f"{row.image} is in both splits (lines {seen.line} and {row.line}): the validation "
                             "measures an image the network trained on")
-    by_case: dict[str, set[str]] = {}
+    by_case: dict[str, set[str]] = {}  # NFC: an accent typed on macOS (decomposed) and elsewhere look the same
     for row in rows:
-        by_case.setdefault(row.label.casefold(), set()).add(row.label)
-    problems += [f"labels {sorted(labels)} differ only in case: they are {len(labels)} classes"
+        by_case.setdefault(unicodedata.normalize("NFC", row.label).casefold(), set()).add(row.label)
+    problems += [f"labels {', '.join(ascii(label) for label in sorted(labels))} differ only in case or in how "
+                 f"their accents are encoded (Unicode NFC/NFD): they are {len(labels)} classes"
                  for labels in by_case.values() if len(labels) > 1]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""

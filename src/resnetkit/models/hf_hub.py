@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..config import ModelInfo, Preprocess
+from ..config import ModelInfo, Preprocess, check_class_names
 from ..files import is_url
 from .registry import list_models
 from .resnet import ResNet
@@ -73,8 +73,8 @@ def load_hf_hub(name: str, *, map_location: str | torch.device = "cpu",
         if isinstance(error, WeightFileError):
             raise
         raise WeightFileError(f"{name}: its config.json's model_args do not describe a network ({error})") from None
-    info = ModelInfo(model=model.config, preprocess=preprocess, class_names=_class_names(config, model.num_classes),
-                     extra={"weights": name})
+    info = ModelInfo(model=model.config, preprocess=preprocess,
+                     class_names=_class_names(config, model.num_classes, name), extra={"weights": name})
     return model.to(map_location).eval(), info
 
 
@@ -165,10 +165,10 @@ def _preprocess(cfg: Any, name: str) -> Preprocess:
     return preprocess
 
 
-def _class_names(config: dict[str, Any], num_classes: int) -> list[str]:
+def _class_names(config: dict[str, Any], num_classes: int, name: str) -> list[str]:
     names = config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names")
     if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
-        return names
+        return check_class_names(names, f"{name}: its config.json's label_names")
     if num_classes == 1000:
         from .pretrained import CLASS_LISTS
 
