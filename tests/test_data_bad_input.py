@@ -178,3 +178,21 @@ def test_formats_outside_the_read_list_are_refused_before_pils_plugins_decode_or
     assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
     pixels = decode_rgb(buffer.getvalue(), name="camera.jpg")
     assert pixels.shape == (3, 8, 16) and pixels[0].float().mean() > 200  # the first (red) picture
+
+
+def test_a_format_this_pillow_lacks_does_not_stop_the_others(monkeypatch):
+    """Pillow raises KeyError for an unknown name in Image.open(formats=...) and stops: with Pillow 11.1 (no AVIF)
+    every BMP, GIF and TIFF failed. Only the names this Pillow knows are passed."""
+    import io
+
+    from resnetkit.data.image import _known_formats, decode_rgb
+
+    monkeypatch.setattr(image_module, "READ_FORMATS", ("JPEG", "NOSUCHFORMAT", "BMP"))
+    _known_formats.cache_clear()
+    try:
+        buffer = io.BytesIO()
+        Image.new("RGB", (5, 4), (10, 20, 30)).save(buffer, "BMP")
+        assert decode_rgb(buffer.getvalue(), name="a.bmp").shape == (3, 4, 5)
+    finally:
+        monkeypatch.undo()
+        _known_formats.cache_clear()

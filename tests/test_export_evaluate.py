@@ -145,6 +145,7 @@ def test_int8_calibrates_on_any_folder_of_images_and_only_a_report_needs_labels(
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (flat / "notes.txt").write_text("not an image")  # passed over, as predict passes it over
+    (flat / ".ipynb_checkpoints").mkdir()  # a hidden folder is not a class folder
     assert load_calibration_images(flat, CIFAR_PREPROCESS).shape == (16, 3, 32, 32)
     assert load_calibration_images(unknown, CIFAR_PREPROCESS, limit=4).shape == (4, 3, 32, 32)
     out = tmp_path / "m.int8.onnx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 
 import pytest
 import torch
@@ -189,6 +190,11 @@ def test_a_damaged_model_card_is_named_and_the_other_models_still_load(shipped, 
     assert predictor.class_names == CIFAR10
     (path.parent / "resnet56_cifar10.json").write_text('{"arch": "resnet56"}')  # no tag
     with pytest.warns(UserWarning, match=r"KeyError: 'tag'"):
+        assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]
+    (path.parent / "resnet56_cifar10.json").unlink()
+    (path.parent / ".resnet56_cifar10.json.0a1b2c.tmp.json").write_text('{"arch": ')  # a card being written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not read as a damaged card
         assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]
 
 

@@ -143,4 +143,5 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(server):
     assert process.wait(60) == 0
     log = (folder / "server.log").read_text()
     assert "Traceback" not in log and "Application shutdown complete" in log
+    assert f"Uvicorn running on http://127.0.0.1:{port} (Press CTRL+C to quit)" in log  # the address, socket bound
 

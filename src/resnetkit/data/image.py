@@ -21,6 +21,7 @@ Both feed the same conversion below, so the rules cannot diverge.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -47,7 +48,7 @@ HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # The formats opened at all: what image folders list (extensions in tree.py) and AVIF. PIL's other plugins are
 # not: ICO/CUR decode their embedded PNG while "reading the header" (a 700 kB icon became 700 MB before the pixel
 # limit could refuse it) and EPS hands the file to Ghostscript.
-READ_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "GIF", "TIFF", "PPM")
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "GIF", "TIFF", "PPM")  # AVIF: Pillow 11.2 and later
 NOT_AN_IMAGE = ("not an image file resnetkit reads (JPEG, PNG, WebP, AVIF, BMP, GIF, TIFF, PNM), or its header is "
                 "corrupt; convert it to PNG or JPEG")
 BAND_PIXELS = 1 << 18  # pixels per band of rows in ``to_rgb8``: about 5 MB of temporaries for RGBA
@@ -103,7 +104,15 @@ def open_header(data: bytes) -> Image.Image:
     PIL's pixel limit (between 1x and 2x PIL only warns: ``check_pixel_count`` refuses instead, naming the file)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data), formats=READ_FORMATS)
+        return Image.open(io.BytesIO(data), formats=_known_formats())
+
+
+@functools.cache
+def _known_formats() -> tuple[str, ...]:
+    """``READ_FORMATS`` this Pillow has a plugin for (an unknown name in ``formats=`` is a KeyError that stops
+    the search: with Pillow 11.1, "AVIF" made every BMP, GIF and TIFF unreadable)."""
+    Image.init()
+    return tuple(name for name in READ_FORMATS if name in Image.OPEN)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -101,7 +101,9 @@ def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess
     from ..infer.images import expand_inputs
 
     root = Path(root)
-    if not (root.is_dir() and not any(entry.is_dir() for entry in root.iterdir())):
+    folders = [entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")] \
+        if root.is_dir() else []  # .ipynb_checkpoints/ beside the photos is not a class
+    if not root.is_dir() or folders:
         return load_image_folder(root, preprocess, limit=limit).images
     transform, images, skipped = eval_transform(preprocess), [], []
     for path in expand_inputs([str(root)]):

@@ -180,7 +180,8 @@ for _arch, _tag, _url, _input, _resize in TIMM_WEIGHTS:
 def _shipped_entries() -> list[WeightEntry]:
     """Entries for the networks shipped in ``WEIGHTS_DIR``: one ``NAME.json`` beside each ``NAME.safetensors``."""
     entries = []
-    for card_path in sorted(WEIGHTS_DIR.glob("*.json")) if WEIGHTS_DIR.is_dir() else []:
+    cards = sorted(p for p in WEIGHTS_DIR.glob("*.json") if not p.name.startswith(".")) if WEIGHTS_DIR.is_dir() else []
+    for card_path in cards:  # a hidden .NAME.json...tmp.json is a card being written
         name = card_path.stem
         try:
             data = json.loads(card_path.read_text())

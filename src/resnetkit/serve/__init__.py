@@ -75,19 +75,18 @@ def _exit_zero_on_signals() -> Iterator[None]:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """The server's listening socket, bound here rather than by uvicorn: uvicorn binds after the app's startup has
-    begun warming the model in a thread and then exits the process, which aborted in torch (SIGABRT) instead of
-    saying that the port is taken."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listening = socket.socket(family, kind, proto)
-    except (OSError, UnicodeError) as error:
-        raise ValueError(f"--host {host!r}: not an address to listen on ({error})") from None
+    """The server's listening socket, bound here as uvicorn binds one (IPv6 for an address with a colon, else IPv4;
+    ``localhost`` is 127.0.0.1) rather than by uvicorn: uvicorn binds after the app's startup has begun warming the
+    model in a thread and then exits the process, which aborted in torch (SIGABRT) instead of saying that the port
+    is taken."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
-        listening.bind(address)
-    except OSError as error:
+        listening.bind((host, port))
+    except (OSError, UnicodeError) as error:
         listening.close()
+        if isinstance(error, (socket.gaierror, UnicodeError)):
+            raise ValueError(f"--host {host!r}: not an address to listen on ({error})") from None
         raise ValueError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error}); choose "
                          "another --port, or stop what is using it") from None
     listening.set_inheritable(True)
@@ -126,6 +125,10 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
                                            timeout_graceful_shutdown=options.graceful_timeout_s))
     # bound before the app starts warming the model up: a busy port is one error line, nothing left running
     with _bind(host, port) as listening, _exit_zero_on_signals():
+        # uvicorn prints where it listens only for a socket it bound itself
+        shown = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown,
+                                                listening.getsockname()[1])
         server.run(sockets=[listening])
     if failures:
         raise ValueError(f"the model could not be served: {failures[0]}")
