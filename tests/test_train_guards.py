@@ -120,6 +120,20 @@ def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_pa
     assert checkpoint.read_bytes() == crafted
 
 
+def test_a_checkpoint_cut_short_anywhere_is_named_as_such_and_kept(tmp_path, capsys, one_epoch_run):
+    """A copy stopped part-way: some lengths made torch's mmap raise EINVAL, once a bare 'OSError: [Errno 22]'."""
+    full = (one_epoch_run / "checkpoint.pt").read_bytes()
+    for length in sorted({0, 100, 38_000, 50_000, len(full) // 2, len(full) - 1000}):
+        run = tmp_path / f"cut{length}"
+        shutil.copytree(one_epoch_run, run)
+        (run / "checkpoint.pt").write_bytes(full[:length])
+        capsys.readouterr()
+        assert main(ONE_EPOCH[:4] + ["2", "--no-progress", "--out-dir", str(run), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert str(run / "checkpoint.pt") in err and "another --out-dir" in err and "Errno" not in err, (length, err)
+        assert (run / "checkpoint.pt").read_bytes() == full[:length]
+
+
 def test_a_folder_in_the_checkpoints_place_is_named(tmp_path, capsys):
     (tmp_path / "checkpoint.pt").mkdir()
     assert main(QUICK + ["--out-dir", str(tmp_path), "--resume"]) == 2

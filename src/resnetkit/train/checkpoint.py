@@ -7,6 +7,7 @@ mid-write keeps its previous checkpoint.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -68,7 +69,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict
         raise checkpoint_error(path, "is not a file (a folder, pipe or device)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (OSError, MemoryError):  # the disk or the memory, not the file's content: said as it is
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # mmap of a zip cut short: EINVAL; not the disk, the file
+            raise checkpoint_error(path, "is truncated or damaged (a copy or a run stopped while writing it)") from e
+        raise  # the disk (ENOSPC, EIO) or permissions, not the file's content: said as it is
+    except MemoryError:
         raise
     except Exception as e:  # torch's text is not repeated: it may suggest weights_only=False (running the file's code)
         raise checkpoint_error(path) from e
