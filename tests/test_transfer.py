@@ -205,6 +205,15 @@ def test_finetune_refuses_bad_start_models_in_one_line(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="2 class names, but the data has 10 classes"):
         class_names_for(config.data.classes, [str(i) for i in range(10)])
+    # the folders' own names in another order would swap the labels silently; a name twice makes two classes one
+    classes.write_text("frog\ndog\ncat\n")
+    with pytest.raises(ValueError, match=r"another order \('frog' is class 2 of the data, line 1.*cat, dog, frog"):
+        class_names_for(str(classes), ["cat", "dog", "frog"])
+    classes.write_text("cat\ndog\ncat\n")
+    with pytest.raises(ValueError, match=r"\['cat'\] given twice"):
+        class_names_for(str(classes), ["cat", "dog", "frog"])
+    classes.write_text("Katze\nHund\nFrosch\n")  # a translation: names replace the sorted folder names
+    assert class_names_for(str(classes), ["cat", "dog", "frog"]) == ["Katze", "Hund", "Frosch"]
 
 
 @pytest.fixture

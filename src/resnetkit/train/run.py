@@ -114,6 +114,17 @@ def class_names_for(path: str, data_names: list[str]) -> list[str]:
         raise ValueError(f"{path}: {len(names)} class names, but the data has {len(data_names)} classes "
                          f"({', '.join(data_names[:5])}{' ...' if len(data_names) > 5 else ''}); give one name "
                          "per class, in the order of the sorted folder names")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: class name(s) {repeated[:5]} given twice; two classes need two names")
+    moved = [(name, data_names.index(name), i) for i, name in enumerate(names)
+             if name in data_names and data_names[i] != name]
+    if moved:  # the folders' own names in another order would swap the labels, not rename them
+        name, folder_at, given_at = moved[0]
+        raise ValueError(f"{path}: names the data's classes in another order ({name!r} is class {folder_at} of the "
+                         f"data, line {given_at + 1} of the file); labels follow the sorted folder names "
+                         f"({', '.join(data_names[:5])}{' ...' if len(data_names) > 5 else ''}): list the names in "
+                         "that order, or leave --classes out to use the folder names")
     return names
 
 
