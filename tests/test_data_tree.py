@@ -358,3 +358,23 @@ def test_a_long_skipped_list_is_one_warning_and_the_rest_is_debug_detail(caplog)
     assert len(caught) == 1 and "img/9.xml" in str(caught[0].message) and "img/10.xml" not in str(caught[0].message)
     assert "... and 15 more (listed with --debug)" in str(caught[0].message)
     assert [r.levelno for r in caplog.records] == [logging.DEBUG] * 15  # nothing more on a terminal by default
+
+
+def test_a_validation_folder_without_a_rare_class_takes_the_training_labels(tmp_path):
+    """Labels index each split's own sorted folder names: val/{a,c} beside train/{a,b,c} is relabelled by name
+    (c stays class 2, not 1), in memory and file by file; a class training lacks is refused naming it."""
+    for split, classes in (("train", "abc"), ("val", "ac")):
+        for k, name in enumerate(classes):
+            for i in range(2):
+                (tmp_path / "d" / split / name).mkdir(parents=True, exist_ok=True)
+                _image(10 * k + i).save(tmp_path / "d" / split / name / f"{i}.png")
+    splits = load_data(DataConfig(source=str(tmp_path / "d")))
+    assert splits.test.class_names == splits.train.class_names == ["a", "b", "c"]
+    assert splits.test.labels.tolist() == [0, 0, 2, 2]
+    files = ImageFileDataset(tmp_path / "d", split="test").with_class_names(["a", "b", "c"], where="val")
+    assert files.class_names == ["a", "b", "c"] and [files[i][1] for i in range(len(files))] == [0, 0, 2, 2]
+    (tmp_path / "d" / "val" / "zebra").mkdir()
+    _image(99).save(tmp_path / "d" / "val" / "zebra" / "0.png")
+    with pytest.raises(ValueError, match=r"its test \(or val\) split has class\(es\) the training split lacks: "
+                                         r"\['zebra'\]"):
+        load_data(DataConfig(source=str(tmp_path / "d")))

@@ -118,9 +118,8 @@ def load_data(config: DataConfig) -> DataSplits:
         shown = ", ".join(repr(train.class_names[i]) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise ValueError(f"{config.source}: {len(empty)} class folder(s) ({shown}) have no readable training images "
                          "(their files were skipped: see the warnings above); fix those images or remove the folders")
-    if test is not None and test.class_names != train.class_names:
-        raise ValueError(f"{config.source}: the test split's classes {test.class_names[:5]}... differ from the "
-                         f"training classes {train.class_names[:5]}...; give both splits the same class folders")
+    if test is not None and test.class_names != train.class_names:  # labels index each split's own sorted classes
+        test = test.with_class_names(list(train.class_names), where=f"{config.source}: its test (or val) split")
     val = None
     if config.val_split:
         train, val = split_holdout(train, config.val_split, seed=config.seed)

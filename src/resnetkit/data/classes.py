@@ -79,3 +79,14 @@ def resolve_class(target: int | str, class_names: list[str], num_classes: int) -
                          f"(0..{num_classes - 1})")
     shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
     raise ValueError(f"unknown class {target!r}; give a class index or one of: {shown or '(the model has no names)'}")
+
+
+def relabelling(names: list[str], target: list[str], *, where: str) -> list[int]:
+    """Index in ``target`` of each of ``names``: a split whose classes are some of the training classes (a small
+    validation folder without a rare class) takes the training split's labels; a class training lacks is refused."""
+    unknown = [name for name in names if name not in target]
+    if unknown:
+        raise ValueError(f"{where} has class(es) the training split lacks: {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''} (training: {', '.join(target[:5])}"
+                         f"{' ...' if len(target) > 5 else ''}); give it only classes that have training images")
+    return [target.index(name) for name in names]

@@ -65,6 +65,14 @@ class InMemoryImageDataset:
         return InMemoryImageDataset(self.images[index].clone(), self.labels[index].clone(), list(self.class_names),
                                     source=self.source, skipped=list(self.skipped))
 
+    def with_class_names(self, names: list[str], *, where: str) -> InMemoryImageDataset:
+        """This split labelled by ``names`` (a superset of its classes: the training split's)."""
+        from .classes import relabelling
+
+        index = torch.tensor(relabelling(list(self.class_names), list(names), where=where), dtype=torch.int64)
+        return InMemoryImageDataset(self.images, index[self.labels], list(names), source=self.source,
+                                    skipped=list(self.skipped))
+
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)
 

@@ -106,6 +106,12 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tree)
 
+    def with_class_names(self, names: list[str], *, where: str) -> ImageFileDataset:
+        """This split labelled by ``names`` (a superset of its classes: the training split's), in place."""
+        self.tree = self.tree.with_class_names(names, where=where)
+        self.class_names = self.tree.class_names
+        return self
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         where = self.tree.paths[index]
         try:

@@ -19,7 +19,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from ..files import walk_files
@@ -59,6 +59,13 @@ class ImageTree:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def with_class_names(self, names: list[str], *, where: str) -> ImageTree:
+        """This split labelled by ``names`` (a superset of its classes: the training split's)."""
+        from .classes import relabelling
+
+        index = relabelling(self.class_names, names, where=where)
+        return replace(self, labels=[index[label] for label in self.labels], class_names=list(names))
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded bytes of sample ``index`` (random access; tars must be uncompressed).

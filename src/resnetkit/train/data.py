@@ -141,12 +141,8 @@ def large_image_data(config: TrainConfig, *, dist: DistInfo) -> TrainData:
         val = ImageFileDataset(source.path, split="test", transform=eval_transform(preprocess))
         val_description = f"the {len(val)} images of the validation folder"
     if val is not None and not config.data.val_split and val.class_names != train.class_names:
-        # Labels are indices into each split's own sorted folder names: different folders, wrong labels.
-        only_val, only_train = sorted(set(val.class_names) - set(train.class_names)), \
-            sorted(set(train.class_names) - set(val.class_names))
-        raise ValueError(f"{config.data.source}: the validation folder's classes differ from the training classes "
-                         f"(only in validation: {only_val[:5]}, only in training: {only_train[:5]}); give both splits "
-                         "the same class folders")
+        # Labels are indices into each split's own sorted folder names: relabelled by name, or refused.
+        val = val.with_class_names(list(train.class_names), where=f"{config.data.source}: its validation folder")
     if config.data.val_split:
         keep, held = stratified_split(torch.tensor(train.tree.labels), config.data.val_split, seed=config.data.seed)
         held_out = ImageFileDataset(source.path, split="train", transform=eval_transform(preprocess))
