@@ -378,3 +378,17 @@ def test_a_validation_folder_without_a_rare_class_takes_the_training_labels(tmp_
     with pytest.raises(ValueError, match=r"its test \(or val\) split has class\(es\) the training split lacks: "
                                          r"\['zebra'\]"):
         load_data(DataConfig(source=str(tmp_path / "d")))
+
+
+def test_macos_leftovers_are_neither_classes_nor_images(tmp_path):
+    """A folder unzipped on macOS holds __MACOSX/ (a would-be class) and ._NAME AppleDouble files beside the images."""
+    root = tmp_path / "photos"
+    for name in ("cat", "dog", "__MACOSX/cat"):
+        (root / name).mkdir(parents=True)
+    for k, name in enumerate(("cat", "dog")):
+        _image(k).save(root / name / "0.png")
+        (root / name / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (root / "__MACOSX" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    for source in (root, _tar(root, tmp_path / "photos.tar")):
+        tree = index_tree(source)
+        assert tree.class_names == ["cat", "dog"] and len(tree.paths) == 2 and tree.skipped == []

@@ -126,7 +126,7 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
     if source.is_dir():
         found = [(PurePosixPath(Path(full).relative_to(source)).as_posix(), full)
                  for full in walk_files(source, hidden_folders=False)]
-        return found, None, []
+        return [(rel, full) for rel, full in found if not is_macos_metadata(rel)], None, []
     if not is_tar_path(source):
         raise ValueError(f"{source} is neither a folder nor a tar archive ({', '.join(TAR_SUFFIXES)})")
     found, spans, skipped, seen = [], [], [], set()
@@ -135,6 +135,8 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
             if member.isdir():
                 continue
             name = member.name[2:] if member.name.startswith("./") else member.name
+            if is_macos_metadata(name):
+                continue
             reason = (None if member.isfile() else
                       "a link in the archive, not a file (store the image itself)" if member.issym() or member.islnk()
                       else "not a file (a device or pipe entry)")
@@ -150,6 +152,13 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
             spans.append((member.offset_data, member.size))
     # Byte offsets index the file itself only when the tar is not compressed.
     return found, None if is_compressed(source) else spans, skipped
+
+
+def is_macos_metadata(relative: str) -> bool:
+    """Files macOS adds beside the images: ``__MACOSX/`` (its zips) and ``._NAME`` (AppleDouble resource forks on
+    other file systems). Neither is a class nor an image: passed over without a word, as hidden folders are."""
+    parts = relative.split("/")
+    return "__MACOSX" in parts[:-1] or parts[-1].startswith("._")
 
 
 @contextmanager

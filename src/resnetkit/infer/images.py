@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from ..data.image import ImageLoadError, decode_rgb, pil_to_rgb, read_image_file, to_pil
-from ..data.tree import IMAGE_EXTENSIONS
+from ..data.tree import IMAGE_EXTENSIONS, is_macos_metadata
 from ..files import file_url_path, is_url, walk_files
 
 __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_inputs", "is_url", "load_image",
@@ -148,4 +148,5 @@ def _images_under(folder: Path) -> list[str]:
     """The image files under a folder, found as training and eval find them (linked folders followed, each
     real folder once); an entry named as an image that is not a regular file (a pipe, a dangling link) is kept, so
     that it gets an error naming it."""
-    return sorted(p for p in walk_files(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in walk_files(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS
+                  and not is_macos_metadata(Path(p).relative_to(folder).as_posix()))
