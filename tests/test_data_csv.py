@@ -214,3 +214,14 @@ def test_a_huge_line_is_refused_before_it_is_read_whole_and_labels_are_unicode_n
     assert tabbed.class_names == ["big\ufffddog"]  # a control character becomes U+FFFD, as in a folder's name
     Image.new("RGB", (8, 8)).save(tmp_path / "image.png")  # named like the column: the header stays a header
     assert len(index_tree(_csv(tmp_path, f"image,label\n{names[0]},a\n", "named.csv")).paths) == 1
+
+
+def test_a_label_with_only_validation_rows_is_named_as_a_label(tmp_path):
+    from resnetkit.data import DataConfig, load_data
+
+    names = _images(tmp_path, count=5)
+    rows = [f"{names[0]},cat,train", f"{names[1]},cat,train", f"{names[2]},dog,train", f"{names[3]},dog,train",
+            f"{names[4]},zebra,val"]
+    path = _csv(tmp_path, "image,label,split\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"1 label\(s\) \('zebra'\) have no usable training rows"):
+        load_data(DataConfig(source=str(path)))

@@ -19,7 +19,7 @@ from .decode import common_size, load_tree_in_memory
 from .digits import load_digits_dataset
 from .memory import InMemoryImageDataset, check_fits_in_memory, split_holdout
 from .preprocess import fit_to_size
-from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
+from .source import CIFAR_FILES, CIFAR_NAME, DIGITS, IMAGE_CSV, DataSource, resolve_source
 from .transforms import ImageFileDataset
 from .tree import index_tree
 
@@ -116,6 +116,9 @@ def load_data(config: DataConfig) -> DataSplits:
         if resolve_source(config.source).is_image_tree else []  # (a named dataset's classes come from its meta file)
     if empty:  # every file of a class folder skipped: a class never learnt, or a one-class "classifier"
         shown = ", ".join(repr(train.class_names[i]) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        if resolve_source(config.source).kind == IMAGE_CSV:  # a CSV's classes come from its rows of both splits
+            raise ValueError(f"{config.source}: {len(empty)} label(s) ({shown}) have no usable training rows (only "
+                             "test/val rows, or rows whose images were skipped); add training rows or drop them")
         raise ValueError(f"{config.source}: {len(empty)} class folder(s) ({shown}) have no readable training images "
                          "(their files were skipped: see the warnings above); fix those images or remove the folders")
     if test is not None and test.class_names != train.class_names:  # labels index each split's own sorted classes
