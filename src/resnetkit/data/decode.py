@@ -130,8 +130,9 @@ def decode_tree(tree: ImageTree, *, image_size: int | None = None, workers: int 
     skipped = list(tree.skipped) + [(where(i), reason) for i, reason in sorted(failures.items())]
     report_skipped(skipped, source=tree.source)
     if resized:
-        logger.warning("%s: resized %d image(s) of other sizes (%s) to %s", tree.source, sum(resized.values()),
-                       ", ".join(f"{h}x{w}" for h, w in list(resized)[:5]), target)
+        logger.warning("%s: resized %d image(s) of other sizes (width x height: %s) to %dx%d", tree.source,
+                       sum(resized.values()), ", ".join(f"{w}x{h}" for h, w in list(resized)[:5]), target[1],
+                       target[0])
     if not bool(ok.any()):
         raise ValueError(f"none of the {n} images in {tree.source} could be decoded; see the warning above")
     keep = torch.nonzero(ok).flatten()
