@@ -110,6 +110,8 @@ def test_browser_uploads_an_image_and_sees_label_and_bars(server, tmp_path):
             overlay = page.locator(".result img.overlay")
             playwright_api.expect(overlay).to_have_count(1)
             page.wait_for_function("() => document.querySelector('img.overlay').naturalWidth === 32")
+            explained = page.locator(".result span.sub", has_text="where the model looked for").inner_text()
+            assert explained.split('"')[1] in NAMES  # X-Class, percent-decoded by the page
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         finally:
             browser.close()
