@@ -112,24 +112,26 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
     predictor = load_predictor(model, weights=weights, class_names=class_names, device=device)
     model_file = model if weights is None else None
     choose_runtime(options.runtime, device=predictor.device, model_file=model_file, onnx_file=options.onnx_file)
-    logging.getLogger("resnetkit.serve").setLevel(logging.INFO)
-    failures: list[str] = []
+    # Bound before the app exists: a busy port is one error line with nothing started (no warm-up thread, and
+    # uvicorn's logging, which uvicorn.Config sets up on the stderr of the moment, not yet configured).
+    with _bind(host, port) as listening:
+        logging.getLogger("resnetkit.serve").setLevel(logging.INFO)
+        failures: list[str] = []
 
-    def load_failed(message: str) -> None:
-        failures.append(message)
-        server.should_exit = True
+        def load_failed(message: str) -> None:
+            failures.append(message)
+            server.should_exit = True
 
-    app = create_app(predictor, options, model_file=model_file, on_load_failed=load_failed)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
-                                           limit_concurrency=options.max_connections,
-                                           timeout_graceful_shutdown=options.graceful_timeout_s))
-    # bound before the app starts warming the model up: a busy port is one error line, nothing left running
-    with _bind(host, port) as listening, _exit_zero_on_signals():
+        app = create_app(predictor, options, model_file=model_file, on_load_failed=load_failed)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
+                                               limit_concurrency=options.max_connections,
+                                               timeout_graceful_shutdown=options.graceful_timeout_s))
         # uvicorn prints where it listens only for a socket it bound itself
         shown = f"[{host}]" if ":" in host else host
         logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown,
                                                 listening.getsockname()[1])
-        server.run(sockets=[listening])
+        with _exit_zero_on_signals():
+            server.run(sockets=[listening])
     if failures:
         raise ValueError(f"the model could not be served: {failures[0]}")
 
