@@ -208,13 +208,19 @@ def test_auto_augment_keeps_small_images_in_memory_and_reads_photos_with_workers
     assert info.preprocess.input_size == 32 and info.preprocess.resize_size == round(32 * 256 / 224)
 
 
-def test_large_image_val_folder_with_other_classes_is_a_clear_error(tmp_path, capsys):
+def test_large_image_val_folder_with_a_class_training_lacks_is_a_clear_error(tmp_path, capsys):
     _large_image_tree(tmp_path / "data", {"train": ["blue", "red"], "val": ["blue", "green"]})
     assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "data"), "--model", "resnet20",
                  "--pretrained", "", "--augment", "rrc", "--image-size", "32", "--epochs", "1",
                  "--workers", "0", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "only in validation: ['green']" in err and "only in training: ['red']" in err
+    assert "its validation folder has class(es) the training split lacks: ['green'] (training: blue, red)" in err
+    # a validation folder that lacks a training class (red) is relabelled by name: it trains
+    _large_image_tree(tmp_path / "subset", {"train": ["blue", "red"], "val": ["blue"]})
+    assert main(["train", "--recipe", "finetune", "--data", str(tmp_path / "subset"), "--model", "resnet20",
+                 "--pretrained", "", "--augment", "rrc", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                 "--workers", "0", "--out-dir", str(tmp_path / "run2"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run2" / "report.json").read_text())["images"] == 6  # the blue validation images
 
 
 def test_train_config_keeps_the_architectures_defaults_unless_told():
