@@ -198,9 +198,9 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     check_same_run(config)  # before config.json is rewritten with its settings (the Trainer checks again)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
-        write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-
     data, model, teacher = training_parts(config, dist=dist, device=device)
+    if dist.is_main:  # after the data and model are found usable: a refused run leaves no record of itself
+        write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names, teacher=teacher)
     try:
