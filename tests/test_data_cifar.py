@@ -172,7 +172,7 @@ def test_named_dataset_is_found_under_root_and_split_for_validation(tmp_path):
     splits = load_data(DataConfig(source="cifar100", root=str(tmp_path), val_split=0, seed=3))
     assert (len(splits.train), splits.val, len(splits.test)) == (N_PER_BATCH, None, N_PER_BATCH)
     # Here each class has one training image: any held-out image would leave its class nothing to train on.
-    with pytest.raises(ValueError, match="holding out 2 of 6 images would leave class #.* nothing to train on"):
+    with pytest.raises(ValueError, match=r"cannot hold out 2 of the 6 training images; choose 0 .* to at most 0"):
         load_data(DataConfig(source="cifar100", root=str(tmp_path), val_split=2, seed=3))
     assert len(load_image_dataset(str(tmp_path / "cifar-100-binary"), split="test")) == N_PER_BATCH
 

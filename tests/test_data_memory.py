@@ -126,7 +126,8 @@ def test_stratified_split_is_exact_seeded_and_proportional():
     train, val = split_holdout(_toy(50), 10, seed=0)
     assert len(train) == 40 and val.class_counts().tolist() == [2] * 5 and val.class_names == train.class_names
     with pytest.raises(ValueError, match=r"val_split=1000 \(--val-split\): cannot hold out 1000 of the 1000 training "
-                                         r"images; choose 0 \(no validation split\) to 999"):
+                                         r"images; choose 0 \(no validation split\) to at most 997, which leaves each of the "
+                                         r"3 classes an image"):
         stratified_split(labels, 1000, seed=0)
 
 

@@ -184,9 +184,11 @@ def test_training_refuses_one_class_an_emptied_class_and_an_out_dir_inside_the_d
     one = folder(tmp_path / "one", {"cat": 6})
     assert main(["train", "--data", str(one), "--out-dir", str(tmp_path / "r1"), *common]) == 2
     assert "1 class(es) (cat); a classifier needs at least 2" in capsys.readouterr().err
-    uneven = folder(tmp_path / "uneven", {"a": 2, "b": 1})  # 2 held out: 1.33 from a, 0.67 rounded up from b
-    assert main(["train", "--data", str(uneven), "--val-split", "2", "--out-dir", str(tmp_path / "r2"), *common]) == 2
+    uneven = folder(tmp_path / "uneven", {"a": 5, "b": 1})  # 4 held out: 3.33 from a, 0.67 rounded up from b
+    assert main(["train", "--data", str(uneven), "--val-split", "4", "--out-dir", str(tmp_path / "r2"), *common]) == 2
     assert "would leave class #1 (with 1 image(s)) nothing to train on" in capsys.readouterr().err
+    assert main(["train", "--data", str(uneven), "--val-split", "5", "--out-dir", str(tmp_path / "r2"), *common]) == 2
+    assert "choose 0 (no validation split) to at most 4, which leaves each of the 2 classes" in capsys.readouterr().err
     two = folder(tmp_path / "two", {"a": 4, "b": 4})
     assert main(["train", "--data", str(two), "--out-dir", str(two / "a" / "run"), *common]) == 2
     assert "is inside the data folder" in capsys.readouterr().err and not (two / "a" / "run").exists()

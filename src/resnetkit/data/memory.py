@@ -112,12 +112,13 @@ def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     n = len(labels)
-    if not 0 <= holdout < n:
+    classes, counts = torch.unique(labels, return_counts=True)
+    if not 0 <= holdout <= n - len(classes):  # every class keeps one training image at least
         raise ValueError(f"val_split={holdout} (--val-split): cannot hold out {holdout} of the {n} training images; "
-                         f"choose 0 (no validation split) to {n - 1}")
+                         f"choose 0 (no validation split) to at most {max(n - len(classes), 0)}, which leaves each "
+                         f"of the {len(classes)} classes an image to train on")
     if holdout == 0:
         return torch.arange(n), torch.empty(0, dtype=torch.int64)
-    classes, counts = torch.unique(labels, return_counts=True)
     exact = counts.to(torch.float64) * holdout / n
     quota = exact.floor().to(torch.int64)
     remainder = holdout - int(quota.sum())
@@ -129,8 +130,10 @@ def stratified_split(labels: torch.Tensor, holdout: int, *, seed: int) -> tuple[
                if take >= count]
     if emptied:
         cls, count = emptied[0]
-        raise ValueError(f"holding out {holdout} of {n} images would leave class #{cls} (with {count} image(s)) "
-                         f"nothing to train on ({len(emptied)} class(es) so); lower the validation split or add images")
+        raise ValueError(f"val_split={holdout} (--val-split): holding out {holdout} of {n} images, a share of each "
+                         f"class, would leave class #{cls} (with {count} image(s)) nothing to train on"
+                         f"{f', and {len(emptied) - 1} other class(es)' if len(emptied) > 1 else ''}; lower the "
+                         "validation split or add images")
     generator = torch.Generator().manual_seed(seed)
     held = []
     for cls, take in zip(classes.tolist(), quota.tolist()):
