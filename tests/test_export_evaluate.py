@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -146,6 +148,7 @@ def test_int8_calibrates_on_any_folder_of_images_and_only_a_report_needs_labels(
             Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (flat / "notes.txt").write_text("not an image")  # passed over, as predict passes it over
     (flat / ".ipynb_checkpoints").mkdir()  # a hidden folder is not a class folder
+    os.mkfifo(flat / "pipe.png")  # listed, as predict lists it, and refused unread (reading it would wait forever)
     assert load_calibration_images(flat, CIFAR_PREPROCESS).shape == (16, 3, 32, 32)
     assert load_calibration_images(unknown, CIFAR_PREPROCESS, limit=4).shape == (4, 3, 32, 32)
     out = tmp_path / "m.int8.onnx"

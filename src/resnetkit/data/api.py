@@ -112,11 +112,12 @@ def load_data(config: DataConfig) -> DataSplits:
     test = _resize(loaded["test"], config.image_size)
     if train is None:
         raise FileNotFoundError(f"{config.source} has no training images")
+    source = resolve_source(config.source)
     empty = sorted(set(range(len(train.class_names))) - set(train.labels.tolist())) \
-        if resolve_source(config.source).is_image_tree else []  # (a named dataset's classes come from its meta file)
+        if source.is_image_tree else []  # (a named dataset's classes come from its meta file)
     if empty:  # every file of a class folder skipped: a class never learnt, or a one-class "classifier"
         shown = ", ".join(repr(train.class_names[i]) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
-        if resolve_source(config.source).kind == IMAGE_CSV:  # a CSV's classes come from its rows of both splits
+        if source.kind == IMAGE_CSV:  # a CSV's classes come from its rows of both splits
             raise ValueError(f"{config.source}: {len(empty)} label(s) ({shown}) have no usable training rows (only "
                              "test/val rows, or rows whose images were skipped); add training rows or drop them")
         raise ValueError(f"{config.source}: {len(empty)} class folder(s) ({shown}) have no readable training images "

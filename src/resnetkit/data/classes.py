@@ -84,9 +84,10 @@ def resolve_class(target: int | str, class_names: list[str], num_classes: int) -
 def relabelling(names: list[str], target: list[str], *, where: str) -> list[int]:
     """Index in ``target`` of each of ``names``: a split whose classes are some of the training classes (a small
     validation folder without a rare class) takes the training split's labels; a class training lacks is refused."""
-    unknown = [name for name in names if name not in target]
+    index = {name: i for i, name in enumerate(target)}
+    unknown = [name for name in names if name not in index]
     if unknown:
         raise ValueError(f"{where} has class(es) the training split lacks: {unknown[:5]}"
                          f"{' ...' if len(unknown) > 5 else ''} (training: {', '.join(target[:5])}"
                          f"{' ...' if len(target) > 5 else ''}); give it only classes that have training images")
-    return [target.index(name) for name in names]
+    return [index[name] for name in names]

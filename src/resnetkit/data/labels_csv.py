@@ -19,9 +19,9 @@ import functools
 import os
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _columns(path: Path, header: list[str]) -> dict[str, int]:
 
 
 def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str, int]) -> Row:
-    from .tree import _shown
+    from .tree import shown_class_name
 
     if len(cells) <= max(columns.values()):
         raise ValueError(f"{path}, line {line}: {len(cells)} column(s) where the header has at least "
@@ -214,7 +214,7 @@ def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str
     if any(len(cell) > MAX_FIELD_CHARS for cell in cells):
         raise ValueError(f"{path}, line {line}: a field over {MAX_FIELD_CHARS} characters: not a path or a label")
     # a label is a class name as a folder's name is one: control characters (a tab) become U+FFFD
-    image, label = cells[columns["image"]].strip(), _shown(cells[columns["label"]].strip())
+    image, label = cells[columns["image"]].strip(), shown_class_name(cells[columns["label"]].strip())
     split = "train"
     if "split" in columns:
         value = cells[columns["split"]].strip().lower()

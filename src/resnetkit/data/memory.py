@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .classes import relabelling
+
 
 @dataclass
 class InMemoryImageDataset:
@@ -67,8 +69,6 @@ class InMemoryImageDataset:
 
     def with_class_names(self, names: list[str], *, where: str) -> InMemoryImageDataset:
         """This split labelled by ``names`` (a superset of its classes: the training split's)."""
-        from .classes import relabelling
-
         index = torch.tensor(relabelling(list(self.class_names), list(names), where=where), dtype=torch.int64)
         return InMemoryImageDataset(self.images, index[self.labels], list(names), source=self.source,
                                     skipped=list(self.skipped))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from ..files import walk_files
+from .classes import relabelling
 from .image import ImageLoadError, check_file_size, read_image_file
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ class ImageTree:
 
     def with_class_names(self, names: list[str], *, where: str) -> ImageTree:
         """This split labelled by ``names`` (a superset of its classes: the training split's)."""
-        from .classes import relabelling
-
         index = relabelling(self.class_names, names, where=where)
         return replace(self, labels=[index[label] for label in self.labels], class_names=list(names))
 
@@ -254,14 +253,14 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
         source=str(path),
         paths=[where for _, _, where in images],
         labels=[class_index[cls] for _, cls, _ in images],
-        class_names=[_shown(name) for name in class_names],
+        class_names=[shown_class_name(name) for name in class_names],
         is_tar=path.is_file(),
         spans=[spans[i] for i, _, _ in images] if spans is not None else [],
         skipped=skipped,
     )
 
 
-def _shown(folder: str) -> str:
+def shown_class_name(folder: str) -> str:
     """A class folder's name as text: bytes that are not UTF-8 (kept by Python as surrogates, which no file or plot
     can hold) and control characters (a newline) become U+FFFD."""
     text = folder.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -151,7 +151,8 @@ def run_calibration(config: CalibrateConfig) -> CalibrationResult:
     earlier = info.extra.get("temperature", 1.0)  # a model calibrated before carries it in its weights
     if isinstance(earlier, bool) or not isinstance(earlier, (int, float)) or not (
             math.isfinite(earlier) and earlier > 0):
-        raise ValueError(f"{config.model}: its card records temperature {str(earlier)[:40]!r}; calibrate the uncalibrated model")
+        raise ValueError(f"{config.model}: its card records temperature {str(earlier)[:40]!r}; calibrate the "
+                         "uncalibrated model")
     val_split, seed = info.held_out_split(config.val_split, config.seed)
     try:
         dataset, class_names, split = open_dataset(config.data, val_split=val_split, seed=seed,

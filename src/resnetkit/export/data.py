@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..config import Preprocess
-from ..data.image import decode_rgb
+from ..data.image import decode_rgb, read_image_file
 from ..data.preprocess import eval_transform
 from ..data.source import resolve_source
 from ..data.tree import SPLIT_FOLDERS, index_tree, report_skipped
@@ -41,7 +41,7 @@ class LabelledImages:
 
 def preprocess_image(path: str | os.PathLike[str], preprocess: Preprocess) -> torch.Tensor:
     """One image file as the model sees it: decoded, shorter side resized, centre-cropped, normalised."""
-    return eval_transform(preprocess)(decode_rgb(Path(path).read_bytes(), name=str(path)))
+    return eval_transform(preprocess)(decode_rgb(read_image_file(path, name=str(path)), name=str(path)))
 
 
 def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
@@ -105,12 +105,12 @@ def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess
         if root.is_dir() else []  # .ipynb_checkpoints/ beside the photos is not a class
     if not root.is_dir() or folders:
         return load_image_folder(root, preprocess, limit=limit).images
-    transform, images, skipped = eval_transform(preprocess), [], []
-    for path in expand_inputs([str(root)]):
+    images, skipped = [], []
+    for path in expand_inputs([str(root)]):  # a pipe named as an image is listed too: read_image_file refuses it
         if limit is not None and len(images) == limit:
             break
         try:
-            images.append(transform(decode_rgb(Path(path).read_bytes(), name=path)))
+            images.append(preprocess_image(path, preprocess))
         except (OSError, ValueError) as error:
             skipped.append((path, str(error)))
     report_skipped(skipped, source=str(root))

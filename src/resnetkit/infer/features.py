@@ -26,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from ..data.api import load_image_dataset
-from ..data.source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
 from ..data.labels_csv import is_labels_csv
+from ..data.source import CIFAR_FILES, CIFAR_NAME, DIGITS, DataSource, resolve_source
 from ..data.tree import index_tree, is_tar_path, tree_splits
 from ..files import prepare_output_dir, write_text_atomic
 from ..models.weights import has_resnetkit_metadata

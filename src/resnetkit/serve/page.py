@@ -154,7 +154,8 @@ async function toggleCam(row, pictures, caption, button, file) {
     overlay.classList.add("overlay");
     pictures.append(overlay);
     row.classList.add("with-cam");
-    caption.append(el("span", "sub", `right: where the model looked for "${decodeURIComponent(response.headers.get("X-Class"))}"`));
+    const explained = decodeURIComponent(response.headers.get("X-Class"));  // percent-encoded UTF-8
+    caption.append(el("span", "sub", `right: where the model looked for "${explained}"`));
     button.textContent = "Hide Grad-CAM";
   } catch (err) {
     button.textContent = "Show Grad-CAM";

@@ -30,8 +30,8 @@ SMALL_IMAGE_MAX_SIDE = 64  # "auto": trees of images up to this size are decoded
 def resolve_augment(config: TrainConfig) -> str:
     """What ``augment: auto`` stands for: ``pad-crop`` for the digits (never mirrored), ``pad-crop-flip`` for
     CIFAR and trees of small images (up to 64 pixels a side, judged by the most common size among the first 32
-    images: decoded into memory,
-    augmented batch-wise), ``rrc`` for trees of larger photos (RandomResizedCrop in loader workers)."""
+    images: decoded into memory, augmented batch-wise), ``rrc`` for trees of larger photos (RandomResizedCrop in
+    loader workers)."""
     if config.augment.policy != "auto":
         return config.augment.policy
     source = resolve_source(config.data.source)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,12 @@ def class_names_for(path: str, data_names: list[str]) -> list[str]:
         raise ValueError(f"{path}: {len(names)} class names, but the data has {len(data_names)} classes "
                          f"({', '.join(data_names[:5])}{' ...' if len(data_names) > 5 else ''}); give one name "
                          "per class, in the order of the sorted folder names")
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
         raise ValueError(f"{path}: class name(s) {repeated[:5]} given twice; two classes need two names")
-    moved = [(name, data_names.index(name), i) for i, name in enumerate(names)
-             if name in data_names and data_names[i] != name]
+    folder_index = {name: i for i, name in enumerate(data_names)}  # ImageNet-21k: 21,843 names, so no list.index
+    moved = [(name, folder_index[name], i) for i, name in enumerate(names)
+             if name in folder_index and folder_index[name] != i]
     if moved:  # the folders' own names in another order would swap the labels, not rename them
         name, folder_at, given_at = moved[0]
         raise ValueError(f"{path}: names the data's classes in another order ({name!r} is class {folder_at} of the "
