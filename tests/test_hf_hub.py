@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from resnetkit.models import load_model
-from resnetkit.models.weights import WeightFileError
+from resnetkit.models.state_dict import WeightFileError
 
 timm = pytest.importorskip("timm")
 

@@ -23,7 +23,7 @@ if keras.backend.backend() != "torch":
 from resnetkit import load_model, save_model  # noqa: E402
 from resnetkit.models.keras import load_keras_model  # noqa: E402
 from resnetkit.models.sources import open_model  # noqa: E402
-from resnetkit.models.weights import WeightFileError  # noqa: E402
+from resnetkit.models.state_dict import WeightFileError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras on NumPy 2
 SIZE = 64  # these networks run at any size >= 32; small keeps the test fast

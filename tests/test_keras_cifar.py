@@ -27,7 +27,7 @@ from resnetkit import create_model, list_models  # noqa: E402
 from resnetkit.models import count_params  # noqa: E402
 from resnetkit.models.keras import load_keras_model  # noqa: E402
 from resnetkit.models.sources import open_model  # noqa: E402
-from resnetkit.models.weights import WeightFileError  # noqa: E402
+from resnetkit.models.state_dict import WeightFileError  # noqa: E402
 from test_keras import _randomise as randomise_keras_weights  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")

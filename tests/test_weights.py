@@ -16,7 +16,8 @@ from resnetkit import create_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo, Preprocess
 from resnetkit.models import (WeightFileError, load_model, load_pretrained, load_state_dict_file, read_model_info,
                               save_model)
-from resnetkit.models.weights import model_for_state_dict, resolve_weight_path
+from resnetkit.models.state_dict import model_for_state_dict
+from resnetkit.models.weights import resolve_weight_path
 
 
 def _with_statistics(model: torch.nn.Module) -> torch.nn.Module:

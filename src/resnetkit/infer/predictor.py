@@ -21,7 +21,8 @@ from ..models.pretrained import close_model_names, find_weights, get_weights, id
 from ..models.hf_hub import is_hf_hub_name, load_hf_hub_as
 from ..models.resnet import ResNet
 from ..models.tta import TTA_MODES, flip_averaged_log_probs
-from ..models.weights import model_for_state_dict, resolve_weight_path
+from ..models.state_dict import model_for_state_dict
+from ..models.weights import resolve_weight_path
 from .cam import cam_to_image, grad_cam
 from ..data.classes import read_class_names, resolve_class
 from ..data.image import to_pil

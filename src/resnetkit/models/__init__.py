@@ -5,8 +5,8 @@ from .registry import (build_model, create_model, default_config, default_prepro
 from .pretrained import WeightEntry, find_weights, identify_weights, list_weights, register_weights
 from .resnet import ArchSpec, ResNet
 from .summary import count_macs, count_params, summarize, summary_table
-from .weights import (WeightFileError, load_model, load_pretrained, load_state_dict_file, load_weights,
-                      read_model_info, save_model)
+from .state_dict import WeightFileError, load_state_dict_file, load_weights
+from .weights import load_model, load_pretrained, read_model_info, save_model
 
 __all__ = [
     "ArchSpec", "ResNet", "WeightFileError", "build_model", "count_macs", "count_params", "create_model",

@@ -147,7 +147,8 @@ def models_table(pattern: str = "*", *, input_size: int | None = None) -> str:
 def pretrained_table(pattern: str = "*") -> str:
     """Every available catalog entry: name, architecture, accuracy from its card, preprocessing, where it lives."""
     from .pretrained import WEIGHTS_DIR, list_weights
-    from .weights import WeightFileError, read_model_info
+    from .state_dict import WeightFileError
+    from .weights import read_model_info
 
     entries = list_weights(pattern)
     if not entries:

@@ -25,7 +25,8 @@ from ..config import ModelInfo, Preprocess, check_class_names
 from ..files import is_url
 from .registry import list_models
 from .resnet import ResNet
-from .weights import WeightFileError, load_state_dict_file, model_for_state_dict, resolve_weight_path
+from .state_dict import WeightFileError, load_state_dict_file, model_for_state_dict
+from .weights import resolve_weight_path
 
 PREFIX = "hf-hub:"
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Hub's own rule

@@ -36,7 +36,7 @@ from ..config import CIFAR10_MEAN, ModelConfig, ModelInfo, Preprocess
 from .keras_cifar import KERAS_DEFAULT_BN_EPSILON
 from .registry import create_model, list_models
 from .resnet import ResNet
-from .weights import WeightFileError, load_weights
+from .state_dict import WeightFileError, load_weights
 
 KERAS_BN_EPSILON = 1.001e-5  # keras.applications.resnet: BatchNormalization(epsilon=1.001e-5)
 TORCH_BN_EPSILON = 1e-5

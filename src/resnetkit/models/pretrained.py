@@ -30,8 +30,8 @@ from ..config import ModelInfo, Preprocess
 from ..files import file_sha256, is_url, write_text_atomic
 from .registry import create_model, list_models
 from .resnet import ResNet
-from .weights import (WeightFileError, classifier_classes, load_model_file, load_state_dict_file,
-                      load_weights, read_model_info, resolve_weight_path, save_model)
+from .state_dict import WeightFileError, classifier_classes, load_state_dict_file, load_weights
+from .weights import load_model_file, read_model_info, resolve_weight_path, save_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 

@@ -11,8 +11,8 @@ from .hf_hub import is_hf_hub_name, load_hf_hub_as
 from .pretrained import close_model_names
 from .registry import default_preprocess, list_models
 from .resnet import ResNet
-from .weights import (check_self_describing, has_resnetkit_metadata, load_model, load_state_dict_file,
-                      model_for_state_dict, resolve_weight_path)
+from .state_dict import load_state_dict_file, model_for_state_dict
+from .weights import check_self_describing, has_resnetkit_metadata, load_model, resolve_weight_path
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 

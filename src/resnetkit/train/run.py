@@ -24,7 +24,8 @@ from ..evaluate.report import write_report
 from ..files import prepare_output_dir, write_text_atomic
 from ..data.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
-from ..models.weights import classifier_classes, resolve_weight_path
+from ..models.state_dict import classifier_classes
+from ..models.weights import resolve_weight_path
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
