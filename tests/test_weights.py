@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 
 from resnetkit import create_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo, Preprocess
-from resnetkit.models import (WeightFileError, load_model, load_pretrained, load_state_dict_file, read_model_info,
-                              save_model)
+from resnetkit.models import (WeightFileError, load_model, load_pretrained, load_state_dict_file, load_weights,
+                              read_model_info, save_model)
 from resnetkit.models.state_dict import model_for_state_dict
 from resnetkit.models.weights import resolve_weight_path
 
@@ -92,6 +92,21 @@ def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):
     _assert_same_state(load_state_dict_file(tmp_path / "compiled.pth"), sd)
     save_file({f"_orig_mod.{k}": v.contiguous() for k, v in sd.items()}, tmp_path / "compiled.safetensors")
     _assert_same_state(load_state_dict_file(tmp_path / "compiled.safetensors"), sd)
+    # A PyTorch Lightning checkpoint (the network is the LightningModule's `model`), and one of an nn.Sequential.
+    torch.save({"epoch": 9, "global_step": 90, "state_dict": {f"model.{k}": v for k, v in sd.items()},
+                "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1}]}]}, tmp_path / "lightning.ckpt")
+    _assert_same_state(load_state_dict_file(tmp_path / "lightning.ckpt"), sd)
+    torch.save({f"0.{k}": v for k, v in sd.items()}, tmp_path / "sequential.pth")
+    _assert_same_state(load_state_dict_file(tmp_path / "sequential.pth"), sd)
+    # Only the classifier (all keys under fc.): the network's own name, kept, so the error says what is missing.
+    head = {k: v for k, v in sd.items() if k.startswith("fc.")}
+    torch.save(head, tmp_path / "head.pth")
+    assert set(load_state_dict_file(tmp_path / "head.pth")) == {"fc.weight", "fc.bias"}
+    # Two networks in one file (MoCo's encoder_q and encoder_k): nothing is guessed.
+    torch.save({**{f"q.{k}": v for k, v in sd.items()}, **{f"k.{k}": v for k, v in sd.items()}}, tmp_path / "two.pth")
+    assert {k.split(".")[0] for k in load_state_dict_file(tmp_path / "two.pth")} == {"q", "k"}
+    with pytest.raises(WeightFileError, match=r"under 'k\.' and 'q\.': take one network's keys"):
+        load_weights(create_model("resnet20"), load_state_dict_file(tmp_path / "two.pth"), source="two.pth")
     torch.save({0: torch.zeros(1), **sd}, tmp_path / "odd-key.pth")  # a key that is no name: refused, no crash
     with pytest.raises(WeightFileError, match="not a state dict of named tensors"):
         load_state_dict_file(tmp_path / "odd-key.pth")

@@ -94,11 +94,22 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return _without_wrapper_prefixes(obj)
 
 
+# The top-level modules of our networks (and torchvision's): a prefix shared by every key that is none of these is
+# a wrapper's attribute, not part of the network's own names.
+OWN_TOP_LEVEL = frozenset({"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "norm", "fc"})
+
+
 def _without_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DistributedDataParallel's "module." and torch.compile's "_orig_mod." wrap the network's own names."""
-    for prefix in ("module.", "_orig_mod.", "module."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    """The network's own names, without what wrapped it when it was saved: DistributedDataParallel's "module.",
+    torch.compile's "_orig_mod.", a training framework's attribute (a Lightning module's "model.", "net." ...) or an
+    ``nn.Sequential``'s "0.". A ResNet's names start with several modules (conv1, layer1, fc ...), so a first name
+    every key shares, and which is none of them, is a wrapper's."""
+    while state:
+        firsts = {k.split(".", 1)[0] for k in state}
+        prefix = next(iter(firsts))
+        if len(firsts) != 1 or prefix in OWN_TOP_LEVEL or any("." not in k for k in state):
+            return state
+        state = {k[len(prefix) + 1:]: v for k, v in state.items()}
     return state
 
 
@@ -181,10 +192,27 @@ def check_weights_fit(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
                                          if isinstance(k, str) and isinstance(v, torch.Tensor)})
         if fitting:
             problems.append(f"the file's tensors fit {' or '.join(fitting[:3])}: give that architecture")
+        nested = _prefixes_holding(own, state_dict)
+        if nested:
+            problems.append(
+                f"the file holds this network's tensors under {' and '.join(repr(p) for p in nested[:3])}: take one "
+                f"network's keys without the prefix (state = {{k.removeprefix({nested[0]!r}): v for k, v in "
+                f"state.items() if k.startswith({nested[0]!r})}}) and save that as the weight file")
     if not problems:
         problems = _bad_values(own, state_dict)
     if problems:
         raise WeightFileError(f"{source}: cannot load into the model: " + "; ".join(problems))
+
+
+def _prefixes_holding(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """The prefixes under which ``state_dict`` holds every tensor of ``own`` with its shape (MoCo's "encoder_q." and
+    "encoder_k.", a detector's "backbone.body."): a file of several networks, or of one inside a larger model."""
+    first = next(iter(own), None)
+    if first is None:
+        return []
+    candidates = {k[:-len(first)] for k in state_dict if isinstance(k, str) and k.endswith("." + first)}
+    return sorted(p for p in candidates if all(isinstance(state_dict.get(p + k), torch.Tensor)
+                                               and state_dict[p + k].shape == v.shape for k, v in own.items()))
 
 
 def _checkable(tensor: torch.Tensor) -> torch.Tensor:
