@@ -158,6 +158,11 @@ def test_cli_export_never_overwrites_a_file_of_another_kind(model_file, tmp_path
     assert photo.read_bytes() == b"\xff\xd8 a photo"
     assert main(["export", str(model_file), "--format", "torchscript", "--output", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    checkpoint = tmp_path / "checkpoint.pt"  # what torch.save writes has TorchScript's last suffix
+    torch.save({"epoch": 57}, checkpoint)
+    before = checkpoint.read_bytes()
+    assert main(["export", str(model_file), "--format", "torchscript", "--output", str(checkpoint)]) == 2
+    assert "perhaps a training checkpoint" in capsys.readouterr().err and checkpoint.read_bytes() == before
 
 
 def test_an_output_linking_to_the_model_is_refused_and_the_model_kept(model_file, tmp_path, capsys):

@@ -161,6 +161,22 @@ def test_features_never_replace_a_model_file(model_file, tmp_path, capsys):
     assert main(["features", str(model_file), str(tmp_path / "images"), "--out", str(model_file)]) == 2
     assert "is a resnetkit model file, which the features would replace" in capsys.readouterr().err
     assert model_file.read_bytes() == before
+    # A bare state dict (the --weights of the same command), someone's array, a JSON the .npy's sidecar would
+    # replace: kept. A features file written earlier is replaced, as a rerun expects.
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"conv1.weight": torch.ones(2, 3)}, str(weights))
+    (tmp_path / "array.npy").write_bytes(b"\x93NUMPY someone's array")
+    (tmp_path / "config.json").write_text('{"run": 1}')
+    kept = {p: p.read_bytes() for p in (weights, tmp_path / "array.npy", tmp_path / "config.json")}
+    for out in (weights, tmp_path / "array.npy", tmp_path / "config.npy"):
+        assert main(["features", str(model_file), str(tmp_path / "images"), "--out", str(out)]) == 2
+        assert "exists and is not a features file written by resnetkit features" in capsys.readouterr().err
+    assert all(p.read_bytes() == b for p, b in kept.items())
+    for out in ("f.safetensors", "f.npy"):
+        for _ in range(2):
+            assert main(["features", str(model_file), str(tmp_path / "images"), "--out", str(tmp_path / out)]) == 0
 
 
 def test_eval_never_replaces_a_training_runs_report(model_file, tmp_path, capsys):

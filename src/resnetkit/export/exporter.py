@@ -117,6 +117,11 @@ def check_output(output: str | os.PathLike[str], fmt: str, *, inputs: tuple[str 
     if path.suffix.lower() != ending:
         raise ValueError(f"--output {path}: {fmt} files end in {ending} (an existing file of another kind is never "
                          f"overwritten); give a name such as {path.with_name(path.stem + ending)}")
+    full = SUFFIXES[fmt]
+    if full != ending and path.is_file() and not path.name.lower().endswith(full):
+        # .pt is also what torch.save writes: an existing checkpoint.pt is not taken for an earlier export
+        raise ValueError(f"--output {path}: an existing file not named *{full}, perhaps a training checkpoint, which "
+                         f"is never overwritten; give a new file name or one ending in {full}")
     prepare_output_dir(path.parent, flag="the folder of --output")
     return path
 

@@ -189,7 +189,29 @@ def check_features_out(out: str | os.PathLike[str]) -> Path:
     if out.suffix == ".safetensors" and out.is_file() and has_resnetkit_metadata(out):
         raise ValueError(f"--out {out}: is a resnetkit model file, which the features would replace; give another "
                          "file name")
+    for path in (out, out.with_suffix(".json")) if out.suffix == ".npy" else (out,):
+        if path.is_file() and not _is_features_file(path):  # a weight file, someone's array or a run's JSON
+            raise ValueError(f"--out {out}: {path} exists and is not a features file written by resnetkit features, "
+                             "so it is never replaced; give another file name")
     return out
+
+
+def _is_features_file(path: Path) -> bool:
+    """What ``write_features`` writes: a ``.safetensors`` of ``features`` and ``labels``, or a ``.npy`` with a
+    ``.json`` beside it that starts with the list of files (read from its first bytes: it can be long)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="np") as f:
+                return set(f.keys()) == {"features", "labels"}
+        with open(path.with_suffix(".json"), "rb") as f:
+            return f.read(len(SIDECAR_START)) == SIDECAR_START
+    except (OSError, SafetensorError):
+        return False
+
+
+SIDECAR_START = b'{\n "files": ['  # json.dumps(FeatureSet.metadata(), indent=1), whose first key is the files
 
 
 def write_features(features: FeatureSet, out: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
