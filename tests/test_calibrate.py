@@ -78,6 +78,21 @@ def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_pa
     size = model.stat().st_size
     assert main(["calibrate", str(model), str(tmp_path / "data"), "--out", str(model), "--workers", "0"]) == 2
     assert "is the model being calibrated" in capsys.readouterr().err and model.stat().st_size == size
+    # Any other existing file (an image of the data, notes) is never replaced; a name without .safetensors refused.
+    image = next((tmp_path / "data").rglob("*.png"))
+    kept = image.read_bytes()
+    for out, said in ((image, "the calibrated model is a .safetensors model file"),
+                      (tmp_path / "notes.safetensors", "exists and is not a resnetkit model file")):
+        (tmp_path / "notes.safetensors").write_text("notes")
+        assert main(["calibrate", str(model), str(tmp_path / "data"), "--out", str(out), "--workers", "0"]) == 2
+        assert said in capsys.readouterr().err
+    assert image.read_bytes() == kept and (tmp_path / "notes.safetensors").read_text() == "notes"
+    # The shipped network's own file, named by its path while the model is given by name.
+    from resnetkit.models.pretrained import get_weights
+
+    shipped = get_weights("resnet20_cifar10").local_path()
+    assert main(["calibrate", "resnet20_cifar10", "digits", "--out", str(shipped)]) == 2
+    assert "is the model being calibrated" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--out"):
         CalibrateConfig(model="m", data="d")
     with pytest.raises(ValueError, match="check_fraction"):

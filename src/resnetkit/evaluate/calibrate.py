@@ -24,6 +24,8 @@ from ..config import CalibrateConfig, ModelInfo
 from ..data import stratified_split
 from ..device import resolve_device
 from ..models import load_model, save_model
+from ..models.pretrained import get_weights
+from ..models.weights import has_resnetkit_metadata
 from .metrics import ClassificationMetrics
 from .protocols import protocol_log_probs
 from .run import label_map, labelled_samples, open_dataset
@@ -116,12 +118,23 @@ def _measured(log_probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -
 
 
 def _check_out(out: Path, model: str) -> None:
-    """The output must be a new file or another one than the model's (hard links included), in a folder that can
-    be created: checked before the images are run, not after."""
+    """The output must be a new ``.safetensors`` file, or an earlier resnetkit model file other than the model's
+    (hard links and a shipped network's file included), in a folder that can be created: checked before the images
+    are run, not after. Any other existing file (an image, a weight file, notes) is never replaced."""
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; give a file name such as {out / 'calibrated.safetensors'}")
-    if out.exists() and Path(model).exists() and os.path.samefile(out, model):
-        raise ValueError(f"--out {out}: is the model being calibrated; write the calibrated model to another file")
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out {out}: the calibrated model is a .safetensors model file; give a name such as "
+                         f"{out.with_suffix('.safetensors')}")
+    if out.exists():
+        if not has_resnetkit_metadata(out):
+            raise ValueError(f"--out {out}: exists and is not a resnetkit model file, so it is never replaced; give "
+                             "another file name")
+        entry = None if Path(model).exists() else get_weights(model)
+        source = entry.local_path() if entry is not None and entry.shipped else Path(model)
+        if source.exists() and os.path.samefile(out, source):
+            raise ValueError(f"--out {out}: is the model being calibrated; write the calibrated model to another "
+                             "file")
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
