@@ -190,6 +190,15 @@ def test_eval_never_replaces_a_training_runs_report(model_file, tmp_path, capsys
     assert main(["eval", str(model_file), str(tmp_path / "data"), "--out-dir", str(run)]) == 2
     assert "holds a training run's report (2 epochs" in capsys.readouterr().err
     assert (run / "report.json").read_text() == report
+    # A pruning's report (no history) and one that is not JSON are kept too; an evaluation's own is replaced.
+    for other in (json.dumps({"config": {"method": "l1"}, "pruned_top1": 0.8}), "not json"):
+        (run / "report.json").write_text(other)
+        assert main(["eval", str(model_file), str(tmp_path / "data"), "--out-dir", str(run)]) == 2
+        assert "holds a report.json that is not an evaluation's" in capsys.readouterr().err
+        assert (run / "report.json").read_text() == other
+    _save(tmp_path / "data0" / "class0" / "a.png")
+    for _ in range(2):
+        assert main(["eval", str(model_file), str(tmp_path / "data0"), "--out-dir", str(tmp_path / "eval")]) == 0
 
 
 def test_a_pipe_named_by_a_file_url_is_refused_not_waited_on(model_file, tmp_path, capsys):

@@ -136,16 +136,25 @@ def warn_if_trained_on(source: DataSource, info: ModelInfo, *, val_split: int) -
                       stacklevel=2)
 
 
-def check_not_a_training_report(out_dir: Path) -> None:
-    """Refuse to write over a training run's report (it has a per-epoch history; an evaluation's has none)."""
+def check_not_another_report(out_dir: Path) -> None:
+    """Refuse to write over another command's report: a training run's (a per-epoch history), a pruning's, a study's
+    or any ``report.json`` that is not an evaluation's (which records its ``protocol`` and no history)."""
     report = out_dir / "report.json"
+    if not report.is_file():
+        return
     try:
-        history = json.loads(report.read_text()).get("history") if report.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        history = None  # not a report we can read: not a training run's either
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        data = None
+    history = data.get("history") if isinstance(data, dict) else None
     if history:
         raise ValueError(f"--out-dir {out_dir}: holds a training run's report ({len(history)} epochs in report.json), "
                          f"which the evaluation's report would replace; give another folder, e.g. {out_dir / 'eval'}")
+    config = data.get("config") if isinstance(data, dict) else None
+    if not (isinstance(config, dict) and "protocol" in config and history == []):
+        raise ValueError(f"--out-dir {out_dir}: holds a report.json that is not an evaluation's (a pruning's, a "
+                         f"study's or another program's), which the evaluation's report would replace; give another "
+                         f"folder, e.g. {out_dir / 'eval'}")
 
 
 def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
@@ -154,7 +163,7 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
     device = resolve_device(config.device)  # a device that is not there is said before any work
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
-    check_not_a_training_report(Path(config.out_dir))
+    check_not_another_report(Path(config.out_dir))
     model, info = load_model(model_path)
     source = resolve_source(data)  # once: an image tree's splits are found by listing it
     dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=config.seed,
