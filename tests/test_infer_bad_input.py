@@ -252,3 +252,22 @@ def test_a_folder_lists_entries_it_cannot_read_and_an_imageless_input_is_said(tm
     assert any("dangling.jpg" in row and "error:" in row for row in rows)
     assert any("new\\nline.png" in row for row in rows)
     assert f"no images found in {tmp_path / 'empty'}; the other inputs are predicted" in err
+
+
+def test_eval_of_unreadable_images_or_too_many_classes_is_an_error_not_a_report(model_file, tmp_path, capsys):
+    for name in ("class0", "class1"):
+        (tmp_path / "broken" / name).mkdir(parents=True)
+        (tmp_path / "broken" / name / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    assert main(["eval", str(model_file), str(tmp_path / "broken"), "--out-dir", str(tmp_path / "e1")]) == 2
+    assert "none of its 2 image(s) could be read" in capsys.readouterr().err
+    assert not (tmp_path / "e1" / "report.json").exists()
+    # A model without class names and 3 outputs, on data of 4 classes: said, not an IndexError (eval, calibrate).
+    nameless = tmp_path / "nameless.safetensors"
+    save_model(create_model("resnet20", num_classes=3).eval(), nameless)
+    for i in range(4):
+        _save(tmp_path / "four" / f"c{i}" / "a.png", seed=i)
+    assert main(["eval", str(nameless), str(tmp_path / "four"), "--out-dir", str(tmp_path / "e2")]) == 2
+    assert "has 4 classes but the model" in capsys.readouterr().err
+    assert main(["calibrate", str(nameless), str(tmp_path / "four"), "--out", str(tmp_path / "c.safetensors"),
+                 "--check-fraction", "0"]) == 2
+    assert "has 4 classes but the model" in capsys.readouterr().err

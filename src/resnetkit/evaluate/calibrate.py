@@ -175,7 +175,8 @@ def run_calibration(config: CalibrateConfig) -> CalibrationResult:
             raise
         raise ValueError(f"{error} (the {val_split} is recorded in {config.model}: the images its training held "
                          f"out; give --val-split 0 to use {config.data}'s test split or all its images)") from None
-    mapping = label_map(list(class_names), info.class_names, data=config.data, model=config.model)
+    mapping = label_map(list(class_names), info.class_names, data=config.data, model=config.model,
+                        outputs=model.num_classes)
     outputs, answers = [], []
     for log_probs, labels in protocol_log_probs(model, labelled_samples(dataset, mapping, workers=config.workers),
                                                 preprocess=info.preprocess, batch_size=config.batch_size,

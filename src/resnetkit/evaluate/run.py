@@ -104,9 +104,14 @@ def labelled_samples(dataset: Dataset, mapping: torch.Tensor, *, workers: int,
             yield image, int(mapping[label])
 
 
-def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str) -> torch.Tensor:
-    """Dataset label -> model output index, matched by class name (folders sort names their own way)."""
+def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str, model: str,
+              outputs: int) -> torch.Tensor:
+    """Dataset label -> model output index, matched by class name (folders sort names their own way); a model
+    without class names takes the data's labels as its output indices, so it needs as many ``outputs``."""
     if not model_classes:
+        if len(dataset_classes) > outputs:
+            raise ValueError(f"{data} has {len(dataset_classes)} classes but the model {model} has {outputs} outputs "
+                             "and no class names to match them by: evaluate it on data of its own classes")
         return torch.arange(len(dataset_classes))
     index = {name: i for i, name in enumerate(model_classes)}
     unknown = [name for name in dataset_classes if name not in index]
@@ -169,13 +174,17 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=config.seed,
                                                cifar100_labels=config.cifar100_labels)
     warn_if_trained_on(source, info, val_split=config.val_split)
-    mapping = label_map(list(class_names), info.class_names, data=data, model=model_path)
+    mapping = label_map(list(class_names), info.class_names, data=data, model=model_path,
+                        outputs=model.num_classes)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
     samples = labelled_samples(dataset, mapping, workers=config.workers, order=order)
     names = info.class_names or [str(i) for i in range(model.num_classes)]
     metrics = evaluate_samples(model, samples, preprocess=info.preprocess, num_classes=len(names),
                                protocol=protocol, scales=scales, batch_size=config.batch_size,
                                device=device, keep_worst=config.top_losses)
+    if metrics.count == 0:
+        raise ValueError(f"{data}: none of its {len(dataset)} image(s) could be read (each is named in the log "
+                         "above); nothing was measured")
     write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
                                                              "split": split, "protocol": protocol, "scales": scales,
