@@ -67,9 +67,14 @@ def _tar(root: Path, archive: Path, arcname: str = "") -> Path:
     return archive
 
 
-def test_folder_is_indexed_by_class_and_non_images_are_listed(tmp_path):
+def test_folder_is_indexed_by_class_and_non_images_are_listed(tmp_path, caplog):
     _tree(tmp_path / "tree")
-    tree = index_tree(tmp_path / "tree")
+    with caplog.at_level(logging.INFO, logger="resnetkit"):
+        tree = index_tree(tmp_path / "tree")
+    # An image beside the class folders is one the user may have meant: a warning; a text file, a detail.
+    said = {r.levelno: r.getMessage() for r in caplog.records}
+    assert "left out 1 image(s) not inside a class folder (e.g. " in said[logging.WARNING]
+    assert "left out 1 non-image file(s)" in said[logging.INFO]
     assert tree.class_names == ["cat", "dog"]
     names = sorted(Path(p).relative_to(tmp_path / "tree").as_posix() for p in tree.paths)
     assert names == ["cat/0.png", "cat/1.jpg", "cat/sub/2.webp", "cat/text.jpg", "dog/0.png", "dog/1.PNG",

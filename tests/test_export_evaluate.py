@@ -157,3 +157,44 @@ def test_int8_calibrates_on_any_folder_of_images_and_only_a_report_needs_labels(
     assert main(["export", "resnet20_cifar10", "--images", str(unknown), "--report", "torch", "--output",
                  str(tmp_path / "r.onnx")]) == 2
     assert "class(es) ['garden', 'holiday'] are not among the model's 10 class names" in capsys.readouterr().err
+    # Photos beside an empty sub-folder, and beside one of more photos: all of them calibrate; with a limit every
+    # folder gives some. The sidecar says what the file is.
+    (flat / "raw").mkdir()
+    assert load_calibration_images(flat, CIFAR_PREPROCESS).shape == (16, 3, 32, 32)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(flat / "raw" / f"r{i}.png")
+    assert load_calibration_images(flat, CIFAR_PREPROCESS).shape == (19, 3, 32, 32)
+    import json
+
+    extra = json.loads((tmp_path / "m.int8.onnx.json").read_text())["extra"]
+    assert {k: extra[k] for k in ("format", "quantization", "calibration_images")} == {
+        "format": "onnx-int8", "quantization": "int8-static-qdq", "calibration_images": 16}
+    assert not list(tmp_path.glob("*.fp32.onnx*"))
+
+
+def test_a_report_quantizes_as_the_written_file_and_passes_hidden_folders_over(tmp_path, monkeypatch, capsys):
+    """`export --int8 --report ...,onnx-int8`: the report's INT8 rows are calibrated on the images the written file
+    was (not on the first 64 of them only); a hidden folder beside the class folders is not a class."""
+    from PIL import Image
+
+    import resnetkit.export.evaluate as variants
+
+    rng = np.random.default_rng(0)
+    for i in range(70):
+        folder = tmp_path / "labelled" / ("cat" if i % 2 else "dog")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "labelled" / ".ipynb_checkpoints").mkdir()
+    seen = {}
+
+    def compare(model, labelled, *, calibration=None, **kwargs):
+        seen["calibration"], seen["labelled"] = calibration, labelled
+        raise SystemExit(0)
+
+    monkeypatch.setattr(variants, "compare_variants", compare)
+    with pytest.raises(SystemExit):
+        main(["export", "resnet20_cifar10", "--int8", "--images", str(tmp_path / "labelled"), "--report",
+              "torch,onnx-int8", "--output", str(tmp_path / "m.int8.onnx")])
+    assert seen["calibration"] is not None and len(seen["calibration"]) == 70 == len(seen["labelled"])
+    sidecar = (tmp_path / "m.int8.onnx.json").read_text()
+    assert '"calibration_images": 70' in sidecar

@@ -153,6 +153,12 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
     return found, None if is_compressed(source) else spans, skipped
 
 
+def is_class_folder(name: str) -> bool:
+    """A sub-folder that can be a class: not hidden (``.ipynb_checkpoints``, ``.git``) nor macOS's ``__MACOSX``, which
+    listings pass over."""
+    return not name.startswith(".") and name != "__MACOSX"
+
+
 def is_macos_metadata(relative: str) -> bool:
     """Files macOS adds beside the images: ``__MACOSX/`` (its zips) and ``._NAME`` (AppleDouble resource forks on
     other file systems). Neither is a class nor an image: passed over without a word, as hidden folders are."""
@@ -244,8 +250,13 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
             images.append((i, rel.split("/", 1)[0], where))
     class_names = sorted({cls for _, cls, _ in images})
     class_index = {name: k for k, name in enumerate(class_names)}
-    if skipped:
-        logger.info("%s: left out %d non-image file(s), e.g. %s", path, len(skipped), skipped[0][0])
+    loose = [label for label, reason in skipped if reason == "not inside a class folder"]
+    if loose:  # images the user may have meant to include: said, not logged where nobody looks
+        logger.warning("%s: left out %d image(s) not inside a class folder (e.g. %s); a class's images go in "
+                       "<root>/<class>/", path, len(loose), loose[0])
+    if len(skipped) > len(loose):
+        logger.info("%s: left out %d non-image file(s), e.g. %s", path, len(skipped) - len(loose),
+                    next(label for label, reason in skipped if reason != "not inside a class folder"))
     if not images:
         raise ValueError(f"no images found in {path} (split {split!r}); expected <class>/<image> with one of "
                          f"{', '.join(IMAGE_EXTENSIONS)}")

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ModelInfo, Preprocess
+from ..config import Preprocess
 from ..config.fields import check_count
-from ..models import ResNet, create_model, default_preprocess, load_model
+from ..models import ResNet, create_model, default_info, load_model
 from .formats import MAX_BATCH
 from .registry import RuntimeSpec, build_runner, prepare_runtimes
 from .runtimes import Runner
@@ -138,14 +138,14 @@ def benchmark(model: str | os.PathLike[str] | ResNet, *, runtimes: list[str], ba
     check_count("rounds", rounds, minimum=1, meaning="timed rounds")
     check_count("per_round", per_round, minimum=1, meaning="calls per round")
     if isinstance(model, ResNet):
-        label, info = model.config.arch, ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+        label, info = model.config.arch, default_info(model)
     elif Path(model).suffix == ".safetensors" or Path(model).exists():
         label = Path(model).name
         model, info = load_model(model)
     else:
         label = str(model)
         model = realistic_random_weights(create_model(str(model)).eval())
-        info = ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+        info = default_info(model)
     size = input_size or info.preprocess.input_size
     if size != info.preprocess.input_size:
         info.preprocess = Preprocess(**{**info.preprocess.to_dict(), "input_size": size, "resize_size": size})

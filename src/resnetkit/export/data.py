@@ -18,7 +18,7 @@ from ..config import Preprocess
 from ..data.image import decode_rgb, read_image_file
 from ..data.preprocess import eval_transform
 from ..data.source import resolve_source
-from ..data.tree import SPLIT_FOLDERS, index_tree, report_skipped
+from ..data.tree import SPLIT_FOLDERS, index_tree, is_class_folder, report_skipped
 
 
 @dataclass
@@ -62,7 +62,7 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     if not (source.is_image_tree and source.file_by_file):
         raise ValueError(f"{root}: labelled images are read one by one from a folder root/<class>/<image files>, an "
                          "uncompressed tar of one or a labels CSV (decompress a .tar.gz once, e.g. gunzip)")
-    subfolders = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    subfolders = [p.name for p in root.iterdir() if p.is_dir() and is_class_folder(p.name)] if root.is_dir() else []
     tree = index_tree(root, split=source.evaluation_split) if subfolders or not root.is_dir() else None
     if tree is None:
         raise ValueError(f"{root}: no class sub-folders; expected root/<class>/<image files>")
@@ -95,18 +95,22 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
 
 def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess, *,
                             limit: int | None = None) -> torch.Tensor:
-    """Preprocessed images to calibrate INT8 on and check parity with, where no labels are needed: a plain folder of
-    images (searched as ``predict`` searches one), or any folder, tar or CSV ``load_image_folder`` reads, whatever
-    its class names (ONNX Runtime's and LiteRT's calibration take unlabelled inputs too)."""
+    """Preprocessed images to calibrate INT8 on and check parity with, where no labels are needed: the images in a
+    folder and its sub-folders (searched as ``predict`` searches one; with ``limit``, taken from each folder in turn
+    so that every class folder is sampled), or a tar or CSV ``load_image_folder`` reads, whatever its class names
+    (ONNX Runtime's and LiteRT's calibration take unlabelled inputs too)."""
     from ..infer.images import expand_inputs
 
     root = Path(root)
-    folders = [entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")] \
-        if root.is_dir() else []  # .ipynb_checkpoints/ beside the photos is not a class
-    if not root.is_dir() or folders:
+    if not root.is_dir():
         return load_image_folder(root, preprocess, limit=limit).images
-    images, skipped = [], []
+    by_folder: dict[str, list[str]] = {}
     for path in expand_inputs([str(root)]):  # a pipe named as an image is listed too: read_image_file refuses it
+        by_folder.setdefault(os.path.dirname(path), []).append(path)
+    order = [files[i] for i in range(max(map(len, by_folder.values()), default=0)) for files in by_folder.values()
+             if i < len(files)]
+    images, skipped = [], []
+    for path in order:
         if limit is not None and len(images) == limit:
             break
         try:
@@ -115,7 +119,8 @@ def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess
             skipped.append((path, str(error)))
     report_skipped(skipped, source=str(root))
     if not images:
-        raise ValueError(f"{root}: no image in it could be decoded; give a folder of images to calibrate on")
+        raise ValueError(f"{root}: no image in it or its sub-folders could be decoded; give a folder of images to "
+                         "calibrate on")
     return torch.stack(images)
 
 

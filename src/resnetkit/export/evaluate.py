@@ -87,9 +87,9 @@ def compare_variants(model: ResNet | str | os.PathLike[str],
     if isinstance(model, (str, os.PathLike)):
         model, info = load_model(model)
     if info is None:
-        from ..models import default_preprocess
+        from ..models import default_info
 
-        info = ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+        info = default_info(model)
     model = model.eval()
     labelled = as_labelled(data, preprocess=info.preprocess, class_names=info.class_names or None, limit=limit)
     if calibration is None:

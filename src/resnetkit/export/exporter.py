@@ -11,8 +11,8 @@ import torch
 
 from ..config import ExportConfig, ModelInfo
 from ..files import prepare_output_dir
-from ..models import ResNet, load_model
-from .formats import FORMATS, SUFFIXES, artifact_runner, default_output, write_artifact
+from ..models import ResNet, default_info, load_model
+from .formats import FORMATS, SUFFIXES, artifact_runner, default_output, write_artifact, write_sidecar
 from .parity import ParityError, ParityReport, check_parity
 
 PARITY_SAMPLES = 14  # two batches of 7 and fourteen of 1: enough to catch layout bugs, quick on a CPU
@@ -46,9 +46,7 @@ def export_model(model: ResNet | str | os.PathLike[str], *, fmt: str = "onnx",
             output = default_output(model, fmt)
         model, info = load_model(model)
     if info is None:
-        from ..models import default_preprocess
-
-        info = ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))
+        info = default_info(model)
     if output is None:
         raise ValueError("export_model(model object) needs output=PATH")
     path = write_artifact(model, info, Path(output), fmt)
@@ -93,10 +91,13 @@ def export_int8(model: ResNet | str | os.PathLike[str], calibration: torch.Tenso
                         parity_inputs=calibration[:PARITY_SAMPLES])
     quantize_onnx_int8(fp32.path, output, calibration)
     fp32.path.unlink()
-    fp32.sidecar.rename(output.with_name(output.name + ".json"))
+    fp32.sidecar.unlink()
+    # The sidecar says what the file holds, as the metadata inside it does (and the TFLite INT8 sidecar).
+    sidecar = write_sidecar(output, info or default_info(model), format="onnx-int8", quantization="int8-static-qdq",
+                            calibration_images=len(calibration))
     parity = _checked(output, lambda: check_parity(model, onnx_runner(output, name="onnx-int8"), calibration,
                                                    rtol=float("inf"), min_top1_agreement=min_top1_agreement))
-    return ExportResult(output, output.with_name(output.name + ".json"), "onnx-int8", parity)
+    return ExportResult(output, sidecar, "onnx-int8", parity)
 
 
 def check_output(output: str | os.PathLike[str], fmt: str, *, inputs: tuple[str | os.PathLike[str], ...] = ()
@@ -168,5 +169,7 @@ def export_from_file(config: ExportConfig) -> str:
     if report:
         if labelled is None:
             raise ValueError("a variant report needs --images FOLDER with labelled images")
-        lines.append(compare_variants(model, labelled, variants=tuple(report), info=info).table())
+        # The INT8 rows quantize with the written file's calibration images, so they measure the model written.
+        lines.append(compare_variants(model, labelled, variants=tuple(report), info=info,
+                                      calibration=calibration).table())
     return "\n".join(lines)

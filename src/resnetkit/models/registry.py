@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from ..config import CIFAR_PREPROCESS, ModelConfig, Preprocess
+from ..config import CIFAR_PREPROCESS, ModelConfig, ModelInfo, Preprocess
 from .features import features_only as features_only_model
 from .keras_cifar import V1_DEPTHS as KERAS_CIFAR_V1_DEPTHS, V2_DEPTHS as KERAS_CIFAR_V2_DEPTHS, KerasCifarResNet
 from .keras_v2 import KERAS_V2_LAYERS, KerasResNetV2
@@ -269,3 +269,8 @@ def architectures_fitting(shapes: dict[str, tuple[int, ...]]) -> list[str]:
 def default_preprocess(name: str) -> Preprocess:
     """The preprocessing a randomly initialised ``name`` is trained and saved with (weights may carry their own)."""
     return get_spec(name).preprocess
+
+
+def default_info(model: ResNet) -> ModelInfo:
+    """What a network without a model file is used with: its family's preprocessing, no class names."""
+    return ModelInfo(model=model.config, preprocess=default_preprocess(model.config.arch))

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import ModelInfo
 from .hf_hub import is_hf_hub_name, load_hf_hub_as
 from .pretrained import close_model_names
-from .registry import default_preprocess, list_models
+from .registry import default_info, list_models
 from .resnet import ResNet
 from .state_dict import load_state_dict_file, model_for_state_dict
 from .weights import check_self_describing, has_resnetkit_metadata, load_model, resolve_weight_path
@@ -37,7 +37,7 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
 
             return load_keras_model(path, arch=model)
         net = model_for_state_dict(model, load_state_dict_file(path), source=str(path), **options)
-        return net.eval(), ModelInfo(model=net.config, preprocess=default_preprocess(model))
+        return net.eval(), default_info(net)
     if weights is not None:
         raise ValueError(f"{model}: --weights goes with an architecture name (see `resnetkit models`); a model file "
                          "already holds its weights")
