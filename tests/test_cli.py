@@ -35,6 +35,10 @@ def test_summary_v1_matches_the_paper(capsys):
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["summary", "resnet19"]) == 2
     assert "unknown model 'resnet19'" in capsys.readouterr().err
+    assert main(["summary", "resnt50"]) == 2  # a typo gets the names it is close to, as predict's does
+    assert "did you mean resnet50," in capsys.readouterr().err
+    assert main(["summary", "resnet20_cifar10"]) == 0  # a catalog name: its architecture, at its input size
+    assert "resnet20_cifar10 (variant v1, shortcut A) at 32x32" in capsys.readouterr().out
 
 
 def test_console_script_entry_point_runs():

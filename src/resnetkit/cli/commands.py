@@ -16,13 +16,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from ..models import create_model, default_preprocess, summarize, summary_table
+    from ..models import create_model, default_preprocess, list_models, summarize, summary_table
+    from ..models.pretrained import get_weights
 
     import torch
 
-    size = args.input_size or default_preprocess(args.name).input_size
+    entry = None if args.name in list_models() else get_weights(args.name)  # resnet20_cifar10: its architecture
+    arch = entry.arch if entry is not None else args.name
+    size = args.input_size or (entry.preprocess if entry and entry.preprocess else default_preprocess(arch)).input_size
     with torch.device("meta"):  # shapes and counts only: no memory for weights or activations, at any input size
-        model = create_model(args.name, variant=args.variant, shortcut=args.shortcut)
+        model = create_model(arch, variant=args.variant, shortcut=args.shortcut)
     print(f"{args.name} (variant {model.config.variant}, shortcut {model.config.shortcut}) at {size}x{size}")
     print(summary_table(summarize(model, input_size=size)))
     return 0

@@ -6,6 +6,7 @@ is also the test matrix: every registered name is built, run forward and backwar
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from dataclasses import fields, replace
@@ -126,9 +127,10 @@ def get_spec(name: str) -> ArchSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = [n for n in _REGISTRY if n.rstrip("0123456789") == name.rstrip("0123456789")]
-        hint = f"; similar names: {', '.join(sorted(close))}" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; see `resnetkit models` for the list") from None
+        family = sorted(n for n in _REGISTRY if n.rstrip("0123456789") == name.rstrip("0123456789"))
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=4, cutoff=0.75) or family[:8]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} See `resnetkit models` for the list") from None
 
 
 def resolve_config(config: ModelConfig) -> ModelConfig:
