@@ -44,7 +44,7 @@ def test_prune_halves_the_macs_and_the_fine_tune_recovers_the_accuracy(digits_mo
     assert main(["eval", str(out / "model.safetensors"), "digits", "--out-dir", str(tmp_path / "eval")]) == 0
     assert f"top-1 {100 * report['top1_fine_tuned']:.2f}%" in capsys.readouterr().out
     assert "pruned + fine-tune" in (out / "report.md").read_text()
-    assert "the test split of digits" in (out / "report.md").read_text()
+    assert "top-1 on digits (test), single centre view" in (out / "report.md").read_text()
     tuned = load_checkpoint(out / "fine-tune" / "checkpoint.pt")["config"]  # the recipe's run, with what was given
     assert (tuned["run"]["amp"], tuned["optim"]["lr"], tuned["finetune"]["freeze_epochs"]) == ("none", 0.05, 0)
     assert (tuned["optim"]["teacher"], tuned["optim"]["distill_alpha"]) == (str(model_file), 0.5)  # it taught

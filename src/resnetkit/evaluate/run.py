@@ -162,9 +162,10 @@ def check_not_another_report(out_dir: Path) -> None:
                          f"folder, e.g. {out_dir / 'eval'}")
 
 
-def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
+def run_evaluation(config: EvalConfig, *, warn_if_training_images: bool = True) -> ClassificationMetrics:
     """What ``resnetkit eval`` does: ``config.model`` on ``config.data`` with ``config.protocol``; writes the report
-    to ``config.out_dir`` and returns the metrics."""
+    to ``config.out_dir`` and returns the metrics. ``warn_if_training_images``: warn when every image of a training
+    set is measured while the model records images held out of it (off where the caller chose the images)."""
     model_path, data, protocol, scales = config.model, config.data, config.protocol, config.scales
     device = resolve_device(config.device)  # a device that is not there is said before any work
     prepare_output_dir(config.out_dir, flag="--out-dir")  # before the evaluation, whose results go there
@@ -173,7 +174,8 @@ def run_evaluation(config: EvalConfig) -> ClassificationMetrics:
     source = resolve_source(data)  # once: an image tree's splits are found by listing it
     dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=config.seed,
                                                cifar100_labels=config.cifar100_labels)
-    warn_if_trained_on(source, info, val_split=config.val_split)
+    if warn_if_training_images:
+        warn_if_trained_on(source, info, val_split=config.val_split)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path,
                         outputs=model.num_classes)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)

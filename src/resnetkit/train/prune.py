@@ -184,8 +184,10 @@ def run_pruning(config: PruneConfig) -> PruneResult:
                           json.dumps({"pruned_by": settings, "config": config.to_dict()}, indent=2))
 
     def top1(path: str | Path, name: str) -> float:
+        # val_split is the recorded one unless --val-split was given: the images are chosen, no warning is due.
         return run_evaluation(EvalConfig(model=str(path), data=config.data, val_split=val_split, seed=seed,
-                                         out_dir=str(out / name), device=config.device)).top1
+                                         out_dir=str(out / name), device=config.device),
+                              warn_if_training_images=False).top1
 
     started = time.perf_counter()
     before = top1(config.model, "eval-unpruned")
@@ -204,19 +206,18 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     after = top1(path, "eval-fine-tuned") if tune_config is not None else None
     report = dataclasses.replace(report, top1_before=before, top1_pruned=right_after, top1_fine_tuned=after)
     precision = resolve_amp(tune_config.run.amp, resolve_device(tune_config.run.device)) if tune_config else "-"
-    _write_report(out, config, report, held_out=(val_split, seed), tune_s=tune_s, amp=precision,
+    measured = json.loads((out / "eval-unpruned" / "report.json").read_text())["config"]["split"]  # eval's words
+    _write_report(out, config, report, measured=measured, tune_s=tune_s, amp=precision,
                   wall_s=time.perf_counter() - started)
     return PruneResult(model_path=path, report=report, fine_tune_s=tune_s)
 
 
-def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_out: tuple[int, int], tune_s: float,
+def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, measured: str, tune_s: float,
                   amp: str, wall_s: float) -> None:
+    """``measured``: the images the evaluations measured, in ``resnetkit eval``'s words."""
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    val_split, seed = held_out
-    measured = (f"the {val_split} images held out of {config.data} (seed {seed})" if val_split
-                else f"the test split of {config.data}")
     ratio = report.macs_after / report.macs_before
     machine = describe_machine(resolve_device(config.device))
     final = report.top1_fine_tuned if report.top1_fine_tuned is not None else report.top1_pruned
@@ -225,7 +226,7 @@ def _write_report(out: Path, config: PruneConfig, report: PruneReport, *, held_o
              f"epochs of recipe `{config.recipe}`" + (f" at peak lr {config.lr:g}" if config.lr else "")
              + (f", distilled from the unpruned model (alpha {config.distill:g})" if config.distill else "")
              + f", precision {amp} ({tune_s:.0f} s); {wall_s:.0f} s in all",
-             f"- top-1 on {measured}, single centre view", f"- machine: {machine}", "",
+             f"- top-1 on {config.data} ({measured}), single centre view", f"- machine: {machine}", "",
              "| model | MACs | params | top-1 |", "|---|---:|---:|---:|",
              f"| unpruned | {report.macs_before / 1e6:.2f}M | {report.params_before:,} | {pct(report.top1_before)} |",
              f"| pruned, before fine-tune | {report.macs_after / 1e6:.2f}M ({ratio:.3f}) | {report.params_after:,} | "
