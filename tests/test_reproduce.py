@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,6 +179,29 @@ def test_a_refused_study_command_leaves_its_record_as_it_was(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err
+    # A training run's folder, or an evaluation's: its report is not replaced by the study's.
+    for name, content in (("report.json", '{"title": "eval", "history": []}'), ("model.safetensors", "model")):
+        other = tmp_path / f"other-{name}"
+        other.mkdir()
+        (other / name).write_text(content)
+        assert main(["reproduce", "cifar10", "--data", "digits", "--out", str(other)]) == 2
+        assert f"holds another command's results ({name}" in capsys.readouterr().err
+        assert sorted(p.name for p in other.iterdir()) == [name] and (other / name).read_text() == content
+
+
+def test_a_run_finished_but_not_analysed_still_counts_only_with_its_own_settings(tmp_path):
+    """A run killed while it was being analysed is trained: continuing with other settings is refused, not "done"
+    with the report stating settings the run never had."""
+    from resnetkit.reproduce.study import run_study
+
+    study = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,), schedule="fast", epochs=1)
+    run_dir = Path(train_config_for(study, plan_runs(study)[0]).run.out_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "model.safetensors").write_text("trained")
+    (run_dir / "config.json").write_text(json.dumps(train_config_for(study, plan_runs(study)[0]).to_dict()))
+    longer = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,), schedule="fast", epochs=3)
+    with pytest.raises(ValueError, match=r"holds a finished run with other settings \(epochs: 1 -> 3\)"):
+        run_study(longer)
 
 
 @pytest.mark.parametrize("damage", ["", "garbage", "[]", '{"optim": "x"}'], ids=["empty", "not-json", "list", "bad"])

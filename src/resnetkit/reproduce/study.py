@@ -112,10 +112,12 @@ def run_study(study: StudyConfig) -> Path:
     # a refused command leaves the study's record as it was.
     resolve_source(study.data)  # a --data that is not there is said before the study's folder is touched
     configs = [train_config_for(study, run) for run in runs]
+    check_not_another_commands(out)
     for config in configs:
-        if (Path(config.run.out_dir) / ANALYSIS_FILE).exists():
-            _check_same_plan(Path(config.run.out_dir) / "config.json", config)
-        elif not _finished(Path(config.run.out_dir)):
+        run_dir = Path(config.run.out_dir)
+        if (run_dir / ANALYSIS_FILE).exists() or _finished(run_dir):  # (killed while analysing: trained all the same)
+            _check_same_plan(run_dir / "config.json", config)
+        else:
             check_same_run(config)  # a killed run resumes only with its own settings
     prepare_output_dir(out, flag="--out")
     write_text_atomic(out / "study.json", json.dumps(study.to_dict(), indent=2))
@@ -131,6 +133,23 @@ def run_study(study: StudyConfig) -> Path:
         log.info("[%d/%d] %s: done", i, len(runs), run.name)
         write_study_report(out, study)  # after every run: a study stopped half-way still has its report
     return write_study_report(out, study)
+
+
+def check_not_another_commands(out: Path) -> None:
+    """Refuse an ``--out`` that holds another command's results, which the study's report would replace: a training
+    run's model, checkpoint or report, or any report.json that is not a study's."""
+    found = [name for name in (MODEL_FILE, CHECKPOINT_NAME) if (out / name).exists()]
+    report = out / "report.json"
+    if report.is_file():
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            data = None
+        if not (isinstance(data, dict) and "study" in data):
+            found.append("report.json")
+    if found:
+        raise ValueError(f"--out {out}: holds another command's results ({', '.join(found)}: a training run, an "
+                         "evaluation ...), which the study's report would replace; give a new folder for the study")
 
 
 def _finished(run_dir: Path) -> bool:
