@@ -92,7 +92,7 @@ def test_a_recipe_text_setting_that_yaml_reads_as_something_else_is_named(tmp_pa
         load_train_config(str(tmp_path / "r.yaml"))
 
 
-def test_a_pipe_given_as_recipe_or_data_is_refused_instead_of_blocking(tmp_path):
+def test_a_pipe_given_as_recipe_or_data_is_refused_instead_of_blocking(tmp_path, monkeypatch):
     import os
 
     from resnetkit.config.train import recipe_path
@@ -102,5 +102,12 @@ def test_a_pipe_given_as_recipe_or_data_is_refused_instead_of_blocking(tmp_path)
     os.mkfifo(tmp_path / "d.tar")
     with pytest.raises(ValueError, match="r.yaml is not a regular file"):
         recipe_path(str(tmp_path / "r.yaml"))
+    # A folder named as a bundled recipe in the working folder (an earlier --out-dir demo) does not hide it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "demo").write_text("a file named demo")
+    assert recipe_path("finetune").parent.name == "recipes" and recipe_path("demo").name == "demo.yaml"
+    with pytest.raises(ValueError, match="finetune is not a regular file"):
+        recipe_path("./finetune")
     with pytest.raises(ValueError, match="d.tar' is not a regular file or folder"):
         resolve_source(tmp_path / "d.tar")

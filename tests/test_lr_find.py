@@ -79,7 +79,7 @@ def test_lr_find_on_the_digits_rises_exponentially_stops_when_the_loss_blows_up_
 
 @pytest.mark.parametrize("settings, message", [
     ({"start_lr": 1.0, "end_lr": 0.1}, "end_lr=0.1 must be above start_lr=1"),
-    ({"steps": 2}, "steps=2 must be a whole number from 5"),
+    ({"steps": 7}, "steps=7 must be a whole number from 10"),
     ({"start_lr": math.nan}, "start_lr=nan must be a finite number"),
     ({"end_lr": math.inf}, "end_lr=inf must be a finite number"),
 ])
@@ -106,8 +106,8 @@ def test_the_range_test_starts_as_the_training_run_does(tmp_path, monkeypatch):
     starts: list[tuple[torch.Tensor, torch.Tensor]] = []
     build = run_module.build_model_for
 
-    def recording(config, num_classes):
-        model = build(config, num_classes)
+    def recording(config, num_classes, class_names=None):
+        model = build(config, num_classes, class_names)
         weights = model.conv1.weight.detach().clone()
 
         def first_step(module, args) -> None:
@@ -121,6 +121,15 @@ def test_the_range_test_starts_as_the_training_run_does(tmp_path, monkeypatch):
     config = load_train_config("demo", iterations=1, amp="none", out_dir=str(tmp_path / "run"), progress=False,
                                seed=7)
     run_training(config)
-    find_lr(config.with_flat(out_dir=str(tmp_path / "lr")), LRFindOptions(steps=5))
+    find_lr(config.with_flat(out_dir=str(tmp_path / "lr")), LRFindOptions(steps=10))
     (trained_weights, trained_batch), (tested_weights, tested_batch) = starts
     assert torch.equal(trained_weights, tested_weights) and torch.equal(trained_batch, tested_batch)
+
+
+def test_an_out_dir_that_is_a_file_is_said_before_the_test_or_the_batch_runs(tmp_path, capsys):
+    from resnetkit.cli import main
+
+    (tmp_path / "afile").write_text("keep")
+    for command in (["lr-find", "--steps", "10"], ["show-batch"]):
+        assert main([*command, "--data", "digits", "--out-dir", str(tmp_path / "afile")]) == 2
+        assert "--out-dir" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "keep"

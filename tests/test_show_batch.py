@@ -20,8 +20,8 @@ def test_the_shown_batch_is_the_one_the_first_training_step_gets(tmp_path, monke
     seen: list[torch.Tensor] = []
     build = run_module.build_model_for
 
-    def recording(config, num_classes):
-        model = build(config, num_classes)
+    def recording(config, num_classes, class_names=None):
+        model = build(config, num_classes, class_names)
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().float().clone()))
         return model
 

@@ -20,10 +20,15 @@ def test_a_finished_run_without_a_checkpoint_is_not_overwritten(tmp_path, capsys
     run.mkdir()
     (run / "model.safetensors").write_bytes(b"the earlier run's model")
     (run / "config.json").write_text("{}")
-    for resume in ([], ["--resume"]):  # --resume has no checkpoint to continue: a fresh run would overwrite too
-        assert main(QUICK + ["--out-dir", str(run), *resume]) == 2
-        err = capsys.readouterr().err
-        assert f"{run} already holds a run's results (model.safetensors)" in err and "another --out-dir" in err
+    assert main(QUICK + ["--out-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} already holds a run's results (model.safetensors)" in err and "another --out-dir" in err
+    # --resume has no checkpoint to continue here, nor in a mistyped folder: said, not a new run from the start.
+    for folder in (run, tmp_path / "runn"):
+        assert main(QUICK + ["--out-dir", str(folder), "--resume"]) == 2
+        assert f"--resume: {folder / 'checkpoint.pt'} does not exist, so there is no run to continue" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "runn").exists()
     assert (run / "model.safetensors").read_bytes() == b"the earlier run's model"
     assert (run / "config.json").read_text() == "{}"
 
@@ -192,6 +197,14 @@ def test_training_refuses_one_class_an_emptied_class_and_an_out_dir_inside_the_d
     two = folder(tmp_path / "two", {"a": 4, "b": 4})
     assert main(["train", "--data", str(two), "--out-dir", str(two / "a" / "run"), *common]) == 2
     assert "is inside the data folder" in capsys.readouterr().err and not (two / "a" / "run").exists()
+    # A class folder added after the run started: its resume names the changed classes, not a damaged checkpoint.
+    assert main(["train", "--data", str(two), "--out-dir", str(tmp_path / "r3"), *common]) == 0
+    folder(two, {"c": 4})
+    capsys.readouterr()
+    assert main(["train", "--data", str(two), "--out-dir", str(tmp_path / "r3"), "--resume", *common[:1], "2",
+                 *common[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "the run's classifier does not fit this run's data" in err and "data's classes changed" in err
 
 
 def test_an_epoch_that_read_no_image_stops_the_run_before_a_model_is_written(tmp_path, capsys):

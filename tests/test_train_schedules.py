@@ -46,3 +46,30 @@ def test_a_recipe_file_sets_the_decay_and_a_runs_saved_config_keeps_it(tmp_path)
             config.schedule.staircase) == ("exponential", 10000, 0.9, True)
     assert type(config).from_dict(config.to_dict()) == config
     assert load_train_config(str(tmp_path / "mine.yaml"), decay_rate=0.5).schedule.decay_rate == 0.5
+
+
+def test_recipe_numbers_in_exponent_form_empty_settings_and_unreachable_milestones(tmp_path):
+    """PyYAML reads `lr: 1e-3` as text: read as the number the flag --lr 1e-3 would be (it was refused as text, or
+    failed later comparing a string); `data:` with nothing is named; 1e308 epochs and lr 0 under a warm-up lr are
+    said, not OverflowError and ZeroDivisionError."""
+    from resnetkit.config import load_train_config
+    from resnetkit.train.schedules import schedule_from_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1e-3\nmixup_alpha: 2e-1\nrotation: 1e1\nepochs: 5e0\nmilestones: [1e1, 2e1]\n")
+    config = load_train_config(str(recipe), data="digits")
+    assert (config.optim.lr, config.augment.mixup_alpha, config.augment.rotation) == (0.001, 0.2, 10.0)
+    assert config.schedule.epochs == 5 and isinstance(config.schedule.epochs, int)
+    assert config.schedule.milestones == (10.0, 20.0)
+    recipe.write_text("data:\nlr: 0.1\n")
+    with pytest.raises(ValueError, match="setting 'data' has no value"):
+        load_train_config(str(recipe))
+    for alpha in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cutmix_alpha=.* must be a finite number >= 0"):
+            load_train_config("demo", cutmix_alpha=alpha)
+    spec = schedule_from_config(kind="step", milestones=(0.5, 1e308), gamma=0.1, warmup=0, warmup_lr=0, base_lr=0.1,
+                                total_steps=100, steps_per_unit=10)
+    assert spec.milestones == (50, 101)  # past the end: never reached
+    with pytest.raises(ValueError, match="warmup_lr=0.01 warms up towards lr=0"):
+        schedule_from_config(kind="step", milestones=(0.5,), gamma=0.1, warmup=1, warmup_lr=0.01, base_lr=0.0,
+                             total_steps=100, steps_per_unit=10)

@@ -76,8 +76,8 @@ def initial_heads(monkeypatch):
 
     heads, build = [], run.build_model_for
 
-    def recording(config, num_classes):
-        model = build(config, num_classes)
+    def recording(config, num_classes, class_names=None):
+        model = build(config, num_classes, class_names)
         heads.append({k: v.detach().clone() for k, v in model.fc.state_dict().items()})
         return model
 
@@ -140,6 +140,26 @@ def test_finetune_starts_from_a_shipped_pretrained_name(tmp_path, capsys, one_th
     assert model.num_classes == 10 and info.preprocess.mean == shipped.preprocess.mean  # its normalisation kept
 
 
+def test_train_from_a_start_model_keeps_its_statistics_and_heads_other_classes_afresh(tmp_path, one_thread):
+    """`train --pretrained resnet20_cifar10` on the digits: the start model's input statistics (as finetune keeps
+    them; the data's were used), and a new classifier for the digits' 0-9 although CIFAR-10 has ten classes too."""
+    from resnetkit.config import TrainConfig
+    from resnetkit.models.pretrained import get_weights
+    from resnetkit.train.run import build_model_for, start_run
+
+    shipped, info = load_model(get_weights("resnet20_cifar10").local_path())
+    config = start_run(TrainConfig.from_flat({"model": "resnet20", "data": "digits",
+                                              "pretrained": "resnet20_cifar10"}))
+    assert config.data.mean == tuple(info.preprocess.mean) and config.data.std == tuple(info.preprocess.std)
+    assert start_run(TrainConfig.from_flat({"model": "resnet20", "data": "digits", "pretrained": "resnet20_cifar10",
+                                            "mean": [0.5] * 3, "std": [0.25] * 3})).data.mean == (0.5,) * 3
+    digits = build_model_for(config, 10, [str(i) for i in range(10)])
+    assert not torch.equal(digits.fc.weight, shipped.fc.weight)  # a fresh head
+    assert torch.equal(digits.conv1.weight, shipped.conv1.weight)  # the trained body
+    again = build_model_for(config, 10, list(info.class_names))  # the same classes: trained further, head kept
+    assert torch.equal(again.fc.weight, shipped.fc.weight)
+
+
 def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path, start_file, capsys):
     out = tmp_path / "stopped"
     (out / "stage1-head").mkdir(parents=True)  # what a run killed after its head-only stage leaves
@@ -149,6 +169,19 @@ def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path
     err = capsys.readouterr().err
     assert "already holds a run's results" in err and "start.safetensors" in err and "pass --resume" in err
     assert (out / "start.json").read_text() == '{"pretrained": "the original"}'
+    # --resume: with another start model, into a training run's folder or into one holding nothing, refused before
+    # any stage trains (each wrote its head stage first, then refused or trained from the start).
+    assert main(["finetune", "resnet20_cifar10", "digits", "--epochs", "1", "--out-dir", str(out), "--resume",
+                 "--no-progress"]) == 2
+    assert "is a fine-tune of the original, not of resnet20_cifar10" in capsys.readouterr().err
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "checkpoint.pt").write_bytes(b"a training run's")
+    assert main(["finetune", str(start_file), "digits", "--out-dir", str(trained), "--resume", "--no-progress"]) == 2
+    assert "holds a training run, not a fine-tune" in capsys.readouterr().err
+    assert main(["finetune", str(start_file), "digits", "--out-dir", str(tmp_path / "typo"), "--resume"]) == 2
+    assert "holds no fine-tune to continue" in capsys.readouterr().err
+    assert sorted(p.name for p in trained.iterdir()) == ["checkpoint.pt"] and not (tmp_path / "typo").exists()
 
 
 def test_a_refused_finetune_leaves_nothing_that_blocks_the_corrected_command(tmp_path, start_file, capsys):

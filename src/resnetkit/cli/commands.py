@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -64,11 +65,13 @@ def _train(config: Any, *, finetune: bool = False) -> int:
     are; a diverging run ends with its message, not a traceback."""
     from ..train.finetune import run_finetune
     from ..train.loop import NonFiniteLossError
-    from ..train.run import run_training
+    from ..train.run import check_checkpoint_exists, run_training
 
     # A recipe with a head-only stage (finetune.yaml) and a start model is a two-stage fine-tune, whichever
     # command runs it; without a start model there is no head to train alone: an ordinary run.
     two_stage = config.finetune.freeze_epochs > 0 and bool(config.finetune.pretrained)
+    if config.run.resume and not (finetune or two_stage):  # (a fine-tune checks its own folder)
+        check_checkpoint_exists(Path(config.run.out_dir))
     try:
         _print_result(run_finetune(config) if finetune or two_stage else run_training(config))
     except NonFiniteLossError as e:  # the run stopped itself, its checkpoint (if any) untouched
@@ -92,7 +95,8 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     print(f"{result.stage}: {len(result.lrs)} steps from lr {options.start_lr:g} to {result.lrs[-1]:.3g} ({ended})")
     suggestions = result.suggestions()
     if not suggestions:
-        print("no suggestion: fewer than 3 steps had a finite loss; lower --start-lr")
+        print("no suggestion: fewer than 3 of the steps read (all but the first tenth and the last 5) had a finite "
+              "loss; lower --start-lr, or give more --steps")
     for name, lr in suggestions.items():
         print(f"{name:>8}: lr {lr:.3g}")
     for name, path in paths.items():

@@ -277,7 +277,7 @@ class LRFindOptions(JsonConfig):
         check_finite("end_lr", self.end_lr, minimum=1e-30)
         if self.end_lr <= self.start_lr:
             raise ValueError(f"end_lr={self.end_lr:g} must be above start_lr={self.start_lr:g}: the test raises the lr")
-        check_count("steps", self.steps, minimum=5, maximum=MAX_LR_FIND_STEPS,
+        check_count("steps", self.steps, minimum=10, maximum=MAX_LR_FIND_STEPS,  # fewer leave too few points to read
                     meaning="optimizer steps of the range test")
 
 

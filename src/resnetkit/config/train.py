@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,11 @@ class AugmentConfig:
     erasing_scale: tuple[float, ...] = _opt((0.02, 0.33), "random erasing's area range, as fractions of the image")
     mixup_alpha: float = _opt(0.0, "mixup Beta(alpha, alpha) parameter; 0: off")
     cutmix_alpha: float = _opt(0.0, "CutMix Beta(alpha, alpha) parameter; 0: off")
+
+    def __post_init__(self) -> None:
+        # (the extra augmentations' ranges are checked where they are built, data/augment_extra.py)
+        for name in ("lighting", "mixup_alpha", "cutmix_alpha"):
+            check_finite(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -317,8 +323,13 @@ class TrainConfig:
 
 
 def recipe_path(name_or_path: str) -> Path:
-    """A recipe by name (``cifar10-paper``) from the bundled recipes, or a YAML file path."""
+    """A recipe by name (``cifar10-paper``) from the bundled recipes, or a YAML file path. A bundled name wins over a
+    file or folder of that name in the working folder (an earlier ``--out-dir demo``); ``./NAME`` names the file."""
     path = Path(name_or_path)
+    bundled = Path(__file__).parent.parent / "recipes" / f"{name_or_path}.yaml"
+    if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path and os.sep not in name_or_path \
+            and bundled.is_file():
+        return bundled
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"recipe file {path} does not exist")
@@ -326,7 +337,6 @@ def recipe_path(name_or_path: str) -> Path:
             raise ValueError(f"recipe {path} is not a regular file; give a YAML file of settings or a bundled "
                              "recipe name")
         return path
-    bundled = Path(__file__).parent.parent / "recipes" / f"{name_or_path}.yaml"
     if not bundled.exists():
         names = sorted(p.stem for p in bundled.parent.glob("*.yaml"))
         raise ValueError(f"unknown recipe {name_or_path!r}; bundled recipes are {names}, or pass a YAML file")
@@ -360,11 +370,28 @@ def read_recipe(path: Path) -> dict[str, Any]:
             raise ValueError(f"recipe {path}: setting {key!r} is not a value or a flat list of values; write it "
                              "as the flag takes it (milestones: [100, 150])")
         flag = flags.get(str(key))
+        if flag is not None and value is None and flag.default is not None:  # `data:` with nothing after it
+            raise ValueError(f"recipe {path}: setting {key!r} has no value; give one ({key}: ...) or delete the line")
         if flag is not None and flag.type is str and value is not None and not isinstance(value, str):
             # YAML reads `data: 2020-01-01` as a date and `data: [a, b]` as a list
             raise ValueError(f"recipe {path}: setting {key!r} is {value!r} (YAML read a {type(value).__name__}); it "
                              f"takes text: quote it ({key}: \"...\")")
+        if flag is not None and flag.type in (int, float):
+            loaded[key] = ([_number(item, flag.type) for item in value] if isinstance(value, list)
+                           else _number(value, flag.type))
     return {str(key): value for key, value in loaded.items()}
+
+
+def _number(value: Any, kind: type) -> Any:
+    """A number written as YAML 1.1 reads it as text (``1e-3``, ``5e4``: without a dot PyYAML keeps a string) as the
+    ``kind`` it is, as the command line's flags read it; anything else as it was (the config's checks name it)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if kind is int and number.is_integer() else number
 
 
 def load_train_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:

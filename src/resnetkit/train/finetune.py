@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,10 +27,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..files import prepare_output_dir, write_text_atomic
 from ..models import save_model
-from ..models.hf_hub import is_hf_hub_name
-from ..models.sources import has_resnetkit_info, is_keras_file, open_model
-from ..models.weights import resolve_weight_path
-from .run import CHECKPOINT_NAME, MODEL_FILE, TrainResult, check_out_dir, run_training
+from .run import CHECKPOINT_NAME, MODEL_FILE, TrainResult, check_out_dir, open_start, run_training
 
 log = logging.getLogger(__name__)
 START_FILE = "start.safetensors"  # the start model, converted once
@@ -62,14 +60,7 @@ def prepare_start(config: TrainConfig, out_dir: Path) -> TrainConfig:
     if not config.finetune.pretrained:
         raise ValueError("fine-tuning needs a start model: resnetkit finetune MODEL DATA (a resnetkit or Keras "
                          "file, or ARCH --weights FILE), or --pretrained FILE")
-    if is_hf_hub_name(config.finetune.pretrained):  # timm's repository names its architecture and preprocessing
-        model, info = open_model(config.finetune.pretrained)
-    elif is_keras_file(path := resolve_weight_path(config.finetune.pretrained)) or (
-            path.suffix == ".safetensors" and has_resnetkit_info(path)):
-        model, info = open_model(str(path))
-    else:  # a torchvision / timm state dict: the architecture is the config's
-        model, info = open_model(config.model.arch, weights=str(path), variant=config.model.variant,
-                                 shortcut=config.model.shortcut, width=config.model.width)
+    model, info = open_start(config)
     start = save_model(model, out_dir / START_FILE, info=info)
     mc = info.model
     return config.with_flat(
@@ -90,6 +81,25 @@ def describe_choices(config: TrainConfig) -> str:
            if tune.lr_mult != 1 else f"one lr {lr:g}")
     bn = ", BatchNorm statistics frozen" if tune.freeze_bn else ""
     return f"{head}everything for {config.schedule.epochs} epochs with {lrs}, schedule {config.schedule.name}{bn}"
+
+
+def check_same_start(out_dir: Path, start: str) -> None:
+    """``--resume`` continues a fine-tune of the same start model: a folder holding no fine-tune (a mistyped
+    ``--out-dir``, a training run's) or one begun from another model is refused before any stage trains."""
+    begun = [name for name in (CHECKPOINT_NAME, START_FILE, HEAD_STAGE_DIR) if (out_dir / name).exists()]
+    if not begun:
+        raise ValueError(f"--resume: {out_dir} holds no fine-tune to continue (no {CHECKPOINT_NAME}, {START_FILE} or "
+                         f"{HEAD_STAGE_DIR}/); check --out-dir, or run without --resume to start one")
+    origin = out_dir / ORIGIN_FILE
+    if not origin.exists() and not (out_dir / START_FILE).exists():
+        raise ValueError(f"--resume: {out_dir} holds a training run, not a fine-tune ({ORIGIN_FILE} and {START_FILE} "
+                         "are missing); continue it with `resnetkit train --resume`, or give another --out-dir")
+    recorded = _recorded_origin(origin, default="")
+    same = recorded == start or (Path(recorded).exists() and Path(start).exists()
+                                 and os.path.samefile(recorded, start))
+    if recorded and not same:
+        raise ValueError(f"--resume: {out_dir} is a fine-tune of {recorded}, not of {start}; resume it with that "
+                         "model, or give another --out-dir for a fine-tune of this one")
 
 
 def _recorded_origin(path: Path, *, default: str) -> str:
@@ -144,6 +154,8 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     ``config.run.out_dir``."""
     started = time.perf_counter()
     out_dir = Path(config.run.out_dir)
+    if config.run.resume:
+        check_same_start(out_dir, config.finetune.pretrained)
     # Before start.safetensors is written: a fine-tune stopped between its stages has no checkpoint in out_dir yet,
     # only its start model and head stage, which a new run would overwrite (a resumed one continues them).
     check_out_dir(out_dir, resume=config.run.resume,

@@ -277,9 +277,17 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             set_rng_state(state["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
-            detail = str(e).splitlines()[0] if str(e) else "no detail"
-            raise checkpoint_error(self.checkpoint_path, f"does not fit this run ({type(e).__name__}: {detail}); it "
-                                   "is damaged or another run's") from e
+            lines = str(e).splitlines()
+            head = [line.strip() for line in lines if "size mismatch for" in line and ".fc." in f".{line.split()[3]}"]
+            if head:  # torch: "size mismatch for fc.weight: copying a param with shape torch.Size([2, 64]) ..."
+                raise ValueError(
+                    f"{self.checkpoint_path}: the run's classifier does not fit this run's data ({head[0]}): the "
+                    "data's classes changed since the run started (a class folder added or removed, another "
+                    "--classes); resume with the data it started with, or start a new run in another --out-dir"
+                ) from e
+            detail = next((line.strip() for line in lines if "size mismatch for" in line), lines[0] if lines else "")
+            raise checkpoint_error(self.checkpoint_path, f"does not fit this run ({type(e).__name__}: "
+                                   f"{detail or 'no detail'}); it is damaged or another run's") from e
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
         self.logger.rewrite(self.history)
         # The optimizer holds the lr of the old schedule's last step; a run resumed with another length takes the

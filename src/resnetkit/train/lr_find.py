@@ -24,7 +24,7 @@ import torch
 from ..config import LRFindOptions, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import pyplot_or_none
-from ..files import save_figure_atomic, write_text_atomic
+from ..files import prepare_output_dir, save_figure_atomic, write_text_atomic
 from .distributed import DistInfo
 from .finetune import first_stage
 from .loop import NonFiniteLossError, Trainer
@@ -101,6 +101,7 @@ def find_lr(config: TrainConfig, options: LRFindOptions | None = None) -> LRFind
         raise ValueError("lr-find runs in one process: start it with resnetkit, not torchrun (the lr it suggests "
                          "holds for the batch size it is given: --batch-size as the whole multi-process batch)")
     check_outside_data(Path(config.run.out_dir), config.data.source)  # lr_find.png would become a training image
+    prepare_output_dir(config.run.out_dir, flag="--out-dir")  # a file in its place: said before the test runs
     device = resolve_device(config.run.device)
     with tempfile.TemporaryDirectory(prefix="resnetkit-lr-find-") as scratch:
         config, stage = first_stage(config.with_flat(out_dir=scratch, resume=False), Path(scratch))

@@ -24,8 +24,10 @@ from ..evaluate.report import write_report
 from ..files import prepare_output_dir, write_text_atomic
 from ..data.classes import read_class_names
 from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
+from ..models.hf_hub import is_hf_hub_name
+from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.state_dict import classifier_classes
-from ..models.weights import resolve_weight_path
+from ..models.weights import has_resnetkit_metadata, read_model_info, resolve_weight_path
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
@@ -54,6 +56,14 @@ def check_out_dir(out_dir: Path, *, resume: bool, also: tuple[str, ...] = ()) ->
     raise ValueError(f"{out_dir} already holds a run's results ({', '.join(found)}); {why}: "
                      f"{'pass --resume to continue it, ' if stopped else ''}choose another --out-dir, "
                      "or move them away to use this folder again")
+
+
+def check_checkpoint_exists(out_dir: Path) -> None:
+    """``--resume`` names a run to continue: a folder without its checkpoint (a mistyped ``--out-dir``) is refused
+    rather than silently trained from the start, as torchvision's and timm's ``--resume`` refuse a missing file."""
+    if not (out_dir / CHECKPOINT_NAME).exists():  # (a folder in its place is named when it is read)
+        raise ValueError(f"--resume: {out_dir / CHECKPOINT_NAME} does not exist, so there is no run to continue; "
+                         "check --out-dir, or run without --resume to start a new run")
 
 
 def check_outside_data(out_dir: Path, source: str) -> None:
@@ -92,17 +102,22 @@ def check_same_run(config: TrainConfig) -> None:
         check_resumable(config.with_flat(augment=resolve_augment(config)), saved, path=checkpoint)
 
 
-def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
+def build_model_for(config: TrainConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
+    """The network a run trains: from scratch, or from its start weights (``config.finetune.pretrained``) with a new
+    classifier unless the start model's is for these classes (the same number and, where both are named, the same
+    ``class_names`` in the same order: training it further, as torchvision's ``--weights`` does)."""
     model = build_model(dataclasses.replace(config.model, num_classes=num_classes))
     if config.finetune.pretrained:
-        state = load_state_dict_file(resolve_weight_path(config.finetune.pretrained))
+        path = resolve_weight_path(config.finetune.pretrained)
+        state = load_state_dict_file(path)
         file_classes = classifier_classes(state, source=config.finetune.pretrained,  # 0: a file without a head
                                           features=model.head_features)
         # Transfer learning: load the file with its own head size, then start a fresh classifier for ours.
         model.reset_classifier(file_classes)
         load_weights(model, state, source=config.finetune.pretrained)
-        if file_classes != num_classes:
-            model.reset_classifier(num_classes)
+        named = read_model_info(path).class_names if class_names and has_resnetkit_metadata(path) else []
+        if file_classes != num_classes or (named and named != list(class_names or [])):
+            model.reset_classifier(num_classes)  # CIFAR-10's head on the digits 0-9 would start from wrong answers
     if config.finetune.freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(HEAD_PREFIXES)  # the head: classifier and its hidden layer
@@ -160,10 +175,29 @@ FLIP_AUGMENTS = ("pad-crop-flip", "flip", "scale", "rrc")  # the training augmen
 
 
 def start_run(config: TrainConfig) -> TrainConfig:
-    """What every run does first: seed the global RNG with the run's seed (the network's initial weights), and make
-    ``augment: auto`` the policy it stands for, which the run records."""
+    """What every run does first: seed the global RNG with the run's seed (the network's initial weights), make
+    ``augment: auto`` the policy it stands for, and feed a start model (``--pretrained``) the input statistics it was
+    trained with unless ``--mean``/``--std`` are given, as a fine-tune does (fastai and timm keep them too); the run
+    records both."""
     torch.manual_seed(config.run.seed)
+    if config.finetune.pretrained and not (config.data.mean and config.data.std):
+        preprocess = open_start(config)[1].preprocess
+        config = config.with_flat(mean=config.data.mean or tuple(preprocess.mean),
+                                  std=config.data.std or tuple(preprocess.std))
     return config.with_flat(augment=resolve_augment(config))
+
+
+def open_start(config: TrainConfig) -> tuple[nn.Module, ModelInfo]:
+    """The start model ``config.finetune.pretrained`` names and the ``ModelInfo`` it is used with: a resnetkit or Keras
+    file, a catalog or ``hf-hub:`` name, or a torchvision / timm state dict of the architecture ``config.model``."""
+    start = config.finetune.pretrained
+    if is_hf_hub_name(start):  # timm's repository names its architecture and preprocessing
+        return open_model(start)
+    path = resolve_weight_path(start)
+    if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
+        return open_model(str(path))
+    mc = config.model
+    return open_model(mc.arch, weights=str(path), variant=mc.variant, shortcut=mc.shortcut, width=mc.width)
 
 
 def training_data(config: TrainConfig, *, dist: DistInfo, device: torch.device) -> TrainData:
@@ -183,7 +217,8 @@ def training_parts(config: TrainConfig, *, dist: DistInfo, device: torch.device
     if teacher is not None:
         check_teacher(teacher[1], config.optim.teacher, data.class_names, data.preprocess,
                       num_classes=teacher[0].num_classes)
-    return data, build_model_for(config, data.num_classes), teacher[0] if teacher is not None else None
+    return (data, build_model_for(config, data.num_classes, data.class_names),
+            teacher[0] if teacher is not None else None)
 
 
 def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = None) -> TrainResult:

@@ -82,7 +82,12 @@ def schedule_from_config(*, kind: str, milestones: tuple[float, ...], gamma: flo
                              "e.g. --decay-steps 10000 --decay-rate 0.9 --staircase")
         if not 0.0 < decay_rate <= 1.0:
             raise ValueError(f"decay_rate={decay_rate} must be in (0, 1] (the lr is multiplied by it)")
-    steps = tuple(round(m * total_steps) if m <= 1 else round(m * steps_per_unit) for m in milestones)
+    if warmup_lr > 0 and not base_lr > 0:
+        raise ValueError(f"warmup_lr={warmup_lr:g} warms up towards lr={base_lr:g}, which trains nothing: give the lr "
+                         "to reach after the warm-up (--lr), or leave --warmup-lr out")
+    # A milestone past the run's end is never reached: kept there (1e308 epochs would overflow in round()).
+    steps = tuple(round(m * total_steps) if m <= 1 else round(min(m * steps_per_unit, total_steps + 1))
+                  for m in milestones)
     if gammas and (len(gammas) != len(steps) or list(steps) != sorted(steps)):
         raise ValueError(f"milestone_gammas={tuple(gammas)} needs one multiplier per milestone, milestones in "
                          f"increasing order (milestones={tuple(milestones)})")

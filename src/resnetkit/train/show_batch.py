@@ -20,7 +20,7 @@ import torch
 from ..config import ShowBatchOptions, TrainConfig
 from ..device import resolve_device
 from ..evaluate.report import pyplot_or_none
-from ..files import save_figure_atomic
+from ..files import prepare_output_dir, save_figure_atomic
 from .distributed import DistInfo
 from .loop import begin_epoch, mix_transform
 from .run import check_outside_data, start_run, training_data
@@ -97,6 +97,7 @@ def show_batch(config: TrainConfig, options: ShowBatchOptions | None = None) -> 
     options = options or ShowBatchOptions()
     out_dir = Path(config.run.out_dir)
     check_outside_data(out_dir, config.data.source)  # the figure would become a training image
+    prepare_output_dir(out_dir, flag="--out-dir")  # a file in its place: said before the data is read
     pixels, targets, names = first_batch(config, options)
     if len(pixels) < options.count:
         warnings.warn(f"drew {len(pixels)} of the {options.count} images asked for: the first batch holds "
