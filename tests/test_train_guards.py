@@ -231,3 +231,17 @@ def test_a_checkpoint_with_nan_weights_is_refused_on_resume_and_no_model_file_is
     err = capsys.readouterr().err
     assert "checkpoint.pt holds NaN or infinite weights (1 tensor(s), e.g. conv1.weight)" in err
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_a_checkpoint_from_a_machine_with_more_gpus_restores_the_devices_there_are(monkeypatch):
+    """Saved with 4 GPUs visible, resumed with 1: torch.cuda.set_rng_state_all raised IndexError, reported as a
+    damaged checkpoint. (No GPU here: torch.cuda is stood in for.)"""
+    from resnetkit.train.checkpoint import rng_state, set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8, dtype=torch.uint8)] * 4)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append(device))
+    set_rng_state(rng_state())
+    assert restored == [0]

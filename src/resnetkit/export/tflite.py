@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import ModelInfo
+from ..files import atomic_path
 from .formats import write_sidecar
 from .runtimes import Runner
 
@@ -42,8 +43,10 @@ def export_tflite_fp32(model: nn.Module, info: ModelInfo, path: Path) -> Path:
 
     size = info.preprocess.input_size
     example = torch.zeros(1, info.model.in_chans, size, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    litert_torch.convert(model.eval().float(), (example,)).export(str(path))
+    converted = litert_torch.convert(model.eval().float(), (example,))
+    with atomic_path(path) as tmp:  # a failed or killed export leaves an earlier file as it was
+        tmp.unlink()  # written anew by the exporter, as a path it creates
+        converted.export(str(tmp))
     write_sidecar(path, info, format="tflite")
     return path
 
@@ -57,8 +60,10 @@ def quantize_tflite_int8(fp32_path: Path, output: Path, calibration: torch.Tenso
     tool = quantizer.Quantizer(str(fp32_path), recipe.static_wi8_ai8())
     samples = [{input_name: image[None].numpy().astype(np.float32)} for image in calibration.float()]
     ranges = tool.calibrate({signature: samples})
-    output.unlink(missing_ok=True)
-    tool.quantize(ranges).export_model(str(output))
+    quantized = tool.quantize(ranges)
+    with atomic_path(output) as tmp:  # the quantizer refuses an existing file: it writes a new one, renamed over
+        tmp.unlink()
+        quantized.export_model(str(tmp))
     write_sidecar(output, info, format="tflite-int8", calibration_images=len(calibration))
     return output
 
