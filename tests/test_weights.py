@@ -442,3 +442,29 @@ def test_a_float8_weight_file_loads_into_float32(tmp_path):
     path = _rewrite(tmp_path, "float8", tensors=lambda k, v: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v)
     model, _ = load_model(path)
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_save_model_records_the_network_as_it_is_or_refuses_what_it_cannot_describe(tmp_path):
+    """A head replaced the torchvision way (`model.fc = nn.Linear(64, 5)`) and a pruned network were saved with the
+    metadata of the network as built, and every load then called the file damaged."""
+    from torch import nn
+
+    from resnetkit.export.pruning import prune_to_macs
+
+    model = create_model("resnet20")
+    model.fc = nn.Linear(64, 5)
+    save_model(model, tmp_path / "fc5.safetensors", class_names=list("abcde"))
+    loaded, info = load_model(tmp_path / "fc5.safetensors")
+    assert loaded.num_classes == 5 and info.class_names == list("abcde")
+    pruned, _ = prune_to_macs(create_model("resnet20"), 0.6)
+    save_model(pruned.eval(), tmp_path / "pruned.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(load_model(tmp_path / "pruned.safetensors")[0](x), pruned(x), atol=1e-5)
+    model = create_model("resnet20")
+    model.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)  # what no option of resnet20 builds
+    with pytest.raises(ValueError, match=r"changed in a way its config cannot describe .*conv1\.weight"):
+        save_model(model, tmp_path / "odd.safetensors")
+    with pytest.raises(ValueError, match=r"not a FeatureExtractor; save its network: save_model\(model\.body"):
+        save_model(create_model("resnet20", features_only=True), tmp_path / "f.safetensors")
+    assert not (tmp_path / "odd.safetensors").exists() and not (tmp_path / "f.safetensors").exists()

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import PRUNE_METHODS, ModelInfo
 from ..models import ResNet, count_macs, count_params
-from ..models.widths import PRUNED_KEY, inner_chains, inner_widths, shrink_chain
+from ..models.widths import inner_chains, shrink_chain
 
 
 @dataclass(frozen=True)
@@ -169,9 +169,7 @@ def prune_model(model: ResNet, *, target_ratio: float, fine_tune: Callable[[ResN
 
 
 def save_pruned_model(model: ResNet, path: str | os.PathLike[str], info: ModelInfo) -> None:
-    """A resnetkit model file that records the pruned widths, so ``load_model`` can rebuild it."""
+    """A resnetkit model file that records the pruned widths (``save_model`` does), so ``load_model`` rebuilds it."""
     from ..models import save_model
 
-    info = copy.deepcopy(info)
-    info.extra[PRUNED_KEY] = inner_widths(model)
-    save_model(model, path, info=info)
+    save_model(model, path, info=copy.deepcopy(info))

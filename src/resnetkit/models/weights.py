@@ -24,36 +24,66 @@ from ..files import atomic_path, file_url_path, is_url
 from .registry import build_model, default_preprocess
 from .resnet import ResNet
 from .state_dict import WeightFileError, check_exists, is_safetensors, load_state_dict_file, load_weights
-from .widths import PRUNED_KEY, set_inner_widths
+from .widths import PRUNED_KEY, inner_widths, set_inner_widths
 
 METADATA_KEY = "resnetkit"
 FORMAT_VERSION = 1
-
 
 
 def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list[str] | None = None,
                info: ModelInfo | None = None) -> Path:
     """Write ``model`` and everything needed to use it to one ``.safetensors`` file, atomically.
 
-    The file is written beside ``path`` and renamed over it, so a crash never leaves half a file.
+    The file is written beside ``path`` and renamed over it, so a crash never leaves half a file. What the metadata
+    records is the network as it is: a head replaced by another ``nn.Linear`` (the torchvision way to fine-tune)
+    gives its class count, pruned blocks their widths; a network changed in a way the metadata cannot describe is
+    refused here rather than written as a file no command could load.
     """
     path = Path(path)
+    if not isinstance(model, ResNet):
+        inner = getattr(model, "body", None)
+        raise ValueError(f"save_model() writes a resnetkit ResNet, not a {type(model).__name__}"
+                         + ("; save its network: save_model(model.body, ...)" if isinstance(inner, ResNet) else ""))
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give save_model() a file name such as {path / 'model.safetensors'}")
+    config = ModelConfig.from_dict({**model.config.to_dict(), "num_classes": model.num_classes})
     if info is None:
-        info = ModelInfo(model=model.config, class_names=list(class_names or []),
-                         preprocess=default_preprocess(model.config.arch))
+        info = ModelInfo(model=config, class_names=list(class_names or []),
+                         preprocess=default_preprocess(config.arch))
     elif class_names is not None:
         info.class_names = list(class_names)
-    info.model = model.config
+    info.model = config
     if info.class_names and len(info.class_names) != model.num_classes:
         raise ValueError(f"{len(info.class_names)} class names for a {model.num_classes}-class model")
+    _record_widths(model, info)
     meta = {METADATA_KEY: json.dumps({"format_version": FORMAT_VERSION, **info.to_dict()})}
     # safetensors refuses shared or non-contiguous storage; clone each tensor into its own block.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
+
+
+def _record_widths(model: ResNet, info: ModelInfo) -> None:
+    """Put pruned blocks' widths in ``info`` (``PRUNED_KEY``), then check that the network the metadata describes has
+    ``model``'s tensor shapes: ``ValueError`` naming the first that differ otherwise (a replaced stem, say)."""
+    with torch.device("meta"):
+        rebuilt = build_model(info.model)
+    try:
+        widths = inner_widths(model)
+        if widths != inner_widths(rebuilt):
+            info.extra[PRUNED_KEY] = widths
+            set_inner_widths(rebuilt, widths)
+    except TypeError:  # grouped convolutions (ResNeXt) are never pruned: nothing to record
+        pass
+    expected = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if expected != actual:
+        differ = [f"{k}: {actual.get(k)} (the metadata's network: {expected.get(k)})"
+                  for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k)]
+        raise ValueError(f"the network was changed in a way its config cannot describe ({len(differ)} tensor(s), "
+                         f"first: {'; '.join(differ[:2])}); change it with its own options (create_model(..., "
+                         "num_classes=, head_hidden=, in_chans=), reset_classifier) so that the file can rebuild it")
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
