@@ -278,3 +278,16 @@ def test_every_variant_and_shortcut_combination_runs(variant, shortcut):
         model = create_model(name, variant=variant, shortcut=shortcut, num_classes=3).eval()
         size = 32 if get_spec(name).family == "imagenet" else 8
         assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
+
+
+def test_summary_counts_a_hidden_head_layer_and_a_half_precision_network():
+    """`--head-hidden 32` adds a Linear before the classifier: summarize raised "summary rows do not account for
+    every parameter" (and `resnetkit prune` of such a model with it); a .half() network got a float32 input."""
+    from resnetkit.models import count_params, summarize
+
+    model = create_model("resnet20", head_hidden=32)
+    summary = summarize(model, input_size=32)
+    assert summary.params == count_params(model) and summary.rows[-1].params == 64 * 32 + 32 + 32 * 10 + 10
+    assert summary.rows[-1].macs == 64 * 32 + 32 * 10
+    assert summarize(create_model("resnet20").half(), input_size=32).macs == summarize(create_model("resnet20"),
+                                                                                        input_size=32).macs

@@ -59,7 +59,7 @@ def summarize(model: nn.Module, *, input_size: int | tuple[int, int] = 224, in_c
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     chans = in_chans or model.config.in_chans
     device = next(model.parameters()).device
-    x = torch.zeros(1, chans, h, w, device=device)
+    x = torch.zeros(1, chans, h, w, device=device, dtype=next(model.parameters()).dtype)  # a .half() network too
     was_training = model.training
     model.eval()
     shapes: dict[str, tuple[int, ...]] = {}
@@ -76,14 +76,14 @@ def summarize(model: nn.Module, *, input_size: int | tuple[int, int] = 224, in_c
 
     root = type(model).__name__
     stem_modules = [model.conv1, model.bn1]
-    head_modules = [model.norm, model.fc]
+    head_modules = [model.norm, model.pre_logits, model.fc]  # (pre_logits: --head-hidden's layer)
     rows = [LayerSummary("stem", shapes["stem"], sum(count_params(m) for m in stem_modules),
                          _module_macs(counter, f"{root}.conv1"))]
     for name in model.stage_names:
         rows.append(LayerSummary(name, shapes[name], count_params(getattr(model, name)),
                                  _module_macs(counter, f"{root}.{name}")))
     rows.append(LayerSummary("head", shapes["head"], sum(count_params(m) for m in head_modules),
-                             _module_macs(counter, f"{root}.fc")))
+                             _module_macs(counter, f"{root}.pre_logits") + _module_macs(counter, f"{root}.fc")))
     total_macs = counter.get_total_flops() // 2
     accounted = sum(r.macs for r in rows)
     if accounted != total_macs:  # anything the rows missed still counts in the total
