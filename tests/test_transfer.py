@@ -44,7 +44,7 @@ def test_features_only_maps_equal_the_full_network_stages():
         stages = model.forward_stages(x)
     assert torch.equal(s2, stages[1]) and torch.equal(s4, stages[3])
     assert stem.shape == (2, 64, 32, 32) and [f["reduction"] for f in backbone.feature_info] == [2, 8, 32]
-    with pytest.raises(ValueError, match="give distinct indices from 0"):
+    with pytest.raises(ValueError, match="give distinct whole indices from 0"):
         create_model("resnet20", features_only=True, out_indices=(1, 2, 3, 4))  # CIFAR nets have three stages
 
 
@@ -313,3 +313,28 @@ def test_a_resumed_finetunes_damaged_start_record_costs_only_its_report_line(tmp
     assert _recorded_origin(path, default="run/start.safetensors") == "run/start.safetensors"
     path.write_text('{"pretrained": "resnet50.pth"}')
     assert _recorded_origin(path, default="run/start.safetensors") == "resnet50.pth"
+
+
+def test_features_only_takes_timms_count_refuses_fractions_and_stray_indices_and_checkpoints(tmp_path, monkeypatch):
+    backbone = create_model("resnet20", features_only=True, out_indices=2)  # timm: an int n is the last n maps
+    assert backbone.out_indices == (2, 3)
+    for bad in ((1.7,), (True,), 9):
+        with pytest.raises(ValueError, match="give distinct whole indices"):
+            create_model("resnet20", features_only=True, out_indices=bad)
+    with pytest.raises(ValueError, match="give features_only=True too"):  # a classifier was returned silently
+        create_model("resnet20", out_indices=(1,))
+    import torch.utils.checkpoint as checkpointing
+
+    calls, sequential = [], checkpointing.checkpoint_sequential
+    monkeypatch.setattr(checkpointing, "checkpoint_sequential", lambda *a, **k: calls.append(1) or sequential(*a, **k))
+    backbone.set_grad_checkpointing()  # the body's stages run through its checkpointing (they ran it by hand)
+    maps = backbone(torch.randn(2, 3, 32, 32, requires_grad=True))
+    sum(m.sum() for m in maps).backward()
+    assert len(calls) == 3  # every stage up to the last map wanted
+    # A headless network takes a standard file's body (timm drops the classifier for num_classes=0).
+    save = create_model("resnet20")
+    torch.save(save.state_dict(), tmp_path / "full.pth")
+    from resnetkit.models import load_pretrained
+
+    headless = load_pretrained(create_model("resnet20", num_classes=0), str(tmp_path / "full.pth"))
+    assert torch.equal(headless.conv1.weight, save.conv1.weight) and headless.num_classes == 0

@@ -9,6 +9,7 @@ neck (torchvision's ``FeaturePyramidNetwork``) can be sized without running the 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -24,20 +25,27 @@ class FeatureExtractor(nn.Module):
     (``extractor.body.load_state_dict(...)``) before or after wrapping.
     """
 
-    def __init__(self, body: ResNet, *, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, body: ResNet, *, out_indices: Sequence[int] | int | None = None) -> None:
         super().__init__()
         available = stage_feature_info(body)
         if out_indices is None:
             out_indices = range(1, len(available))  # every stage
-        indices = tuple(int(i) for i in out_indices)
-        bad = [i for i in indices if not 0 <= i < len(available)]
-        if not indices or bad or len(set(indices)) != len(indices):
-            raise ValueError(f"out_indices={tuple(out_indices)} for {body.config.arch}: give distinct indices from "
-                             f"0 (stem) to {len(available) - 1} (last stage)")
+        elif _whole(out_indices) and 1 <= out_indices <= len(available):  # timm's int: the last n maps
+            out_indices = range(len(available) - int(out_indices), len(available))  # type: ignore[arg-type]
+        given = tuple(out_indices) if isinstance(out_indices, (list, tuple, range)) else (out_indices,)
+        bad = [i for i in given if not (_whole(i) and 0 <= i < len(available))]
+        if not given or bad or len(set(given)) != len(given):
+            raise ValueError(f"out_indices={out_indices!r} for {body.config.arch}: give distinct whole indices from "
+                             f"0 (stem) to {len(available) - 1} (last stage), or a count n of the last maps")
+        indices = tuple(int(i) for i in given)  # type: ignore[call-overload]
         body.reset_classifier(0)  # a backbone has no head; this also frees the classifier's memory
         self.body = body
         self.out_indices = tuple(sorted(indices))
         self.feature_info = [dict(available[i], index=i) for i in self.out_indices]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """As ``ResNet.set_grad_checkpointing``: recompute each block's activations in the backward pass."""
+        self.body.set_grad_checkpointing(enable)
 
     @property
     def channels(self) -> list[int]:
@@ -56,7 +64,7 @@ class FeatureExtractor(nn.Module):
         x = body.maxpool(x)
         stages = body.stages()
         for i, stage in enumerate(stages, start=1):
-            x = stage(x)
+            x = body._run_stage(stage, x)  # (with the body's gradient checkpointing, when it is on)
             if i == len(stages):
                 x = body.norm(x)  # pre-activation nets normalise the last map (identity for the others)
             if i in wanted:
@@ -64,6 +72,10 @@ class FeatureExtractor(nn.Module):
             if i == last:
                 break  # later stages are not needed: skip their computation
         return outputs
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
@@ -74,7 +86,7 @@ def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
             *model.feature_info]
 
 
-def features_only(model: ResNet, out_indices: Sequence[int] | None = None) -> FeatureExtractor:
+def features_only(model: ResNet, out_indices: Sequence[int] | int | None = None) -> FeatureExtractor:
     """Wrap ``model`` (any registered network, pretrained or not) as a backbone; default: every stage."""
     return FeatureExtractor(model, out_indices=out_indices)
 

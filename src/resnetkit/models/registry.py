@@ -172,7 +172,7 @@ def build_model(config: ModelConfig, *, max_blocks: int | None = None) -> ResNet
 
 
 def create_model(name: str, *, pretrained: str | bool | None = None, features_only: bool = False,
-                 out_indices: tuple[int, ...] | None = None, **options: object) -> ResNet:
+                 out_indices: tuple[int, ...] | int | None = None, **options: object) -> ResNet:
     """Build a registered network, or load a trained one.
 
     Options: ``num_classes``, ``in_chans``, ``variant`` ("v1" paper, "v1.5" torchvision, "v2"
@@ -183,7 +183,8 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
     as ``resnet20_cifar10``, or timm's ``hf-hub:timm/resnet50d.ra4_e3600_r224_in1k``, works as ``name`` too. With
     weights, only ``num_classes`` (it replaces the head for fine-tuning), ``drop_rate`` and ``drop_path_rate`` may be
     given. ``features_only=True`` returns a backbone giving the maps ``out_indices`` (0 stem, 1.. stages; default:
-    every stage) with their channels and strides in ``feature_info`` (see ``models/features.py``).
+    every stage; an int n: the last n maps, as timm) with their channels and strides in ``feature_info`` (see
+    ``models/features.py``).
 
     >>> model = create_model("resnet20")            # CIFAR ResNet-20, option A shortcuts
     >>> model = create_model("resnet50", variant="v1", num_classes=10)
@@ -191,6 +192,8 @@ def create_model(name: str, *, pretrained: str | bool | None = None, features_on
     >>> model = create_model("resnet50", pretrained=True)  # its best ImageNet weights (torchvision's v2)
     >>> backbone = create_model("resnet50", features_only=True, out_indices=(2, 3, 4))  # stride 8, 16, 32 maps
     """
+    if out_indices is not None and not features_only:  # a classifier would be returned, the indices unused
+        raise ValueError(f"out_indices={out_indices!r} chooses a backbone's feature maps: give features_only=True too")
     model = _create(name, pretrained=pretrained, **options)
     if features_only:  # a backbone: the chosen stages' maps, see models/features.py
         return features_only_model(model, out_indices)  # type: ignore[return-value]

@@ -263,5 +263,6 @@ class ResNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes``-way classifier (0 removes it), for fine-tuning."""
-        self.fc = nn.Linear(self.head_features, num_classes) if num_classes else nn.Identity()
-        self.config = ModelConfig.from_dict({**self.config.to_dict(), "num_classes": num_classes})
+        config = ModelConfig.from_dict({**self.config.to_dict(), "num_classes": num_classes})  # checked before
+        self.fc = nn.Linear(self.head_features, num_classes) if num_classes else nn.Identity()  # it is allocated
+        self.config = config

@@ -114,7 +114,10 @@ def _without_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
-    """``load_state_dict(strict=True)`` with errors that say which keys and shapes disagree and what to do."""
+    """``load_state_dict(strict=True)`` with errors that say which keys and shapes disagree and what to do. A network
+    without a classifier (``num_classes=0``) takes a file's body and leaves its ``fc`` out, as timm does."""
+    if "fc.weight" in state_dict and "fc.weight" not in model.state_dict():
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
     check_weights_fit(model, state_dict, source=source)
     model.load_state_dict(state_dict, strict=True)
 
