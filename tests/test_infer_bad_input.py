@@ -45,6 +45,9 @@ def test_annotating_into_the_folder_of_the_inputs_is_refused_and_the_images_kept
         out, err = capsys.readouterr()
         assert "--annotate" in err and str(photos) in err and "separate output folder" in err
         assert out == ""  # refused before predicting
+    # The same image named by a file:// URL (its annotated copy replaced it).
+    assert main(["predict", str(model_file), (photos / "photo.png").as_uri(), "--annotate", str(photos)]) == 2
+    assert "separate output folder" in capsys.readouterr().err
     assert (photos / "photo.png").read_bytes() == png and (photos / "photo.jpg").read_bytes() == jpg
     assert sorted(p.name for p in photos.iterdir()) == ["photo.jpg", "photo.png"]
 

@@ -185,3 +185,11 @@ def test_expand_inputs_walks_folders_and_globs_keeps_named_files(tmp_path):
                            "https://example.com/cat.jpg"])
     assert found == [str(tmp_path / "a/b/two.PNG"), str(tmp_path / "a/one.jpg"), str(tmp_path / "three.png"),
                      str(tmp_path / "a/readme.txt"), "https://example.com/cat.jpg"]
+    # A name with glob characters that exists is that file (x[1].png matched x1.png as a pattern), also in a folder
+    # named so; a pattern that is no file still matches.
+    for name in ("br/x[1].png", "br/x1.png", "Trip [2024]/cat.avif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_inputs([str(tmp_path / "br/x[1].png")]) == [str(tmp_path / "br/x[1].png")]
+    assert expand_inputs([str(tmp_path / "br/x[0-9].png")]) == [str(tmp_path / "br/x1.png")]
+    assert expand_inputs([str(tmp_path / "Trip [2024]")]) == [str(tmp_path / "Trip [2024]/cat.avif")]  # AVIF listed

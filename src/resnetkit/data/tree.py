@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 # The one list of image file extensions (tree indexing, predict's folder search, export's labelled folders):
 # what torchvision or PIL decode.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
-                    ".pbm", ".pnm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm", ".pnm")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test", "val", "valid",
                                                                                       "validation")}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import prepare_output_dir
+from ..files import file_url_path, prepare_output_dir
 from .annotate import draw_label, label_text
 from .cam import MAX_OVERLAY_SIDE, overlay
 from .images import expand_inputs, is_url
@@ -63,7 +63,8 @@ def plan_outputs(sources: list[str], *, annotate_dir: str | os.PathLike[str] | N
                          "the Grad-CAM overlays would replace the annotated copies; give two different folders")
     writer = _OutputNames()
     names = {source: writer.name_for(source) for source in sources}
-    files = [source for source in sources if not is_url(source)]
+    # A file:// URL is a local file too: its output must not replace it either.
+    files = [local for source in sources if (local := _local_path(source)) is not None]
     inputs = {os.path.realpath(source) for source in files}
     # Outputs beside the inputs could replace images of the user's that are not inputs of this run, too.
     input_folders = {os.path.realpath(os.path.dirname(source) or "."): source for source in files}
@@ -83,6 +84,11 @@ def plan_outputs(sources: list[str], *, annotate_dir: str | os.PathLike[str] | N
         warnings.warn(f"{len(writer.renamed)} input(s) share a file name with another input; their outputs are "
                       f"numbered, e.g. {source} -> {name}", stacklevel=2)
     return names
+
+
+def _local_path(source: str) -> str | None:
+    """The file a source names on this machine (a path, or a ``file://`` URL's), or None for a download."""
+    return file_url_path(source) if is_url(source) else source
 
 
 def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[str, str],

@@ -129,7 +129,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             expanded.append(item)
         elif os.path.isdir(item):
             expanded.extend(_images_under(Path(item)))
-        elif glob.has_magic(item):
+        elif glob.has_magic(item) and not os.path.lexists(item):  # "x[1].png" that exists is that file, not x1.png
             for match in sorted(glob.glob(item, recursive=True)):
                 if os.path.isdir(match):
                     expanded.extend(_images_under(Path(match)))
