@@ -125,3 +125,23 @@ def test_training_refuses_a_decompression_bomb_by_name(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"huge\.png: refused as a possible decompression bomb: 100x100"):
         data = load_tree_in_memory(tmp_path / "tree", cache=False)
     assert len(data) == 1
+
+
+def test_int_and_float_images_are_scaled_by_their_types_range_not_their_content(tmp_path):
+    """A 16-bit PGM whose values all stay under 256 decoded 257x too bright (as 8-bit), and one pixel of 256 made the
+    whole image dark; a float TIFF in 0..1 with one pixel of 1.001 decoded black. By the type: 16 bits, 0..1."""
+    from PIL import Image
+
+    from resnetkit.data.image import decode_rgb
+
+    dark = np.full((4, 4), 200, np.int32)
+    brighter = dark.copy()
+    brighter[0, 0] = 256
+    for values in (dark, brighter):
+        Image.fromarray(values, mode="I").save(tmp_path / "i.tiff")
+        assert int(decode_rgb((tmp_path / "i.tiff").read_bytes())[0, 1, 1]) == round(200 / 257)
+    floats = np.full((4, 4), 0.5, np.float32)
+    for top in (0.5, 1.001):
+        floats[0, 0] = top
+        Image.fromarray(floats, mode="F").save(tmp_path / "f.tiff")
+        assert int(decode_rgb((tmp_path / "f.tiff").read_bytes())[0, 1, 1]) == 128

@@ -195,15 +195,13 @@ def pil_to_rgb(image: Image.Image, *, name: str | None = None) -> torch.Tensor:
     mode = image.mode
     if mode in HIGH_BIT_MODES:
         pixels = np.asarray(image).astype(np.uint16)
-    elif mode == "I":  # 32-bit ints: in practice 16-bit data (older Pillow opens 16-bit PNGs this way)
-        values = np.asarray(image)
-        pixels = np.clip(values, 0, 65535).astype(np.uint16 if values.size and values.max() > 255 else np.uint8)
-    elif mode == "F":  # floats: [0, 1] when they fit, else taken as 0..255
+    elif mode == "I":  # 32-bit ints: in practice 16-bit data (16-bit PGM; older Pillow's 16-bit PNGs), by that range
+        pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)  # whatever its content: a dark image stays so
+    elif mode == "F":  # floats: 0..1, as every image library writes them (values outside are clipped)
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():  # NaN would cast to an arbitrary level: no picture to classify
             raise _fail(name, "a floating-point image whose pixels include NaN or infinity; save it with finite values")
-        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-        pixels = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        pixels = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
     elif mode in ("L", "RGB", "LA", "RGBA"):
         pixels = np.asarray(image)
     elif mode == "1":
