@@ -397,3 +397,18 @@ def test_macos_leftovers_are_neither_classes_nor_images(tmp_path):
     for source in (root, _tar(root, tmp_path / "photos.tar")):
         tree = index_tree(source)
         assert tree.class_names == ["cat", "dog"] and len(tree.paths) == 2 and tree.skipped == []
+
+
+def test_class_folders_whose_names_read_alike_as_text_are_refused(tmp_path):
+    """caf\\xe9 and caf\\xe8 (Latin-1 names) both read as 'caf\\ufffd': eval mapped both classes to one index and scored
+    one class's images as the other's, silently."""
+    import os
+
+    from PIL import Image
+
+    root = os.fsencode(tmp_path / "latin1")
+    for folder in (b"caf\xe9", b"caf\xe8"):
+        os.makedirs(root + b"/" + folder)
+        Image.new("RGB", (8, 8)).save(os.fsdecode(root + b"/" + folder + b"/a.png"))
+    with pytest.raises(ValueError, match=r"have the same name as text \('caf\ufffd'"):
+        index_tree(tmp_path / "latin1")

@@ -264,7 +264,7 @@ def index_tree(source: str | os.PathLike[str], *, split: str = "train") -> Image
         source=str(path),
         paths=[where for _, _, where in images],
         labels=[class_index[cls] for _, cls, _ in images],
-        class_names=[shown_class_name(name) for name in class_names],
+        class_names=distinct_shown_names(class_names, source=path),
         is_tar=path.is_file(),
         spans=[spans[i] for i, _, _ in images] if spans is not None else [],
         skipped=skipped,
@@ -276,6 +276,19 @@ def shown_class_name(folder: str) -> str:
     can hold) and control characters (a newline) become U+FFFD."""
     text = folder.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def distinct_shown_names(folders: list[str], *, source: object) -> list[str]:
+    """``shown_class_name`` of each class folder; two folders shown alike (``caf\\xe9`` and ``caf\\xe8`` in a file system
+    that is not UTF-8 both become ``caf\ufffd``) are refused: one class's images would be scored as the other's."""
+    shown = [shown_class_name(name) for name in folders]
+    first: dict[str, str] = {}
+    for folder, name in zip(folders, shown):
+        if name in first:
+            raise ValueError(f"{source}: class folders {first[name]!r} and {folder!r} have the same name as text "
+                             f"({name!r}: bytes that are not UTF-8, or control characters); rename one of them")
+        first[name] = folder
+    return shown
 
 
 def report_skipped(skipped: list[tuple[str, str]], *, source: str, what: str = "file(s)", limit: int = 10) -> None:
