@@ -19,6 +19,7 @@ from resnetkit.data import (DataConfig, ImageFileDataset, build_file_loader, eva
                             load_image_dataset, load_tree_in_memory, paper_train_transform,
                             random_resized_crop_transform, stratified_split)
 from resnetkit.data.cache import cache_path
+from resnetkit.data.tree import tree_splits
 
 # The library silences torchvision 0.29's per-call decoder deprecation notice; pytest resets filters per test.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -412,3 +413,29 @@ def test_class_folders_whose_names_read_alike_as_text_are_refused(tmp_path):
         Image.new("RGB", (8, 8)).save(os.fsdecode(root + b"/" + folder + b"/a.png"))
     with pytest.raises(ValueError, match=r"have the same name as text \('caf\ufffd'"):
         index_tree(tmp_path / "latin1")
+
+
+def test_split_folders_in_any_case_a_kaggle_test_folder_and_splits_beside_other_folders(tmp_path, caplog):
+    """Train/ and Val/ became two classes 'Train' and 'Val'; train/<class>/ beside Kaggle's unlabelled test/ refused
+    to train ("no images found (split 'test')"); train/ val/ beside samples/ were three classes without a word."""
+    from PIL import Image
+
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(path)
+
+    for split in ("Train", "Val"):
+        for cls in ("cat", "dog"):
+            image(tmp_path / "caps" / split / cls / "0.png")
+    assert index_tree(tmp_path / "caps").class_names == ["cat", "dog"]
+    assert len(index_tree(tmp_path / "caps", split="val")) == 2
+    for cls in ("cat", "dog"):
+        image(tmp_path / "kaggle" / "train" / cls / "0.png")
+    image(tmp_path / "kaggle" / "test" / "1.png")
+    assert tree_splits(tmp_path / "kaggle") == ("train",)
+    assert index_tree(tmp_path / "kaggle").class_names == ["cat", "dog"]
+    for folder in ("train/cat", "val/cat", "samples"):
+        image(tmp_path / "mixed" / folder / "0.png")
+    with caplog.at_level(logging.WARNING, logger="resnetkit"):
+        assert index_tree(tmp_path / "mixed").class_names == ["samples", "train", "val"]
+    assert "split folders (train, val) beside other folders (samples)" in caplog.text

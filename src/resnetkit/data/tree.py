@@ -187,15 +187,31 @@ def is_compressed(path: Path) -> bool:
     return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
 
 
+_WARNED_MIXED: set[tuple[str, ...]] = set()  # trees warned about once (the split is chosen several times per run)
+
+
+def is_split_folder(name: str) -> bool:
+    """``train``, ``val``, ``test`` (and ``valid``, ``validation``), in any case."""
+    return name.lower() in {split for names in SPLIT_FOLDERS.values() for split in names}
+
+
 def _choose_split(relative: list[str], split: str) -> str | None:
     """The folder prefix (``"train/"``) holding ``split``, ``""`` for the whole tree, or None if absent."""
     tops = {p.split("/", 1)[0] for p in relative if "/" in p}
-    split_tops = tops & {name for names in SPLIT_FOLDERS.values() for name in names}
+    split_tops = {top for top in tops if is_split_folder(top)}  # Train/ and VAL/ too
     if split_tops and split_tops == tops:
         for name in SPLIT_FOLDERS.get(split, (split,)):
-            if name in tops:
-                return name + "/"
+            for top in sorted(split_tops):
+                # A test/ or val/ of loose images (Kaggle's unlabelled test set) has no labels: no such split.
+                if top.lower() == name and (split == "train" or any("/" in p[len(top) + 1:] for p in relative
+                                                                     if p.startswith(top + "/"))):
+                    return top + "/"
         return None
+    if split_tops and tuple(sorted(tops)) not in _WARNED_MIXED:
+        _WARNED_MIXED.add(tuple(sorted(tops)))
+        logger.warning("split folders (%s) beside other folders (%s): all are read as classes; if %s are the "
+                       "splits, move the others out of the tree", ", ".join(sorted(split_tops)),
+                       ", ".join(sorted(tops - split_tops)[:5]), "/ ".join(sorted(split_tops)) + "/")
     if len(tops) == 1 and all(p.count("/") >= 2 for p in relative if p.lower().endswith(IMAGE_EXTENSIONS)):
         # One common leading folder that is not a split name: look inside it.
         (top,) = tops

@@ -18,7 +18,7 @@ from ..config import Preprocess
 from ..data.image import decode_rgb, read_image_file
 from ..data.preprocess import eval_transform
 from ..data.source import resolve_source
-from ..data.tree import SPLIT_FOLDERS, index_tree, is_class_folder, report_skipped
+from ..data.tree import index_tree, is_class_folder, is_split_folder, report_skipped
 
 
 @dataclass
@@ -67,8 +67,7 @@ def load_image_folder(root: str | os.PathLike[str], preprocess: Preprocess, *,
     if tree is None:
         raise ValueError(f"{root}: no class sub-folders; expected root/<class>/<image files>")
     # An empty folder is a class too: one the model does not know is an error even before it holds images.
-    split_names = {name for names in SPLIT_FOLDERS.values() for name in names}
-    folders = [name for name in subfolders if name not in split_names]
+    folders = [name for name in subfolders if not is_split_folder(name)]
     names = list(class_names) if class_names else list(tree.class_names)
     unknown = sorted({*folders, *tree.class_names} - set(names))
     if unknown:
