@@ -225,3 +225,14 @@ def test_a_label_with_only_validation_rows_is_named_as_a_label(tmp_path):
     path = _csv(tmp_path, "image,label,split\n" + "\n".join(rows) + "\n")
     with pytest.raises(ValueError, match=r"1 label\(s\) \('zebra'\) have no usable training rows"):
         load_data(DataConfig(source=str(path)))
+
+
+def test_a_row_given_twice_is_used_once(tmp_path):
+    """Four copies of one row among eight: kept silently, they weighed the image four times and a held-out copy
+    validated on an image the network trained on."""
+    names = _images(tmp_path, count=8)
+    rows = [f"{n},{'light' if i % 2 else 'dark'}" for i, n in enumerate(names)] + [f"{names[0]},dark"] * 3
+    path = _csv(tmp_path, "filename,label\n" + "\n".join(rows) + "\n")
+    tree = index_tree(path)
+    assert len(tree) == 8 and len(set(tree.paths)) == 8
+    assert sum("the same image, label and split as line 2: used once" in why for _, why in tree.skipped) == 3

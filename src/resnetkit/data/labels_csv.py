@@ -265,11 +265,16 @@ def _usable_rows(path: str | os.PathLike[str]) -> tuple[list[Row], list[tuple[st
     warns once about rows that disagree (an image under two labels or in both splits, labels equal but for case)."""
     from .tree import IMAGE_EXTENSIONS
 
-    usable, skipped = [], []
+    usable, skipped, lines = [], [], {}
     for row in read_rows(path):
         reason = ("no label" if not row.label else row.problem or
                   ("not an image file (extension)" if not row.path.lower().endswith(IMAGE_EXTENSIONS) else
                    "no such file" if not os.path.isfile(row.path) else None))
+        # A row given twice would weigh its image twice, and a held-out copy would validate on a training image.
+        key = (os.path.normpath(row.path), row.label, row.split)
+        if reason is None and key in lines:
+            reason = f"the same image, label and split as line {lines[key]}: used once"
+        lines.setdefault(key, row.line)
         if reason:
             skipped.append((f"{row.path} ({Path(path).name}, line {row.line})", reason, row))
         else:
