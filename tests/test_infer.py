@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -278,3 +279,35 @@ def test_answers_below_min_confidence_are_marked_uncertain_in_every_format(tmp_p
     assert "(uncertain)" in capsys.readouterr().out
     assert main(argv[:-1] + ["1.5"]) == 2
     assert "min_confidence=1.5 must be a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_download_that_trickles_ends_at_the_timeout_for_the_whole_file():
+    """A server that sends a byte every 0.2 s: urlopen's timeout bounds each read, so the download never ended."""
+    from resnetkit.infer.images import ImageLoadError, download
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImageLoadError, match=r"download failed \(not finished after 1 s\)"):
+            download(f"http://127.0.0.1:{server.server_address[1]}/slow.png", timeout=1.0)
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()

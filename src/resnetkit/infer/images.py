@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 import urllib.request
 import warnings
 from pathlib import Path
@@ -31,7 +32,8 @@ __all__ = ["ImageInput", "ImageLoadError", "describe", "download", "expand_input
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
 
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
-DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOAD_TIMEOUT_S = 30.0  # for the whole download
+DOWNLOAD_CHUNK = 1 << 16
 
 
 def describe(source: Any, index: int) -> str:
@@ -103,11 +105,23 @@ def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
 
 
 def download(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
-    """The body at ``url`` (http, https or file), refusing more than ``max_bytes``."""
+    """The body at ``url`` (http, https or file), refusing more than ``max_bytes`` or taking more than ``timeout``
+    seconds in all (urlopen's timeout bounds each read: a server sending a byte every few seconds never ends)."""
+    deadline = time.monotonic() + timeout
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "resnetkit"})  # a malformed URL raises here
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read(max_bytes + 1)
+            chunks, size = [], 0
+            read = getattr(response, "read1", response.read)  # read1: what one receive brings, without waiting for more
+            while size <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not finished after {timeout:g} s")
+                chunk = read(min(DOWNLOAD_CHUNK, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
     except Exception as e:  # URLError, HTTPError, timeouts, OSError ...
         raise ImageLoadError(f"{url}: download failed ({e})") from e
     if len(data) > max_bytes:
