@@ -141,6 +141,11 @@ def test_arrays_tensors_pil_and_bytes(predictor, tmp_path):
         assert result.ok and result.indices == results[0].indices
         assert np.allclose(result.probabilities, reference, atol=1e-6)
     assert [r.source for r in results[2:5]] == ["<array #2>", "<tensor #3>", "<bytes #4>"]
+    # Floats outside 0..1 (0..255 values, a normalised tensor) are said, not clipped into a confident wrong answer.
+    normalised = (torch.from_numpy(pixels).permute(2, 0, 1) / 255 - 0.5) / 0.25
+    for wrong in (pixels.astype(np.float32), normalised):
+        [result] = predictor.predict(wrong)
+        assert not result.ok and "give floats in 0..1" in result.error
 
 
 def test_batches_of_arrays_and_wrong_shapes(predictor):

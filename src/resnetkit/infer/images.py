@@ -34,6 +34,7 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tenso
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0  # for the whole download
 DOWNLOAD_CHUNK = 1 << 16
+FLOAT_SLACK = 1e-3  # float pixels a resize or colour conversion pushed just past 0..1
 
 
 def describe(source: Any, index: int) -> str:
@@ -96,6 +97,11 @@ def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageLoadError(f"{name}: pixels include NaN or infinity; pass finite values (floats in 0..1)")
+        low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:  # 0..255 floats, or an already normalised tensor
+            raise ImageLoadError(f"{name}: float pixels from {low:.3g} to {high:.3g}; give floats in 0..1 (divide "
+                                 "0..255 values by 255) or uint8, not a normalised tensor: the predictor normalises "
+                                 "with the model's own mean and std")
         pixels = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     elif array.dtype == np.bool_:
         pixels = array.astype(np.uint8) * 255
