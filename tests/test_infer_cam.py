@@ -166,3 +166,23 @@ def test_overlay_and_label_drawing_shapes():
     assert min(labelled.size) >= 256 and labelled.size[0] / labelled.size[1] == pytest.approx(1.5)
     top, bottom = np.asarray(labelled)[:20], np.asarray(labelled)[-20:]
     assert (top != top[0, 0]).any() and (bottom == bottom[0, 0]).all()  # text drawn at the top, picture untouched below
+
+
+def test_cam_names_must_match_the_images_and_a_superscript_digit_is_no_index(tmp_path):
+    """grad_cam zipped 3 images with 1 name and returned 1 heat-map; '³' passed isdigit() and failed in int()."""
+    from resnetkit import create_model
+    from resnetkit.config import CIFAR_PREPROCESS, ModelInfo
+    from resnetkit.data.classes import resolve_class
+    from resnetkit.infer import Predictor
+    from resnetkit.serve.auth import presented_key
+
+    model = create_model("resnet20").eval()
+    predictor = Predictor(model, ModelInfo(model=model.config, preprocess=CIFAR_PREPROCESS), device="cpu")
+    images = [np.zeros((32, 32, 3), np.uint8)] * 3
+    with pytest.raises(ValueError, match="1 names for 3 images"):
+        predictor.grad_cam(images, names=["x"])
+    with pytest.raises(ValueError) as caught:
+        resolve_class("³", [str(i) for i in range(10)], num_classes=10)
+    assert "invalid literal" not in str(caught.value)
+    # An empty X-API-Key header beside a right Authorization header is no key of its own (401 "wrong API key").
+    assert presented_key({b"x-api-key": b"", b"authorization": b"Bearer sekret"}) == b"sekret"

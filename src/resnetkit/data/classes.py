@@ -71,7 +71,7 @@ def resolve_class(target: int | str, class_names: list[str], num_classes: int) -
             raise ValueError(f"class {target!r} names {len(indices)} classes (indices "
                              f"{', '.join(map(str, indices))}); give the index instead")
         return indices[0]
-    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+    if isinstance(target, int) or (isinstance(target, str) and target.strip().isascii() and target.strip().isdigit()):
         index = int(target)
         if 0 <= index < num_classes:
             return index

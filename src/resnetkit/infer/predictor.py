@@ -221,6 +221,8 @@ class Predictor:
         Raises ``ImageLoadError`` for an unusable image; use ``iter_predict`` first to sort those out.
         """
         items = _as_list(images)
+        if names is not None and len(names) != len(items):  # zip would drop the images without a name
+            raise ValueError(f"{len(names)} names for {len(items)} images")
         labels = names or [describe(item, i) for i, item in enumerate(items)]
         pictures = [load_pixels(item, name=label) for item, label in zip(items, labels)]
         if not pictures:

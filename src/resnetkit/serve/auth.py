@@ -25,7 +25,7 @@ def _digest(text: str | bytes) -> bytes:
 
 def presented_key(headers: dict[bytes, bytes]) -> bytes | None:
     """The key a request carries, from whichever of the three headers it uses."""
-    if b"x-api-key" in headers:
+    if headers.get(b"x-api-key", b"").strip():  # (an empty one beside an Authorization header is no key)
         return headers[b"x-api-key"].strip()
     scheme, _, value = headers.get(b"authorization", b"").strip().partition(b" ")
     if scheme.lower() == b"bearer":
