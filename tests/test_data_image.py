@@ -145,3 +145,22 @@ def test_int_and_float_images_are_scaled_by_their_types_range_not_their_content(
         floats[0, 0] = top
         Image.fromarray(floats, mode="F").save(tmp_path / "f.tiff")
         assert int(decode_rgb((tmp_path / "f.tiff").read_bytes())[0, 1, 1]) == 128
+
+
+@pytest.mark.parametrize("mode, colour", [("RGB", (0, 0, 0)), ("L", 0), ("P", 0)])
+def test_a_pngs_transparent_colour_is_white_whatever_its_mode(mode, colour):
+    """A palette's transparent index came out white, an RGB or grey PNG's transparent colour (tRNS) black."""
+    import io
+
+    from PIL import Image
+
+    from resnetkit.data.image import decode_rgb
+
+    buffer = io.BytesIO()
+    image = Image.new(mode, (4, 4), colour)
+    image.putpixel((1, 1), (90, 90, 90) if mode == "RGB" else 90)
+    image.save(buffer, "PNG", transparency=colour)
+    decoded = decode_rgb(buffer.getvalue())
+    assert decoded[:, 0, 0].tolist() == [255, 255, 255]
+    if mode != "P":
+        assert decoded[:, 1, 1].tolist() == [90, 90, 90]  # the other colours as they are

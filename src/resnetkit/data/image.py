@@ -202,6 +202,8 @@ def pil_to_rgb(image: Image.Image, *, name: str | None = None) -> torch.Tensor:
         if not np.isfinite(values).all():  # NaN would cast to an arbitrary level: no picture to classify
             raise _fail(name, "a floating-point image whose pixels include NaN or infinity; save it with finite values")
         pixels = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    elif mode in ("L", "RGB") and "transparency" in image.info:  # a PNG's one transparent colour (tRNS): on white,
+        pixels = np.asarray(image.convert("LA" if mode == "L" else "RGBA"))  # as a palette's transparent index is
     elif mode in ("L", "RGB", "LA", "RGBA"):
         pixels = np.asarray(image)
     elif mode == "1":
