@@ -117,6 +117,39 @@ def test_browser_uploads_an_image_and_sees_label_and_bars(server, tmp_path):
             browser.close()
 
 
+def test_browser_sends_more_images_than_one_request_takes_in_several(server, tmp_path):
+    """Dropping more images than --max-files (64 by default) failed as a whole with 413; the page now splits them by
+    the limits /v1/model gives (here shown to it as 2 images per request)."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    _, port, _ = server
+    images = [str(_cifar_like_png(tmp_path / f"square{i}.png")) for i in range(5)]
+
+    def two_per_request(route):
+        body = route.fetch().json()
+        assert body["limits"]["max_files"] == 64  # the server's own, which the page would use
+        body["limits"]["max_files"] = 2
+        route.fulfill(json=body)
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            page.route("**/v1/model", two_per_request)
+            posts = []
+            page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            playwright_api.expect(page.locator("#model")).to_contain_text("resnet20, 10 classes")
+            page.set_input_files("#files", images)
+            playwright_api.expect(page.locator(".result")).to_have_count(5)
+            assert len(posts) == 3 and all(url.endswith("/v1/predict?top_k=5") for url in posts)
+            sources = page.locator(".result .source").all_inner_texts()
+            assert sources == [Path(image).name for image in images]  # in the order dropped
+        finally:
+            browser.close()
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server):
     process, port, folder = server
     image = io.BytesIO()

@@ -176,7 +176,9 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
     @app.get("/v1/model", summary="architecture, classes, preprocessing, parameters, the file's SHA-256")
     async def model() -> dict[str, Any]:
         engine, _ = state.require_ready()
-        return engine.describe()
+        # The request limits too: the page sends many dropped images in requests that fit them.
+        return {**engine.describe(), "limits": {"max_files": options.max_files,
+                                                "max_request_bytes": options.max_request_bytes}}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -48,8 +48,10 @@ INDEX_HTML = """<!doctype html>
 const drop = document.getElementById("drop"), input = document.getElementById("files");
 const results = document.getElementById("results");
 const BOX = 192;  // the CSS size of a picture
+let limits = { max_files: 64, max_request_bytes: 32 << 20 };  // the server's defaults until /v1/model says
 
 fetch("v1/model").then(r => r.json()).then(m => {
+  if (m.limits) limits = m.limits;
   const p = m.preprocess;
   document.getElementById("model").textContent =
     `${m.arch}, ${m.num_classes} classes, input ${p.input_size}x${p.input_size} (resize ${p.resize_size}), ` +
@@ -87,23 +89,47 @@ async function errorText(response) {
   }
 }
 
+// Many dropped images go in several requests, each within the server's --max-files and --max-request-size
+// (with room for the form's own bytes); a file over the size limit goes alone and gets the server's answer.
+function requests(files) {
+  const groups = [];
+  let group = [], bytes = 0;
+  const room = limits.max_request_bytes * 0.95;
+  for (const f of files) {
+    const size = f.size + 512;
+    if (group.length && (group.length >= limits.max_files || bytes + size > room)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(f);
+    bytes += size;
+  }
+  if (group.length) groups.push(group);
+  return groups;
+}
+
 async function send(files) {
   if (!files.length) return;
   files = Array.from(files);
-  const form = new FormData();
-  for (const f of files) form.append("files", f, f.name);
+  const groups = requests(files);
   results.replaceChildren(el("p", "", "classifying..."));
-  let body;
-  try {
-    const response = await fetch("v1/predict?top_k=5", { method: "POST", body: form });
-    if (!response.ok) throw new Error(await errorText(response));
-    body = await response.json();
-  } catch (err) {
-    results.replaceChildren(el("p", "error", String(err.message || err)));
-    return;
+  const cards = [];
+  for (const [n, group] of groups.entries()) {
+    const form = new FormData();
+    for (const f of group) form.append("files", f, f.name);
+    if (groups.length > 1) results.replaceChildren(el("p", "", `classifying... (${n + 1} of ${groups.length})`));
+    try {
+      const response = await fetch("v1/predict?top_k=5", { method: "POST", body: form });
+      if (!response.ok) throw new Error(await errorText(response));
+      const body = await response.json();
+      body.predictions.forEach((p, i) => cards.push(card(p, group[i])));
+    } catch (err) {
+      const names = group.length === 1 ? group[0].name : `${group[0].name} and ${group.length - 1} more`;
+      cards.push(el("p", "error", `${names}: ${String(err.message || err)}`));
+    }
   }
-  results.replaceChildren();
-  body.predictions.forEach((p, i) => results.append(card(p, files[i])));
+  results.replaceChildren(...cards);
 }
 
 function card(p, file) {
