@@ -164,3 +164,18 @@ def test_a_pngs_transparent_colour_is_white_whatever_its_mode(mode, colour):
     assert decoded[:, 0, 0].tolist() == [255, 255, 255]
     if mode != "P":
         assert decoded[:, 1, 1].tolist() == [90, 90, 90]  # the other colours as they are
+
+
+def test_a_16_bit_grey_pngs_transparent_level_is_white():
+    import io
+
+    from PIL import Image
+
+    from resnetkit.data.image import decode_rgb
+
+    levels = np.full((4, 4), 25700, np.uint16)
+    levels[0, 0] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, "PNG", transparency=0)
+    decoded = decode_rgb(buffer.getvalue())
+    assert decoded[:, 0, 0].tolist() == [255, 255, 255] and decoded[:, 1, 1].tolist() == [100, 100, 100]

@@ -163,6 +163,9 @@ def test_cli_export_never_overwrites_a_file_of_another_kind(model_file, tmp_path
     before = checkpoint.read_bytes()
     assert main(["export", str(model_file), "--format", "torchscript", "--output", str(checkpoint)]) == 2
     assert "perhaps a training checkpoint" in capsys.readouterr().err and checkpoint.read_bytes() == before
+    mine = tmp_path / "mine.pt"  # an earlier TorchScript export under a name of the user's: replaced, as a rerun expects
+    for _ in range(2):
+        assert main(["export", str(model_file), "--format", "torchscript", "--output", str(mine)]) == 0
 
 
 def test_an_output_linking_to_the_model_is_refused_and_the_model_kept(model_file, tmp_path, capsys):

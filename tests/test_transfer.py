@@ -134,7 +134,7 @@ def test_finetune_starts_from_a_shipped_pretrained_name(tmp_path, capsys, one_th
                  "--out-dir", str(out), "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["arch"] == "resnet20" and json.loads((out / "start.json").read_text()) == {
-        "pretrained": "resnet20_cifar10"}
+        "pretrained": "resnet20_cifar10", "sha256": None}  # a name: no file of the user's to identify it by
     model, info = load_model(out / "model.safetensors")
     _, shipped = load_model(get_weights("resnet20_cifar10").local_path())
     assert model.num_classes == 10 and info.preprocess.mean == shipped.preprocess.mean  # its normalisation kept
@@ -174,6 +174,18 @@ def test_a_new_finetune_never_overwrites_one_stopped_between_its_stages(tmp_path
     assert main(["finetune", "resnet20_cifar10", "digits", "--epochs", "1", "--out-dir", str(out), "--resume",
                  "--no-progress"]) == 2
     assert "is a fine-tune of the original, not of resnet20_cifar10" in capsys.readouterr().err
+    # The same file spelled another way (another working folder, a copy on another machine): known by its digest.
+    from resnetkit.files import file_sha256
+    from resnetkit.train.finetune import check_same_start
+
+    copy = tmp_path / "elsewhere" / "start.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes(start_file.read_bytes())
+    (out / "start.json").write_text(json.dumps({"pretrained": "../m.safetensors", "sha256": file_sha256(start_file)}))
+    check_same_start(out, str(copy))
+    with pytest.raises(ValueError, match=r"is a fine-tune of \.\./m\.safetensors"):
+        check_same_start(out, "resnet20_cifar10")
+    (out / "start.json").write_text('{"pretrained": "the original"}')
     trained = tmp_path / "trained"
     trained.mkdir()
     (trained / "checkpoint.pt").write_bytes(b"a training run's")
@@ -318,7 +330,8 @@ def test_a_resumed_finetunes_damaged_start_record_costs_only_its_report_line(tmp
 def test_features_only_takes_timms_count_refuses_fractions_and_stray_indices_and_checkpoints(tmp_path, monkeypatch):
     backbone = create_model("resnet20", features_only=True, out_indices=2)  # timm: an int n is the last n maps
     assert backbone.out_indices == (2, 3)
-    for bad in ((1.7,), (True,), 9):
+    assert create_model("resnet20", features_only=True, out_indices=np.array([1, 2])).out_indices == (1, 2)
+    for bad in ((1.7,), (True,), 9, 0, "12"):
         with pytest.raises(ValueError, match="give distinct whole indices"):
             create_model("resnet20", features_only=True, out_indices=bad)
     with pytest.raises(ValueError, match="give features_only=True too"):  # a classifier was returned silently
@@ -338,3 +351,20 @@ def test_features_only_takes_timms_count_refuses_fractions_and_stray_indices_and
 
     headless = load_pretrained(create_model("resnet20", num_classes=0), str(tmp_path / "full.pth"))
     assert torch.equal(headless.conv1.weight, save.conv1.weight) and headless.num_classes == 0
+
+
+def test_a_run_from_a_start_model_resumes_with_the_statistics_it_recorded(tmp_path):
+    """A `train --pretrained` run begun before start models kept their statistics recorded the data's (mean ());
+    resuming it must not switch to the start model's, which the resume check refused as another configuration."""
+    from resnetkit.config import TrainConfig
+    from resnetkit.train.checkpoint import CHECKPOINT_KEYS, save_checkpoint
+    from resnetkit.train.run import start_run
+
+    flat = {"model": "resnet20", "data": "digits", "pretrained": "resnet20_cifar10", "out_dir": str(tmp_path)}
+    earlier = TrainConfig.from_flat(flat)
+    state = {key: {} for key in CHECKPOINT_KEYS}
+    state.update(config=earlier.to_dict(), epoch=0, step=1, history=[])
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    resumed = start_run(TrainConfig.from_flat({**flat, "resume": True}))
+    assert resumed.data.mean == () and resumed.data.std == ()
+    assert start_run(TrainConfig.from_flat(flat)).data.mean != ()  # a new run: the start model's

@@ -193,10 +193,11 @@ def pil_to_rgb(image: Image.Image, *, name: str | None = None) -> torch.Tensor:
     if image.width < 1 or image.height < 1:
         raise _fail(name, f"has no pixels ({image.width}x{image.height})")
     mode = image.mode
-    if mode in HIGH_BIT_MODES:
-        pixels = np.asarray(image).astype(np.uint16)
-    elif mode == "I":  # 32-bit ints: in practice 16-bit data (16-bit PGM; older Pillow's 16-bit PNGs), by that range
+    if mode in HIGH_BIT_MODES or mode == "I":  # "I": 32-bit ints, in practice 16-bit data (16-bit PGM), by that range
         pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)  # whatever its content: a dark image stays so
+        transparent = image.info.get("transparency")
+        if isinstance(transparent, int) and pixels.ndim == 2:  # a 16-bit grey PNG's transparent level: on white
+            pixels = np.stack([pixels, np.where(pixels == transparent, 0, 65535).astype(np.uint16)], axis=-1)
     elif mode == "F":  # floats: 0..1, as every image library writes them (values outside are clipped)
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():  # NaN would cast to an arbitrary level: no picture to classify

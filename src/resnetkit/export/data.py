@@ -8,6 +8,7 @@ user of the exported model will see.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +107,8 @@ def load_calibration_images(root: str | os.PathLike[str], preprocess: Preprocess
     by_folder: dict[str, list[str]] = {}
     for path in expand_inputs([str(root)]):  # a pipe named as an image is listed too: read_image_file refuses it
         by_folder.setdefault(os.path.dirname(path), []).append(path)
-    order = [files[i] for i in range(max(map(len, by_folder.values()), default=0)) for files in by_folder.values()
-             if i < len(files)]
+    # Each folder in turn, stopping at the limit (a list of every round would cost largest folder x folders).
+    order = (path for row in itertools.zip_longest(*by_folder.values()) for path in row if path is not None)
     images, skipped = [], []
     for path in order:
         if limit is not None and len(images) == limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +120,22 @@ def check_output(output: str | os.PathLike[str], fmt: str, *, inputs: tuple[str 
         raise ValueError(f"--output {path}: {fmt} files end in {ending} (an existing file of another kind is never "
                          f"overwritten); give a name such as {path.with_name(path.stem + ending)}")
     full = SUFFIXES[fmt]
-    if full != ending and path.is_file() and not path.name.lower().endswith(full):
+    if full != ending and path.is_file() and not path.name.lower().endswith(full) and not _is_torchscript(path):
         # .pt is also what torch.save writes: an existing checkpoint.pt is not taken for an earlier export
         raise ValueError(f"--output {path}: an existing file not named *{full}, perhaps a training checkpoint, which "
                          f"is never overwritten; give a new file name or one ending in {full}")
     prepare_output_dir(path.parent, flag="the folder of --output")
     return path
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (an earlier export under a name of the user's): a zip holding the program's code/,
+    which torch.save's checkpoints do not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist()[:10_000])
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def export_from_file(config: ExportConfig) -> str:

@@ -34,7 +34,7 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tenso
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0  # for the whole download
 DOWNLOAD_CHUNK = 1 << 16
-FLOAT_SLACK = 1e-3  # float pixels a resize or colour conversion pushed just past 0..1
+FLOAT_SLACK = 0.25  # float pixels a bicubic resize pushed past 0..1 (about 5%) are clipped; 0..255 or normalised
 
 
 def describe(source: Any, index: int) -> str:

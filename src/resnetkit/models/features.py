@@ -10,7 +10,7 @@ neck (torchvision's ``FeaturePyramidNetwork``) can be sized without running the 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -30,9 +30,10 @@ class FeatureExtractor(nn.Module):
         available = stage_feature_info(body)
         if out_indices is None:
             out_indices = range(1, len(available))  # every stage
-        elif _whole(out_indices) and 1 <= out_indices <= len(available):  # timm's int: the last n maps
-            out_indices = range(len(available) - int(out_indices), len(available))  # type: ignore[arg-type]
-        given = tuple(out_indices) if isinstance(out_indices, (list, tuple, range)) else (out_indices,)
+        elif _whole(out_indices):  # timm's int: the last n maps
+            count = int(out_indices)  # type: ignore[call-overload]
+            out_indices = range(len(available) - count, len(available)) if 1 <= count <= len(available) else ()
+        given = tuple(out_indices) if isinstance(out_indices, Iterable) and not isinstance(out_indices, str) else ()
         bad = [i for i in given if not (_whole(i) and 0 <= i < len(available))]
         if not given or bad or len(set(given)) != len(given):
             raise ValueError(f"out_indices={out_indices!r} for {body.config.arch}: give distinct whole indices from "

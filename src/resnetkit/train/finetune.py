@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
-from ..files import prepare_output_dir, write_text_atomic
+from ..files import file_sha256, is_url, prepare_output_dir, write_text_atomic
 from ..models import save_model
 from .run import CHECKPOINT_NAME, MODEL_FILE, TrainResult, check_out_dir, open_start, run_training
 
@@ -95,11 +94,21 @@ def check_same_start(out_dir: Path, start: str) -> None:
         raise ValueError(f"--resume: {out_dir} holds a training run, not a fine-tune ({ORIGIN_FILE} and {START_FILE} "
                          "are missing); continue it with `resnetkit train --resume`, or give another --out-dir")
     recorded = _recorded_origin(origin, default="")
-    same = recorded == start or (Path(recorded).exists() and Path(start).exists()
-                                 and os.path.samefile(recorded, start))
+    try:
+        digest = json.loads(origin.read_text()).get("sha256") if recorded else None
+    except (OSError, ValueError, AttributeError):
+        digest = None
+    # The same model spelled another way (another working folder, another machine): the same file's digest.
+    same = recorded == start or (digest is not None and _local_digest(start) == digest)
     if recorded and not same:
         raise ValueError(f"--resume: {out_dir} is a fine-tune of {recorded}, not of {start}; resume it with that "
                          "model, or give another --out-dir for a fine-tune of this one")
+
+
+def _local_digest(start: str) -> str | None:
+    """The SHA-256 of a start model given as a file on this machine; None for a name, a URL or a missing file."""
+    path = Path(start)
+    return file_sha256(path) if not is_url(start) and path.is_file() else None
 
 
 def _recorded_origin(path: Path, *, default: str) -> str:
@@ -172,7 +181,8 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
         else:
             origin = config.finetune.pretrained
             config = prepare_start(config, out_dir)
-            write_text_atomic(origin_file, json.dumps({"pretrained": origin}, indent=2))
+            record = {"pretrained": origin, "sha256": _local_digest(origin)}  # the digest: for --resume elsewhere
+            write_text_atomic(origin_file, json.dumps(record, indent=2))
         report: dict[str, Any] = {"fine_tuning": describe_choices(config), "started_from": origin}
 
         head_stage = None

@@ -23,7 +23,7 @@ from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
 from ..files import prepare_output_dir, write_text_atomic
 from ..data.classes import read_class_names
-from ..models import build_model, load_model, load_state_dict_file, load_weights, save_model
+from ..models import build_model, default_preprocess, load_model, load_state_dict_file, load_weights, save_model
 from ..models.hf_hub import is_hf_hub_name
 from ..models.sources import has_resnetkit_info, is_keras_file, open_model
 from ..models.state_dict import classifier_classes
@@ -181,10 +181,28 @@ def start_run(config: TrainConfig) -> TrainConfig:
     records both."""
     torch.manual_seed(config.run.seed)
     if config.finetune.pretrained and not (config.data.mean and config.data.std):
-        preprocess = open_start(config)[1].preprocess
-        config = config.with_flat(mean=config.data.mean or tuple(preprocess.mean),
-                                  std=config.data.std or tuple(preprocess.std))
+        mean, std = _start_statistics(config)
+        config = config.with_flat(mean=config.data.mean or mean, std=config.data.std or std)
     return config.with_flat(augment=resolve_augment(config))
+
+
+def _start_statistics(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std a run from a start model normalises with: those the run being resumed recorded (a run begun
+    before start models kept theirs recorded the data's, (), and continues so), else the start model's, read from
+    its file's metadata or its architecture's defaults without loading the weights."""
+    checkpoint = Path(config.run.out_dir) / CHECKPOINT_NAME
+    if config.run.resume and checkpoint.is_file():
+        recorded = TrainConfig.from_dict(load_training_checkpoint(checkpoint, mmap=True)["config"]).data
+        return tuple(recorded.mean), tuple(recorded.std)
+    start = config.finetune.pretrained
+    if is_hf_hub_name(start):  # the repository's own config (downloaded once, as the weights will be)
+        preprocess = open_start(config)[1].preprocess
+    else:
+        path = resolve_weight_path(start)
+        preprocess = (read_model_info(path).preprocess if path.suffix == ".safetensors" and has_resnetkit_info(path)
+                      else open_start(config)[1].preprocess if is_keras_file(path)
+                      else default_preprocess(config.model.arch))  # a torchvision / timm state dict
+    return tuple(preprocess.mean), tuple(preprocess.std)
 
 
 def open_start(config: TrainConfig) -> tuple[nn.Module, ModelInfo]:
@@ -229,10 +247,10 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    config = start_run(config)
     out_dir = Path(config.run.out_dir)
-    check_out_dir(out_dir, resume=config.run.resume)
+    check_out_dir(out_dir, resume=config.run.resume)  # before anything is read (a start model downloaded)
     check_outside_data(out_dir, config.data.source)
+    config = start_run(config)
     check_same_run(config)  # before config.json is rewritten with its settings (the Trainer checks again)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
