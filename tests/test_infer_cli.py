@@ -87,6 +87,15 @@ def test_annotate_and_cam_write_one_labelled_image_per_input(model_file, images,
     heat = Image.open(cams / "a.png")
     assert heat.size == (270, 360)  # 30x40 enlarged x9 (256/30 rounded up)
     assert results[0]["labels"][0] in NAMES
+    # A batch larger than the Grad-CAM chunk: every image still gets its overlay, for its own class.
+    from resnetkit.infer.batch import CAM_CHUNK
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(CAM_CHUNK + 2):
+        Image.open(images / "c.png").save(many / f"{i}.png")
+    assert main(["predict", str(model_file), str(many), "--cam", str(tmp_path / "cams"), "--batch-size", "8"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(f"{i}.png" for i in range(CAM_CHUNK + 2))
 
 
 def test_cam_class_by_name_and_bad_name(model_file, images, tmp_path, capsys):

@@ -17,6 +17,9 @@ from .images import expand_inputs, is_url
 from .predictor import Prediction, Predictor, check_batch_size
 
 
+CAM_CHUNK = 4  # images per Grad-CAM pass when --cam writes overlays
+
+
 def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, batch_size: int | None = None,
                    annotate_dir: str | os.PathLike[str] | None = None, cam_dir: str | os.PathLike[str] | None = None,
                    cam_class: int | str | None = None, progress: bool | None = None) -> list[Prediction]:
@@ -104,8 +107,11 @@ def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[st
             text += " (uncertain)" if prediction.uncertain else ""
             draw_label(prediction.image, text).save(Path(annotate_dir) / name)
     if cam_dir is not None:
-        cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable],
-                                  max_side=MAX_OVERLAY_SIDE)
+        # A few images at a time: grad_cam decodes its own full-size copy of each (24-megapixel photos: 72 MB each).
+        cams = [cam for start in range(0, len(usable), CAM_CHUNK)
+                for cam in predictor.grad_cam([p.image for p in usable[start:start + CAM_CHUNK]], target=cam_target,
+                                              names=[p.source for p in usable[start:start + CAM_CHUNK]],
+                                              max_side=MAX_OVERLAY_SIDE)]
         for prediction, cam, name in zip(usable, cams, outputs):
             # Blended at the image's size up to MAX_OVERLAY_SIDE; the label names the class the map explains.
             blended = overlay(prediction.image, cam.heatmap)
