@@ -315,16 +315,18 @@ def test_features_command_writes_features_files_and_labels(tmp_path, image_tree,
     assert main(["features", str(resnet20_file), str(image_tree), "--out", str(npy), "--stage", "4"]) == 2
 
 
-@pytest.mark.parametrize("record", [None, "{}", "[1]", '{"pretrained": 3}', "not json"])
+@pytest.mark.parametrize("record", [None, "{}", "[1]", '{"pretrained": 3}', "not json", '"resnet50.pth"'])
 def test_a_resumed_finetunes_damaged_start_record_costs_only_its_report_line(tmp_path, record):
     from resnetkit.train.finetune import _recorded_origin
 
     path = tmp_path / "start.json"
     if record is not None:
         path.write_text(record)
-    assert _recorded_origin(path, default="run/start.safetensors") == "run/start.safetensors"
+    assert _recorded_origin(path, default="run/start.safetensors") == ("run/start.safetensors", None)
     path.write_text('{"pretrained": "resnet50.pth"}')
-    assert _recorded_origin(path, default="run/start.safetensors") == "resnet50.pth"
+    assert _recorded_origin(path, default="run/start.safetensors") == ("resnet50.pth", None)
+    path.write_text('{"pretrained": "resnet50.pth", "sha256": "ab12"}')
+    assert _recorded_origin(path, default="run/start.safetensors") == ("resnet50.pth", "ab12")
 
 
 def test_features_only_takes_timms_count_refuses_fractions_and_stray_indices_and_checkpoints(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ Keras ``.h5`` / ``.weights.h5`` files, always as a ``ResNet`` plus the ``ModelIn
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ..config import ModelInfo
 from .hf_hub import is_hf_hub_name, load_hf_hub_as
@@ -12,7 +11,7 @@ from .pretrained import close_model_names
 from .registry import default_info, list_models
 from .resnet import ResNet
 from .state_dict import load_state_dict_file, model_for_state_dict
-from .weights import check_self_describing, has_resnetkit_metadata, load_model, resolve_weight_path
+from .weights import check_self_describing, load_model, resolve_weight_path
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -54,7 +53,3 @@ def open_model(model: str, *, weights: str | None = None, **options: object) -> 
     check_self_describing(path, shown=model)  # load_model checks too; here the message shows the name as given
     return load_model(path)
 
-
-def has_resnetkit_info(path: Path) -> bool:
-    """A resnetkit model file (its metadata's faults are reported when it is loaded, not hidden here)."""
-    return has_resnetkit_metadata(Path(path))

@@ -93,11 +93,7 @@ def check_same_start(out_dir: Path, start: str) -> None:
     if not origin.exists() and not (out_dir / START_FILE).exists():
         raise ValueError(f"--resume: {out_dir} holds a training run, not a fine-tune ({ORIGIN_FILE} and {START_FILE} "
                          "are missing); continue it with `resnetkit train --resume`, or give another --out-dir")
-    recorded = _recorded_origin(origin, default="")
-    try:
-        digest = json.loads(origin.read_text()).get("sha256") if recorded else None
-    except (OSError, ValueError, AttributeError):
-        digest = None
+    recorded, digest = _recorded_origin(origin, default="")
     # The same model spelled another way (another working folder, another machine): the same file's digest.
     same = recorded == start or (digest is not None and _local_digest(start) == digest)
     if recorded and not same:
@@ -111,19 +107,20 @@ def _local_digest(start: str) -> str | None:
     return file_sha256(path) if not is_url(start) and path.is_file() else None
 
 
-def _recorded_origin(path: Path, *, default: str) -> str:
-    """Where a resumed fine-tune's start model came from (for its report), as ``start.json`` records it; a missing
-    or damaged record costs that line of the report, not the run."""
+def _recorded_origin(path: Path, *, default: str) -> tuple[str, str | None]:
+    """Where a resumed fine-tune's start model came from (for its report) and that file's SHA-256 when it was a file,
+    as ``start.json`` records them; a missing or damaged record costs that line of the report, not the run."""
     try:
-        origin = json.loads(path.read_text())["pretrained"]
+        record = json.loads(path.read_text())
+        origin, digest = record["pretrained"], record.get("sha256")
         if isinstance(origin, str):
-            return origin
+            return origin, digest if isinstance(digest, str) else None
     except FileNotFoundError:
-        return default
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return default, None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         pass
     log.warning("%s is damaged: the report names %s as the start model instead", path, default)
-    return default
+    return default, None
 
 
 def head_only(config: TrainConfig) -> TrainConfig:
@@ -176,7 +173,7 @@ def run_finetune(config: TrainConfig) -> FinetuneResult:
     new_files = [path for path in (start_file, origin_file, out_dir / HEAD_STAGE_DIR) if not path.exists()]
     try:
         if config.run.resume and start_file.exists():  # converted by the run being resumed: the same tensors
-            origin = _recorded_origin(origin_file, default=str(start_file))
+            origin = _recorded_origin(origin_file, default=str(start_file))[0]
             config = prepare_start(config.with_flat(pretrained=str(start_file)), out_dir)
         else:
             origin = config.finetune.pretrained

@@ -25,7 +25,7 @@ from ..files import prepare_output_dir, write_text_atomic
 from ..data.classes import read_class_names
 from ..models import build_model, default_preprocess, load_model, load_state_dict_file, load_weights, save_model
 from ..models.hf_hub import is_hf_hub_name
-from ..models.sources import has_resnetkit_info, is_keras_file, open_model
+from ..models.sources import is_keras_file, open_model
 from ..models.state_dict import classifier_classes
 from ..models.weights import has_resnetkit_metadata, read_model_info, resolve_weight_path
 from .checkpoint import load_training_checkpoint
@@ -194,25 +194,31 @@ def _start_statistics(config: TrainConfig) -> tuple[tuple[float, ...], tuple[flo
     if config.run.resume and checkpoint.is_file():
         recorded = TrainConfig.from_dict(load_training_checkpoint(checkpoint, mmap=True)["config"]).data
         return tuple(recorded.mean), tuple(recorded.std)
-    start = config.finetune.pretrained
-    if is_hf_hub_name(start):  # the repository's own config (downloaded once, as the weights will be)
-        preprocess = open_start(config)[1].preprocess
-    else:
-        path = resolve_weight_path(start)
-        preprocess = (read_model_info(path).preprocess if path.suffix == ".safetensors" and has_resnetkit_info(path)
-                      else open_start(config)[1].preprocess if is_keras_file(path)
-                      else default_preprocess(config.model.arch))  # a torchvision / timm state dict
+    kind, path = _start_kind(config.finetune.pretrained)
+    preprocess = (read_model_info(path).preprocess if kind == "resnetkit"
+                  else default_preprocess(config.model.arch) if kind == "state_dict"  # a torchvision / timm one
+                  else open_start(config)[1].preprocess)  # a hub repository's or Keras file's own config
     return tuple(preprocess.mean), tuple(preprocess.std)
+
+
+def _start_kind(start: str) -> tuple[str, Path | None]:
+    """What a start model is, for the two readers below: ``hub`` (an ``hf-hub:`` name), ``resnetkit`` or ``keras``
+    (a self-describing file) or ``state_dict`` (a torchvision / timm one, of the run's architecture), and its path."""
+    if is_hf_hub_name(start):
+        return "hub", None
+    path = resolve_weight_path(start)
+    if is_keras_file(path):
+        return "keras", path
+    return ("resnetkit" if path.suffix == ".safetensors" and has_resnetkit_metadata(path) else "state_dict"), path
 
 
 def open_start(config: TrainConfig) -> tuple[nn.Module, ModelInfo]:
     """The start model ``config.finetune.pretrained`` names and the ``ModelInfo`` it is used with: a resnetkit or Keras
     file, a catalog or ``hf-hub:`` name, or a torchvision / timm state dict of the architecture ``config.model``."""
-    start = config.finetune.pretrained
-    if is_hf_hub_name(start):  # timm's repository names its architecture and preprocessing
-        return open_model(start)
-    path = resolve_weight_path(start)
-    if is_keras_file(path) or (path.suffix == ".safetensors" and has_resnetkit_info(path)):
+    kind, path = _start_kind(config.finetune.pretrained)
+    if kind == "hub":  # timm's repository names its architecture and preprocessing
+        return open_model(config.finetune.pretrained)
+    if kind != "state_dict":
         return open_model(str(path))
     mc = config.model
     return open_model(mc.arch, weights=str(path), variant=mc.variant, shortcut=mc.shortcut, width=mc.width)
