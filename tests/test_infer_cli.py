@@ -73,7 +73,7 @@ def test_exit_code_is_nonzero_only_when_nothing_was_predicted(model_file, images
     assert "no images found" in capsys.readouterr().err
 
 
-def test_annotate_and_cam_write_one_labelled_image_per_input(model_file, images, tmp_path, capsys):
+def test_annotate_and_cam_write_one_labelled_image_per_input(model_file, images, tmp_path, capsys, monkeypatch):
     annotated, cams = tmp_path / "annotated", tmp_path / "cam"
     code = main(["predict", str(model_file), str(images / "pics"), str(images / "c.png"), "--format", "json",
                  "--annotate", str(annotated), "--cam", str(cams), "--batch-size", "2"])
@@ -87,15 +87,23 @@ def test_annotate_and_cam_write_one_labelled_image_per_input(model_file, images,
     heat = Image.open(cams / "a.png")
     assert heat.size == (270, 360)  # 30x40 enlarged x9 (256/30 rounded up)
     assert results[0]["labels"][0] in NAMES
-    # A batch larger than the Grad-CAM chunk: every image still gets its overlay, for its own class.
-    from resnetkit.infer.batch import CAM_CHUNK
+    # A batch larger than the images held at once: every image still gets its overlay, for its own class, and no
+    # more than OUTPUT_CHUNK full-size images are decoded and held at a time.
+    from resnetkit.infer import batch
+    from resnetkit.infer.batch import OUTPUT_CHUNK
 
     many = tmp_path / "many"
     many.mkdir()
-    for i in range(CAM_CHUNK + 2):
+    for i in range(OUTPUT_CHUNK + 2):
         Image.open(images / "c.png").save(many / f"{i}.png")
-    assert main(["predict", str(model_file), str(many), "--cam", str(tmp_path / "cams"), "--batch-size", "8"]) == 0
-    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(f"{i}.png" for i in range(CAM_CHUNK + 2))
+    held = []
+    write = batch._write_outputs
+    monkeypatch.setattr(batch, "_write_outputs", lambda p, b, *a: (held.append(len(b)), write(p, b, *a)))
+    assert main(["predict", str(model_file), str(many), "--cam", str(tmp_path / "cams"), "--annotate",
+                 str(tmp_path / "labels"), "--batch-size", "8"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(f"{i}.png" for i in range(OUTPUT_CHUNK + 2))
+    assert len(list((tmp_path / "labels").iterdir())) == OUTPUT_CHUNK + 2
+    assert max(held) == OUTPUT_CHUNK and sum(held) == OUTPUT_CHUNK + 2
 
 
 def test_cam_class_by_name_and_bad_name(model_file, images, tmp_path, capsys):

@@ -17,7 +17,9 @@ from .images import expand_inputs, is_url
 from .predictor import Prediction, Predictor, check_batch_size
 
 
-CAM_CHUNK = 4  # images per Grad-CAM pass when --cam writes overlays
+# Images held at full size at once while --annotate / --cam write them (and per Grad-CAM pass, which decodes its own
+# copy): a batch of 32 24-megapixel photos held whole would cost 2.3 GB, 4 cost 288 MB.
+OUTPUT_CHUNK = 4
 
 
 def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, batch_size: int | None = None,
@@ -39,6 +41,8 @@ def predict_inputs(predictor: Predictor, inputs: list[str], *, top_k: int = 5, b
     if progress is None:
         progress = len(sources) > size and sys.stderr.isatty()
     keep = annotate_dir is not None or cam_dir is not None
+    if keep:
+        size = min(size, OUTPUT_CHUNK)  # the same predictions: the model is in eval mode
     results: list[Prediction] = []
     batch: list[Prediction] = []
     with tqdm(total=len(sources), unit="img", file=sys.stderr, disable=not progress) as bar:
@@ -107,11 +111,8 @@ def _write_outputs(predictor: Predictor, batch: list[Prediction], names: dict[st
             text += " (uncertain)" if prediction.uncertain else ""
             draw_label(prediction.image, text).save(Path(annotate_dir) / name)
     if cam_dir is not None:
-        # A few images at a time: grad_cam decodes its own full-size copy of each (24-megapixel photos: 72 MB each).
-        cams = [cam for start in range(0, len(usable), CAM_CHUNK)
-                for cam in predictor.grad_cam([p.image for p in usable[start:start + CAM_CHUNK]], target=cam_target,
-                                              names=[p.source for p in usable[start:start + CAM_CHUNK]],
-                                              max_side=MAX_OVERLAY_SIDE)]
+        cams = predictor.grad_cam([p.image for p in usable], target=cam_target, names=[p.source for p in usable],
+                                  max_side=MAX_OVERLAY_SIDE)
         for prediction, cam, name in zip(usable, cams, outputs):
             # Blended at the image's size up to MAX_OVERLAY_SIDE; the label names the class the map explains.
             blended = overlay(prediction.image, cam.heatmap)
