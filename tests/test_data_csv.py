@@ -212,6 +212,9 @@ def test_a_huge_line_is_refused_before_it_is_read_whole_and_labels_are_unicode_n
     assert sorted(tree.class_names) == sorted([composed, decomposed])
     tabbed = index_tree(_csv(tmp_path, f'image,label\n{names[0]},"big\tdog"\n', "tab.csv"))
     assert tabbed.class_names == ["big\ufffddog"]  # a control character becomes U+FFFD, as in a folder's name
+    # ... and two labels shown alike are refused, not merged into one class
+    with pytest.raises(ValueError, match=r"clash.csv: labels 'big\\tdog' and 'big\\x0bdog' have the same name as text"):
+        index_tree(_csv(tmp_path, f'image,label\n{names[0]},"big\tdog"\n{names[1]},"big\x0bdog"\n', "clash.csv"))
     Image.new("RGB", (8, 8)).save(tmp_path / "image.png")  # named like the column: the header stays a header
     assert len(index_tree(_csv(tmp_path, f"image,label\n{names[0]},a\n", "named.csv")).paths) == 1
 

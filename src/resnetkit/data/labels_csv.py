@@ -206,15 +206,12 @@ def _columns(path: Path, header: list[str]) -> dict[str, int]:
 
 
 def _row(path: Path, folder: str, line: int, cells: list[str], columns: dict[str, int]) -> Row:
-    from .tree import shown_class_name
-
     if len(cells) <= max(columns.values()):
         raise ValueError(f"{path}, line {line}: {len(cells)} column(s) where the header has at least "
                          f"{max(columns.values()) + 1}; every row needs its image and label")
     if any(len(cell) > MAX_FIELD_CHARS for cell in cells):
         raise ValueError(f"{path}, line {line}: a field over {MAX_FIELD_CHARS} characters: not a path or a label")
-    # a label is a class name as a folder's name is one: control characters (a tab) become U+FFFD
-    image, label = cells[columns["image"]].strip(), shown_class_name(cells[columns["label"]].strip())
+    image, label = cells[columns["image"]].strip(), cells[columns["label"]].strip()  # shown as text by index_csv
     split = "train"
     if "split" in columns:
         value = cells[columns["split"]].strip().lower()
@@ -252,12 +249,14 @@ def index_csv(path: str | os.PathLike[str], *, split: str = "train") -> ImageTre
             return None
         raise ValueError(f"{path}: none of the {len(skipped)} {wanted} row(s) names a readable image (first: "
                          f"{skipped[0][0]}: {skipped[0][1]}); paths are relative to the CSV's folder")
-    class_names = sorted({row.label for row in usable})
-    index = {name: k for k, name in enumerate(class_names)}
-    from .tree import ImageTree
+    labels = sorted({row.label for row in usable})
+    index = {label: k for k, label in enumerate(labels)}
+    from .tree import ImageTree, distinct_shown_names
 
-    return ImageTree(source=str(path), paths=[row.path for row in images],
-                     labels=[index[row.label] for row in images], class_names=class_names, skipped=skipped)
+    # A label is a class name as a folder's name is one: control characters (a tab) become U+FFFD, and two labels
+    # shown alike (`a<tab>b`, `a<newline>b`) are refused rather than merged into one class.
+    return ImageTree(source=str(path), paths=[row.path for row in images], labels=[index[row.label] for row in images],
+                     class_names=distinct_shown_names(labels, source=path, what="labels"), skipped=skipped)
 
 
 def _usable_rows(path: str | os.PathLike[str]) -> tuple[list[Row], list[tuple[str, str, Row]]]:

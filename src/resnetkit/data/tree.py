@@ -294,14 +294,15 @@ def shown_class_name(folder: str) -> str:
     return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
-def distinct_shown_names(folders: list[str], *, source: object) -> list[str]:
+def distinct_shown_names(folders: list[str], *, source: object, what: str = "class folders") -> list[str]:
     """``shown_class_name`` of each class folder; two folders shown alike (``caf\\xe9`` and ``caf\\xe8`` in a file system
-    that is not UTF-8 both become ``caf\ufffd``) are refused: one class's images would be scored as the other's."""
+    that is not UTF-8 both become ``caf\ufffd``) are refused: one class's images would be scored as the other's. ``what``
+    names them in the error (a labels CSV's ``labels``)."""
     shown = [shown_class_name(name) for name in folders]
     first: dict[str, str] = {}
     for folder, name in zip(folders, shown):
         if name in first:
-            raise ValueError(f"{source}: class folders {first[name]!r} and {folder!r} have the same name as text "
+            raise ValueError(f"{source}: {what} {first[name]!r} and {folder!r} have the same name as text "
                              f"({name!r}: bytes that are not UTF-8, or control characters); rename one of them")
         first[name] = folder
     return shown
