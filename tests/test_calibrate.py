@@ -69,7 +69,7 @@ def test_calibrate_cli_writes_a_model_whose_logits_are_divided_by_the_reported_t
     assert again["temperature"] == pytest.approx(temperature * again["calibration"]["temperature"])
 
 
-def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_path, capsys):
+def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_path, capsys, monkeypatch):
     from resnetkit.cli import main
     from resnetkit.config import CalibrateConfig
 
@@ -93,6 +93,18 @@ def test_calibrate_refuses_to_write_over_its_model_and_names_bad_settings(tmp_pa
     shipped = get_weights("resnet20_cifar10").local_path()
     assert main(["calibrate", "resnet20_cifar10", "digits", "--out", str(shipped)]) == 2
     assert "is the model being calibrated" in capsys.readouterr().err
+    # A downloaded catalog network's cached copy, named by its path while the model is given by name.
+    from resnetkit.models import pretrained as catalog
+    from resnetkit.models.weights import resolve_weight_path
+
+    monkeypatch.setenv("RESNETKIT_CACHE", str(tmp_path / "cache"))
+    entry = catalog.WeightEntry("resnet20_mine", "resnet20", "mine", model.as_uri(), catalog.file_sha256(model), {},
+                                None, "")
+    monkeypatch.setattr(catalog, "_BUILTIN", [*catalog._BUILTIN, entry])
+    cached = resolve_weight_path("resnet20_mine")
+    assert cached.parent.parent == tmp_path / "cache" and cached.read_bytes() == model.read_bytes()
+    assert main(["calibrate", "resnet20_mine", "digits", "--out", str(cached)]) == 2
+    assert "is the model being calibrated" in capsys.readouterr().err and cached.read_bytes() == model.read_bytes()
     with pytest.raises(ValueError, match="--out"):
         CalibrateConfig(model="m", data="d")
     with pytest.raises(ValueError, match="check_fraction"):

@@ -24,8 +24,7 @@ from ..config import CalibrateConfig, ModelInfo
 from ..data import stratified_split
 from ..device import resolve_device
 from ..models import load_model, save_model
-from ..models.pretrained import get_weights
-from ..models.weights import has_resnetkit_metadata
+from ..models.weights import has_resnetkit_metadata, resolve_weight_path
 from .metrics import ClassificationMetrics
 from .protocols import protocol_log_probs
 from .run import label_map, labelled_samples, open_dataset
@@ -119,7 +118,7 @@ def _measured(log_probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -
 
 def _check_out(out: Path, model: str) -> None:
     """The output must be a new ``.safetensors`` file, or an earlier resnetkit model file other than the model's
-    (hard links and a shipped network's file included), in a folder that can be created: checked before the images
+    (hard links, a shipped network's file and a download's cached copy included), in a folder that can be created: checked before the images
     are run, not after. Any other existing file (an image, a weight file, notes) is never replaced."""
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; give a file name such as {out / 'calibrated.safetensors'}")
@@ -130,8 +129,7 @@ def _check_out(out: Path, model: str) -> None:
         if not has_resnetkit_metadata(out):
             raise ValueError(f"--out {out}: exists and is not a resnetkit model file, so it is never replaced; give "
                              "another file name")
-        entry = None if Path(model).exists() else get_weights(model)
-        source = entry.local_path() if entry is not None and entry.shipped else Path(model)
+        source = resolve_weight_path(model)  # a shipped or downloaded catalog network's, a URL's cached file too
         if source.exists() and os.path.samefile(out, source):
             raise ValueError(f"--out {out}: is the model being calibrated; write the calibrated model to another "
                              "file")
