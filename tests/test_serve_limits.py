@@ -210,7 +210,7 @@ def test_wrong_field_and_malformed_bodies(client):
     refused(client.post("/v1/predict", content=b"--xx\r\nnot a header line\r\n\r\n",
                         headers={"Content-Type": "multipart/form-data; boundary=xx"}), 400, "malformed multipart")
     still_serves(client)
-    refused(client.post("/v1/predict", content=b"", headers={"Content-Type": "image/png"}), 422, "no image uploaded")
+    refused(client.post("/v1/predict", content=b"", headers={"Content-Type": "image/png"}), 400, "body: empty (0 bytes)")
     still_serves(client)
     assert client.post("/v1/predict?top_k=abc", files={"files": ("a.png", _png(), "image/png")}).status_code == 422
     still_serves(client)

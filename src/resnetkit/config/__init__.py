@@ -16,14 +16,14 @@ from .fields import Flag, cache_dir, config_flags
 from .model import (CIFAR10_MEAN, CIFAR10_STD, CIFAR_PREPROCESS, IMAGENET_MEAN, IMAGENET_PREPROCESS, IMAGENET_STD,
                     INTERPOLATIONS, MAX_IMAGE_SIDE, SHORTCUTS, VARIANTS, ModelConfig, ModelInfo, Preprocess,
                     check_class_names)
-from .tasks import (API_KEY_ENV, BENCH_RUNTIMES, EXPORT_FORMATS, MIB, PROTOCOLS, PRUNE_METHODS, SERVE_RUNTIMES,
-                    STUDY_SCHEDULES, TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig,
+from .tasks import (API_KEY_ENV, BENCH_RUNTIMES, BODY_TIMEOUTS, EXPORT_FORMATS, MIB, PROTOCOLS, PRUNE_METHODS,
+                    SERVE_RUNTIMES, STUDY_SCHEDULES, TTA_MODES, CalibrateConfig, EvalConfig, ExportConfig, LRFindOptions, PruneConfig,
                     ServeOptions, ShowBatchOptions, StudyConfig)
 from .train import (AMP_MODES, AUTO_AUGMENTS, AugmentConfig, DataConfig, FinetuneConfig, OptimConfig, RunConfig,
                     ScheduleConfig, TrainConfig, load_train_config, recipe_path)
 
 __all__ = [
-    "AMP_MODES", "API_KEY_ENV", "AUTO_AUGMENTS", "BENCH_RUNTIMES", "CIFAR10_MEAN", "CIFAR10_STD",
+    "AMP_MODES", "API_KEY_ENV", "AUTO_AUGMENTS", "BENCH_RUNTIMES", "BODY_TIMEOUTS", "CIFAR10_MEAN", "CIFAR10_STD",
     "CIFAR_PREPROCESS", "EXPORT_FORMATS", "IMAGENET_MEAN", "IMAGENET_PREPROCESS", "IMAGENET_STD", "INTERPOLATIONS",
     "MAX_IMAGE_SIDE", "MIB", "PROTOCOLS", "PRUNE_METHODS", "SERVE_RUNTIMES", "SHORTCUTS", "STUDY_SCHEDULES",
     "TTA_MODES", "VARIANTS", "AugmentConfig", "CalibrateConfig", "DataConfig", "EvalConfig", "ExportConfig",

@@ -185,6 +185,7 @@ API_KEY_ENV = "RESNETKIT_API_KEY"
 # (and a timer that far out overflows the clock).
 MAX_WAIT_MS = 60_000.0
 MAX_GRACEFUL_S = 86_400.0
+BODY_TIMEOUTS = 10  # a request body must arrive within this many read timeouts (a slow link still sends 32 MiB)
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,11 @@ class ServeOptions:
     api_key: str | None = field(default=None, repr=False)
     graceful_timeout_s: float = _opt(30.0, "on SIGTERM, how long in-flight requests may take to finish",
                                      flag="graceful_timeout", metavar="S")
+    # uvicorn waits for a request's headers and body forever: one slow client could hold a connection, and its bytes
+    # of --max-inflight-mb, for good (nginx's client_header_timeout / client_body_timeout).
+    read_timeout_s: float = _opt(30.0, "how long a client may take to send its request headers, and may pause while "
+                                 "sending the body; past it the connection is closed (headers) or answered 408 "
+                                 f"(body); a whole body gets {BODY_TIMEOUTS}x this", flag="read_timeout", metavar="S")
 
     def __post_init__(self) -> None:
         if self.runtime not in SERVE_RUNTIMES:
@@ -246,11 +252,18 @@ class ServeOptions:
                              "raise --max-inflight-mb or lower --max-request-mb")
         check_finite("max_wait_ms", self.max_wait_ms)  # NaN would never fire, inf kills the batching thread
         check_finite("graceful_timeout_s", self.graceful_timeout_s)
-        for name, most in (("max_wait_ms", MAX_WAIT_MS), ("graceful_timeout_s", MAX_GRACEFUL_S)):
+        check_finite("read_timeout_s", self.read_timeout_s)
+        for name, most in (("max_wait_ms", MAX_WAIT_MS), ("graceful_timeout_s", MAX_GRACEFUL_S),
+                           ("read_timeout_s", MAX_GRACEFUL_S)):
             if getattr(self, name) > most:
                 raise ValueError(f"{name}={getattr(self, name)} is over {most:g}: give a shorter wait")
+        if self.read_timeout_s <= 0:
+            raise ValueError(f"read_timeout_s={self.read_timeout_s} must be > 0")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError(f"the API key is empty; unset {API_KEY_ENV} or give a real key")
+        if self.api_key is not None and self.api_key != self.api_key.strip():  # headers drop it: no client could log in
+            raise ValueError(f"the API key starts or ends with whitespace ({API_KEY_ENV} or --api-key read with a "
+                             "newline?), which the X-API-Key and Bearer headers cannot carry; remove it")
 
     def with_overrides(self, **overrides: Any) -> ServeOptions:
         known = {f.name for f in fields(self)}

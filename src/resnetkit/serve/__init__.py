@@ -107,10 +107,11 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
 
     from ..infer import load_predictor
     from .engine import choose_runtime
+    from .protocol import guarded_protocol
 
     options = (options or ServeOptions()).with_overrides(**overrides)
     predictor = load_predictor(model, weights=weights, class_names=class_names, device=device)
-    model_file = model if weights is None else None
+    model_file = model if weights is None else weights  # what /v1/model names and hashes
     choose_runtime(options.runtime, device=predictor.device, model_file=model_file, onnx_file=options.onnx_file)
     # Bound before the app exists: a busy port is one error line with nothing started (no warm-up thread, and
     # uvicorn's logging, which uvicorn.Config sets up on the stderr of the moment, not yet configured).
@@ -123,9 +124,12 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
             server.should_exit = True
 
         app = create_app(predictor, options, model_file=model_file, on_load_failed=load_failed)
+        closed = app.state.resnetkit.metrics.connections_closed
+        protocol = guarded_protocol(read_timeout_s=options.read_timeout_s, max_connections=options.max_connections,
+                                    on_closed=lambda reason: closed.labels(reason).inc())
+        # The connection limit is the protocol's (uvicorn's limit_concurrency answers in plain text, uncounted).
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
-                                               limit_concurrency=options.max_connections,
-                                               timeout_graceful_shutdown=options.graceful_timeout_s))
+                                               http=protocol, timeout_graceful_shutdown=options.graceful_timeout_s))
         # uvicorn prints where it listens only for a socket it bound itself
         shown = f"[{host}]" if ":" in host else host
         logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown,

@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 from urllib.parse import quote
 
 import numpy as np
+import PIL.Image
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -82,12 +83,14 @@ class ServerState:
         self.ready = False
         self.error: str | None = None
         self.executor: ThreadPoolExecutor | None = None
+        self.loader: threading.Thread | None = None
         self.cam_lock = asyncio.Semaphore(1)  # Grad-CAM runs a backward pass: one at a time
         self.body_budget = BodyBudget(options.max_inflight_bytes)  # upload bytes held over all requests
 
     def start(self) -> None:
         self.executor = ThreadPoolExecutor(self.options.preprocess_threads, thread_name_prefix="resnetkit-decode")
-        threading.Thread(target=self._load, name="resnetkit-load", daemon=True).start()
+        self.loader = threading.Thread(target=self._load, name="resnetkit-load")
+        self.loader.start()
 
     def _load(self) -> None:
         options = self.options
@@ -116,7 +119,10 @@ class ServerState:
                     predictor.info.model.arch, engine.runtime, options.max_batch, options.max_wait_ms)
 
     def stop(self) -> None:
-        """After uvicorn finished the in-flight requests: end the worker and the decoding threads."""
+        """After uvicorn finished the in-flight requests: end the loading (a SIGTERM during warm-up: the interpreter
+        must not exit under a thread inside torch, which aborted the process), the worker and the decoding threads."""
+        if self.loader is not None:
+            self.loader.join()
         self.ready = False
         if self.batcher is not None:
             self.batcher.stop(timeout=self.options.graceful_timeout_s)
@@ -133,6 +139,11 @@ class ServerState:
 
 def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | None = None,
               on_load_failed: Callable[[str], None] | None = None) -> FastAPI:
+    decodable = PIL.Image.MAX_IMAGE_PIXELS  # the decoder's bomb guard: larger images are refused whatever the server
+    if decodable and options.max_pixels > decodable:
+        raise ValueError(f"max_pixels={options.max_pixels:,} is over the {decodable:,} pixels the decoder accepts "
+                         "(PIL.Image.MAX_IMAGE_PIXELS, its decompression-bomb guard): give --max-pixels "
+                         f"{decodable} or less, or raise PIL.Image.MAX_IMAGE_PIXELS first when serving from Python")
     metrics = Metrics()
 
     @asynccontextmanager
@@ -184,6 +195,18 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def _decode_fairly(uploads: list[Upload], engine: Engine) -> list[Any]:
+        """Each upload's model input or UploadError, decoded in the shared threads a few at a time: all of one
+        request's images queued at once (8 photos of 49 megapixels) made every other client wait behind them."""
+        share = asyncio.Semaphore(max(1, options.preprocess_threads // 2))
+        loop = asyncio.get_running_loop()
+
+        async def one(upload: Upload) -> Any:
+            async with share:
+                return await loop.run_in_executor(state.executor, decode, engine, upload, options)
+
+        return await asyncio.gather(*(one(upload) for upload in uploads))
+
     async def _uploads(request: Request, ticket: BodyTicket) -> list[Upload]:
         try:
             return await read_uploads(request, options, ticket)
@@ -204,9 +227,7 @@ def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | N
             raise HTTPException(422, f"top_k={top_k} is more than the model's {classes} classes")
         top_k = top_k or min(options.top_k, classes)
         uploads = await _uploads(request, ticket)
-        loop = asyncio.get_running_loop()
-        decoded = await asyncio.gather(*(loop.run_in_executor(state.executor, decode, engine, u, options)
-                                         for u in uploads))
+        decoded = await _decode_fairly(uploads, engine)
         good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         failures = [d for d in decoded if isinstance(d, UploadError)]
         for failure in failures:

@@ -21,6 +21,7 @@ import torch
 from ..export.runtimes import Runner, onnx_runner, openvino_runner, parameter_bytes, torch_runner
 from ..infer import Prediction, Predictor, label_predictions, load_image
 from ..files import file_sha256
+from ..models.weights import resolve_weight_path
 from ..models.tta import mirror_averaged
 
 logger = logging.getLogger("resnetkit.serve")
@@ -122,10 +123,17 @@ class Engine:
         return self.runner(batch)[:n]
 
     def warm_up(self, max_batch: int) -> None:
-        """Run every batch size the server will use once (allocations, OpenVINO compiles)."""
-        size = self.predictor.preprocess.input_size
+        """Run every batch size the server will use once (allocations, OpenVINO compiles), and refuse a runner whose
+        output is not one score per class (a foreign ONNX file of another class list, which carries no metadata)."""
+        size, classes = self.predictor.preprocess.input_size, len(self.predictor.class_names)
         for n in sorted({1, max_batch, *[s for s in self.padded_sizes if s <= max_batch]}):
-            self.forward(np.zeros((n, self.predictor.info.model.in_chans, size, size), dtype=np.float32))
+            out = np.asarray(self.forward(np.zeros((n, self.predictor.info.model.in_chans, size, size),
+                                                   dtype=np.float32)))
+            if out.shape != (n, classes):
+                raise ValueError(f"the {self.runtime} runtime's output for {n} image(s) has shape {tuple(out.shape)}, "
+                                 f"not ({n}, {classes}): {self.details.get('onnx_file') or 'its model'} was exported "
+                                 f"from another model than the one served ({classes} classes); export it again "
+                                 "from this model (`resnetkit export MODEL --format onnx`)")
 
     def label(self, logits: np.ndarray, *, sources: list[str], top_k: int) -> list[Prediction]:
         """Top-k predictions from logits (N, classes), labelled as ``Predictor.predict`` labels them."""
@@ -195,6 +203,18 @@ def _check_matches(path: str, predictor: Predictor) -> None:
                          f"{len(ours.class_names)} classes)")
 
 
+def _file_digest(model_file: str | None) -> str | None:
+    """The SHA-256 of the file the model was read from: a path, or the shipped or cached file a catalog name, URL or
+    ``hf-hub:`` name stands for (already there: the predictor was loaded from it)."""
+    if not model_file:
+        return None
+    try:
+        path = resolve_weight_path(model_file)
+    except (OSError, ValueError):
+        return None
+    return file_sha256(path) if path.is_file() else None
+
+
 def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str | None = None,
                  onnx_file: str | None = None, max_batch: int = 32, tta: str = "none",
                  min_confidence: float = 0.0) -> Engine:
@@ -215,6 +235,5 @@ def build_engine(predictor: Predictor, *, runtime: str = "auto", model_file: str
         _check_matches(path or "", predictor)
         runner = openvino_runner(path, name=name)  # type: ignore[arg-type]
         padded = tuple(sorted({*[2 ** i for i in range(max_batch.bit_length()) if 2 ** i < max_batch], max_batch}))
-    sha = file_sha256(model_file) if model_file and Path(model_file).is_file() else None
-    return Engine(predictor, runner, name, model_file=model_file, sha256=sha, padded_sizes=padded,
+    return Engine(predictor, runner, name, model_file=model_file, sha256=_file_digest(model_file), padded_sizes=padded,
                   details={"onnx_file": path}, tta=tta, min_confidence=min_confidence)

@@ -11,6 +11,8 @@ made-up methods cannot grow the label set.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,12 @@ class Metrics:
         self.images = Counter("resnetkit_images_predicted", "Images classified", registry=self.registry)
         self.image_errors = Counter("resnetkit_image_errors", "Uploads refused, by HTTP status", ["status"],
                                     registry=self.registry)
+        # Ended by the server before any app saw them: past --max-connections (answered 503), or too slow to send a
+        # request's headers (--read-timeout).
+        self.connections_closed = Counter("resnetkit_connections_closed", "Connections the server ended before a "
+                                          "request reached the app, by reason", ["reason"], registry=self.registry)
+        for reason in ("max_connections", "read_timeout"):
+            self.connections_closed.labels(reason)  # zeros, so that alerts see the series before the first one
         self.ready = Gauge("resnetkit_ready", "1 once the model is loaded and warmed up", registry=self.registry)
         self.confidence = Histogram("resnetkit_prediction_confidence", "Top-1 probability of each image answered",
                                     buckets=CONFIDENCE_BUCKETS, registry=self.registry)
@@ -77,15 +85,25 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500  # what the client gets if the app fails before answering
+        started = False
 
         async def send_and_record(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_record)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when --graceful-timeout ends a shutdown: the client gets the 503
+            # the docs promise (not uvicorn's plain 500) and the log no "Exception in ASGI application" traceback.
+            if not started:
+                body = json.dumps({"detail": "the server is shutting down; send the request again"}).encode()
+                await send_and_record({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"5"), (b"connection", b"close")]})
+                await send_and_record({"type": "http.response.body", "body": body})
         finally:
             # Starlette puts the matched route in the scope; older versions do not, so fall back to
             # the path when it is one of the app's own.

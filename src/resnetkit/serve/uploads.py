@@ -11,6 +11,7 @@ server's memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from ..config import BODY_TIMEOUTS
 from ..data.image import image_size
 from ..infer import ImageLoadError
 from .engine import Engine
@@ -109,7 +111,7 @@ async def read_uploads(request: Request, options: ServeOptions, ticket: BodyTick
         uploads, others = await _read_multipart(request, params[b"boundary"], options, ticket)
     elif kind.startswith("image/"):
         data = await _read_raw(request, options, ticket)
-        uploads, others = ([Upload("body", kind, data)] if data else []), []
+        uploads, others = [Upload("body", kind, data)], []  # an empty one: 400 "empty (0 bytes)", as a part
     elif kind in ("", "application/x-www-form-urlencoded"):
         await _read_raw(request, options, ticket)  # drained under the same cap, then refused: a form without files
         uploads, others = [], []
@@ -132,15 +134,29 @@ def _shown_fields(names: list[str], *, most: int = 5, longest: int = 40) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-async def _capped_stream(request: Request, limit: int, message: str, ticket: BodyTicket) -> AsyncIterator[bytes]:
+async def _capped_stream(request: Request, limit: int, message: str, ticket: BodyTicket,
+                         read_timeout_s: float) -> AsyncIterator[bytes]:
     """The request body chunk by chunk, ended with a 413 ``message`` as soon as more than ``limit`` bytes came.
 
     Each chunk is taken from ``ticket`` first (503 when the server holds too much); a client that hangs up
-    part-way is a 400, not a server error.
+    part-way is a 400, not a server error; one that sends nothing for ``read_timeout_s``, or has not sent the
+    whole body within ``BODY_TIMEOUTS`` times that, a 408 (its bytes are given back as the request ends).
     """
-    total = 0
+    total, loop = 0, asyncio.get_running_loop()
+    deadline = loop.time() + BODY_TIMEOUTS * read_timeout_s
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            wait = min(read_timeout_s, deadline - loop.time())
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout=max(wait, 0.0))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                late = (f"sent nothing for {read_timeout_s:g} s" if wait == read_timeout_s else
+                        f"did not send the whole body within {BODY_TIMEOUTS * read_timeout_s:g} s")
+                raise UploadError(408, f"the client {late} after {_mib(total)} of the body (--read-timeout "
+                                       f"{read_timeout_s:g}); send the request again, without pauses") from None
             total += len(chunk)
             if total > limit:
                 raise UploadError(413, message)
@@ -153,7 +169,8 @@ async def _capped_stream(request: Request, limit: int, message: str, ticket: Bod
 async def _read_raw(request: Request, options: ServeOptions, ticket: BodyTicket) -> bytes:
     limit = options.max_upload_bytes
     message = f"body: larger than {_mib(limit)}, the limit per image (--max-upload-mb)"
-    return b"".join([chunk async for chunk in _capped_stream(request, limit, message, ticket)])
+    return b"".join([chunk async for chunk in _capped_stream(request, limit, message, ticket,
+                                                              options.read_timeout_s)])
 
 
 async def _read_multipart(request: Request, boundary: bytes, options: ServeOptions,
@@ -221,7 +238,7 @@ async def _read_multipart(request: Request, boundary: bytes, options: ServeOptio
             "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished, "on_end": on_end})
         async for chunk in _capped_stream(request, limit, f"request body over the limit of {_mib(limit)} "
-                                                          "(--max-request-mb)", ticket):
+                                                          "(--max-request-mb)", ticket, options.read_timeout_s):
             parser.write(chunk)
         parser.finalize()
     except UploadError:
@@ -240,7 +257,7 @@ def check_upload(upload: Upload, options: ServeOptions) -> None:
                                "send JPEG, PNG, WebP, BMP, GIF or TIFF")
     if not upload.data:
         raise UploadError(400, f"{upload.name}: empty (0 bytes)")
-    limit = min(options.max_pixels, Image.MAX_IMAGE_PIXELS or options.max_pixels)
+    limit = options.max_pixels  # at most Pillow's limit, which the decoder enforces (checked when the app is built)
     try:
         width, height = image_size(upload.data)  # the header only
     except Image.DecompressionBombError as e:
