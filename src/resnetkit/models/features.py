@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,9 +41,10 @@ class FeatureExtractor(nn.Module):
                              f"0 (stem) to {len(available) - 1} (last stage), or a count n of the last maps")
         indices = tuple(int(i) for i in given)  # type: ignore[call-overload]
         body.reset_classifier(0)  # a backbone has no head; this also frees the classifier's memory
+        _drop_unused(body, last=max(indices))
         self.body = body
         self.out_indices = tuple(sorted(indices))
-        self.feature_info = [dict(available[i], index=i) for i in self.out_indices]
+        self.feature_info = FeatureInfo(dict(available[i], index=i) for i in self.out_indices)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """As ``ResNet.set_grad_checkpointing``: recompute each block's activations in the backward pass."""
@@ -75,6 +77,41 @@ class FeatureExtractor(nn.Module):
         return outputs
 
 
+def _drop_unused(body: ResNet, *, last: int) -> None:
+    """Empty what the maps up to stage ``last`` never run (later stages, a pre-activation net's final norm, a hidden
+    head layer), as timm's and torchvision's extractors do: DDP refuses parameters that get no gradient, and an
+    optimizer would decay and keep state for them. Their keys leave the body's state dict: load a whole network's
+    weights before wrapping it, or with ``strict=False``."""
+    for name in body.stage_names[last:]:  # stage i is stage_names[i - 1]
+        setattr(body, name, nn.Sequential())
+    if last < len(body.stage_names):
+        body.norm = nn.Identity()  # it follows the last stage only
+    body.pre_logits = nn.Identity()
+
+
+class FeatureInfo(list):  # type: ignore[type-arg]
+    """``feature_info``: a list of dicts (``module``, ``num_chs``, ``reduction``, ``index``) with timm's
+    ``FeatureInfo`` accessors, so code written for timm backbones (``channels()``, ``reduction()``) runs as it is."""
+
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> list[dict]:
+        chosen = self if idx is None else [self[i] for i in ([idx] if isinstance(idx, int) else idx)]
+        return [dict(d) if keys is None else {k: d[k] for k in keys} for d in chosen]
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:  # type: ignore[override]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [d[key] for d in (self if idx is None else [self[i] for i in idx])]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("module", idx)
+
+
 def _whole(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -82,7 +119,7 @@ def _whole(value: object) -> bool:
 def stage_feature_info(model: ResNet) -> list[dict[str, object]]:
     """Channels and stride of the stem (index 0) and of every stage (1..), as timm's ``feature_info``."""
     convs = [m for m in model.conv1.modules() if isinstance(m, nn.Conv2d)]  # one, or a deep stem's three
-    return [{"module": "conv1" if isinstance(model.bn1, nn.Identity) else "bn1",
+    return [{"module": "relu",  # the map is the stem's output after its ReLU (timm's "act1")
              "num_chs": convs[-1].out_channels, "reduction": convs[0].stride[0]},
             *model.feature_info]
 
@@ -92,21 +129,66 @@ def features_only(model: ResNet, out_indices: Sequence[int] | int | None = None)
     return FeatureExtractor(model, out_indices=out_indices)
 
 
+TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")  # torchvision's, deepest first
+
+
 class FeaturePyramidBackbone(nn.Module):
     """A ``FeatureExtractor`` topped by torchvision's ``FeaturePyramidNetwork``: the backbone torchvision's
     detectors (``FasterRCNN``, ``MaskRCNN``, ``RetinaNet``) take. Maps are named "0", "1" ... and "pool" (an
     extra max-pooled level), as torchvision's own ResNet-FPN backbones name them; ``out_channels`` is theirs.
+
+    As torchvision's ``resnet_fpn_backbone`` does for trained weights, BatchNorm is frozen (``FrozenBatchNorm2d``:
+    a detector's batches of one or two images would replace the trained statistics) and only the
+    ``trainable_layers`` deepest stages train (3: layer2-4; 5: everything, the stem included). A body trained
+    from scratch wants ``frozen_bn=False, trainable_layers=5``. torchvision's detection checkpoints
+    (``backbone.body.layer1...``) load as they are.
     """
 
-    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256) -> None:
+    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256, trainable_layers: int = 3,
+                 frozen_bn: bool = True) -> None:
         super().__init__()
         # Imported here: `import resnetkit` (which registers every network) stays free of torchvision.ops.
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+        if not (isinstance(trainable_layers, int) and 0 <= trainable_layers <= len(TRAINABLE_ORDER)):
+            raise ValueError(f"trainable_layers={trainable_layers!r}: give 0 (a frozen body) to 5 (all of it)")
+        if frozen_bn:
+            _freeze_batch_norm(body)
+        trained = TRAINABLE_ORDER[:trainable_layers] + (("bn1",) if trainable_layers == len(TRAINABLE_ORDER) else ())
+        for name, parameter in body.body.named_parameters():
+            # a pre-activation net's final norm belongs to the last stage
+            stage = "layer4" if name.startswith("norm.") else name.split(".")[0]
+            if stage not in trained:
+                parameter.requires_grad_(False)
         self.body = body
         self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
+        self._register_load_state_dict_pre_hook(_torchvision_keys)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.fpn({str(i): m for i, m in enumerate(self.body(x))})
+
+
+def _freeze_batch_norm(module: nn.Module) -> None:
+    """Every ``BatchNorm2d`` below ``module`` replaced by torchvision's ``FrozenBatchNorm2d`` with its values."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps).to(child.weight.device)
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, key).copy_(getattr(child, key))
+            setattr(module, name, frozen)
+        else:
+            _freeze_batch_norm(child)
+
+
+def _torchvision_keys(state_dict: dict[str, torch.Tensor], prefix: str, *_: Any) -> None:
+    """torchvision's detectors keep the network's modules right under ``backbone.body.`` (its
+    ``IntermediateLayerGetter``); here they are one level down, ``body.body.``: its checkpoints are renamed as they
+    load."""
+    inner = prefix + "body."
+    for key in [k for k in state_dict if k.startswith(inner) and not k.startswith(inner + "body.")]:
+        state_dict[inner + "body." + key[len(inner):]] = state_dict.pop(key)

@@ -43,7 +43,8 @@ def save_model(model: ResNet, path: str | os.PathLike[str], *, class_names: list
     if not isinstance(model, ResNet):
         inner = getattr(model, "body", None)
         raise ValueError(f"save_model() writes a resnetkit ResNet, not a {type(model).__name__}"
-                         + ("; save its network: save_model(model.body, ...)" if isinstance(inner, ResNet) else ""))
+                         + ("; save the network it wraps, before features_only (its body keeps only the stages "
+                            "its maps use)" if isinstance(inner, ResNet) else ""))
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give save_model() a file name such as {path / 'model.safetensors'}")
     config = ModelConfig.from_dict({**model.config.to_dict(), "num_classes": model.num_classes})
