@@ -39,6 +39,8 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "did you mean resnet50," in capsys.readouterr().err
     assert main(["summary", "resnet20_cifar10"]) == 0  # a catalog name: its architecture, at its input size
     assert "resnet20_cifar10 (variant v1, shortcut A) at 32x32" in capsys.readouterr().out
+    assert main(["summary", "resnet20_cifar"]) == 2  # a mistyped catalog name: the catalog names it is close to
+    assert "did you mean resnet20_cifar10," in capsys.readouterr().err
 
 
 def test_console_script_entry_point_runs():

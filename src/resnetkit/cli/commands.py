@@ -18,11 +18,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from ..models import create_model, default_preprocess, list_models, summarize, summary_table
-    from ..models.pretrained import get_weights
+    from ..models.pretrained import close_model_names, get_weights
 
     import torch
 
     entry = None if args.name in list_models() else get_weights(args.name)  # resnet20_cifar10: its architecture
+    if entry is None and args.name not in list_models():  # the suggestions cover pretrained names too
+        raise ValueError(f"unknown model {args.name!r}: see `resnetkit models` (and `resnetkit models --pretrained`)"
+                         f"{close_model_names(args.name)}")
     arch = entry.arch if entry is not None else args.name
     size = args.input_size or (entry.preprocess if entry and entry.preprocess else default_preprocess(arch)).input_size
     with torch.device("meta"):  # shapes and counts only: no memory for weights or activations, at any input size

@@ -130,7 +130,7 @@ def get_spec(name: str) -> ArchSpec:
         family = sorted(n for n in _REGISTRY if n.rstrip("0123456789") == name.rstrip("0123456789"))
         close = difflib.get_close_matches(name, list(_REGISTRY), n=4, cutoff=0.75) or family[:8]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} See `resnetkit models` for the list") from None
+        raise ValueError(f"unknown model {name!r}: see `resnetkit models` for the list{hint}") from None
 
 
 def resolve_config(config: ModelConfig) -> ModelConfig:
