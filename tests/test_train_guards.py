@@ -245,3 +245,20 @@ def test_a_checkpoint_from_a_machine_with_more_gpus_restores_the_devices_there_a
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append(device))
     set_rng_state(rng_state())
     assert restored == [0]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--recipe", "cifar10-fast", "--data", "digits", "--val-split", "0", "--optimizer", "adamw",
+     "--epochs", "1"],  # refused while the optimizer is built: config.json was written already
+    ["train", "--recipe", "demo", "--model", "plain20", "--drop-path-rate", "0.1"],  # refused building the model
+    ["show-batch", "--recipe", "demo", "--data", "missing.csv"],
+])
+def test_a_refused_command_leaves_no_folder_behind(tmp_path, capsys, monkeypatch, command):
+    """docs/bad-input.md: nothing half-done is left behind; each of these left its (nested) --out-dir."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--out-dir", str(tmp_path / "new" / "run")]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays, empty or not
+    assert main([*command, "--out-dir", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()

@@ -261,10 +261,10 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
     data, model, teacher = training_parts(config, dist=dist, device=device)
-    if dist.is_main:  # after the data and model are found usable: a refused run leaves no record of itself
-        write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names, teacher=teacher)
+    if dist.is_main:  # after the data, model and optimizer are found usable: a refused run leaves no record of itself
+        write_text_atomic(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     try:
         fit = trainer.fit()
     finally:
