@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import http.client
 import io
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,16 +22,9 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
+from serve_process import NAMES, running_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-SRC = Path(__file__).resolve().parents[1] / "src"
-NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cifar_like_png(path: Path) -> Path:
@@ -48,33 +38,9 @@ def _cifar_like_png(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from resnetkit import create_model, save_model
-
     folder = tmp_path_factory.mktemp("serve")
-    model = folder / "cifar10-resnet20.safetensors"
-    save_model(create_model("resnet20"), model, class_names=NAMES)
-    port = _free_port()
-    log = open(folder / "server.log", "w+")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "resnetkit.cli", "serve", str(model), "--port", str(port),
-                                "--runtime", "torch", "--max-wait-ms", "0"], stdout=log, stderr=subprocess.STDOUT,
-                               env=env)
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, f"the server exited: {(folder / 'server.log').read_text()}"
-        assert time.monotonic() < deadline, "the server was not ready within 120 s"
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/readyz")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    yield process, port, folder
-    if process.poll() is None:
-        process.kill()
-    log.close()
+    with running_server(folder, "--max-wait-ms", "0") as (process, port):
+        yield process, port, folder
 
 
 def test_browser_uploads_an_image_and_sees_label_and_bars(server, tmp_path):
