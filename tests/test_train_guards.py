@@ -259,6 +259,9 @@ def test_a_refused_command_leaves_no_folder_behind(tmp_path, capsys, monkeypatch
     assert main([*command, "--out-dir", str(tmp_path / "new" / "run")]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
-    (tmp_path / "kept").mkdir()  # a folder that was there before stays, empty or not
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays, empty or not, however it is spelled
     assert main([*command, "--out-dir", str(tmp_path / "kept")]) == 2
+    assert main([*command, "--out-dir", str(tmp_path / "absent" / ".." / "kept")]) == 2
     assert (tmp_path / "kept").is_dir()
+    assert main(command) == 2  # the default folder (runs/demo ...) too
+    assert not (tmp_path / "runs").exists()

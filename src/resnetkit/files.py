@@ -97,20 +97,46 @@ def save_figure_atomic(figure: Any, path: str | os.PathLike[str], **options: Any
     return Path(path)
 
 
+_CREATED: list[Path] = []  # the folders prepare_output_dir made in this process, parents first
+
+
 def prepare_output_dir(folder: str | os.PathLike[str], *, flag: str) -> Path:
-    """``folder``, created if missing; ``ValueError`` naming ``flag`` when it is a file or cannot be created."""
+    """``folder``, created if missing; ``ValueError`` naming ``flag`` when it is a file or cannot be created. The
+    folders it creates are recorded, so that a command refused afterwards can remove them again while they are
+    empty (``remove_created_folders``)."""
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path}: exists and is not a folder; give a folder for the output files "
                          "(it is created if missing)")
+    new, missing = [], Path(os.path.abspath(path))
+    while not os.path.lexists(missing) and missing != missing.parent:
+        new.append(missing)
+        missing = missing.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"{flag} {path}: cannot create this folder ({error.strerror or error}); give a folder "
                          "you can write to") from None
+    _CREATED.extend(reversed(new))
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: the folder is not writable; give a folder you can write to")
     return path
+
+
+def created_folders_mark() -> int:
+    """Where the record of created folders stands now: give it to ``remove_created_folders``."""
+    return len(_CREATED)
+
+
+def remove_created_folders(mark: int) -> None:
+    """Remove the folders ``prepare_output_dir`` created since ``mark`` that are still empty, deepest first: a refused
+    command leaves no empty folder behind (a folder it wrote into, or one that was there before, stays)."""
+    for folder in reversed(_CREATED[mark:]):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty, or already gone
+    del _CREATED[mark:]
 
 
 def walk_files(root: str | os.PathLike[str], *, hidden_folders: bool = True) -> Iterator[str]:

@@ -7,17 +7,15 @@ end in one line (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from ..files import created_folders_mark, remove_created_folders
 from .parser import build_parser
 
 __all__ = ["build_parser", "main"]
-OUTPUT_ARGUMENTS = ("out_dir", "out", "annotate", "cam")  # the commands' output folders (or files, in new folders)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:  # every detail: tracebacks, and the log's debug lines (each skipped file, ...)
         package_log.setLevel(logging.DEBUG)
     shown_before, warnings.showwarning = warnings.showwarning, _warning_line(args.command)
-    new_folders = _missing_outputs(args)
+    mark = created_folders_mark()
     try:
         return args.func(args)
     except BrokenPipeError:  # `resnetkit predict ... | head`: the reader has had enough; no error to report
@@ -38,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
         return 141  # 128 + SIGPIPE, as a shell tool ends
     except Exception as e:  # every error ends in one line; --debug shows where it came from
-        _remove_if_empty(new_folders)  # a refused command leaves no empty folder behind
+        remove_created_folders(mark)  # a refused command leaves no empty folder behind
         if args.debug:
             raise
         print(f"resnetkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
@@ -53,37 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.showwarning = shown_before  # main() called from Python leaves warnings and logging as it found them
         package_log.setLevel(level_before)
-
-
-def _missing_outputs(args: Any) -> list[tuple[Path, Path]]:
-    """(output path, its highest folder that does not exist yet) for each output the command was given that is not
-    there yet: what it may create before it is refused."""
-    missing = []
-    for name in OUTPUT_ARGUMENTS:
-        value = getattr(args, name, None)
-        if isinstance(value, str) and value and not os.path.lexists(value):
-            path = top = Path(value).absolute()
-            while not top.parent.exists():
-                top = top.parent
-            missing.append((path, top))
-    return missing
-
-
-def _remove_if_empty(missing: list[tuple[Path, Path]]) -> None:
-    """Remove what ``_missing_outputs`` named, from the path up to its highest new folder, while each is an empty
-    folder (a file, or a folder something was written to, stays)."""
-    for path, top in missing:
-        folder = path
-        while True:
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                pass  # a file's name, or a folder never created: its parents may have been
-            except OSError:
-                break  # not empty, or a file
-            if folder == top:
-                break
-            folder = folder.parent
 
 
 def _warning_line(command: str) -> Callable[..., None]:

@@ -23,6 +23,7 @@ import torch
 from ..config import CalibrateConfig, ModelInfo
 from ..data import stratified_split
 from ..device import resolve_device
+from ..files import prepare_output_dir
 from ..models import load_model, save_model
 from ..models.weights import has_resnetkit_metadata, resolve_weight_path
 from .metrics import ClassificationMetrics
@@ -133,7 +134,7 @@ def _check_out(out: Path, model: str) -> None:
         if source.exists() and os.path.samefile(out, source):
             raise ValueError(f"--out {out}: is the model being calibrated; write the calibrated model to another "
                              "file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out.parent, flag="the folder of --out")
 
 
 def _check_split(labels: torch.Tensor, check_fraction: float, *, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
