@@ -3,6 +3,7 @@ trains (the loss falls on synthetic boxes) and predicts in torchvision's format.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torchvision.models.detection import FasterRCNN
 
@@ -25,9 +26,11 @@ def _synthetic_scene(generator: torch.Generator) -> tuple[torch.Tensor, dict[str
 def test_resnet50_fpn_backbone_trains_faster_rcnn(one_thread):
     body = create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4))
     assert body.channels == [256, 512, 1024, 2048] and body.reductions == [4, 8, 16, 32]
-    # A body trained from scratch: its BatchNorm and every stage train (torchvision's choice without weights).
-    detector = FasterRCNN(FeaturePyramidBackbone(body, frozen_bn=False, trainable_layers=5), num_classes=2,
-                          min_size=SIZE, max_size=SIZE,
+    # A body without trained weights: its BatchNorm and every stage train (torchvision's choice without weights).
+    backbone = FeaturePyramidBackbone(body)
+    assert all(p.requires_grad for p in backbone.parameters())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    detector = FasterRCNN(backbone, num_classes=2, min_size=SIZE, max_size=SIZE,
                           rpn_batch_size_per_image=64, box_batch_size_per_image=32, box_detections_per_img=10)
     generator = torch.Generator().manual_seed(0)
     images, targets = zip(*(_synthetic_scene(generator) for _ in range(2)))
@@ -71,8 +74,9 @@ def test_the_fpn_backbone_freezes_as_torchvisions_and_loads_its_detection_checkp
             if isinstance(module, FrozenBatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
-    ours = FasterRCNN(FeaturePyramidBackbone(create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4))),
-                      num_classes=3)
+    # Built before the checkpoint is loaded: torchvision's choices for trained weights are asked for by name.
+    ours = FasterRCNN(FeaturePyramidBackbone(create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4)),
+                                             frozen_bn=True, trainable_layers=3), num_classes=3)
     ours.load_state_dict(theirs.state_dict())  # strict: every key of torchvision's checkpoint, and only those
     trainable = sorted(n for n, p in ours.backbone.named_parameters() if p.requires_grad)
     expected = sorted(n.replace("body.", "body.body.", 1) if n.startswith("body.") else n
@@ -97,6 +101,26 @@ def test_a_backbone_holds_only_what_its_maps_use():
         backbone = create_model("resnet20", features_only=True, out_indices=(1, 2), **options)
         sum(m.sum() for m in backbone(torch.rand(1, 3, 32, 32))).backward()
         assert all(p.grad is not None for p in backbone.parameters()), options
+    stem = create_model("resnet20", features_only=True, out_indices=(0,))  # every stage emptied
+    stem.set_grad_checkpointing(True)
+    assert [tuple(m.shape) for m in stem(torch.rand(2, 3, 32, 32))] == [(2, 16, 32, 32)]  # was ZeroDivisionError
     info = create_model("resnet50", features_only=True).feature_info  # timm's FeatureInfo accessors too
     assert info.channels() == [256, 512, 1024, 2048] and info.reduction() == [4, 8, 16, 32]
     assert info.module_name(0) == "layer1" and info.get_dicts(keys=["num_chs"], idx=[3]) == [{"num_chs": 2048}]
+
+
+def test_the_fpn_backbone_decides_as_torchvision_by_whether_the_body_holds_trained_weights():
+    """Trained statistics: frozen BatchNorm and the 3 deepest stages; a 3-stage CIFAR body counts its own stages
+    (trainable_layers=3 once trained only layer2 and layer3; 1 trained nothing)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    body = create_model("resnet20", pretrained="cifar10", features_only=True)
+    backbone = FeaturePyramidBackbone(body)
+    trained = {n.split(".")[1] for n, p in backbone.body.named_parameters() if p.requires_grad}
+    assert trained == {"layer1", "layer2", "layer3"}  # all three stages, not the stem
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    one = FeaturePyramidBackbone(create_model("resnet20", pretrained="cifar10", features_only=True), trainable_layers=1)
+    assert {n.split(".")[1] for n, p in one.body.named_parameters() if p.requires_grad} == {"layer3"}
+    with pytest.raises(ValueError, match=r"trainable_layers=5: give 0 \(a frozen body\) to 4"):
+        FeaturePyramidBackbone(create_model("resnet20", features_only=True), trainable_layers=5)

@@ -66,14 +66,12 @@ class FeatureExtractor(nn.Module):
             outputs.append(x)
         x = body.maxpool(x)
         stages = body.stages()
-        for i, stage in enumerate(stages, start=1):
+        for i, stage in enumerate(stages[:last], start=1):  # later stages are not needed (and emptied)
             x = body._run_stage(stage, x)  # (with the body's gradient checkpointing, when it is on)
             if i == len(stages):
                 x = body.norm(x)  # pre-activation nets normalise the last map (identity for the others)
             if i in wanted:
                 outputs.append(x)
-            if i == last:
-                break  # later stages are not needed: skip their computation
         return outputs
 
 
@@ -129,37 +127,41 @@ def features_only(model: ResNet, out_indices: Sequence[int] | int | None = None)
     return FeatureExtractor(model, out_indices=out_indices)
 
 
-TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")  # torchvision's, deepest first
-
-
 class FeaturePyramidBackbone(nn.Module):
     """A ``FeatureExtractor`` topped by torchvision's ``FeaturePyramidNetwork``: the backbone torchvision's
     detectors (``FasterRCNN``, ``MaskRCNN``, ``RetinaNet``) take. Maps are named "0", "1" ... and "pool" (an
     extra max-pooled level), as torchvision's own ResNet-FPN backbones name them; ``out_channels`` is theirs.
 
-    As torchvision's ``resnet_fpn_backbone`` does for trained weights, BatchNorm is frozen (``FrozenBatchNorm2d``:
-    a detector's batches of one or two images would replace the trained statistics) and only the
-    ``trainable_layers`` deepest stages train (3: layer2-4; 5: everything, the stem included). A body trained
-    from scratch wants ``frozen_bn=False, trainable_layers=5``. torchvision's detection checkpoints
+    As torchvision's ``resnet_fpn_backbone`` does, the defaults follow whether the body holds trained weights (its
+    BatchNorm statistics differ from a fresh network's zeros and ones): trained, BatchNorm is frozen
+    (``FrozenBatchNorm2d``: a detector's batches of one or two images would replace the trained statistics) and
+    only the 3 deepest stages train (``trainable_layers``, stages counted from the last; one more than the stages:
+    the stem too); untrained, BatchNorm stays live and everything trains. torchvision's detection checkpoints
     (``backbone.body.layer1...``) load as they are.
     """
 
-    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256, trainable_layers: int = 3,
-                 frozen_bn: bool = True) -> None:
+    def __init__(self, body: FeatureExtractor, *, out_channels: int = 256, trainable_layers: int | None = None,
+                 frozen_bn: bool | None = None) -> None:
         super().__init__()
         # Imported here: `import resnetkit` (which registers every network) stays free of torchvision.ops.
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-        if not (isinstance(trainable_layers, int) and 0 <= trainable_layers <= len(TRAINABLE_ORDER)):
-            raise ValueError(f"trainable_layers={trainable_layers!r}: give 0 (a frozen body) to 5 (all of it)")
-        if frozen_bn:
+        network = body.body
+        order = [*reversed(network.stage_names), "conv1"]  # deepest first, then the stem
+        trained = _holds_trained_statistics(network)
+        trainable_layers = (min(3, len(order)) if trained else len(order)) if trainable_layers is None \
+            else trainable_layers
+        if not (isinstance(trainable_layers, int) and 0 <= trainable_layers <= len(order)):
+            raise ValueError(f"trainable_layers={trainable_layers!r}: give 0 (a frozen body) to {len(order)} (all "
+                             f"of {network.config.arch}'s {len(order) - 1} stages and its stem)")
+        if trained if frozen_bn is None else frozen_bn:
             _freeze_batch_norm(body)
-        trained = TRAINABLE_ORDER[:trainable_layers] + (("bn1",) if trainable_layers == len(TRAINABLE_ORDER) else ())
-        for name, parameter in body.body.named_parameters():
-            # a pre-activation net's final norm belongs to the last stage
-            stage = "layer4" if name.startswith("norm.") else name.split(".")[0]
-            if stage not in trained:
+        chosen = set(order[:trainable_layers]) | ({"bn1"} if trainable_layers == len(order) else set())
+        for name, parameter in network.named_parameters():
+            # a pre-activation net's final norm belongs to its last stage
+            part = network.stage_names[-1] if name.startswith("norm.") else name.split(".")[0]
+            if part not in chosen:
                 parameter.requires_grad_(False)
         self.body = body
         self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool())
@@ -168,6 +170,12 @@ class FeaturePyramidBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.fpn({str(i): m for i, m in enumerate(self.body(x))})
+
+
+def _holds_trained_statistics(network: nn.Module) -> bool:
+    """Whether any BatchNorm's running statistics differ from a fresh network's (mean 0, variance 1)."""
+    norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
+    return any(bool((m.running_mean != 0).any() or (m.running_var != 1).any()) for m in norms)
 
 
 def _freeze_batch_norm(module: nn.Module) -> None:
