@@ -125,6 +125,25 @@ def test_a_stalled_upload_gets_408_and_gives_back_its_share_of_the_upload_budget
     assert _post_png(port) == 200
 
 
+def test_a_client_answered_before_its_body_is_read_still_gets_the_answer(server):
+    """A 413 sent as soon as Content-Length was over the limit, to a client (http.client, requests) that sends its
+    whole body before it reads: a steady 3 MB over 3 s outlasted --read-timeout 2, and the connection was reset
+    under it (a broken pipe instead of the 413)."""
+    _, port, _ = server
+
+    def steady():
+        for _ in range(30):
+            time.sleep(0.1)
+            yield b"\0" * 100_000
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/v1/predict", body=steady(), headers={"Content-Type": "image/png",
+                                                                       "Content-Length": "3000000"})
+    response = connection.getresponse()
+    assert response.status == 413 and "--max-request-mb" in json.loads(response.read())["detail"]
+    connection.close()
+
+
 def test_sigterm_past_the_graceful_timeout_answers_503_without_a_traceback_and_exits_0(server):
     """The last test of the module: it ends the server."""
     process, port, folder = server
@@ -202,13 +221,18 @@ def test_stop_waits_for_a_model_still_loading(predictor):
     assert stopped.wait(30) and not state.loader.is_alive()
 
 
-def test_settings_no_client_could_meet_are_refused_at_startup(predictor):
+def test_settings_no_client_could_meet_are_refused_at_startup(predictor, monkeypatch):
     with pytest.raises(ValueError, match="starts or ends with whitespace"):
         ServeOptions(api_key="k3y ")
     with pytest.raises(ValueError, match=r"max_pixels=200,000,000 is over the 89,478,485 pixels the decoder accepts"):
         create_app(predictor, max_pixels=200_000_000)
     with pytest.raises(ValueError, match="read_timeout_s=0"):
         ServeOptions(read_timeout_s=0)
+    # A program that lowered Pillow's limit still gets a server with the default options, at its limit.
+    import PIL.Image
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 20_000_000)
+    assert create_app(predictor).state.resnetkit.options.max_pixels == 20_000_000
 
 
 @pytest.mark.filterwarnings("ignore")  # the exporter's own deprecation and constant-folding notes

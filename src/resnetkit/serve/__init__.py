@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import socket
 import threading
@@ -136,6 +137,12 @@ def serve(model: str, *, weights: str | None = None, class_names: str | None = N
                                                 listening.getsockname()[1])
         with _exit_zero_on_signals():
             server.run(sockets=[listening])
+        loader = app.state.resnetkit.loader
+        if loader is not None and loader.is_alive():  # stopped during a warm-up that outlasted --graceful-timeout
+            logging.getLogger("resnetkit.serve").warning("the model was still loading %g s after the stop; exiting "
+                                                         "without waiting for it", options.graceful_timeout_s)
+            logging.shutdown()
+            os._exit(1 if failures else 0)  # the interpreter would wait for the thread (or abort under it)
     if failures:
         raise ValueError(f"the model could not be served: {failures[0]}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import threading
@@ -121,8 +122,8 @@ class ServerState:
     def stop(self) -> None:
         """After uvicorn finished the in-flight requests: end the loading (a SIGTERM during warm-up: the interpreter
         must not exit under a thread inside torch, which aborted the process), the worker and the decoding threads."""
-        if self.loader is not None:
-            self.loader.join()
+        if self.loader is not None:  # a stuck warm-up (a wedged device) is left after --graceful-timeout: serve() exits
+            self.loader.join(timeout=self.options.graceful_timeout_s)
         self.ready = False
         if self.batcher is not None:
             self.batcher.stop(timeout=self.options.graceful_timeout_s)
@@ -140,6 +141,8 @@ class ServerState:
 def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | None = None,
               on_load_failed: Callable[[str], None] | None = None) -> FastAPI:
     decodable = PIL.Image.MAX_IMAGE_PIXELS  # the decoder's bomb guard: larger images are refused whatever the server
+    if decodable and options.max_pixels > decodable and options.max_pixels == ServeOptions().max_pixels:
+        options = dataclasses.replace(options, max_pixels=decodable)  # the default, under a program's lower limit
     if decodable and options.max_pixels > decodable:
         raise ValueError(f"max_pixels={options.max_pixels:,} is over the {decodable:,} pixels the decoder accepts "
                          "(PIL.Image.MAX_IMAGE_PIXELS, its decompression-bomb guard): give --max-pixels "

@@ -41,11 +41,11 @@ class Metrics:
         self.images = Counter("resnetkit_images_predicted", "Images classified", registry=self.registry)
         self.image_errors = Counter("resnetkit_image_errors", "Uploads refused, by HTTP status", ["status"],
                                     registry=self.registry)
-        # Ended by the server before any app saw them: past --max-connections (answered 503), or too slow to send a
-        # request's headers (--read-timeout).
-        self.connections_closed = Counter("resnetkit_connections_closed", "Connections the server ended before a "
-                                          "request reached the app, by reason", ["reason"], registry=self.registry)
-        for reason in ("max_connections", "read_timeout"):
+        # Ended by the server, not the app: past --max-connections (answered 503), too slow to send a request's
+        # headers (--read-timeout), or still sending, past its deadline, a body the answer came before (late_body).
+        self.connections_closed = Counter("resnetkit_connections_closed", "Connections the server ended itself "
+                                          "(not the app), by reason", ["reason"], registry=self.registry)
+        for reason in ("max_connections", "read_timeout", "late_body"):
             self.connections_closed.labels(reason)  # zeros, so that alerts see the series before the first one
         self.ready = Gauge("resnetkit_ready", "1 once the model is loaded and warmed up", registry=self.registry)
         self.confidence = Histogram("resnetkit_prediction_confidence", "Top-1 probability of each image answered",

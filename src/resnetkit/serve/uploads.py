@@ -153,10 +153,13 @@ async def _capped_stream(request: Request, limit: int, message: str, ticket: Bod
             except StopAsyncIteration:
                 return
             except asyncio.TimeoutError:
-                late = (f"sent nothing for {read_timeout_s:g} s" if wait == read_timeout_s else
-                        f"did not send the whole body within {BODY_TIMEOUTS * read_timeout_s:g} s")
+                if wait == read_timeout_s:
+                    late, advice = f"sent nothing for {read_timeout_s:g} s", "send the request again, without pauses"
+                else:  # a steady but slow link: 32 MiB in 300 s needs about 0.9 Mbit/s
+                    late = f"did not send the whole body within {BODY_TIMEOUTS * read_timeout_s:g} s"
+                    advice = "send fewer or smaller images per request (or the server needs a larger --read-timeout)"
                 raise UploadError(408, f"the client {late} after {_mib(total)} of the body (--read-timeout "
-                                       f"{read_timeout_s:g}); send the request again, without pauses") from None
+                                       f"{read_timeout_s:g}); {advice}") from None
             total += len(chunk)
             if total > limit:
                 raise UploadError(413, message)
