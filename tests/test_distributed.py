@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -31,6 +32,10 @@ def test_two_cpu_processes_agree_with_one_on_the_same_global_batch(tmp_path):
     single = _train(tmp_path / "single", 1)
     double = _train(tmp_path / "ddp", 2)
     assert single.keys() == double.keys()
+    # The epoch's training loss and accuracy are over every rank's images (they were rank 0's half alone).
+    rows = [next(csv.DictReader((tmp_path / run / "metrics.csv").open())) for run in ("single", "ddp")]
+    assert abs(float(rows[0]["train_loss"]) - float(rows[1]["train_loss"])) < 1e-4
+    assert rows[0]["train_acc"] == rows[1]["train_acc"]
     for key in single:
         assert torch.allclose(single[key], double[key], rtol=0, atol=1e-6), key
     # Training did move the weights: the runs agree on real steps, not on an untouched initialisation.

@@ -265,3 +265,40 @@ def test_a_refused_command_leaves_no_folder_behind(tmp_path, capsys, monkeypatch
     assert (tmp_path / "kept").is_dir()
     assert main(command) == 2  # the default folder (runs/demo ...) too
     assert not (tmp_path / "runs").exists()
+
+
+def test_resuming_with_more_iterations_trains_to_the_new_count_and_with_fewer_epochs_is_refused(tmp_path, capsys):
+    """A run of 10 iterations (stopped inside its first epoch) resumed with 40 ended at 32, its lr not annealed;
+    a run resumed with fewer epochs than it had trained rewrote its records with nothing trained."""
+    common = ["train", "--recipe", "demo", "--amp", "none", "--no-progress"]
+    assert main([*common, "--iterations", "10", "--out-dir", str(tmp_path / "i")]) == 0
+    assert main([*common, "--iterations", "40", "--out-dir", str(tmp_path / "i"), "--resume"]) == 0
+    state = load_training_checkpoint(tmp_path / "i" / "checkpoint.pt")
+    assert state["step"] == 40
+    assert main([*common, "--iterations", "20", "--out-dir", str(tmp_path / "i"), "--resume"]) == 2
+    assert "--iterations 20, but 40 steps are trained already" in capsys.readouterr().err
+    assert main([*common, "--epochs", "2", "--out-dir", str(tmp_path / "e")]) == 0
+    config = (tmp_path / "e" / "config.json").read_text()
+    assert main([*common, "--epochs", "1", "--out-dir", str(tmp_path / "e"), "--resume"]) == 2
+    assert "--epochs 1, but 2 epochs are trained already" in capsys.readouterr().err
+    assert (tmp_path / "e" / "config.json").read_text() == config
+
+
+def test_a_run_whose_weights_diverge_in_its_last_steps_stops_instead_of_writing_nan(tmp_path, capsys):
+    """The training loss was finite, the validation loss NaN: the run exited 0 with a model and a report.json of
+    NaN (not JSON)."""
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "demo", "--amp", "none", "--no-progress", "--iterations", "2", "--schedule",
+                 "step", "--gamma", "1e30", "--out-dir", str(out)]) == 1
+    assert "the validation loss is NaN or infinite after epoch 1" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists() and not (out / "report.json").exists()
+
+
+def test_a_staged_finetune_under_torchrun_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch,
+                                                                                  resnet20_file):
+    """Each rank wrote start.safetensors and refused the other's; resumed, the second stage hung re-joining the
+    process group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["finetune", str(resnet20_file), "digits", "--out-dir", str(tmp_path / "ft")]) == 2
+    assert "runs in one process: start it with resnetkit, not torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()

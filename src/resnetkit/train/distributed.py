@@ -61,6 +61,14 @@ class DistInfo:
         dist.all_reduce(total)
         return bool(total.item())
 
+    def sum(self, values: list[float]) -> list[float]:
+        """Each of ``values`` summed over the ranks (every rank must call it)."""
+        if not self.enabled:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(total)
+        return total.tolist()
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -16,6 +16,7 @@ in the fine-tuned model file.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import shutil
 import time
@@ -158,6 +159,10 @@ def _remove_unless_resumable(out_dir: Path, new_files: list[Path]) -> None:
 def run_finetune(config: TrainConfig) -> FinetuneResult:
     """Fine-tune ``config.finetune.pretrained`` on ``config.data.source``; the run's files are in
     ``config.run.out_dir``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # its stages would each join and end the process group
+        raise ValueError("a fine-tune with a head-only stage (or a linear probe) runs in one process: start it with "
+                         "resnetkit, not torchrun; under torchrun, fine-tune in one stage: `resnetkit train "
+                         "--pretrained MODEL --freeze-epochs 0`")
     started = time.perf_counter()
     out_dir = Path(config.run.out_dir)
     if config.run.resume:

@@ -156,6 +156,20 @@ def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -
 GLOBAL_RNG_STREAM = 2  # the last part of the global RNG's derive_seed, apart from the loaders' (crops: 1)
 
 
+def check_not_shorter(config: TrainConfig, *, epochs_done: int, steps_done: int, path: Path) -> None:
+    """Resuming with fewer epochs or iterations than are trained already would train nothing and rewrite the run's
+    records as a shorter run's: refused."""
+    sched = config.schedule
+    if sched.iterations > 0 and steps_done > sched.iterations:
+        length = f"--iterations {sched.iterations}, but {steps_done} steps"
+    elif sched.iterations <= 0 and epochs_done > sched.epochs:
+        length = f"--epochs {sched.epochs}, but {epochs_done} epochs"
+    else:
+        return
+    raise ValueError(f"--resume: {length} are trained already ({path}); give at least as many to continue, or start "
+                     "a new run in another --out-dir")
+
+
 def begin_epoch(loader: BatchLoader, *, seed: int, epoch: int, rank: int) -> None:
     """Set up one epoch's randomness for one rank: the loader's crops and order (``set_epoch``), then the global RNG,
     which draws dropout, stochastic depth, MixUp/CutMix and the automatic augmentation policies, so DDP ranks draw
@@ -289,6 +303,10 @@ class Trainer:
             raise checkpoint_error(self.checkpoint_path, f"does not fit this run ({type(e).__name__}: "
                                    f"{detail or 'no detail'}); it is damaged or another run's") from e
         self.step, self.start_epoch, self.history = state["step"], state["epoch"] + 1, list(state["history"])
+        check_not_shorter(self.config, epochs_done=self.start_epoch, steps_done=self.step, path=self.checkpoint_path)
+        done = self.step >= self.total_steps or self.start_epoch >= self.epochs
+        if self.config.schedule.iterations > 0 and not done:  # a run stopped inside an epoch resumes at the next one
+            self.epochs = self.start_epoch + math.ceil((self.total_steps - self.step) / self.steps_per_epoch)
         self.logger.rewrite(self.history)
         # The optimizer holds the lr of the old schedule's last step; a run resumed with another length takes the
         # stretched schedule's from its first step (the same value when the length is unchanged).
@@ -371,12 +389,14 @@ class Trainer:
             if (i + 1) % SYNC_EVERY == 0:
                 self._read_sums(sums, bar, seen, started, epoch, first_step)
         loss_sum, correct = self._read_sums(sums, bar, seen, started, epoch, first_step)
-        if not seen:  # every image unreadable (the loader skips them): an untrained model must not be written
+        # The epoch's figures over every rank's images, as one process would report them (not rank 0's shard).
+        loss_sum, correct, seen_all = self.dist.sum([loss_sum, correct, float(seen)])
+        if not seen_all:  # every image unreadable (the loader skips them): an untrained model must not be written
             raise ValueError(f"epoch {epoch + 1} trained on no images: every training image was unreadable (see the "
                              "warnings naming them) or there are fewer than one batch; check the data")
         elapsed = time.perf_counter() - started
-        return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-                "images_per_s": seen * self.dist.world_size / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+        return {"train_loss": loss_sum / max(1.0, seen_all), "train_acc": correct / max(1.0, seen_all),
+                "images_per_s": seen_all / max(elapsed, 1e-9), "epoch_time_s": elapsed}
 
     def _read_sums(self, sums: torch.Tensor, bar: Any, seen: int, started: float, epoch: int,
                    first_step: int) -> tuple[float, float]:
@@ -396,6 +416,16 @@ class Trainer:
                             lr=f"{self.optimizer.param_groups[0]['lr']:.4f}",
                             img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
         return loss_sum, correct
+
+    def _check_finite_validation(self, diverged: bool, epoch: int) -> None:
+        """The weights diverged in the epoch's last steps (its training loss was still finite): stop as a training
+        NaN does, before this epoch's checkpoint, model or report is written (JSON has no NaN)."""
+        if diverged:
+            kept = (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
+                    else "no checkpoint had been written yet")
+            raise NonFiniteLossError(f"the validation loss is NaN or infinite after epoch {epoch + 1}: the weights "
+                                     f"diverged; {kept}. Start a new run (another --out-dir) with a lower --lr or "
+                                     "with --grad-clip")
 
     def _optimizer_step(self) -> None:
         if self.config.optim.grad_clip > 0:
@@ -433,6 +463,9 @@ class Trainer:
                 metrics = self.evaluate()
                 if metrics is not None:
                     row.update(val_loss=metrics.loss, val_top1=metrics.top1, val_top5=metrics.top5)
+            # every rank asks (rank 0 evaluates), so that all stop together
+            self._check_finite_validation(self.dist.any(metrics is not None and not math.isfinite(metrics.loss)),
+                                          epoch)
             self.history.append(row)
             self._update_plateau()
             if self.dist.is_main:

@@ -31,7 +31,7 @@ from ..models.weights import has_resnetkit_metadata, read_model_info, resolve_we
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer, check_resumable
+from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer, check_not_shorter, check_resumable
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
@@ -98,8 +98,9 @@ def check_same_run(config: TrainConfig) -> None:
     folder, only where it runs and how long may change. Nothing is read but the checkpoint's config."""
     checkpoint = Path(config.run.out_dir) / CHECKPOINT_NAME
     if config.run.resume and checkpoint.exists():
-        saved = load_training_checkpoint(checkpoint, mmap=True)["config"]  # tensors not read
-        check_resumable(config.with_flat(augment=resolve_augment(config)), saved, path=checkpoint)
+        state = load_training_checkpoint(checkpoint, mmap=True)  # tensors not read
+        check_resumable(config.with_flat(augment=resolve_augment(config)), state["config"], path=checkpoint)
+        check_not_shorter(config, epochs_done=state["epoch"] + 1, steps_done=state["step"], path=checkpoint)
 
 
 def build_model_for(config: TrainConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
