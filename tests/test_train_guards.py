@@ -302,3 +302,14 @@ def test_a_staged_finetune_under_torchrun_is_refused_before_anything_is_written(
     assert main(["finetune", str(resnet20_file), "digits", "--out-dir", str(tmp_path / "ft")]) == 2
     assert "runs in one process: start it with resnetkit, not torchrun" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+
+
+def test_the_logged_lr_is_the_runs_lr_not_the_stems_with_discriminative_lrs(tmp_path, resnet20_file):
+    """metrics.csv, the report and the progress bar showed the first parameter group's lr: the stem's, lr / lr_mult."""
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "demo", "--pretrained", str(resnet20_file), "--lr-mult", "100", "--epochs", "1",
+                 "--schedule", "step", "--lr", "0.05", "--amp", "none", "--no-progress", "--out-dir", str(out)]) == 0
+    import csv
+
+    [row] = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(row["lr"]) == 0.05

@@ -314,6 +314,11 @@ class Trainer:
         self._update_plateau()
         return True
 
+    @property
+    def nominal_lr(self) -> float:
+        """The lr the run is given (the head's): with discriminative lrs the first group is the stem's, lr / lr_mult."""
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
     def _set_lr(self) -> None:
         for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
             group["lr"] = base * fn(self.scheduler.last_epoch)
@@ -378,7 +383,7 @@ class Trainer:
             if self.step_callback is not None:
                 step_loss += loss.detach().float() / cfg.optim.accumulate
             if steps_now:
-                lr = max(g["lr"] for g in self.optimizer.param_groups)  # the head's: the nominal lr
+                lr = self.nominal_lr
                 self._optimizer_step()
                 if self.step_callback is not None:
                     self.step_callback(lr, step_loss)
@@ -413,7 +418,7 @@ class Trainer:
         if hasattr(bar, "set_postfix") and seen:
             elapsed = time.perf_counter() - started
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            lr=f"{self.optimizer.param_groups[0]['lr']:.4f}",
+                            lr=f"{self.nominal_lr:.4f}",
                             img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
         return loss_sum, correct
 
@@ -456,7 +461,7 @@ class Trainer:
             self.logger.rewrite([])  # a fresh run starts fresh logs, never appends to an older run's
         metrics = None
         for epoch in range(self.start_epoch, self.epochs):
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.nominal_lr
             row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr, **self.train_one_epoch(epoch)}
             last = epoch == self.epochs - 1 or self.step >= self.total_steps
             if self.dist.is_main and (last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)):
