@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import secrets
+import socket
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -17,18 +18,62 @@ from pathlib import Path
 from typing import Any
 
 
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner() -> str:
+    """This process, as the temporary files it writes are named: its host (hashed) and process id."""
+    return f"h{_host()}p{os.getpid()}"
+
+
+_TEMP_NAME = re.compile(r"^\..+\.h([0-9a-f]{8})p(\d+)-[0-9a-f]{12}\.tmp")
+
+
 def _create_beside(path: Path) -> Path:
     """A new, empty file in ``path``'s folder, created with mode 0666 so the process's umask applies, as it
-    does to a plain ``open()`` (``tempfile.mkstemp`` would make it 0600, unreadable to other users)."""
+    does to a plain ``open()`` (``tempfile.mkstemp`` would make it 0600, unreadable to other users). Its name says
+    which process writes it, so that one killed mid-write can be cleaned up later (``remove_stale_temporaries``)."""
     for _ in range(100):
         # ends in the target's own suffix: writers that check it (torch.export wants .pt2) see the name they expect
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        tmp = path.with_name(f".{path.name}.{_owner()}-{secrets.token_hex(6)}.tmp{path.suffix}")
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files atomic writes left in ``folder`` when their process was killed mid-write (SIGKILL,
+    a power cut: no ``finally`` ran), each as large as the file it was to become (a checkpoint with its optimizer
+    state); only files of this host whose process is gone. Returns what was removed."""
+    host, removed = _host(), []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        found = _TEMP_NAME.match(name)
+        if found is None or found.group(1) != host or _alive(int(found.group(2))):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+            removed.append(Path(folder) / name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # (a number no process can have)
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 FULL_DISK_BYTES = 1 << 20  # a write that failed with less than this left on its disk is taken for a full disk

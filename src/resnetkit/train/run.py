@@ -21,7 +21,7 @@ from torch import nn
 from ..config import ModelInfo, Preprocess, TrainConfig
 from ..device import describe_machine, resolve_device
 from ..evaluate.report import write_report
-from ..files import prepare_output_dir, write_text_atomic
+from ..files import prepare_output_dir, remove_stale_temporaries, write_text_atomic
 from ..data.classes import read_class_names
 from ..models import build_model, default_preprocess, load_model, load_state_dict_file, load_weights, save_model
 from ..models.hf_hub import is_hf_hub_name
@@ -261,6 +261,8 @@ def run_training(config: TrainConfig, *, report_extra: dict[str, Any] | None = N
     check_same_run(config)  # before config.json is rewritten with its settings (the Trainer checks again)
     if dist.is_main:
         prepare_output_dir(out_dir, flag="--out-dir")
+        for stale in remove_stale_temporaries(out_dir):  # a run killed while writing its checkpoint left them
+            log.info("removed %s, left by a run killed while writing it", stale)
     data, model, teacher = training_parts(config, dist=dist, device=device)
     trainer = Trainer(model, config, data.train, data.val, num_classes=data.num_classes, device=device, dist=dist,
                       class_names=data.class_names, teacher=teacher)
