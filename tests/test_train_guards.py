@@ -107,8 +107,17 @@ def _tamper_history(state):
     state["history"] = [{"step": 10}]  # rows without their epoch and losses: once "error: 'epoch'" at the report
 
 
-@pytest.mark.parametrize("tamper", [_tamper_model, _tamper_optimizer, _tamper_rng, _tamper_step, _tamper_history],
-                         ids=["model", "optimizer", "rng", "step", "history"])
+def _tamper_history_values(state):
+    state["history"][0]["train_loss"] = "low"  # once: an epoch trained, the model replaced, then a TypeError
+
+
+def _tamper_hyperparameter(state):
+    state["optimizer"]["param_groups"][0]["momentum"] = "fast"  # once: a TypeError at the first optimizer step
+
+
+@pytest.mark.parametrize("tamper", [_tamper_model, _tamper_optimizer, _tamper_rng, _tamper_step, _tamper_history,
+                                    _tamper_history_values, _tamper_hyperparameter],
+                         ids=["model", "optimizer", "rng", "step", "history", "history-values", "hyperparameter"])
 def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_path, capsys, one_epoch_run, tamper):
     """A file torch's safe loader accepts whose parts do not fit the run: one line naming it, the file untouched."""
     run = tmp_path / "run"
@@ -123,6 +132,7 @@ def test_a_checkpoint_with_crafted_parts_is_refused_naming_it_and_is_kept(tmp_pa
     err = capsys.readouterr().err
     assert str(checkpoint) in err and "another --out-dir" in err and "Traceback" not in err
     assert checkpoint.read_bytes() == crafted
+    assert (run / "model.safetensors").read_bytes() == (one_epoch_run / "model.safetensors").read_bytes()
 
 
 def test_a_checkpoint_cut_short_anywhere_is_named_as_such_and_kept(tmp_path, capsys, one_epoch_run):

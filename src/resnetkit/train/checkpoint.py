@@ -93,4 +93,27 @@ def load_training_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False
     if (any(type(n) is not int or n < -1 for n in counts) or not isinstance(state["history"], list)
             or not all(isinstance(row, dict) and HISTORY_KEYS <= row.keys() for row in state["history"])):
         raise checkpoint_error(path)
+    # Values a run reads back as numbers: a crafted text would fail only after an epoch trained and the model file
+    # was replaced (plotting the history, the optimizer's first step).
+    odd = [f"history[{i}][{key!r}]" for i, row in enumerate(state["history"]) for key, value in row.items()
+           if not _number(value)]
+    groups = state["optimizer"].get("param_groups", []) if isinstance(state["optimizer"], dict) else []
+    odd += [f"optimizer group {i} {key!r}" for i, group in enumerate(groups if isinstance(groups, list) else [])
+            for key, value in (group.items() if isinstance(group, dict) else [("group", group)])
+            if key != "params" and not _setting(value)]
+    if odd:
+        raise checkpoint_error(path, f"holds values that are not numbers where numbers belong ({', '.join(odd[:3])})"
+                                     ": it is damaged or crafted")
     return state
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        isinstance(value, torch.Tensor) and value.numel() == 1)
+
+
+def _setting(value: Any) -> bool:
+    """An optimizer hyper-parameter as torch's optimizers keep them: numbers, flags, None, pairs (betas), tensors."""
+    if isinstance(value, (tuple, list)):
+        return all(_setting(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, torch.Tensor))
