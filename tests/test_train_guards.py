@@ -323,3 +323,18 @@ def test_the_logged_lr_is_the_runs_lr_not_the_stems_with_discriminative_lrs(tmp_
 
     [row] = list(csv.DictReader((out / "metrics.csv").open()))
     assert float(row["lr"]) == 0.05
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--schedule", "onecycle", "--milestone-gammas", "0.1", "0.1"], "only the step schedule uses them"),
+    (["--staircase"], "only the exponential schedule uses them"),
+    (["--warmup-lr", "0.01"], "there is no warm-up"),
+    (["--randaugment-ops", "5"], "the auto_augment policy is 'none'"),
+])
+def test_a_setting_that_cannot_take_effect_is_named_in_a_warning(tmp_path, capsys, flags, words):
+    """Each of these trained exactly as without it, silently (a recipe may set them for a schedule a flag replaces,
+    so a warning rather than a refusal)."""
+    assert main(["train", "--recipe", "demo", "--iterations", "1", "--amp", "none", "--no-progress", *flags,
+                 "--out-dir", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "resnetkit train: warning:" in err and words in err and "has no effect in this run" in err

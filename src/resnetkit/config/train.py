@@ -278,6 +278,25 @@ class TrainConfig:
             found.update(config_flags(type(section.default_factory()), section=section.name))  # type: ignore[misc]
         return found
 
+    def unused_settings(self) -> list[str]:
+        """Settings that cannot take effect with the others (a recipe's, or a flag's), each with why: a run warns
+        rather than refuses, since a recipe may set them for a schedule a flag then replaces."""
+        sched, optim, augment = self.schedule, self.optim, self.augment
+        unused = []
+        if sched.milestone_gammas and sched.name != "step":
+            unused.append(f"milestone_gammas {list(sched.milestone_gammas)}: only the step schedule uses them, not "
+                          f"{sched.name!r}")
+        if (sched.staircase or sched.decay_steps) and sched.name != "exponential":
+            unused.append(f"staircase/decay_steps: only the exponential schedule uses them, not {sched.name!r}")
+        if sched.warmup_lr and not sched.warmup:
+            unused.append(f"warmup_lr {sched.warmup_lr:g}: there is no warm-up (--warmup 0)")
+        if augment.auto_augment != "randaugment" and (augment.randaugment_ops, augment.randaugment_magnitude) != (
+                AugmentConfig.randaugment_ops, AugmentConfig.randaugment_magnitude):
+            unused.append(f"randaugment_ops/magnitude: the auto_augment policy is {augment.auto_augment!r}")
+        if optim.lr == 0 and not sched.warmup_lr:
+            unused.append("lr 0: nothing trains")
+        return unused
+
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from flag-named settings (a recipe, the command line, a config written before sections);

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,8 @@ def start_run(config: TrainConfig) -> TrainConfig:
     trained with unless ``--mean``/``--std`` are given, as a fine-tune does (fastai and timm keep them too); the run
     records both."""
     torch.manual_seed(config.run.seed)
+    for setting in config.unused_settings():
+        warnings.warn(f"{setting}; the setting has no effect in this run", stacklevel=2)
     if config.finetune.pretrained and not (config.data.mean and config.data.std):
         mean, std = _start_statistics(config)
         config = config.with_flat(mean=config.data.mean or mean, std=config.data.std or std)
