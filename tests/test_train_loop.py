@@ -137,7 +137,7 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
 def test_resume_accepts_the_same_data_and_start_model_spelled_another_way(tmp_path, monkeypatch):
     """Before: resuming from another folder (data 'good' -> '../good') or with an absolute --out-dir (a fine-tune's
     stage-2 start model inside it) was refused as 'a different configuration'."""
-    from resnetkit.train.loop import check_resumable
+    from resnetkit.train.resume import check_resumable
 
     (tmp_path / "data").mkdir()
     (tmp_path / "run" / "stage1").mkdir(parents=True)

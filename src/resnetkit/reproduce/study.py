@@ -19,7 +19,8 @@ from ..files import prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..data import resolve_source
 from ..models.registry import CIFAR_BASIC_DEPTHS
-from ..train.loop import CHECKPOINT_NAME, RESUME_MAY_CHANGE, same_setting
+from ..train.loop import CHECKPOINT_NAME
+from ..train.resume import RESUME_MAY_CHANGE, same_setting
 from ..train.run import MODEL_FILE, check_same_run, run_training
 from .analysis import ANALYSIS_FILE, analyse_run
 from .report import write_study_report

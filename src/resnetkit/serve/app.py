@@ -141,7 +141,7 @@ class ServerState:
 def build_app(source: ModelSource, options: ServeOptions, *, model_file: str | None = None,
               on_load_failed: Callable[[str], None] | None = None) -> FastAPI:
     decodable = PIL.Image.MAX_IMAGE_PIXELS  # the decoder's bomb guard: larger images are refused whatever the server
-    if decodable and options.max_pixels > decodable and options.max_pixels == ServeOptions().max_pixels:
+    if decodable and options.max_pixels > decodable and options.max_pixels == ServeOptions.max_pixels:
         options = dataclasses.replace(options, max_pixels=decodable)  # the default, under a program's lower limit
     if decodable and options.max_pixels > decodable:
         raise ValueError(f"max_pixels={options.max_pixels:,} is over the {decodable:,} pixels the decoder accepts "

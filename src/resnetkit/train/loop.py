@@ -10,10 +10,8 @@ same data as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +26,6 @@ from ..config import AMP_MODES, TrainConfig
 from ..data.loader import derive_seed
 from ..device import resolve_amp
 from ..evaluate.metrics import ClassificationMetrics, evaluate_batches
-from ..models.registry import resolve_config
 from ..models.resnet import HEAD_MODULES
 from .checkpoint import checkpoint_error, load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distill import distillation_loss
@@ -36,14 +33,10 @@ from .distributed import DistInfo
 from .groups import discriminative_param_groups
 from .logging import MetricsLogger, progress
 from .optim import optimizer_from_config
+from .resume import check_not_shorter, check_resumable
 from .schedules import build_scheduler, plateau_drops, schedule_from_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Fields that may differ between a run and its resumption (where and how fast it runs, and how long);
-# any other difference is refused. Memory layout and compilation change speed, not the recipe's arithmetic.
-# How a run runs, not what it learns: a resumed run may change these.
-RESUME_MAY_CHANGE = frozenset({"resume", "progress", "eval_every", "out_dir", "device", "workers", "epochs",
-                               "iterations", "channels_last", "compile", "amp", "grad_checkpointing"})
 HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)  # parameter names of the head
 log = logging.getLogger(__name__)
 
@@ -110,64 +103,7 @@ def mix_transform(config: TrainConfig, num_classes: int):
     return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
 
 
-def _settings_meant(config: TrainConfig) -> dict[str, Any]:
-    """The flag-named settings, with the model's None fields (variant, shortcut, width) as the architecture's
-    defaults they stand for; a model outside the registry is compared as written."""
-    try:
-        config = dataclasses.replace(config, model=resolve_config(config.model))
-    except ValueError:
-        pass
-    return config.to_flat()
-
-
-PATH_SETTINGS = frozenset({"data", "pretrained", "teacher", "classes"})  # flat settings that name files or folders
-
-
-def same_setting(key: str, was: Any, now: Any) -> bool:
-    """Whether two values of one flat setting mean the same: equal, or (for a path) naming the same file or folder,
-    however spelled (relative to another folder, absolute, through a link)."""
-    if was == now:
-        return True
-    if key in PATH_SETTINGS and isinstance(was, str) and isinstance(now, str) and was and now:
-        try:
-            return os.path.samefile(was, now)
-        except (OSError, ValueError):  # one of them is not on this machine (a dataset name, a URL, a moved file)
-            return False
-    return False
-
-
-def check_resumable(config: TrainConfig, saved: dict[str, Any], *, path: Path) -> dict[str, tuple[Any, Any]]:
-    """A resumed run must be the same run as the one that wrote the checkpoint at ``path`` (its config ``saved``):
-    only where it runs and how long may change. Returns the lengths that changed, {name: (was, now)}."""
-    # Flat (written before sections) or nested; a setting added later had its default value then.
-    try:
-        current, saved = _settings_meant(config), _settings_meant(TrainConfig.from_dict(saved))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path} records a configuration this resnetkit cannot read ({e}); start a new run in another "
-                         "--out-dir") from e
-    changed = sorted(k for k in current if k not in RESUME_MAY_CHANGE and not same_setting(k, saved[k], current[k]))
-    if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"{path} was written by a different configuration ({shown}); resume with the same settings, "
-                         "or start a new run in another --out-dir")
-    return {key: (saved.get(key), current[key]) for key in ("epochs", "iterations") if saved.get(key) != current[key]}
-
-
 GLOBAL_RNG_STREAM = 2  # the last part of the global RNG's derive_seed, apart from the loaders' (crops: 1)
-
-
-def check_not_shorter(config: TrainConfig, *, epochs_done: int, steps_done: int, path: Path) -> None:
-    """Resuming with fewer epochs or iterations than are trained already would train nothing and rewrite the run's
-    records as a shorter run's: refused."""
-    sched = config.schedule
-    if sched.iterations > 0 and steps_done > sched.iterations:
-        length = f"--iterations {sched.iterations}, but {steps_done} steps"
-    elif sched.iterations <= 0 and epochs_done > sched.epochs:
-        length = f"--epochs {sched.epochs}, but {epochs_done} epochs"
-    else:
-        return
-    raise ValueError(f"--resume: {length} are trained already ({path}); give at least as many to continue, or start "
-                     "a new run in another --out-dir")
 
 
 def begin_epoch(loader: BatchLoader, *, seed: int, epoch: int, rank: int) -> None:
@@ -409,11 +345,9 @@ class Trainer:
         loss_sum, correct, bad = sums.tolist()
         bad = self.dist.any(bad > 0)  # all ranks stop together: one rank alone would leave the others waiting
         if bad:
-            kept = (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
-                    else "no checkpoint had been written yet")
             raise NonFiniteLossError(
                 f"the loss became NaN or infinite in epoch {epoch + 1} (between iterations {first_step} and "
-                f"{self.step}); {kept}. Start a new run (another --out-dir) with a lower --lr or with "
+                f"{self.step}); {self._what_is_kept()}. Start a new run (another --out-dir) with a lower --lr or with "
                 "--grad-clip, or check the data")
         if hasattr(bar, "set_postfix") and seen:
             elapsed = time.perf_counter() - started
@@ -422,14 +356,17 @@ class Trainer:
                             img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
         return loss_sum, correct
 
+    def _what_is_kept(self) -> str:
+        """For a run that stops on a NaN: whether an earlier, good checkpoint is there to start again from."""
+        return (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
+                else "no checkpoint had been written yet")
+
     def _check_finite_validation(self, diverged: bool, epoch: int) -> None:
         """The weights diverged in the epoch's last steps (its training loss was still finite): stop as a training
         NaN does, before this epoch's checkpoint, model or report is written (JSON has no NaN)."""
         if diverged:
-            kept = (f"the last good checkpoint ({self.checkpoint_path}) is intact" if self.checkpoint_path.exists()
-                    else "no checkpoint had been written yet")
             raise NonFiniteLossError(f"the validation loss is NaN or infinite after epoch {epoch + 1}: the weights "
-                                     f"diverged; {kept}. Start a new run (another --out-dir) with a lower --lr or "
+                                     f"diverged; {self._what_is_kept()}. Start a new run (another --out-dir) with a lower --lr or "
                                      "with --grad-clip")
 
     def _optimizer_step(self) -> None:

@@ -29,7 +29,8 @@ from ..models import ResNet, load_model
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, Trainer, check_resumable
+from .loop import CHECKPOINT_NAME, Trainer
+from .resume import check_resumable
 from .run import MODEL_FILE, check_out_dir, check_same_classes
 
 FINE_TUNE_DIR = "fine-tune"  # the fine-tune's training run, inside --out-dir

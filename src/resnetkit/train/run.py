@@ -32,7 +32,8 @@ from ..models.weights import has_resnetkit_metadata, read_model_info, resolve_we
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data, resolve_augment
 from .distributed import DistInfo
-from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer, check_not_shorter, check_resumable
+from .loop import CHECKPOINT_NAME, HEAD_PREFIXES, FitResult, Trainer
+from .resume import check_not_shorter, check_resumable
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
