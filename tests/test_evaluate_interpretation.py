@@ -4,6 +4,7 @@ pairs, calibration (ECE, reliability bins) and the highest-loss images, by name,
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -121,6 +122,25 @@ def test_non_finite_outputs_stay_out_of_the_calibration_and_the_top_losses():
     assert sum(row["images"] for row in metrics.calibration()) == 2
     assert [s.position for s in metrics.top_losses()] == [1, 2]
     assert 0 < metrics.expected_calibration_error < 1
+
+
+def test_non_finite_outputs_count_as_wrong_and_leave_the_calibration_of_the_rest_unchanged():
+    """max() of a NaN row is index 0: a broken model was scored right on every class-0 image and called calibrated."""
+    finite_rows = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    alone = ClassificationMetrics(2)
+    alone.update(finite_rows, labels)
+    metrics = ClassificationMetrics(2)
+    nan_rows = torch.full((4, 2), float("nan"))
+    metrics.update(torch.cat([finite_rows, nan_rows]), torch.cat([labels, torch.tensor([0, 0, 1, 0])]))
+    assert metrics.top1 == 2 / 8 and metrics.top5 == 4 / 8
+    assert metrics.per_class_accuracy() == pytest.approx([1 / 5, 1 / 3])
+    assert metrics.confusion.sum() == 4 and metrics.summary()["non_finite"] == 4
+    assert metrics.expected_calibration_error == pytest.approx(alone.expected_calibration_error)
+    broken = ClassificationMetrics(2)
+    broken.update(nan_rows, torch.tensor([0, 0, 1, 0]))
+    assert broken.top1 == 0 and broken.top5 == 0 and broken.per_class_accuracy() == [0, 0]
+    assert math.isnan(broken.expected_calibration_error) and broken.summary()["ece"] is None
 
 
 @pytest.mark.parametrize("keep", [-1, 2.5, True])

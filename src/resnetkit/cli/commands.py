@@ -4,6 +4,7 @@ print the result. Library imports stay inside each command, so ``resnetkit predi
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -197,9 +198,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     config = _config_from_args(EvalConfig, args)
     result = run_evaluation(config)
+    ece = result.expected_calibration_error
     print(f"{config.protocol}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
           f"on {result.count} images (macro F1 {100 * result.macro_f1:.2f}%, calibration error "
-          f"{100 * result.expected_calibration_error:.2f}%); report: {config.out_dir}/report.md")
+          f"{'n/a' if math.isnan(ece) else f'{100 * ece:.2f}%'}); report: {config.out_dir}/report.md")
+    if non_finite := int(result.unanswered.sum()):
+        print(f"warning: the model's outputs were NaN or infinite for {non_finite} of the {result.count} images "
+              "(counted wrong): its weights or --amp precision overflow", file=sys.stderr)
     return 0
 
 

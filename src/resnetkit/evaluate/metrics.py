@@ -42,6 +42,7 @@ class ClassificationMetrics:
     bin_counts: torch.Tensor = field(init=False)
     bin_confidence: torch.Tensor = field(init=False)  # summed confidence (top-1 probability) per bin
     bin_correct: torch.Tensor = field(init=False)
+    unanswered: torch.Tensor = field(init=False)  # per label: images whose outputs were not finite (NaN, inf)
     _worst: list[tuple[float, int, Sample]] = field(init=False, default_factory=list)  # a min-heap on the loss
 
     def __post_init__(self) -> None:
@@ -51,6 +52,7 @@ class ClassificationMetrics:
         self.bin_counts = torch.zeros(CALIBRATION_BINS, dtype=torch.long)
         self.bin_confidence = torch.zeros(CALIBRATION_BINS, dtype=torch.float64)
         self.bin_correct = torch.zeros(CALIBRATION_BINS, dtype=torch.long)
+        self.unanswered = torch.zeros(self.num_classes, dtype=torch.long)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits, labels = logits.detach().float().cpu(), labels.detach().cpu()
@@ -59,13 +61,15 @@ class ClassificationMetrics:
         self.loss_sum += losses.double().sum().item()
         probs = log_probs.exp()
         confidence, pred = probs.max(1)
-        self.confusion += torch.bincount(labels * self.num_classes + pred,
+        # A row with a NaN or infinity has no answer: it counts as wrong (in top-1, top-5 and its class's recall),
+        # and stays out of the confusion matrix, the calibration and the top losses (its loss is NaN, which says
+        # that something broke); max() would otherwise call it class 0.
+        finite = torch.isfinite(log_probs).all(1)
+        self.unanswered += torch.bincount(labels[~finite], minlength=self.num_classes)
+        self.confusion += torch.bincount(labels[finite] * self.num_classes + pred[finite],
                                          minlength=self.num_classes ** 2).view(self.num_classes, self.num_classes)
         k = min(5, logits.shape[1])
-        self.top5_correct += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
-        # Calibration and the top losses take the rows with finite outputs (a NaN has no confidence or rank; it still
-        # counts as wrong above, and makes the loss NaN, which says that something broke).
-        finite = torch.isfinite(log_probs).all(1)
+        self.top5_correct += ((logits.topk(k, 1).indices == labels[:, None]).any(1) & finite).sum().item()
         # A confidence of exactly 1 belongs to the last bin, (14/15, 1].
         bins = (confidence[finite] * CALIBRATION_BINS).ceil().long().clamp(1, CALIBRATION_BINS) - 1
         self.bin_counts += torch.bincount(bins, minlength=CALIBRATION_BINS)
@@ -107,8 +111,12 @@ class ClassificationMetrics:
 
     def per_class_accuracy(self) -> list[float]:
         """Each class's recall: the share of its images predicted as it."""
-        totals = self.confusion.sum(1).clamp(min=1)
+        totals = self.images_per_class().clamp(min=1)
         return (self.confusion.diag() / totals).tolist()
+
+    def images_per_class(self) -> torch.Tensor:
+        """How many images of each class were measured (those without a finite answer included)."""
+        return self.confusion.sum(1) + self.unanswered
 
     def precision(self) -> list[float]:
         """Each class's precision: the share of the images predicted as it that are it (0 when none was)."""
@@ -121,7 +129,7 @@ class ClassificationMetrics:
     @property
     def macro_f1(self) -> float:
         """The mean F1 over the classes that have images here (sklearn's ``f1_score(average="macro")`` over them)."""
-        present = [f for f, n in zip(self.f1(), self.confusion.sum(1).tolist()) if n]
+        present = [f for f, n in zip(self.f1(), self.images_per_class().tolist()) if n]
         return sum(present) / max(1, len(present))
 
     def confused_pairs(self, *, limit: int = 10) -> list[tuple[int, int, int]]:
@@ -152,9 +160,12 @@ class ClassificationMetrics:
     @property
     def expected_calibration_error(self) -> float:
         """ECE (Guo et al. 2017): the image-weighted mean gap between confidence and accuracy over 15 bins; 0 for a
-        model whose top-1 probability is as often right as it says."""
-        return sum(row["images"] * abs(row["accuracy"] - row["confidence"]) for row in self.calibration()) \
-            / max(1, self.count)
+        model whose top-1 probability is as often right as it says. Over the images with a finite answer: NaN when
+        none had one (a broken model is not perfectly calibrated)."""
+        answered = int(self.bin_counts.sum())
+        if not answered:
+            return math.nan if self.count else 0.0
+        return sum(row["images"] * abs(row["accuracy"] - row["confidence"]) for row in self.calibration()) / answered
 
     def top_losses(self) -> list[Sample]:
         """The ``keep_worst`` highest-loss samples seen, worst first (fastai's ``top_losses``)."""
@@ -164,11 +175,12 @@ class ClassificationMetrics:
         names = class_names or [str(i) for i in range(self.num_classes)]
         return {
             "top1": self.top1, "top5": self.top5, "loss": self.loss, "images": self.count,
+            "non_finite": int(self.unanswered.sum()),
             "per_class": dict(zip(names, self.per_class_accuracy())),
             "precision": dict(zip(names, self.precision())), "f1": dict(zip(names, self.f1())),
             "macro_f1": self.macro_f1,
             "most_confused": [{"actual": a, "predicted": p, "images": n} for a, p, n in self.most_confused(names)],
-            "ece": self.expected_calibration_error, "calibration": self.calibration(),
+            "ece": None if math.isnan(ece := self.expected_calibration_error) else ece, "calibration": self.calibration(),
             "confusion": self.confusion.tolist(),
         }
 

@@ -146,6 +146,10 @@ def _table_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
+def _percent(value: float) -> str:
+    return "n/a (no finite outputs)" if math.isnan(value) else f"{100 * value:.2f}%"
+
+
 def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, class_names: list[str],
                  config: dict[str, Any], history: list[dict[str, Any]] | None = None,
                  extra: dict[str, Any] | None = None, worst: list[WorstImage] | None = None) -> dict[str, Path]:
@@ -168,13 +172,16 @@ def write_report(out_dir: Path, *, title: str, metrics: ClassificationMetrics, c
     lines = [f"# {title}", "", f"- top-1 accuracy: **{100 * metrics.top1:.2f}%** on {metrics.count} images",
              f"- top-5 accuracy: {100 * metrics.top5:.2f}%", f"- loss: {metrics.loss:.4f}",
              f"- macro F1: {100 * metrics.macro_f1:.2f}%", f"- expected calibration error (ECE, {CALIBRATION_BINS} "
-             f"bins): {100 * metrics.expected_calibration_error:.2f}%"]
+             f"bins): {_percent(metrics.expected_calibration_error)}"]
+    non_finite = int(metrics.unanswered.sum())
+    if non_finite:
+        lines.append(f"- images whose outputs were not finite (NaN or infinity; counted wrong): **{non_finite}**")
     for key, value in (extra or {}).items():
         lines.append(f"- {key.replace('_', ' ')}: {value}")
     lines += ["", "## Per class", "", "Recall is the class's accuracy: the share of its images predicted as it; "
               "precision, the share of the images predicted as it that are it.", "",
               "| class | recall (accuracy) | precision | F1 | images |", "|---|---:|---:|---:|---:|"]
-    totals = metrics.confusion.sum(1).tolist()
+    totals = metrics.images_per_class().tolist()
     for name, acc, precision, f1, total in zip(class_names, metrics.per_class_accuracy(), metrics.precision(),
                                                metrics.f1(), totals):
         lines.append(f"| {name} | {100 * acc:.2f}% | {100 * precision:.2f}% | {100 * f1:.2f}% | {total} |")
