@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -257,6 +258,17 @@ def test_eval_val_split_measures_exactly_the_images_training_held_out(tmp_path, 
     assert measured["top1"] == trained["top1"]
     assert measured["loss"] == pytest.approx(trained["loss"], abs=1e-4)
     assert "--val-split 6, seed 3" in measured["config"]["split"]
+    # Without --seed, the seed the model file records (eval took 0, another split: mostly training images).
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "data"), "--val-split", "6",
+                 "--workers", "0", "--out-dir", str(tmp_path / "recorded")]) == 0
+    recorded = json.loads((tmp_path / "recorded" / "report.json").read_text())
+    assert "--val-split 6, seed 3" in recorded["config"]["split"] and recorded["top1"] == trained["top1"]
+    assert "holds out other images" not in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "data"), "--val-split", "6",
+                 "--seed", "0", "--workers", "0", "--out-dir", str(tmp_path / "other")]) == 0
+    assert re.search(r"--val-split 6 --seed 0 holds out other images.*give --val-split 6 --seed 3",
+                     capsys.readouterr().err)
     # The training report also gives the flip-TTA figure (the recipe mirrors images), equal to eval's.
     assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "data"), "--val-split", "6",
                  "--seed", "3", "--workers", "0", "--protocol", "flip", "--out-dir", str(tmp_path / "flip")]) == 0

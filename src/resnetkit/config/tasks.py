@@ -44,7 +44,8 @@ class EvalConfig(JsonConfig):
     workers: int = _opt(2, "image-decoding worker processes")
     val_split: int = _opt(0, "measure the N images `resnetkit train --val-split N` held out of DATA's training "
                           "split; 0: DATA's test split", metavar="N")
-    seed: int = _opt(0, "with --val-split: the training run's seed")
+    seed: int | None = _opt(None, "with --val-split: the seed of that held-out split; default: the model file's "
+                            "(resnetkit train records it), else 0", type=int, metavar="SEED")
     cifar100_labels: str = _opt("fine", "CIFAR-100: the 100 classes or the 20 superclasses, as the model was trained",
                                 choices=("fine", "coarse"))
     top_losses: int = _opt(16, "list and show the N images with the highest loss in the report (fastai's "
@@ -57,6 +58,9 @@ class EvalConfig(JsonConfig):
         check_count("workers", self.workers, minimum=0, meaning="image-decoding processes; 0: in the main process")
         check_count("top_losses", self.top_losses, minimum=0, maximum=MAX_TOP_LOSSES,
                     meaning="images listed with the highest loss; 0: none")
+        check_count("val_split", self.val_split, minimum=0, meaning="held-out training images; 0: the test split")
+        if self.seed is not None:
+            check_count("seed", self.seed, minimum=0, maximum=2**32 - 1, meaning="the held-out split's seed")
         if self.scales is not None:
             if not self.scales:
                 raise ValueError("scales is empty: give one or more shorter-side sizes in pixels, or None for the "

@@ -123,22 +123,35 @@ def label_map(dataset_classes: list[str], model_classes: list[str], *, data: str
     return torch.tensor([index[name] for name in dataset_classes])
 
 
-def warn_if_trained_on(source: DataSource, info: ModelInfo, *, val_split: int) -> None:
-    """Warn when ``eval`` measures every image of a training set (DATA has no test split) with a model whose file
-    records images held out of its training set: if DATA is that set, the number mostly measures images the model
-    trained on, and ``--val-split`` gives the held-out ones. Evaluating what is given (timm's ``validate.py``,
-    torchvision's reference scripts) stays the rule; the data may be a new folder of the model's classes."""
+def held_out_seed(source: DataSource, info: ModelInfo, *, val_split: int, seed: int | None,
+                  warn_if_training_images: bool = True) -> int:
+    """The seed of the ``val_split`` images to hold out of ``source``'s training split: ``seed`` as given, else the
+    one the model file records (``resnetkit train`` writes it; the split of another seed shares a tenth of its
+    images and holds out images the model trained on). Warns, unless told not to, when the images measured may be
+    ones the model trained on: with no ``val_split``, every image of a training set (DATA has no test split) while
+    the file records a held-out split; with one, a count or seed other than the recorded ones. Evaluating what is
+    given (timm's ``validate.py``, torchvision's reference scripts) stays the rule: the data may be a new folder of
+    the model's classes."""
     try:
-        held_out, seed = info.held_out_split()
+        held_out, recorded_seed = info.held_out_split()
     except (TypeError, ValueError):  # a record that is not a number: no split to point to
-        return
-    if not val_split and held_out and source.evaluation_split == "train":
-        data = source.text
+        held_out, recorded_seed = 0, 0
+    chosen = recorded_seed if seed is None else seed
+    if not (warn_if_training_images and held_out):
+        return chosen
+    data, trained_on = source.text, info.extra.get('trained_on', 'not named')
+    same = f"--val-split {held_out}{'' if recorded_seed == 0 else f' --seed {recorded_seed}'}"
+    if not val_split and source.evaluation_split == "train":
         warnings.warn(f"{data} has no test split, so every image of it is measured; the model file records "
-                      f"{held_out} images held out of its training data ({info.extra.get('trained_on', 'not named')})"
-                      f": if {data} is that data, most of these images trained the model; give --val-split "
-                      f"{held_out}{'' if seed == 0 else f' --seed {seed}'} to measure only the held-out ones",
+                      f"{held_out} images held out of its training data ({trained_on}): if {data} is that data, "
+                      f"most of these images trained the model; give {same} to measure only the held-out ones",
                       stacklevel=2)
+    elif val_split and (val_split, chosen) != (held_out, recorded_seed):
+        warnings.warn(f"--val-split {val_split} --seed {chosen} holds out other images than the model's training "
+                      f"did (the file records {held_out} held out with seed {recorded_seed}, of {trained_on}): if "
+                      f"{data} is that data, most of the images measured trained the model; give {same} to measure "
+                      "the held-out ones", stacklevel=2)
+    return chosen
 
 
 def check_not_another_report(out_dir: Path) -> None:
@@ -172,10 +185,10 @@ def run_evaluation(config: EvalConfig, *, warn_if_training_images: bool = True) 
     check_not_another_report(Path(config.out_dir))
     model, info = load_model(model_path)
     source = resolve_source(data)  # once: an image tree's splits are found by listing it
-    dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=config.seed,
+    seed = held_out_seed(source, info, val_split=config.val_split, seed=config.seed,
+                         warn_if_training_images=warn_if_training_images)
+    dataset, class_names, split = open_dataset(source, val_split=config.val_split, seed=seed,
                                                cifar100_labels=config.cifar100_labels)
-    if warn_if_training_images:
-        warn_if_trained_on(source, info, val_split=config.val_split)
     mapping = label_map(list(class_names), info.class_names, data=data, model=model_path,
                         outputs=model.num_classes)
     order: list[int] = []  # the dataset index of each image measured, in order (unreadable ones are left out)
