@@ -4,18 +4,26 @@
 #   unfinished runs: checkpoint.pt (model, optimizer, schedule, RNG, history: ~7 MB for ResNet-56) + config.json
 #   finished runs:   analysis.json, config.json, metrics.jsonl (what `resnetkit reproduce` needs to skip them), and
 #                    model.safetensors + report.json (what bench/ship_weights.py needs to ship them later)
+# A merge, not a mirror: a carried run that OUT_DIR lacks is kept, and one is replaced only by a run as far or
+# further along (study/progress.py), so carrying from a machine where resume.sh did not run loses nothing.
 set -euo pipefail
 out=${1:?usage: study/carry.sh OUT_DIR NAME}; name=${2:?usage: study/carry.sh OUT_DIR NAME}
 out=$(cd "$out" && pwd)
 here=$(cd "$(dirname "$0")" && pwd); dest=$here/$name
+python=$here/../.venv/bin/python
 rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+if [ -d "$dest" ]; then cp -a "$dest/." "$dest.tmp/"; fi
 cp "$out/study.json" "$dest.tmp/"
 state=()
 for run in "$out"/*/; do
   r=$(basename "$run"); [ -f "$run/config.json" ] || continue
-  mkdir -p "$dest.tmp/$r"
+  { read -r there; read -r carried; } < <("$python" "$here/progress.py" "$run" "$dest.tmp/$r")
+  if ! "$python" -c "import sys; sys.exit(not float('$there') >= float('$carried'))"; then
+    echo "study/$name: kept the carried $r (carried: $carried, $out: $there; epochs counted from 0)"; continue
+  fi
+  rm -rf "$dest.tmp/$r"; mkdir -p "$dest.tmp/$r"
   if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl model.safetensors report.json"; what="$r done"
-  else files="checkpoint.pt config.json"; epochs=0; if [ -f "$run/metrics.jsonl" ]; then epochs=$(wc -l < "$run/metrics.jsonl"); fi; what="$r at epoch $epochs"; fi
+  else files="checkpoint.pt config.json"; what="$r at epoch $(( ${there%.*} + 1 ))"; fi
   for f in $files; do if [ -f "$run/$f" ]; then cp "$run/$f" "$dest.tmp/$r/"; fi; done
   state+=("$what")
 done

@@ -9,14 +9,8 @@ name=${1:?usage: study/resume.sh NAME}
 import json, shutil, sys
 from pathlib import Path
 
-import torch
-
-def progress(run: Path) -> float:
-    if (run / "analysis.json").exists():
-        return float("inf")
-    if (run / "checkpoint.pt").exists():
-        return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"]
-    return -1
+sys.path.insert(0, "study")
+from progress import progress  # noqa: E402
 
 carried = Path(sys.argv[1])
 out = Path(json.loads((carried / "study.json").read_text())["out_dir"])
