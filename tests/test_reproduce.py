@@ -12,6 +12,7 @@ from resnetkit import create_model
 from resnetkit.cli import main
 from resnetkit.config import StudyConfig
 from resnetkit.reproduce import gradient_norms, layer_response_std, plan_runs, response_layers, train_config_for
+from resnetkit.reproduce.analysis import ANALYSIS_VERSION, PROBE_IMAGES, probe_indices
 
 
 def test_plan_orders_runs_and_filters_them_with_only():
@@ -83,7 +84,8 @@ def _study_args(out, *extra):
             "--epochs-scale", "0.0005", "--val-split", "100", "--no-progress", *extra]
 
 
-def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes(tmp_path, monkeypatch, capsys):
+def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes(tmp_path, monkeypatch, capsys,
+                                                                                   caplog):
     out = tmp_path / "study"
     # Kill the plain-32 run in its second epoch: the study stops, with the finished runs' report written.
     from resnetkit.data.loader import InMemoryLoader
@@ -143,6 +145,67 @@ def test_the_whole_study_on_the_digits_writes_every_table_and_figure_and_resumes
     # A finished run is never silently reused for a different study.
     assert main(_study_args(out, "--schedule", "fast")) == 2
     assert "holds a finished run with other settings" in capsys.readouterr().err
+
+    # An analysis of an older version (the probe was the first 500 held-out images: one class) is measured again
+    # from the trained model, also for a carried run whose checkpoint was not kept; nothing is retrained.
+    old = json.loads((out / "resnet32-s0" / "analysis.json").read_text())
+    del old["version"]
+    (out / "resnet32-s0" / "analysis.json").write_text(json.dumps(old))
+    (out / "resnet32-s0" / "checkpoint.pt").unlink()
+    model_time = (out / "resnet32-s0" / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="resnetkit.reproduce.study"):
+        assert main(_study_args(out)) == 0
+    assert "resnet32-s0: finished earlier, measured again" in caplog.text
+    again = json.loads((out / "resnet32-s0" / "analysis.json").read_text())
+    assert again["version"] == ANALYSIS_VERSION and again["iterations"] == old["iterations"] == 32
+    assert (out / "resnet32-s0" / "model.safetensors").stat().st_mtime_ns == model_time
+    assert again["val_error"] == old["val_error"] and len(again["response_std"]) == len(old["response_std"])
+
+
+def test_the_probe_images_are_drawn_from_every_class_of_a_held_out_set_listed_class_by_class():
+    """The held-out indices come in file order, class by class: the first 500 of CIFAR-10's 5,000 were one class."""
+    labels = torch.arange(10).repeat_interleave(500)
+    counts = torch.bincount(labels[probe_indices(len(labels))], minlength=10)
+    assert counts.sum() == PROBE_IMAGES and counts.min() >= 25, counts.tolist()
+    assert torch.equal(probe_indices(len(labels)), probe_indices(len(labels)))  # the same for every network
+    assert torch.equal(probe_indices(300), torch.arange(300))  # fewer than 500: all of them
+
+
+def test_a_run_another_process_is_on_is_skipped_and_a_dead_ones_claim_is_taken_over(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    from resnetkit.files import _owner, claim
+    from resnetkit.reproduce.study import run_study
+
+    study = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,), schedule="fast", epochs=1,
+                        val_split=100)
+    (tmp_path / "resnet20-s0.lock").write_text(_owner())  # a live process of this host: this one
+    with caplog.at_level("INFO", logger="resnetkit.reproduce.study"):
+        run_study(study)
+    assert "resnet20-s0: skipped, another process on this machine is on it (pid" in caplog.text
+    assert not (tmp_path / "resnet20-s0").exists() and (tmp_path / "resnet20-s0.lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "other.lock"
+    lock.write_text(_owner().split("p")[0] + "p" + dead.stdout.strip())
+    with claim(lock) as holder:
+        assert holder is None and lock.read_text() == _owner()
+    assert not lock.exists()
+    lock.write_text("")  # a process still writing its name: held for a few seconds
+    with claim(lock) as holder:
+        assert holder == "a process that is starting"
+
+
+def test_an_unfinished_fast_run_is_not_resumed_with_another_length(tmp_path):
+    """train --resume may lengthen a run (the one-cycle schedule is stretched); a study may not: its report would
+    mix lengths under one header (the fast schedule has no milestones to catch it)."""
+    from resnetkit.reproduce.study import _check_same_plan
+
+    study = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,), schedule="fast", epochs=1)
+    (tmp_path / "config.json").write_text(json.dumps(train_config_for(study, plan_runs(study)[0]).to_dict()))
+    longer = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,), schedule="fast", epochs=3)
+    with pytest.raises(ValueError, match=r"holds an unfinished run with other settings \(epochs: 1 -> 3\)"):
+        _check_same_plan(tmp_path / "config.json", train_config_for(longer, plan_runs(longer)[0]), finished=False)
 
 
 def test_a_finished_run_recorded_before_a_new_train_field_or_with_another_path_spelling_still_counts(tmp_path,
@@ -212,5 +275,5 @@ def test_a_finished_runs_damaged_record_is_named_with_what_to_do(tmp_path, damag
     study = StudyConfig(data="digits", out_dir=str(tmp_path), depths=(20,))
     (tmp_path / "config.json").write_text(damage)
     with pytest.raises(ValueError, match=r"config\.json: the finished run's settings cannot be read \(.*\); restore "
-                                         r"the file, or delete .*analysis\.json to train that run again"):
+                                         r"the file, or delete the folder .* to train that run again"):
         _check_same_plan(tmp_path / "config.json", train_config_for(study, plan_runs(study)[0]))

@@ -4,12 +4,14 @@ which inputs are addresses (URLs) rather than paths."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import secrets
 import socket
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -64,6 +66,55 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+_CLAIM = re.compile(r"h([0-9a-f]{8})p(\d+)")
+CLAIM_STARTING_S = 10  # an empty claim file younger than this is a process that is still writing its name in it
+
+
+@contextmanager
+def claim(path: str | os.PathLike[str]) -> Iterator[str | None]:
+    """Claim ``path`` (a lock file) for this process while the block runs: yields None when claimed (the file is
+    removed afterwards), else the live process of this host that holds it (``pid 1234``). A claim whose process is
+    gone (killed: no ``finally`` ran), or of another host, is taken over."""
+    path = Path(path)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            holder = _claim_holder(path)
+            if holder is not None:
+                yield holder
+                return
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(_owner())
+        try:
+            yield None
+        finally:
+            with contextlib.suppress(OSError):
+                if path.read_text() == _owner():
+                    path.unlink()
+        return
+    raise FileExistsError(f"{path}: could not be claimed (other processes keep claiming it)")
+
+
+def _claim_holder(path: Path) -> str | None:
+    """The live process of this host that holds the claim ``path``, or None for a stale claim."""
+    try:
+        text, age = path.read_text(), time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "a process that cannot be named"
+    if not text:
+        return "a process that is starting" if age < CLAIM_STARTING_S else None
+    found = _CLAIM.fullmatch(text.strip())
+    if found and found.group(1) == _host() and _alive(int(found.group(2))):
+        return f"pid {found.group(2)}"
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -5,8 +5,11 @@
 - **Gradient flow**: the norm of the loss gradient at every convolution's weight, for one batch, at
   initialisation (same seed as the run) and after training.
 
+Both are measured on the same ``PROBE_IMAGES`` held-out images for every network of a study: a seeded random draw
+(the held-out indices come in file order, class by class, so the first 500 were one class until session 22).
 ``analyse_run`` writes them with the run's errors, size and time to ``analysis.json``, the file whose
-presence marks a study run as finished.
+presence marks a study run as finished; one written by an older ``ANALYSIS_VERSION`` is measured again (the
+trained model is kept: nothing is retrained).
 """
 
 from __future__ import annotations
@@ -30,7 +33,35 @@ from ..train.loop import CHECKPOINT_NAME
 from ..train.run import MODEL_FILE
 
 ANALYSIS_FILE = "analysis.json"
+ANALYSIS_VERSION = 2  # 2: the probe is a random draw of the held-out images (1: the first 500, a single class)
 PROBE_IMAGES = 500  # held-out images for the responses and the gradient batch
+PROBE_SEED = 0  # the same draw for every network of a study (each run's held-out split follows its own seed)
+
+
+def probe_indices(count: int, size: int = PROBE_IMAGES) -> torch.Tensor:
+    """``size`` of ``count`` held-out images, a seeded random draw (sorted, to read them in order)."""
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    return torch.randperm(count, generator=generator)[:size].sort().values
+
+
+def current_analysis(path: Path) -> bool:
+    """Whether ``path`` is an analysis written by this ``ANALYSIS_VERSION`` (an older one is measured again)."""
+    try:
+        return json.loads(path.read_text()).get("version") == ANALYSIS_VERSION
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _iterations(run_dir: Path) -> int:
+    """The run's optimizer steps: its checkpoint's count, or, where the checkpoint was not kept (a carried finished
+    run), the count its earlier analysis recorded."""
+    if (run_dir / CHECKPOINT_NAME).exists():
+        return int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"])
+    try:
+        return int(json.loads((run_dir / ANALYSIS_FILE).read_text())["iterations"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{run_dir}: neither {CHECKPOINT_NAME} nor an earlier {ANALYSIS_FILE} says how many steps "
+                         f"it trained ({type(e).__name__}); restore one of them") from None
 
 
 def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -94,7 +125,7 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
     splits = load_data(dataclasses.replace(config.data, download=False))  # the run's own split
     mean, std = info.preprocess.mean, info.preprocess.std
     held_out = splits.val if splits.val is not None else splits.test
-    probe = next(iter(InMemoryLoader(held_out.subset(torch.arange(min(PROBE_IMAGES, len(held_out)))),
+    probe = next(iter(InMemoryLoader(held_out.subset(probe_indices(len(held_out))),
                                      batch_size=PROBE_IMAGES, shuffle=False, mean=mean, std=std)))
     images, labels = probe
 
@@ -110,9 +141,9 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
 
     last = history[-1]
     result = {
-        "name": run_dir.name, "family": family, "depth": depth, "seed": config.run.seed, "arch": config.model.arch,
+        "version": ANALYSIS_VERSION, "name": run_dir.name, "family": family, "depth": depth, "seed": config.run.seed, "arch": config.model.arch,
         "params": count_params(model), "epochs": len(history),
-        "iterations": int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]),
+        "iterations": _iterations(run_dir),
         "train_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in history), 1),
         "machine": _trained_on(run_dir),
         "train_error": 1 - last["train_acc"],

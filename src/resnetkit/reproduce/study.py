@@ -15,14 +15,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import prepare_output_dir, write_text_atomic
+from ..files import claim, prepare_output_dir, write_text_atomic
 from ..config import StudyConfig, TrainConfig, load_train_config
 from ..data import resolve_source
 from ..models.registry import CIFAR_BASIC_DEPTHS
 from ..train.loop import CHECKPOINT_NAME
 from ..train.resume import RESUME_MAY_CHANGE, same_setting
 from ..train.run import MODEL_FILE, check_same_run, run_training
-from .analysis import ANALYSIS_FILE, analyse_run
+from .analysis import ANALYSIS_FILE, analyse_run, current_analysis
 from .report import write_study_report
 
 log = logging.getLogger(__name__)
@@ -86,23 +86,26 @@ def train_config_for(study: StudyConfig, run: StudyRun) -> TrainConfig:
     return load_train_config(study.recipe, **overrides)
 
 
-def _check_same_plan(path: Path, planned: TrainConfig) -> None:
-    """A finished run counts only if it is the run planned now (same data, schedule, scale, seed)."""
+def _check_same_plan(path: Path, planned: TrainConfig, *, finished: bool = True) -> None:
+    """A run counts only if it is the run planned now (same data, schedule, scale, seed, length): a finished one is
+    skipped, an unfinished one resumed (``resnetkit train --resume`` may lengthen a run; a study may not, so that
+    one --out holds one study)."""
     # A field added to TrainConfig after the run had its default then; a data path may be spelled another way.
     try:
         done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
     except (OSError, ValueError, TypeError, AttributeError) as e:  # missing, not JSON, not a config
-        raise ValueError(f"{path}: the finished run's settings cannot be read ({type(e).__name__}: "
+        raise ValueError(f"{path}: the {'finished' if finished else 'unfinished'} run's settings cannot be read ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else 'no detail'}); restore the file, or delete "
-                         f"{path.parent / ANALYSIS_FILE} to train that run again") from None
+                         f"the folder {path.parent} to train that run again") from None
     want = planned.to_flat()
     as_recorded = lambda value: json.loads(json.dumps(value))  # noqa: E731  # tuples as the JSON lists they were
     changed = sorted(k for k in want if k not in IGNORED_FIELDS
                      and not same_setting(k, as_recorded(done.get(k)), as_recorded(want[k])))
     if changed:
         shown = ", ".join(f"{k}: {done.get(k)!r} -> {want[k]!r}" for k in changed)
-        raise ValueError(f"{path.parent} holds a finished run with other settings ({shown}); use another --out "
-                         "for a different study, or the same options to continue this one")
+        raise ValueError(f"{path.parent} holds {'a finished' if finished else 'an unfinished'} run with other "
+                         f"settings ({shown}); use another --out for a different study, or the same options to "
+                         "continue this one")
 
 
 def run_study(study: StudyConfig) -> Path:
@@ -119,18 +122,30 @@ def run_study(study: StudyConfig) -> Path:
         if (run_dir / ANALYSIS_FILE).exists() or _finished(run_dir):  # (killed while analysing: trained all the same)
             _check_same_plan(run_dir / "config.json", config)
         else:
-            check_same_run(config)  # a killed run resumes only with its own settings
+            check_same_run(config)  # a killed run resumes only with its own settings, and its own length:
+            if (run_dir / "config.json").exists():
+                _check_same_plan(run_dir / "config.json", config, finished=False)
     prepare_output_dir(out, flag="--out")
     write_text_atomic(out / "study.json", json.dumps(study.to_dict(), indent=2))
     for i, (run, config) in enumerate(zip(runs, configs), 1):
         run_dir = Path(config.run.out_dir)
-        if (run_dir / ANALYSIS_FILE).exists():
+        if current_analysis(run_dir / ANALYSIS_FILE):
             log.info("[%d/%d] %s: finished earlier, skipped", i, len(runs), run.name)
             continue
-        if not _finished(run_dir):
-            log.info("[%d/%d] %s: %s", i, len(runs), run.name, "resuming" if config.run.resume else "training")
-            run_training(config)
-        analyse_run(config, run.family, run.depth)
+        # One process per run: two (overlapping --only patterns, a second queue) would write one folder at once.
+        with claim(out / f"{run.name}.lock") as holder:
+            if holder is not None:
+                log.info("[%d/%d] %s: skipped, another process on this machine is on it (%s)", i, len(runs),
+                         run.name, holder)
+                continue
+            if (run_dir / ANALYSIS_FILE).exists():
+                log.info("[%d/%d] %s: finished earlier, measured again (its analysis is of an older version)", i,
+                         len(runs), run.name)
+            elif not _finished(run_dir):
+                log.info("[%d/%d] %s: %s", i, len(runs), run.name, "resuming" if config.run.resume else "training")
+                run_training(dataclasses.replace(config, run=dataclasses.replace(
+                    config.run, resume=(run_dir / CHECKPOINT_NAME).exists())))  # (as found once claimed)
+            analyse_run(config, run.family, run.depth)
         log.info("[%d/%d] %s: done", i, len(runs), run.name)
         write_study_report(out, study)  # after every run: a study stopped half-way still has its report
     return write_study_report(out, study)
