@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import warnings
 
 import pytest
@@ -191,6 +192,18 @@ def test_a_damaged_model_card_is_named_and_the_other_models_still_load(shipped, 
     (path.parent / "resnet56_cifar10.json").write_text('{"arch": "resnet56"}')  # no tag
     with pytest.warns(UserWarning, match=r"KeyError: 'tag'"):
         assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]
+    # Valid JSON of the wrong types: the listing crashed on them (format code 'f' for a str, list.get, int.lower).
+    good = {"arch": "resnet56", "tag": "cifar10", "sha256": "a" * 64, "card": {"top1": 90.0}}
+    for damage, said in (({"card": {"top1": "93"}}, "card.top1 is '93'"), ({"card": []}, "card is a list"),
+                         ({"arch": ["resnet56"]}, "arch is a list"), ({"sha256": 7}, "sha256 is a int"),
+                         ({"sha256": "abc"}, "sha256 is not 64 hex digits")):
+        (path.parent / "resnet56_cifar10.json").write_text(json.dumps({**good, **damage}))
+        with pytest.warns(UserWarning, match=re.escape(said)):
+            assert [e.name for e in catalog.list_weights() if e.shipped] == ["resnet20_cifar10"]
+        capsys.readouterr()
+        assert main(["models", "--pretrained"]) == 0
+        shown = capsys.readouterr()
+        assert "resnet20_cifar10" in shown.out and "damaged model card" in shown.err
     (path.parent / "resnet56_cifar10.json").unlink()
     (path.parent / ".resnet56_cifar10.json.0a1b2c.tmp.json").write_text('{"arch": ')  # a card being written
     with warnings.catch_warnings():

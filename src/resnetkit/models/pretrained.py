@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import warnings
@@ -185,6 +186,7 @@ def _shipped_entries() -> list[WeightEntry]:
         name = card_path.stem
         try:
             data = json.loads(card_path.read_text())
+            _check_card(data)
             entries.append(WeightEntry(name, data["arch"], data["tag"], data.get("file", f"{name}.safetensors"),
                                        data["sha256"], data.get("card", {}),
                                        Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None,
@@ -193,6 +195,23 @@ def _shipped_entries() -> list[WeightEntry]:
             warnings.warn(f"{card_path}: a damaged model card ({type(error).__name__}: {error}); {name} is not "
                           "offered: reinstall resnetkit", stacklevel=2)
     return entries
+
+
+def _check_card(data: Any) -> None:
+    """``TypeError`` naming the field of a shipped card that is not what the listing and the loader read."""
+    if not isinstance(data, dict):
+        raise TypeError(f"the card is a {type(data).__name__}, not an object")
+    for key in ("arch", "tag", "sha256", "file", "classes"):
+        if key in data and not isinstance(data[key], str):
+            raise TypeError(f"{key} is a {type(data[key]).__name__}, not text")
+    if "sha256" in data and not re.fullmatch(r"[0-9a-f]{64}", data["sha256"]):
+        raise TypeError("sha256 is not 64 hex digits")
+    card = data.get("card", {})
+    if not isinstance(card, dict):
+        raise TypeError(f"card is a {type(card).__name__}, not an object")
+    top1 = card.get("top1")
+    if top1 is not None and (isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1)):
+        raise TypeError(f"card.top1 is {str(top1)[:20]!r}, not a number")
 
 
 def ship_weights(model_file: str | os.PathLike[str], *, tag: str, card: dict[str, Any],
