@@ -125,6 +125,28 @@ def test_bench_measures_peak_memory_in_a_child_process():
     assert all(r.peak_mb is not None and r.peak_mb > 0 for r in rows)
 
 
+def _killed_child(spec, shape, queue) -> None:
+    """A memory child the OOM killer takes: no Python exception, nothing on the queue."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_memory_child_that_dies_is_warned_about_not_waited_on(monkeypatch):
+    """The bench waited 10 minutes on the queue of a killed child, then lost every row with `Empty`."""
+    import time
+
+    from resnetkit.export import bench
+    from resnetkit.export.registry import RuntimeSpec
+
+    monkeypatch.setattr(bench, "_memory_child", _killed_child)
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match=r"torch at batch 8: the memory measurement's process exited with code -9 "
+                                         r"\(killed: out of memory\?\); no memory figure"):
+        assert bench.peak_memory_mb(RuntimeSpec("torch", "unused.safetensors", 1), (8, 3, 32, 32)) is None
+    assert time.monotonic() - started < 60
+
+
 @pytest.mark.parametrize("batch, shown", [("0", "batch=0"), ("-1", "batch=-1"), ("1000000000", "batch=1000000000"),
                                           ("abc", "--batch 'abc'")])
 def test_bench_refuses_batch_sizes_before_building_anything(batch, shown, capsys):

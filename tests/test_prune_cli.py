@@ -72,6 +72,16 @@ def test_prune_refuses_what_cannot_work_before_measuring_anything(digits_model, 
     assert main(["prune", str(model_file), str(other), "--out-dir", str(tmp_path / "b"), "--val-split", "0",
                  "--no-progress"]) == 2
     assert "the model was trained on" in capsys.readouterr().err
+    # A network whose blocks cannot be pruned (Keras' blocks, ResNeXt's grouped convolutions): said before the
+    # unpruned evaluation, which ran first (minutes, hours on ImageNet) and left its folder.
+    from resnetkit import create_model, save_model
+
+    for arch in ("keras_cifar_resnet20v1",):
+        other_file = save_model(create_model(arch, num_classes=10), tmp_path / f"{arch}.safetensors")
+        assert main(["prune", str(other_file), "digits", "--out-dir", str(tmp_path / arch), "--val-split", "100",
+                     "--no-progress"]) == 2
+        assert "cannot prune" in capsys.readouterr().err
+        assert not (tmp_path / arch).exists()
     for folder in ("a", "k", "b"):  # refused before the first evaluation: nothing written
         assert not (tmp_path / folder).exists()
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue as queue_module
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from ..models import ResNet, create_model, default_info, load_model
 from .formats import MAX_BATCH
 from .registry import RuntimeSpec, build_runner, prepare_runtimes
 from .runtimes import Runner
+
+MEMORY_CHILD_TIMEOUT_S = 600  # a memory measurement that has not answered by then is given up
 
 __all__ = ["BenchRow", "RuntimeSpec", "bench_table", "benchmark", "load_average", "peak_memory_mb",
            "realistic_random_weights", "time_interleaved"]
@@ -115,7 +119,23 @@ def peak_memory_mb(spec: RuntimeSpec, shape: tuple[int, ...]) -> float | None:
     queue = context.Queue()
     process = context.Process(target=_memory_child, args=(spec, shape, queue))
     process.start()
-    result = queue.get(timeout=600)
+    result = None
+    # The child may die without a word (the OOM killer at a large batch, a crash in a runtime): waiting on the
+    # queue alone hung the bench for 10 minutes and then lost every row it had measured.
+    deadline = time.monotonic() + MEMORY_CHILD_TIMEOUT_S
+    while result is None and time.monotonic() < deadline:
+        try:
+            result = queue.get(timeout=1)
+        except queue_module.Empty:
+            if not process.is_alive() and queue.empty():
+                break
+    if result is None:
+        process.kill()
+        code = process.exitcode
+        how = f"ran past {MEMORY_CHILD_TIMEOUT_S} s" if code is None else f"exited with code {code}" + (
+            " (killed: out of memory?)" if code == -9 else "")
+        warnings.warn(f"{spec.name} at batch {shape[0]}: the memory measurement's process {how}; no memory figure "
+                      "for it", stacklevel=2)
     process.join()
     return result if isinstance(result, float) else None
 

@@ -26,6 +26,7 @@ from ..export.pruning import PruneReport, prune_model, save_pruned_model
 from ..export.pruning_tp import require_torch_pruning
 from ..files import prepare_output_dir, write_text_atomic
 from ..models import ResNet, load_model
+from ..models.widths import inner_chains
 from .checkpoint import load_training_checkpoint
 from .data import TrainData, build_train_data
 from .distributed import DistInfo
@@ -169,6 +170,10 @@ def run_pruning(config: PruneConfig) -> PruneResult:
     if not isinstance(model, ResNet):
         raise ValueError(f"{config.model}: pruning works on resnetkit ResNets; this file holds a "
                          f"{type(model).__name__}")
+    try:
+        inner_chains(model)  # a block it cannot prune (Keras', ResNeXt's grouped) is said before any evaluation
+    except TypeError as error:
+        raise ValueError(f"{config.model}: {error}") from None
     if config.method == "torch-pruning":
         require_torch_pruning()
     val_split, seed = info.held_out_split(config.val_split, config.seed)
