@@ -325,6 +325,9 @@ def test_tar_members_that_are_not_class_images_are_left_out_with_a_reason(tmp_pa
             add(f"cat/{i}.png")
             add(f"dog/{i}.png")
         add("dog/0.png", b"a second member of the same name")
+        add("./cat//0.png", b"the same name spelled another way")
+        for hidden in (".git/HEAD", ".ipynb_checkpoints/0.png", "cat/.thumbs/0.png"):  # as a folder's listing: passed
+            add(hidden)  # over (they were a class '.ipynb_checkpoints', or a split folder beside train/)
         add("/abs/cat/abs.png")
         add("../evil/dot.png")
         add("cat/soft.png", type=tarfile.SYMTYPE, linkname="cat/0.png")
@@ -334,12 +337,13 @@ def test_tar_members_that_are_not_class_images_are_left_out_with_a_reason(tmp_pa
     assert tree.class_names == ["cat", "dog"] and len(tree.paths) == 4
     reasons = {label.split(":", 1)[1]: reason for label, reason in tree.skipped}
     assert reasons == {"dog/0.png": "a second member of the same name (the first one is used)",
+                       "cat//0.png": "a second member of the same name (the first one is used)",
                        "/abs/cat/abs.png": "an absolute path or '..' in its name: not a <class>/<image> member",
                        "../evil/dot.png": "an absolute path or '..' in its name: not a <class>/<image> member",
                        "cat/soft.png": "a link in the archive, not a file (store the image itself)",
                        "cat/hard.png": "a link in the archive, not a file (store the image itself)",
                        "cat/fifo.png": "not a file (a device or pipe entry)"}
-    with pytest.warns(UserWarning, match="skipped 6 file"):
+    with pytest.warns(UserWarning, match="skipped 7 file"):
         data = load_image_dataset(str(archive), image_size=12)
     assert data.labels.tolist() == [0, 1, 0, 1]  # in the archive's order; the first dog/0.png decoded
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import lzma
 import os
+import posixpath
 import tarfile
 import warnings
 import zlib
@@ -134,19 +135,22 @@ def _list_files(source: Path) -> tuple[list[tuple[str, str]], list[tuple[int, in
             if member.isdir():
                 continue
             name = member.name[2:] if member.name.startswith("./") else member.name
-            if is_macos_metadata(name):
+            # Hidden folders (.git/, .ipynb_checkpoints/) are passed over, as a folder's listing passes over them.
+            if is_macos_metadata(name) or any(part.startswith(".") and part not in (".", "..")
+                                              for part in name.split("/")[:-1]):
                 continue
             reason = (None if member.isfile() else
                       "a link in the archive, not a file (store the image itself)" if member.issym() or member.islnk()
                       else "not a file (a device or pipe entry)")
             if reason is None and (name.startswith("/") or ".." in name.split("/")):
                 reason = "an absolute path or '..' in its name: not a <class>/<image> member"
-            if reason is None and member.name in seen:
+            spelled = posixpath.normpath(name)  # ./a/1.png, a//1.png and a/1.png are one file
+            if reason is None and spelled in seen:
                 reason = "a second member of the same name (the first one is used)"
             if reason is not None:
                 skipped.append((name, reason))
                 continue
-            seen.add(member.name)
+            seen.add(spelled)
             found.append((name, member.name))
             spans.append((member.offset_data, member.size))
     # Byte offsets index the file itself only when the tar is not compressed.
