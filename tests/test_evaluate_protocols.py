@@ -10,6 +10,7 @@ from torch import nn
 
 from resnetkit.config import Preprocess
 from resnetkit.data import eval_transform, eval_views, to_model_input
+from resnetkit.data.preprocess import default_scales
 from resnetkit.evaluate.protocols import evaluate_samples
 
 PRE = Preprocess(input_size=32, resize_size=36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -139,6 +140,11 @@ def test_eval_cli_averages_the_softmax_over_each_protocols_views(tmp_path, capsy
             probs = torch.stack([model(to_model_input(v, PRE)[None]).softmax(1)[0] for v in views]).mean(0)
             losses.append(-probs[label].log())
     assert report["images"] == 4 and report["config"]["protocol"] == protocol
+    assert report["config"]["scales"] == (list(scales) if protocol == "multiscale" else None)
+    if protocol == "multiscale":  # the scales used are recorded when they were the model's defaults, too
+        assert main(argv + ["--out-dir", str(tmp_path / "ev-default")]) == 0
+        recorded = json.loads((tmp_path / "ev-default" / "report.json").read_text())["config"]["scales"]
+        assert recorded == list(default_scales(PRE)) and all(isinstance(s, int) for s in recorded)
     assert len(report["per_class"]) == 2 and sum(map(sum, report["confusion"])) == 4
     assert report["loss"] == pytest.approx(torch.stack(losses).mean().item(), abs=1e-4)
     assert (tmp_path / "ev" / "report.md").exists() and (tmp_path / "ev" / "confusion.png").exists()

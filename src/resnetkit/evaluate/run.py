@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import EvalConfig, ModelInfo
-from ..data.preprocess import thumbnail
+from ..data.preprocess import default_scales, thumbnail
 from ..data.source import DataSource, resolve_source
 from ..device import resolve_device
 from ..files import prepare_output_dir
@@ -202,7 +202,9 @@ def run_evaluation(config: EvalConfig, *, warn_if_training_images: bool = True) 
                          "above); nothing was measured")
     write_report(Path(config.out_dir), title=f"{info.model.arch} ({Path(model_path).name}) on {data}, {protocol}",
                  metrics=metrics, class_names=names, config={"model": str(model_path), "data": data,
-                                                             "split": split, "protocol": protocol, "scales": scales,
+                                                             "split": split, "protocol": protocol,
+                                                             "scales": list(scales or default_scales(info.preprocess))
+                                                             if protocol == "multiscale" else None,
                                                              "preprocess": info.preprocess.to_dict()},
                  worst=worst_images(dataset, order, metrics))
     return metrics
