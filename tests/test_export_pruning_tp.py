@@ -9,6 +9,7 @@ from resnetkit import create_model, load_model
 from resnetkit.config import CIFAR_PREPROCESS, ModelInfo
 from resnetkit.export import prune_model, save_pruned_model
 from resnetkit.models import count_macs
+from resnetkit.models.widths import inner_chains
 
 pytest.importorskip("torch_pruning")
 from resnetkit.export.pruning_tp import prune_to_macs_tp, prune_with_ratio  # noqa: E402
@@ -23,6 +24,8 @@ def test_meets_the_mac_target_and_keeps_the_residual_stream(name, options):
     before = count_macs(model, 32)
     pruned, kept = prune_to_macs_tp(model, 0.5, input_size=32)
     assert 0.45 * before < count_macs(pruned, 32) <= 0.5 * before and 0 < kept < 1
+    widths = [[getattr(b, c[0]).out_channels for _, b, c in inner_chains(m)] for m in (model, pruned)]
+    assert kept == sum(widths[1]) / sum(widths[0])  # as counted (1 - ratio said 50.0% for 47.3% kept)
     original = dict(model.named_modules())
     for module_name, module in pruned.named_modules():  # the stem, shortcuts and classifier are untouched
         if module_name in ("conv1", "fc") or "downsample" in module_name or "shortcut" in module_name:
