@@ -11,6 +11,8 @@ out=${1:?usage: study/carry.sh OUT_DIR NAME}; name=${2:?usage: study/carry.sh OU
 out=$(cd "$out" && pwd)
 here=$(cd "$(dirname "$0")" && pwd); dest=$here/$name
 python=$here/../.venv/bin/python
+# Whether progress $1 is as far as $2 or further (each inf, -1 or a whole epoch, as study/progress.py prints them).
+ahead() { [ "$1" = inf ] || { [ "$2" != inf ] && [ "$1" -ge "$2" ]; }; }
 rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
 if [ -d "$dest" ]; then cp -a "$dest/." "$dest.tmp/"; fi
 cp "$out/study.json" "$dest.tmp/"
@@ -18,12 +20,12 @@ state=()
 for run in "$out"/*/; do
   r=$(basename "$run"); [ -f "$run/config.json" ] || continue
   { read -r there; read -r carried; } < <("$python" "$here/progress.py" "$run" "$dest.tmp/$r")
-  if ! "$python" -c "import sys; sys.exit(not float('$there') >= float('$carried'))"; then
+  if ! ahead "$there" "$carried"; then
     echo "study/$name: kept the carried $r (carried: $carried, $out: $there; epochs counted from 0)"; continue
   fi
   rm -rf "$dest.tmp/$r"; mkdir -p "$dest.tmp/$r"
   if [ -f "$run/analysis.json" ]; then files="analysis.json config.json metrics.jsonl model.safetensors report.json"; what="$r done"
-  else files="checkpoint.pt config.json"; what="$r at epoch $(( ${there%.*} + 1 ))"; fi
+  else files="checkpoint.pt config.json"; what="$r at epoch $(( there + 1 ))"; fi
   for f in $files; do if [ -f "$run/$f" ]; then cp "$run/$f" "$dest.tmp/$r/"; fi; done
   state+=("$what")
 done

@@ -180,7 +180,8 @@ class ClassificationMetrics:
             "precision": dict(zip(names, self.precision())), "f1": dict(zip(names, self.f1())),
             "macro_f1": self.macro_f1,
             "most_confused": [{"actual": a, "predicted": p, "images": n} for a, p, n in self.most_confused(names)],
-            "ece": None if math.isnan(ece := self.expected_calibration_error) else ece, "calibration": self.calibration(),
+            "ece": None if math.isnan(ece := self.expected_calibration_error) else ece,
+            "calibration": self.calibration(),
             "confusion": self.confusion.tolist(),
         }
 

@@ -139,7 +139,7 @@ def held_out_seed(source: DataSource, info: ModelInfo, *, val_split: int, seed: 
     chosen = recorded_seed if seed is None else seed
     if not (warn_if_training_images and held_out):
         return chosen
-    data, trained_on = source.text, info.extra.get('trained_on', 'not named')
+    data, trained_on = source.text, info.extra.get("trained_on", "not named")
     same = f"--val-split {held_out}{'' if recorded_seed == 0 else f' --seed {recorded_seed}'}"
     if not val_split and source.evaluation_split == "train":
         warnings.warn(f"{data} has no test split, so every image of it is measured; the model file records "

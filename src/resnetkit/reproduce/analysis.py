@@ -141,7 +141,8 @@ def analyse_run(config: TrainConfig, family: str, depth: int) -> dict[str, Any]:
 
     last = history[-1]
     result = {
-        "version": ANALYSIS_VERSION, "name": run_dir.name, "family": family, "depth": depth, "seed": config.run.seed, "arch": config.model.arch,
+        "version": ANALYSIS_VERSION, "name": run_dir.name, "family": family, "depth": depth, "seed": config.run.seed,
+        "arch": config.model.arch,
         "params": count_params(model), "epochs": len(history),
         "iterations": _iterations(run_dir),
         "train_time_s": round(sum(row.get("epoch_time_s", 0.0) for row in history), 1),

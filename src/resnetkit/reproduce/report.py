@@ -18,7 +18,8 @@ from ..files import save_figure_atomic
 from .analysis import ANALYSIS_FILE, write_text_atomic
 
 # Table 6 of He et al. 2015: CIFAR-10 test error (%) of the ResNets (option A), one number each as the paper
-# reports it, except ResNet-110: best of 5 runs 6.43, mean 6.61 +- 0.16. The paper gives no numbers for the plain nets, only Figure 6.
+# reports it, except ResNet-110: best of 5 runs 6.43, mean 6.61 +- 0.16. The paper gives no numbers for the plain
+# nets, only Figure 6.
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
 
@@ -166,8 +167,8 @@ def write_study_report(out_dir: Path, study: StudyConfig) -> Path:
              *_machines(results), f"- finished runs: {len(results)}", ""]
     lines += ["## Table 6, side by side", "",
               "Error in %. The paper's is CIFAR-10 *test* error on lossless images with the full schedule, as "
-              "reported (ResNet-110: best of 5 runs, mean 6.61 +- 0.16); ours is on the held-out training images (and the test "
-              "split when the data has one), mean +- spread over seeds.", "",
+              "reported (ResNet-110: best of 5 runs, mean 6.61 +- 0.16); ours is on the held-out training images "
+              "(and the test split when the data has one), mean +- spread over seeds.", "",
               "| network | params | paper error | our val error | our test error | our train error | seeds | "
               "epochs | iterations | train time |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -94,7 +94,8 @@ def _check_same_plan(path: Path, planned: TrainConfig, *, finished: bool = True)
     try:
         done = TrainConfig.from_dict(json.loads(path.read_text())).to_flat()  # nested or flat (before sections)
     except (OSError, ValueError, TypeError, AttributeError) as e:  # missing, not JSON, not a config
-        raise ValueError(f"{path}: the {'finished' if finished else 'unfinished'} run's settings cannot be read ({type(e).__name__}: "
+        state = "finished" if finished else "unfinished"
+        raise ValueError(f"{path}: the {state} run's settings cannot be read ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else 'no detail'}); restore the file, or delete "
                          f"the folder {path.parent} to train that run again") from None
     want = planned.to_flat()
